@@ -64,8 +64,32 @@ export class Usage extends Schema.Class<Usage>("@rlm-runtime/adapters/Usage")({
  */
 export class ChatRequest extends Schema.Class<ChatRequest>("@rlm-runtime/adapters/ChatRequest")({
   role: CallRole,
-  messages: Schema.Array(ChatMessage)
+  messages: Schema.Array(ChatMessage),
+  /**
+   * The most output tokens this call may produce (the run's remaining budget).
+   * Providers send it as `max_tokens`; the Fake adapter cuts its reply to it.
+   */
+  maxOutputTokens: Schema.optional(Schema.Number)
 }) {}
+
+/**
+ * The token estimate used for budget reservations before a call is sent:
+ * one token per four characters, rounded up. The Fake adapter reports usage
+ * with the same estimate.
+ *
+ * @since 0.1.0
+ * @category Utils
+ */
+export const estimateTokens = (text: string): number => Math.ceil(text.length / 4)
+
+/**
+ * The estimated input tokens of a request: the sum over its messages.
+ *
+ * @since 0.1.0
+ * @category Utils
+ */
+export const estimateRequestTokens = (messages: ReadonlyArray<ChatMessage>): number =>
+  messages.reduce((n, m) => n + estimateTokens(m.content), 0)
 
 /**
  * @since 0.1.0

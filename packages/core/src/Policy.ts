@@ -1,0 +1,79 @@
+/**
+ * The limits of a run: steps, sub-calls, tokens, cost, wall time, depth,
+ * concurrency and consecutive errors. One budget built from a policy is shared
+ * by a whole run tree (root, batches, child RLMs).
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * USD per million tokens, by direction.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export const ModelPrice = Schema.Struct({
+  inputPerMillion: Schema.NonNegative,
+  outputPerMillion: Schema.NonNegative
+})
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export type ModelPrice = typeof ModelPrice.Type
+
+const PositiveInt = Schema.Int.pipe(Schema.positive())
+const NonNegativeInt = Schema.Int.pipe(Schema.nonNegative())
+
+/**
+ * A run's limits. Every field has a default; `undefined` on an optional limit
+ * means "not bounded".
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export class Policy extends Schema.Class<Policy>("@rlm-runtime/core/Policy")({
+  /** Root iterations of each run (root and each child). */
+  maxSteps: Schema.optionalWith(PositiveInt, { default: () => 20 }),
+  /** Sub-calls (`llm_query` and `rlm_query` prompts) in the whole run tree. */
+  maxSubCalls: Schema.optionalWith(NonNegativeInt, { default: () => 1_000 }),
+  maxInputTokens: Schema.optional(NonNegativeInt),
+  maxOutputTokens: Schema.optional(NonNegativeInt),
+  maxTotalTokens: Schema.optional(NonNegativeInt),
+  /** Bounded only for models with a known price. */
+  maxCostUsd: Schema.optional(Schema.NonNegative),
+  /** Wall-clock limit of the whole run tree, in milliseconds. */
+  timeoutMs: Schema.optional(PositiveInt),
+  /** Per model call, in milliseconds. */
+  callTimeoutMs: Schema.optional(PositiveInt),
+  /** Deepest child RLM: 0 disables `rlm_query` (it falls back to `llm_query`). */
+  maxDepth: Schema.optionalWith(NonNegativeInt, { default: () => 1 }),
+  /** Concurrent model calls per depth level. */
+  concurrency: Schema.optionalWith(PositiveInt, { default: () => 8 }),
+  /** Consecutive root steps whose code all failed (or that had nothing to run). */
+  maxConsecutiveErrors: Schema.optionalWith(PositiveInt, { default: () => 5 }),
+  /** On a budget hit: fail, or grant one last "answer now" root call. */
+  onBudgetExceeded: Schema.optionalWith(Schema.Literal("fail", "answer-now"), { default: () => "fail" as const }),
+  /** A failed prompt in a batch: an error string in its slot, or fail the whole batch. */
+  batchFailure: Schema.optionalWith(Schema.Literal("error-string", "fail-all"), {
+    default: () => "error-string" as const
+  }),
+  /** Price per model name, for `maxCostUsd`. */
+  prices: Schema.optionalWith(Schema.Record({ key: Schema.String, value: ModelPrice }), { default: () => ({}) })
+}) {}
+
+/**
+ * The policy with every default.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const defaults: Policy = new Policy({})
+
+/**
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const make = (options: ConstructorParameters<typeof Policy>[0] = {}): Policy => new Policy(options)

@@ -1,0 +1,129 @@
+/**
+ * System prompts and the per-turn messages of the run loop.
+ *
+ * @since 0.1.0
+ */
+import type { ContextMetadata } from "@rlm-runtime/trace/TraceEvent"
+import * as RlmContext from "./RlmContext.js"
+
+/**
+ * The system prompt for a Python REPL.
+ *
+ * @since 0.1.0
+ * @category Prompts
+ */
+export const PYTHON_SYSTEM_PROMPT = `You answer a question about a prompt that is too large to read at once.
+The prompt is not in this conversation. It is stored in a persistent Python REPL that you drive by writing code.
+
+In the REPL:
+- \`P\` is the whole prompt as one str; \`context\` is the same str, or a list of str when the prompt is a list of documents.
+- \`peek(n=2000)\` and \`tail(n=2000)\` return the first / last n characters; \`lenP()\` returns len(P).
+- \`slice(start, end)\` returns P[start:end]; \`find(needle, start=0)\` returns every offset where needle occurs.
+- \`chunk(size, overlap=0)\` returns P cut into consecutive pieces covering it in order.
+- \`llm_query(prompt)\` asks a sub-model and returns its reply as a str. It sees only the prompt you pass it,
+  so include the snippet it should read (tens of thousands of characters are fine; the whole P is not).
+- \`llm_query_batched(prompts)\` runs many sub-model calls concurrently and returns the replies in order. Prefer it to loops of llm_query.
+- \`rlm_query(prompt)\` starts a recursive RLM over the given text, for a sub-problem that is itself large.
+- \`SHOW_VARS()\` lists the variables you created. Variables persist between your code blocks.
+- print() what you want to see. Output longer than the display limit is cut, so print summaries, not whole chunks.
+
+How to reply:
+- Put code to run in \`\`\`repl fenced blocks. Blocks run in order, and you then see their output.
+- Work step by step: look at the structure of P first, then search, then read the relevant parts with sub-calls.
+- When you know the answer, write on its own line, outside any code block, either FINAL(your answer)
+  or FINAL_VAR(variable_name) to answer with the value of a REPL variable. Do not answer before you have looked at the data.`
+
+/**
+ * The system prompt for a JavaScript REPL.
+ *
+ * @since 0.1.0
+ * @category Prompts
+ */
+export const JAVASCRIPT_SYSTEM_PROMPT = `You answer a question about a prompt that is too large to read at once.
+The prompt is not in this conversation. It is stored in a persistent JavaScript REPL (plain ECMAScript, no Node.js,
+no modules, no network) that you drive by writing code.
+
+In the REPL:
+- \`P\` is the whole prompt as a string; \`context\` is the same string, or an array of strings when the prompt is a list of documents.
+- \`peek(n = 2000)\` and \`tail(n = 2000)\` return the first / last n characters; \`lenP()\` returns P.length.
+- \`slice(start, end)\` returns P.slice(start, end); \`find(needle, start = 0)\` returns every offset where needle occurs.
+- \`chunk(size, overlap = 0)\` returns P cut into consecutive pieces covering it in order.
+- \`llm_query(prompt)\` asks a sub-model and returns its reply as a string (it looks synchronous; do not await it).
+  The sub-model sees only the prompt you pass, so include the snippet it should read.
+- \`llm_query_batched(prompts)\` runs many sub-model calls concurrently and returns the replies in order.
+- \`rlm_query(prompt)\` starts a recursive RLM over the given text, for a sub-problem that is itself large.
+- \`SHOW_VARS()\` lists the variables you created. Top-level variables persist between your code blocks.
+- console.log() what you want to see. Output longer than the display limit is cut, so log summaries.
+
+How to reply:
+- Put code to run in \`\`\`repl fenced blocks. Blocks run in order, and you then see their output.
+- When you know the answer, write on its own line, outside any code block, either FINAL(your answer)
+  or FINAL_VAR(variable_name) to answer with the value of a REPL variable. Do not answer before you have looked at the data.`
+
+/**
+ * A stricter Python prompt for local Llama-family models, which tend to
+ * answer from the preview instead of using the REPL. Pair it with
+ * `requireReplBeforeFinal`.
+ *
+ * @since 0.1.0
+ * @category Prompts
+ */
+export const LLAMA_SYSTEM_PROMPT = `You are a program that answers a question by writing Python code. You cannot see the data.
+The data is in a Python REPL in the variable P (a str). You MUST use the REPL before answering.
+
+Rules, all mandatory:
+1. Every reply is EITHER one \`\`\`repl code block OR one final answer line. Never both. Never plain prose.
+2. Your first reply MUST be a \`\`\`repl block that looks at the data, for example: print(lenP()); print(peek(500))
+3. Use print() to see values. You only see what you print. Long output is cut.
+4. Helpers: peek(n), tail(n), lenP(), slice(start, end), find(needle) -> list of offsets, chunk(size, overlap) -> list of str,
+   llm_query(prompt) -> str (a helper model reads the text you include in the prompt),
+   llm_query_batched(list_of_prompts) -> list of str, SHOW_VARS().
+5. Store results in variables. Variables persist between replies.
+6. To answer, reply with exactly one line: FINAL(the answer) or FINAL_VAR(name_of_variable). Nothing else on that line.
+7. Do not guess. Do not answer from memory. Answer only from what your code printed.`
+
+/**
+ * @since 0.1.0
+ * @category Prompts
+ */
+export const systemPromptFor = (language: "python" | "javascript"): string =>
+  language === "javascript" ? JAVASCRIPT_SYSTEM_PROMPT : PYTHON_SYSTEM_PROMPT
+
+/**
+ * The first user message: the query and what is known about the context.
+ *
+ * @since 0.1.0
+ * @category Messages
+ */
+export const firstTurn = (query: string, meta: ContextMetadata, extra?: string): string =>
+  [
+    "The context is loaded in the REPL. What you know about it:",
+    RlmContext.describe(meta),
+    "",
+    `Question: ${query}`,
+    ...(extra ? ["", extra] : []),
+    "",
+    "Start by writing code to look at the context. Do not answer yet."
+  ].join("\n")
+
+/**
+ * The message asking for an answer when the step budget is spent.
+ *
+ * @since 0.1.0
+ * @category Messages
+ */
+export const answerNow = (query: string): string =>
+  [
+    "You have no steps left. Do not write more code.",
+    `Answer the question now with FINAL(your answer) or FINAL_VAR(variable_name), using what you found so far.`,
+    `Question: ${query}`
+  ].join("\n")
+
+/**
+ * Instructions added when the answer must decode with an output Schema.
+ *
+ * @since 0.1.0
+ * @category Messages
+ */
+export const typedAnswer = (description: string): string =>
+  `The answer must be JSON matching: ${description}. Build it in a variable (Python: json.dumps(...); JavaScript: JSON.stringify(...)) and answer with FINAL_VAR(name).`

@@ -1,0 +1,732 @@
+/**
+ * The RLM run loop.
+ *
+ * `Rlm.run(query, context, options)` opens a REPL from the `Sandbox` service,
+ * loads the context into it once, and lets the root model (the `LlmAdapter`)
+ * drive it turn by turn until it answers. Model code reaches sub-models
+ * through host functions that share one budget across the whole run tree.
+ *
+ * @since 0.1.0
+ */
+
+import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
+import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
+import { sha256 } from "@rlm-runtime/trace/Hash"
+import { Trace } from "@rlm-runtime/trace/Trace"
+import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
+import type * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
+import * as Budget from "./Budget.js"
+import * as Policy from "./Policy.js"
+import * as Prompts from "./Prompts.js"
+import * as Protocol from "./Protocol.js"
+import * as RlmContext from "./RlmContext.js"
+import { BudgetExceeded, type RlmError, RunFailed } from "./RlmError.js"
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export interface RunOptions<A = string> {
+  /** Limits of the run tree; defaults from `Policy.defaults`. */
+  readonly policy?: Policy.Policy | ConstructorParameters<typeof Policy.Policy>[0] | undefined
+  /** Replaces the system prompt chosen for the sandbox's language. */
+  readonly systemPrompt?: string | undefined
+  /** Reject a final answer until the model has seen REPL output (recommended for local Llama models). */
+  readonly requireReplBeforeFinal?: boolean | undefined
+  /** Characters of each block's output shown to the model (default 20,000). */
+  readonly outputLimit?: number | undefined
+  /** Per code block execution limit (default: the sandbox's, 30 s). */
+  readonly execTimeout?: Duration.DurationInput | undefined
+  /** Characters of the context preview the root model is told. Default 200. */
+  readonly previewChars?: number | undefined
+  /**
+   * Decode the final answer with this Schema. The answer text is decoded as
+   * is, or as JSON when that fails; an answer that does not decode is told to
+   * the model to fix, within the step budget.
+   */
+  readonly output?: Schema.Schema<A, any, never> | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export interface RunResult<A = string> {
+  /** The final answer as text. */
+  readonly answer: string
+  /** The answer decoded with the `output` Schema (the text when there is none). */
+  readonly value: A
+  readonly source: "FINAL" | "FINAL_VAR" | "forced"
+  /** Root steps taken by the top-level run. */
+  readonly steps: number
+  /** Usage of the whole run tree. */
+  readonly totals: Budget.Totals
+  readonly trace: Trace
+}
+
+// ---------------------------------------------------------------------------
+// internals
+// ---------------------------------------------------------------------------
+
+interface Tree {
+  readonly budget: Budget.Budget
+  readonly policy: Policy.Policy
+  readonly adapter: LlmAdapter.LlmAdapter.Service
+  readonly sandbox: Sandbox.Sandbox.Service
+  readonly events: Ref.Ref<ReadonlyArray<TraceEvent.TraceEvent>>
+  readonly recorder: Option.Option<TraceRecorder["Type"]>
+  readonly options: RunOptions<any>
+}
+
+interface RunCtx {
+  readonly tree: Tree
+  readonly runId: string
+  readonly depth: number
+  readonly step: Ref.Ref<number>
+  /** A fatal error raised inside a host function (budget), ending the run after the block. */
+  readonly fatal: Ref.Ref<Option.Option<BudgetExceeded>>
+  /** Usage of this run and of every ancestor, updated on each call. */
+  readonly usage: ReadonlyArray<Ref.Ref<TraceEvent.TokenUsage>>
+  readonly subCalls: Ref.Ref<number>
+  readonly children: Ref.Ref<number>
+}
+
+interface Answer {
+  readonly answer: string
+  readonly value: unknown
+  readonly source: "FINAL" | "FINAL_VAR" | "forced"
+  readonly steps: number
+}
+
+const addUsage = (a: TraceEvent.TokenUsage, b: LlmAdapter.Usage): TraceEvent.TokenUsage => {
+  const sum = (x: number | undefined, y: number | undefined) => (x ?? 0) + (y ?? 0)
+  return {
+    inputTokens: sum(a.inputTokens, b.inputTokens),
+    outputTokens: sum(a.outputTokens, b.outputTokens),
+    totalTokens: sum(
+      a.totalTokens,
+      b.totalTokens ??
+        (b.inputTokens !== undefined || b.outputTokens !== undefined
+          ? (b.inputTokens ?? 0) + (b.outputTokens ?? 0)
+          : undefined)
+    )
+  }
+}
+
+const usageOf = (u: LlmAdapter.Usage): TraceEvent.TokenUsage => ({
+  ...(u.inputTokens !== undefined ? { inputTokens: u.inputTokens } : {}),
+  ...(u.outputTokens !== undefined ? { outputTokens: u.outputTokens } : {}),
+  ...(u.totalTokens !== undefined ? { totalTokens: u.totalTokens } : {})
+})
+
+const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
+  Ref.update(tree.events, (events) => [...events, event]).pipe(
+    Effect.zipRight(Option.match(tree.recorder, { onNone: () => Effect.void, onSome: (r) => r.record(event) }))
+  )
+
+const snapshot = (tree: Tree) => Effect.map(Ref.get(tree.events), (events) => new Trace({ version: 1, events }))
+
+/** One model call under the budget and the depth level's concurrency bound. */
+const modelCall = (
+  ctx: RunCtx,
+  role: LlmAdapter.CallRole,
+  messages: ReadonlyArray<LlmAdapter.ChatMessage>
+): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> => {
+  const { adapter, budget, policy } = ctx.tree
+  const model = adapter.model(role)
+  const call = Effect.gen(function* () {
+    const reservation = yield* budget.reserve({
+      kind: role === "root" ? "root" : "sub",
+      model,
+      inputEstimate: LlmAdapter.estimateRequestTokens(messages)
+    })
+    const request = new LlmAdapter.ChatRequest({
+      role,
+      messages,
+      ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
+    })
+    const send = adapter.chat(request)
+    const timed =
+      policy.callTimeoutMs === undefined
+        ? send
+        : Effect.timeoutFail(send, {
+            duration: Duration.millis(policy.callTimeoutMs),
+            onTimeout: () =>
+              new LlmAdapter.LlmError({
+                reason: "Timeout",
+                message: `The model call took longer than callTimeoutMs=${policy.callTimeoutMs} ms and was cancelled.`,
+                retryable: true
+              })
+          })
+    const response = yield* timed.pipe(Effect.onError(() => budget.release(reservation)))
+    yield* budget.commit(reservation, response.usage)
+    yield* Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), { discard: true })
+    return response
+  })
+  return budget.permit(ctx.depth)(call)
+}
+
+const hostError = (message: string, cause?: unknown) =>
+  new Sandbox.HostCallError(cause === undefined ? { message } : { message, cause })
+
+/** Remember a budget failure raised inside model code, so the run ends after the block. */
+const markFatal = (ctx: RunCtx, e: BudgetExceeded) =>
+  Ref.update(ctx.fatal, (f) => (Option.isSome(f) ? f : Option.some(e))).pipe(
+    Effect.zipRight(Effect.fail(hostError(e.message, e)))
+  )
+
+const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
+  Effect.gen(function* () {
+    const parentStep = yield* Ref.get(ctx.step)
+    const start = Date.now()
+    const model = ctx.tree.adapter.model("sub")
+    const exit = yield* Effect.exit(
+      modelCall(ctx, "sub", [new LlmAdapter.ChatMessage({ role: "user", content: prompt })])
+    )
+    yield* Ref.update(ctx.subCalls, (n) => n + 1)
+    const base = {
+      runId: ctx.runId,
+      parentStep,
+      kind: "llm_query" as const,
+      model,
+      prompt,
+      promptSha256: sha256(prompt),
+      promptChars: prompt.length,
+      durationMs: Date.now() - start
+    }
+    if (exit._tag === "Success") {
+      const reply = exit.value.text
+      yield* emit(
+        ctx.tree,
+        new TraceEvent.SubCall({
+          ...base,
+          model: exit.value.model,
+          reply,
+          replySha256: sha256(reply),
+          replyChars: reply.length,
+          usage: usageOf(exit.value.usage)
+        })
+      )
+      return reply
+    }
+    const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+    if (failure instanceof BudgetExceeded) {
+      yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
+      return yield* markFatal(ctx, failure)
+    }
+    if (failure instanceof LlmAdapter.LlmError) {
+      yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
+      return yield* Effect.fail(hostError(`llm_query failed (${failure.reason}): ${failure.message}`, failure))
+    }
+    return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+  })
+
+const batched =
+  (ctx: RunCtx, one: (prompt: string) => Effect.Effect<string, Sandbox.HostCallError>) =>
+  (prompts: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, Sandbox.HostCallError> =>
+    Effect.forEach(
+      prompts,
+      (prompt) =>
+        ctx.tree.policy.batchFailure === "fail-all"
+          ? one(prompt)
+          : one(prompt).pipe(
+              Effect.catchAll((e) =>
+                // A budget failure still ends the batch: nothing more may be sent.
+                e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
+              )
+            ),
+      { concurrency: "unbounded" }
+    )
+
+const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
+  Effect.gen(function* () {
+    const { tree } = ctx
+    if (ctx.depth + 1 > tree.policy.maxDepth) return yield* llmQuery(ctx, prompt)
+    const parentStep = yield* Ref.get(ctx.step)
+    const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
+    const childRunId = `${ctx.runId}/${parentStep}.${index}`
+    const start = Date.now()
+    const reserved = yield* Effect.either(tree.budget.reserveSubCall)
+    if (reserved._tag === "Left") return yield* markFatal(ctx, reserved.left)
+    yield* Ref.update(ctx.subCalls, (n) => n + 1)
+    const exit = yield* Effect.exit(
+      tree.budget.permit(ctx.depth)(
+        runOne(tree, {
+          runId: childRunId,
+          depth: ctx.depth + 1,
+          parentRunId: ctx.runId,
+          parentStep,
+          query: "The context is a task together with the data it needs. Do what it asks and answer it.",
+          context: RlmContext.make(prompt),
+          usage: ctx.usage
+        })
+      )
+    )
+    const base = {
+      runId: ctx.runId,
+      parentStep,
+      kind: "rlm_query" as const,
+      model: tree.adapter.model("root"),
+      prompt,
+      promptSha256: sha256(prompt),
+      promptChars: prompt.length,
+      durationMs: Date.now() - start,
+      // The child's own calls carry its usage; counting it here too would count it twice.
+      usage: {},
+      childRunId
+    }
+    if (exit._tag === "Success") {
+      const reply = exit.value.answer
+      yield* emit(
+        tree,
+        new TraceEvent.SubCall({ ...base, reply, replySha256: sha256(reply), replyChars: reply.length })
+      )
+      return reply
+    }
+    const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+    if (failure === undefined) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+    yield* emit(tree, new TraceEvent.SubCall({ ...base, error: failure.message }))
+    if (failure instanceof BudgetExceeded) return yield* markFatal(ctx, failure)
+    return yield* Effect.fail(hostError(`rlm_query failed: ${failure.message}`, failure))
+  })
+
+const formatBlock = (i: number, total: number, r: Sandbox.ExecResult): string => {
+  const parts: Array<string> = []
+  if (r.stdout.length > 0) parts.push(r.stdout.replace(/\n$/, ""))
+  if (r.stderr.length > 0) parts.push(`[stderr]\n${r.stderr.replace(/\n$/, "")}`)
+  if (r.error !== undefined) parts.push(`[error]\n${r.error.replace(/\n$/, "")}`)
+  if (parts.length === 0) parts.push("(no output)")
+  return `${total > 1 ? `Output of block ${i + 1}:` : "REPL output:"}\n${parts.join("\n")}`
+}
+
+const decodeAnswer = (schema: Schema.Schema<any, any, never> | undefined, text: string) => {
+  if (schema === undefined) return Effect.succeed(text as unknown)
+  const decode = Schema.decodeUnknown(schema)
+  return decode(text).pipe(
+    Effect.orElse(() =>
+      Effect.try(() => JSON.parse(text) as unknown).pipe(
+        Effect.mapError(() => "the answer is not valid JSON"),
+        Effect.flatMap((json) =>
+          decode(json).pipe(Effect.mapError((e) => ParseResult.TreeFormatter.formatErrorSync(e)))
+        )
+      )
+    )
+  )
+}
+
+interface RunSpec {
+  readonly runId: string
+  readonly depth: number
+  readonly parentRunId?: string
+  readonly parentStep?: number
+  readonly query: string
+  readonly context: RlmContext.RlmContext
+  readonly usage: ReadonlyArray<Ref.Ref<TraceEvent.TokenUsage>>
+}
+
+const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
+  Effect.gen(function* () {
+    const { adapter, options, policy, sandbox } = tree
+    const started = Date.now()
+    const ownUsage = yield* Ref.make<TraceEvent.TokenUsage>({})
+    const ctx: RunCtx = {
+      tree,
+      runId: spec.runId,
+      depth: spec.depth,
+      step: yield* Ref.make(0),
+      fatal: yield* Ref.make(Option.none<BudgetExceeded>()),
+      usage: [ownUsage, ...spec.usage],
+      subCalls: yield* Ref.make(0),
+      children: yield* Ref.make(0)
+    }
+    const meta = RlmContext.metadata(spec.context, { previewChars: options.previewChars ?? 200 })
+    const finish = (status: TraceEvent.RunFinished["status"], error?: string) =>
+      Effect.gen(function* () {
+        yield* emit(
+          tree,
+          new TraceEvent.RunFinished({
+            runId: spec.runId,
+            status,
+            steps: yield* Ref.get(ctx.step),
+            subCalls: yield* Ref.get(ctx.subCalls),
+            usage: yield* Ref.get(ownUsage),
+            durationMs: Date.now() - started,
+            ...(error !== undefined ? { error } : {})
+          })
+        )
+      })
+
+    const body = Effect.gen(function* () {
+      yield* emit(
+        tree,
+        new TraceEvent.RunStarted({
+          runId: spec.runId,
+          ...(spec.parentRunId !== undefined ? { parentRunId: spec.parentRunId } : {}),
+          ...(spec.parentStep !== undefined ? { parentStep: spec.parentStep } : {}),
+          depth: spec.depth,
+          query: spec.query,
+          context: meta,
+          model: adapter.model("root"),
+          language: sandbox.language,
+          timestamp: Date.now()
+        })
+      )
+      const repl = yield* sandbox
+        .open({
+          context: { text: spec.context.text, documents: spec.context.documents },
+          host: {
+            llmQuery: (p) => llmQuery(ctx, p),
+            llmQueryBatched: batched(ctx, (p) => llmQuery(ctx, p)),
+            rlmQuery: (p) => rlmQuery(ctx, p),
+            rlmQueryBatched: batched(ctx, (p) => rlmQuery(ctx, p))
+          },
+          outputLimit: options.outputLimit,
+          execTimeout: options.execTimeout
+        })
+        .pipe(Effect.mapError(sandboxFailed))
+
+      const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language)
+      const extra = options.output ? Prompts.typedAnswer(String(options.output.ast)) : undefined
+      const messages: Array<LlmAdapter.ChatMessage> = [
+        new LlmAdapter.ChatMessage({ role: "system", content: system }),
+        new LlmAdapter.ChatMessage({ role: "user", content: Prompts.firstTurn(spec.query, meta, extra) })
+      ]
+      let sawOutput = false
+      let consecutiveErrors = 0
+      let partial: Option.Option<string> = Option.none()
+
+      const root = (msgs: ReadonlyArray<LlmAdapter.ChatMessage>) =>
+        modelCall(ctx, "root", msgs).pipe(Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e))))
+
+      /** Resolve a final candidate to text, or the reason it is rejected. */
+      const resolveFinal = (
+        marker: Protocol.FinalMarker | undefined,
+        signal: Sandbox.FinalSignal | undefined,
+        ranCodeThisStep: boolean
+      ) =>
+        Effect.gen(function* () {
+          if (marker === undefined && signal === undefined) return undefined
+          if (options.requireReplBeforeFinal && !sawOutput && signal === undefined) {
+            return {
+              rejected: ranCodeThisStep
+                ? "Your final answer was not accepted: you answered before seeing the output of your code. Look at the output first, then answer."
+                : "Your final answer was not accepted: you must run code in the REPL and look at its output before answering."
+            } as const
+          }
+          if (marker?._tag === "FinalVar") {
+            const value = yield* repl.getVar(marker.name).pipe(Effect.mapError(sandboxFailed))
+            if (Option.isNone(value)) {
+              return {
+                rejected: `FINAL_VAR(${marker.name}) names a variable that does not exist in the REPL. Assign it first (variables: call SHOW_VARS()), or answer with FINAL(text).`
+              } as const
+            }
+            return { text: value.value, source: "FINAL_VAR" as const }
+          }
+          if (marker?._tag === "FinalText") return { text: marker.text, source: "FINAL" as const }
+          const s = signal as Sandbox.FinalSignal
+          return { text: s.value, source: s.source }
+        })
+
+      const accept = (step: number, text: string, source: Answer["source"]) =>
+        Effect.gen(function* () {
+          const decoded = yield* Effect.either(decodeAnswer(options.output, text))
+          if (decoded._tag === "Left") {
+            partial = Option.some(text)
+            return {
+              rejected: `Your final answer does not have the required shape: ${decoded.left}. Fix it and answer again.`
+            } as const
+          }
+          yield* emit(tree, new TraceEvent.FinalAnswer({ runId: spec.runId, step, source, answer: text }))
+          return { answer: { answer: text, value: decoded.right, source, steps: step } satisfies Answer } as const
+        })
+
+      const checkFatal = Effect.flatMap(Ref.get(ctx.fatal), (f) =>
+        Option.isSome(f) ? Effect.fail(f.value) : Effect.void
+      )
+
+      /** The one extra root call granted by `onBudgetExceeded: "answer-now"`, outside the budget. */
+      const answerNow = (e: BudgetExceeded) =>
+        Effect.gen(function* () {
+          const step = (yield* Ref.get(ctx.step)) + 1
+          yield* Ref.set(ctx.step, step)
+          const stepStart = Date.now()
+          const msgs = [
+            ...messages,
+            new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) })
+          ]
+          const response = yield* adapter
+            .chat(new LlmAdapter.ChatRequest({ role: "root", messages: msgs }))
+            .pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))
+          yield* tree.budget.commit(
+            { input: 0, output: 0, cost: 0, maxOutputTokens: undefined, model: response.model, kind: "root" },
+            response.usage
+          )
+          yield* Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
+            discard: true
+          })
+          return yield* forced(
+            step,
+            stepStart,
+            response,
+            `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`
+          )
+        })
+
+      /** Take the reply to an "answer now" request as the answer. */
+      const forced = (step: number, stepStart: number, response: LlmAdapter.ChatResponse, note: string) =>
+        Effect.gen(function* () {
+          const parsed = Protocol.parse(response.text)
+          let text = response.text.trim()
+          if (parsed.final?._tag === "FinalText") text = parsed.final.text
+          else if (parsed.final?._tag === "FinalVar") {
+            const value = yield* repl.getVar(parsed.final.name).pipe(Effect.mapError(sandboxFailed))
+            if (Option.isSome(value)) text = value.value
+          }
+          yield* emit(
+            tree,
+            new TraceEvent.StepCompleted({
+              runId: spec.runId,
+              step,
+              reply: response.text,
+              blocks: [],
+              feedback: note,
+              usage: usageOf(response.usage),
+              model: response.model,
+              modelMs: Date.now() - stepStart,
+              durationMs: Date.now() - stepStart
+            })
+          )
+          const accepted = yield* accept(step, text, "forced")
+          if ("rejected" in accepted) {
+            return yield* Effect.fail(
+              new BudgetExceeded({
+                limit: "maxSteps",
+                value: policy.maxSteps,
+                used: step,
+                message: `Budget exceeded: the last answer after maxSteps=${policy.maxSteps} did not decode. ${accepted.rejected}`,
+                trace: undefined,
+                partialAnswer: Option.some(text)
+              })
+            )
+          }
+          return accepted.answer
+        })
+
+      const steps = Effect.gen(function* () {
+        for (let step = 1; step <= policy.maxSteps; step++) {
+          yield* Ref.set(ctx.step, step)
+          const stepStart = Date.now()
+          const response = yield* root(messages)
+          const modelMs = Date.now() - stepStart
+          const parsed = Protocol.parse(response.text)
+          const blocks: Array<TraceEvent.CodeBlock> = []
+          const outputs: Array<string> = []
+          const feedback: Array<string> = [...parsed.warnings]
+          let signal: Sandbox.FinalSignal | undefined
+          let errors = 0
+          for (const [i, code] of parsed.code.entries()) {
+            const result = yield* repl.exec(code).pipe(
+              Effect.catchTag("SandboxError", (e) =>
+                e.reason === "Timeout"
+                  ? Effect.succeed(
+                      new Sandbox.ExecResult({
+                        stdout: "",
+                        stderr: "",
+                        error: e.message,
+                        truncated: false,
+                        durationMs: 0
+                      })
+                    )
+                  : Effect.fail(sandboxFailed(e))
+              )
+            )
+            blocks.push({
+              code,
+              stdout: result.stdout,
+              stderr: result.stderr,
+              ...(result.error !== undefined ? { error: result.error } : {}),
+              truncated: result.truncated,
+              durationMs: result.durationMs
+            })
+            outputs.push(formatBlock(i, parsed.code.length, result))
+            if (result.error !== undefined) errors++
+            if (result.final) signal = result.final
+            yield* checkFatal.pipe(Effect.tapError(() => recordStep()))
+          }
+          const final = yield* resolveFinal(parsed.final, signal, parsed.code.length > 0)
+          let answer: Answer | undefined
+          if (final !== undefined && "rejected" in final) feedback.push(final.rejected)
+          else if (final !== undefined) {
+            const accepted = yield* accept(step, final.text, final.source)
+            if ("rejected" in accepted) feedback.push(accepted.rejected)
+            else answer = accepted.answer
+          }
+          if (parsed.protocol === "empty" && final === undefined) {
+            feedback.push(
+              "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
+            )
+          }
+          yield* recordStep()
+          if (answer !== undefined) return answer
+
+          // biome-ignore lint/correctness/noInnerDeclarations: closes over this step's state
+          function recordStep() {
+            return emit(
+              tree,
+              new TraceEvent.StepCompleted({
+                runId: spec.runId,
+                step,
+                reply: response.text,
+                blocks,
+                ...(feedback.length > 0 ? { feedback: feedback.join("\n") } : {}),
+                usage: usageOf(response.usage),
+                model: response.model,
+                modelMs,
+                durationMs: Date.now() - stepStart
+              })
+            )
+          }
+
+          if (parsed.code.length > 0) sawOutput = true
+          const failedStep = parsed.code.length === 0 ? final === undefined : errors === parsed.code.length
+          consecutiveErrors = failedStep ? consecutiveErrors + 1 : 0
+          if (consecutiveErrors >= policy.maxConsecutiveErrors) {
+            return yield* Effect.fail(
+              new BudgetExceeded({
+                limit: "maxConsecutiveErrors",
+                value: policy.maxConsecutiveErrors,
+                used: consecutiveErrors,
+                message: `Budget exceeded: ${consecutiveErrors} steps in a row failed (maxConsecutiveErrors=${policy.maxConsecutiveErrors}).`,
+                trace: undefined,
+                partialAnswer: partial
+              })
+            )
+          }
+          messages.push(
+            new LlmAdapter.ChatMessage({ role: "assistant", content: response.text }),
+            new LlmAdapter.ChatMessage({ role: "user", content: [...outputs, ...feedback].join("\n\n") })
+          )
+        }
+
+        // Out of steps: ask once for the answer.
+        const forcedStep = policy.maxSteps + 1
+        yield* Ref.set(ctx.step, forcedStep)
+        const stepStart = Date.now()
+        messages.push(new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }))
+        const response = yield* root(messages)
+        return yield* forced(
+          forcedStep,
+          stepStart,
+          response,
+          "Out of steps: the answer was requested without running more code."
+        )
+      })
+
+      return yield* steps.pipe(
+        Effect.catchTag("BudgetExceeded", (e) =>
+          spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
+            ? answerNow(e)
+            : Effect.fail(new BudgetExceeded({ ...e, partialAnswer: Option.orElse(e.partialAnswer, () => partial) }))
+        )
+      )
+    })
+
+    return yield* Effect.scoped(body).pipe(
+      Effect.tap(() => finish("answered")),
+      Effect.tapError((e) => finish(e._tag === "BudgetExceeded" ? "budget_exceeded" : "failed", e.message)),
+      Effect.onInterrupt(() => finish("interrupted", "interrupted"))
+    )
+  })
+
+const sandboxFailed = (e: Sandbox.SandboxError) =>
+  new RunFailed({
+    reason: "Sandbox",
+    message: `The sandbox failed (${e.reason}): ${e.message}`,
+    cause: e,
+    trace: undefined,
+    partialAnswer: Option.none()
+  })
+
+const modelFailed = (e: LlmAdapter.LlmError) =>
+  new RunFailed({
+    reason: "Model",
+    message: `The root model call failed (${e.reason}): ${e.message}`,
+    cause: e,
+    trace: undefined,
+    partialAnswer: Option.none()
+  })
+
+/**
+ * Run an RLM over `context` to answer `query`.
+ *
+ * Requires the `LlmAdapter` and `Sandbox` services; a `TraceRecorder` in
+ * context also receives every event as it happens. The result (and every
+ * error) carries the trace of the whole run tree.
+ *
+ * @since 0.1.0
+ * @category Running
+ */
+export const run: {
+  <A>(
+    query: string,
+    context: RlmContext.Input,
+    options: RunOptions<A> & { readonly output: Schema.Schema<A, any, never> }
+  ): Effect.Effect<RunResult<A>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox>
+  (
+    query: string,
+    context: RlmContext.Input,
+    options?: RunOptions<string>
+  ): Effect.Effect<RunResult<string>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox>
+} = (query: string, context: RlmContext.Input, options: RunOptions<any> = {}) =>
+  Effect.gen(function* () {
+    const policy = options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
+    const tree: Tree = {
+      budget: yield* Budget.make(policy),
+      policy,
+      adapter: yield* LlmAdapter.LlmAdapter,
+      sandbox: yield* Sandbox.Sandbox,
+      events: yield* Ref.make<ReadonlyArray<TraceEvent.TraceEvent>>([]),
+      recorder: yield* Effect.serviceOption(TraceRecorder),
+      options
+    }
+    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
+    const limited =
+      policy.timeoutMs === undefined
+        ? top
+        : Effect.timeoutFail(top, {
+            duration: Duration.millis(policy.timeoutMs),
+            onTimeout: () =>
+              new BudgetExceeded({
+                limit: "timeoutMs",
+                value: policy.timeoutMs as number,
+                used: policy.timeoutMs as number,
+                message: `Budget exceeded: the run took longer than timeoutMs=${policy.timeoutMs} ms and was stopped.`,
+                trace: undefined,
+                partialAnswer: Option.none()
+              })
+          })
+    const answered = yield* limited.pipe(
+      Effect.catchAll((e) =>
+        Effect.flatMap(snapshot(tree), (trace) =>
+          Effect.fail(
+            e._tag === "BudgetExceeded" ? new BudgetExceeded({ ...e, trace }) : new RunFailed({ ...e, trace })
+          )
+        )
+      )
+    )
+    return {
+      answer: answered.answer,
+      value: answered.value,
+      source: answered.source,
+      steps: answered.steps,
+      totals: yield* tree.budget.totals,
+      trace: yield* snapshot(tree)
+    }
+  }) as any
