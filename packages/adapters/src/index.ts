@@ -1,4 +1,22 @@
 /**
  * @since 0.1.0
  */
+
+/**
+ * @since 0.1.0
+ */
+export * as EffectAiAdapter from "./EffectAiAdapter.js"
+/**
+ * @since 0.1.0
+ */
+export * as FakeAdapter from "./FakeAdapter.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as GenericChatAdapter from "./GenericChatAdapter.js"
 export * as LlmAdapter from "./LlmAdapter.js"
+/**
+ * @since 0.1.0
+ */
+export * as OpenAICompatAdapter from "./OpenAICompatAdapter.js"

@@ -1,1 +1,18 @@
-export {}
+/**
+ * @since 0.1.0
+ */
+
+/**
+ * @since 0.1.0
+ */
+export * as Cli from "./Cli.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as CliError from "./CliError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Progress from "./Progress.js"

@@ -443,13 +443,15 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
               rejected: `Your final answer does not have the required shape: ${decoded.left}. Fix it and answer again.`
             } as const
           }
-          yield* emit(tree, new TraceEvent.FinalAnswer({ runId: spec.runId, step, source, answer: text }))
           return { answer: { answer: text, value: decoded.right, source, steps: step } satisfies Answer } as const
         })
 
       const checkFatal = Effect.flatMap(Ref.get(ctx.fatal), (f) =>
         Option.isSome(f) ? Effect.fail(f.value) : Effect.void
       )
+
+      const emitFinal = (a: Answer) =>
+        emit(tree, new TraceEvent.FinalAnswer({ runId: spec.runId, step: a.steps, source: a.source, answer: a.answer }))
 
       /** The one extra root call granted by `onBudgetExceeded: "answer-now"`, outside the budget. */
       const answerNow = (e: BudgetExceeded) =>
@@ -516,6 +518,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
               })
             )
           }
+          yield* emitFinal(accepted.answer)
           return accepted.answer
         })
 
@@ -574,9 +577,11 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             )
           }
           yield* recordStep()
-          if (answer !== undefined) return answer
+          if (answer !== undefined) {
+            yield* emitFinal(answer)
+            return answer
+          }
 
-          // biome-ignore lint/correctness/noInnerDeclarations: closes over this step's state
           function recordStep() {
             return emit(
               tree,
@@ -633,7 +638,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         Effect.catchTag("BudgetExceeded", (e) =>
           spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
             ? answerNow(e)
-            : Effect.fail(new BudgetExceeded({ ...e, partialAnswer: Option.orElse(e.partialAnswer, () => partial) }))
+            : Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => partial) }))
         )
       )
     })
@@ -644,6 +649,28 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       Effect.onInterrupt(() => finish("interrupted", "interrupted"))
     )
   })
+
+/** Copy an error with its trace or partial answer filled in. */
+const withContext = <E extends RlmError>(
+  e: E,
+  patch: { readonly trace?: Trace; readonly partialAnswer?: Option.Option<string> }
+): E =>
+  (e._tag === "BudgetExceeded"
+    ? new BudgetExceeded({
+        limit: e.limit,
+        value: e.value,
+        used: e.used,
+        message: e.message,
+        trace: patch.trace ?? e.trace,
+        partialAnswer: patch.partialAnswer ?? e.partialAnswer
+      })
+    : new RunFailed({
+        reason: e.reason,
+        message: e.message,
+        cause: e.cause,
+        trace: patch.trace ?? e.trace,
+        partialAnswer: patch.partialAnswer ?? e.partialAnswer
+      })) as E
 
 const sandboxFailed = (e: Sandbox.SandboxError) =>
   new RunFailed({
@@ -713,13 +740,7 @@ export const run: {
               })
           })
     const answered = yield* limited.pipe(
-      Effect.catchAll((e) =>
-        Effect.flatMap(snapshot(tree), (trace) =>
-          Effect.fail(
-            e._tag === "BudgetExceeded" ? new BudgetExceeded({ ...e, trace }) : new RunFailed({ ...e, trace })
-          )
-        )
-      )
+      Effect.catchAll((e) => Effect.flatMap(snapshot(tree), (trace) => Effect.fail(withContext(e, { trace }))))
     )
     return {
       answer: answered.answer,

@@ -78,7 +78,7 @@ describe("RlmContext", () => {
       const chunks = RlmContext.chunk(RlmContext.make(text), size, overlap)
       const step = size - overlap
       // every chunk starts where it should and has the right text
-      chunks.forEach((c, i) => assert.strictEqual(c, text.slice(i * step, i * step + size)))
+      for (const [i, c] of chunks.entries()) assert.strictEqual(c, text.slice(i * step, i * step + size))
       // removing the overlaps gives back the text
       const rebuilt = chunks.map((c, i) => (i === chunks.length - 1 ? c : c.slice(0, step))).join("")
       assert.strictEqual(rebuilt, text)

@@ -1,6 +1,10 @@
 /**
  * Trace events: everything a run did, as Schema-defined data.
  *
+ * Every number is a `Schema.JsonNumber` (finite): `NaN` and `Infinity` have no
+ * JSON form, so they are rejected when an event is built rather than silently
+ * turning into `null` in an exported trace that can no longer be decoded.
+ *
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
@@ -12,9 +16,9 @@ import * as Schema from "effect/Schema"
  * @category Models
  */
 export const TokenUsage = Schema.Struct({
-  inputTokens: Schema.optional(Schema.Number),
-  outputTokens: Schema.optional(Schema.Number),
-  totalTokens: Schema.optional(Schema.Number)
+  inputTokens: Schema.optional(Schema.JsonNumber),
+  outputTokens: Schema.optional(Schema.JsonNumber),
+  totalTokens: Schema.optional(Schema.JsonNumber)
 })
 
 /**
@@ -31,9 +35,9 @@ export type TokenUsage = typeof TokenUsage.Type
  */
 export const ContextMetadata = Schema.Struct({
   type: Schema.Literal("text", "documents"),
-  totalChars: Schema.Number,
-  documentCount: Schema.Number,
-  documentLengths: Schema.Array(Schema.Number),
+  totalChars: Schema.JsonNumber,
+  documentCount: Schema.JsonNumber,
+  documentLengths: Schema.Array(Schema.JsonNumber),
   preview: Schema.String
 })
 
@@ -53,7 +57,7 @@ export const CodeBlock = Schema.Struct({
   stderr: Schema.String,
   error: Schema.optional(Schema.String),
   truncated: Schema.Boolean,
-  durationMs: Schema.Number
+  durationMs: Schema.JsonNumber
 })
 
 /**
@@ -72,13 +76,13 @@ export type CodeBlock = typeof CodeBlock.Type
 export class RunStarted extends Schema.TaggedClass<RunStarted>()("RunStarted", {
   runId: Schema.String,
   parentRunId: Schema.optional(Schema.String),
-  parentStep: Schema.optional(Schema.Number),
-  depth: Schema.Number,
+  parentStep: Schema.optional(Schema.JsonNumber),
+  depth: Schema.JsonNumber,
   query: Schema.String,
   context: ContextMetadata,
   model: Schema.String,
   language: Schema.String,
-  timestamp: Schema.Number
+  timestamp: Schema.JsonNumber
 }) {}
 
 /**
@@ -89,15 +93,15 @@ export class RunStarted extends Schema.TaggedClass<RunStarted>()("RunStarted", {
  */
 export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepCompleted", {
   runId: Schema.String,
-  step: Schema.Number,
+  step: Schema.JsonNumber,
   reply: Schema.String,
   blocks: Schema.Array(CodeBlock),
   /** A message told to the model that is not REPL output (a rejected final answer, a parse problem). */
   feedback: Schema.optional(Schema.String),
   usage: TokenUsage,
   model: Schema.String,
-  modelMs: Schema.Number,
-  durationMs: Schema.Number
+  modelMs: Schema.JsonNumber,
+  durationMs: Schema.JsonNumber
 }) {}
 
 /**
@@ -108,18 +112,18 @@ export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepComp
  */
 export class SubCall extends Schema.TaggedClass<SubCall>()("SubCall", {
   runId: Schema.String,
-  parentStep: Schema.Number,
+  parentStep: Schema.JsonNumber,
   kind: Schema.Literal("llm_query", "rlm_query"),
   model: Schema.String,
   prompt: Schema.String,
   promptSha256: Schema.String,
-  promptChars: Schema.Number,
+  promptChars: Schema.JsonNumber,
   reply: Schema.optional(Schema.String),
   replySha256: Schema.optional(Schema.String),
-  replyChars: Schema.optional(Schema.Number),
+  replyChars: Schema.optional(Schema.JsonNumber),
   error: Schema.optional(Schema.String),
   usage: TokenUsage,
-  durationMs: Schema.Number,
+  durationMs: Schema.JsonNumber,
   /** For `rlm_query`: the child run's id. */
   childRunId: Schema.optional(Schema.String)
 }) {}
@@ -130,7 +134,7 @@ export class SubCall extends Schema.TaggedClass<SubCall>()("SubCall", {
  */
 export class FinalAnswer extends Schema.TaggedClass<FinalAnswer>()("FinalAnswer", {
   runId: Schema.String,
-  step: Schema.Number,
+  step: Schema.JsonNumber,
   source: Schema.Literal("FINAL", "FINAL_VAR", "forced"),
   answer: Schema.String
 }) {}
@@ -142,11 +146,11 @@ export class FinalAnswer extends Schema.TaggedClass<FinalAnswer>()("FinalAnswer"
 export class RunFinished extends Schema.TaggedClass<RunFinished>()("RunFinished", {
   runId: Schema.String,
   status: Schema.Literal("answered", "failed", "budget_exceeded", "interrupted"),
-  steps: Schema.Number,
-  subCalls: Schema.Number,
+  steps: Schema.JsonNumber,
+  subCalls: Schema.JsonNumber,
   usage: TokenUsage,
-  costUsd: Schema.optional(Schema.Number),
-  durationMs: Schema.Number,
+  costUsd: Schema.optional(Schema.JsonNumber),
+  durationMs: Schema.JsonNumber,
   error: Schema.optional(Schema.String)
 }) {}
 
@@ -161,3 +165,27 @@ export const TraceEvent = Schema.Union(RunStarted, StepCompleted, SubCall, Final
  * @category Models
  */
 export type TraceEvent = typeof TraceEvent.Type
+
+/**
+ * The JSON-ready form of a {@link TraceEvent}.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export type Encoded = typeof TraceEvent.Encoded
+
+/**
+ * The `_tag` of a trace event.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export type Tag = TraceEvent["_tag"]
+
+/**
+ * Check whether an unknown value is a (decoded) trace event.
+ *
+ * @since 0.1.0
+ * @category Guards
+ */
+export const isTraceEvent: (u: unknown) => u is TraceEvent = Schema.is(TraceEvent)

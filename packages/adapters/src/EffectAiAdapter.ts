@@ -1,0 +1,149 @@
+/**
+ * An `LlmAdapter` from any `@effect/ai` `LanguageModel` service, so the
+ * providers Effect maintains (`@effect/ai-openai`, `@effect/ai-anthropic`,
+ * `@effect/ai-google`, …) plug in as Layers:
+ *
+ * ```ts
+ * const Adapter = EffectAiAdapter.layer({ model: "claude-sonnet-4" }).pipe(
+ *   Layer.provide(AnthropicLanguageModel.model("claude-sonnet-4")),
+ *   Layer.provide(AnthropicClient.layerConfig({ apiKey: Config.redacted("ANTHROPIC_API_KEY") }))
+ * )
+ * ```
+ *
+ * Chat messages become a `Prompt`, the reply is `.text`, usage fields the
+ * provider did not report stay unknown, and every `AiError` becomes an
+ * `LlmError` (an HTTP status is classified like the HTTP adapters do).
+ * Retries are left to the provider's own client.
+ *
+ * @since 0.1.0
+ */
+import type * as AiError from "@effect/ai/AiError"
+import * as LanguageModel from "@effect/ai/LanguageModel"
+import * as Prompt from "@effect/ai/Prompt"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as errors from "./internal/httpErrors.js"
+import {
+  type ChatMessage,
+  type ChatRequest,
+  ChatResponse,
+  LlmAdapter,
+  LlmError,
+  make as makeAdapter,
+  Usage
+} from "./LlmAdapter.js"
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export interface Options {
+  /** The model name reported for traces and pricing (the LanguageModel does not expose it). */
+  readonly model: string
+  /** Provider name used in error messages (default `"@effect/ai LanguageModel"`). */
+  readonly provider?: string | undefined
+}
+
+/**
+ * Chat messages as an `@effect/ai` `Prompt`.
+ *
+ * @since 0.1.0
+ * @category Conversions
+ */
+export const toPrompt = (messages: ReadonlyArray<ChatMessage>): Prompt.Prompt =>
+  Prompt.make(messages.map((message) => ({ role: message.role, content: message.content })))
+
+/**
+ * An `AiError` as an `LlmError`.
+ *
+ * @since 0.1.0
+ * @category Conversions
+ */
+export const fromAiError = (error: AiError.AiError, options: Options): LlmError => {
+  const provider = options.provider ?? "@effect/ai LanguageModel"
+  switch (error._tag) {
+    case "HttpResponseError": {
+      if (error.reason === "StatusCode") {
+        const ctx: errors.ErrorContext = {
+          provider,
+          url: error.request.url,
+          model: options.model,
+          hasKey: true,
+          keyEnv: ["the provider's API key setting"],
+          urlEnv: ["the provider client's URL setting"]
+        }
+        return errors.fromStatus(error.response.status, error.body ?? error.description ?? error.message, ctx)
+      }
+      return new LlmError({
+        reason: "MalformedResponse",
+        status: error.response.status,
+        message: `${provider} could not read the reply of model "${options.model}": ${error.message}`
+      })
+    }
+    case "HttpRequestError":
+      return new LlmError({
+        reason: "Transport",
+        retryable: error.reason === "Transport",
+        message: `${provider} could not send the request for model "${options.model}": ${error.message}`
+      })
+    case "MalformedInput":
+      return new LlmError({
+        reason: "BadRequest",
+        message: `${provider} rejected the prompt for model "${options.model}" as malformed: ${error.message}`
+      })
+    case "MalformedOutput":
+      return new LlmError({
+        reason: "MalformedResponse",
+        message: `${provider} returned a reply for model "${options.model}" that could not be decoded: ${error.message}`
+      })
+    case "UnknownError":
+      return new LlmError({
+        reason: "Unknown",
+        message: `${provider} failed for model "${options.model}": ${error.message}`
+      })
+  }
+}
+
+/**
+ * An adapter over a given `LanguageModel` service.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const fromLanguageModel = (model: LanguageModel.Service, options: Options): LlmAdapter.Service =>
+  makeAdapter({
+    model: () => options.model,
+    chat: (request: ChatRequest) =>
+      model.generateText({ prompt: toPrompt(request.messages) }).pipe(
+        Effect.mapError((error) => fromAiError(error, options)),
+        Effect.map(
+          (response) =>
+            new ChatResponse({
+              text: response.text,
+              model: options.model,
+              usage: new Usage({
+                ...(response.usage.inputTokens !== undefined ? { inputTokens: response.usage.inputTokens } : {}),
+                ...(response.usage.outputTokens !== undefined ? { outputTokens: response.usage.outputTokens } : {}),
+                ...(response.usage.totalTokens !== undefined ? { totalTokens: response.usage.totalTokens } : {})
+              })
+            })
+        ),
+        Effect.withSpan("EffectAiAdapter.chat", { attributes: { model: options.model, role: request.role } })
+      )
+  })
+
+/**
+ * An adapter over the `LanguageModel` in the context.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const make = (options: Options): Effect.Effect<LlmAdapter.Service, never, LanguageModel.LanguageModel> =>
+  Effect.map(LanguageModel.LanguageModel, (model) => fromLanguageModel(model, options))
+
+/**
+ * @since 0.1.0
+ * @category Layers
+ */
+export const layer = (options: Options): Layer.Layer<LlmAdapter, never, LanguageModel.LanguageModel> =>
+  Layer.effect(LlmAdapter, make(options))

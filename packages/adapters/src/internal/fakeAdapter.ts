@@ -1,0 +1,87 @@
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import {
+  type ChatRequest,
+  ChatResponse,
+  estimateRequestTokens,
+  estimateTokens,
+  LlmError,
+  Usage
+} from "../LlmAdapter.js"
+
+/** @internal */
+export const shapeHint = `{"script": [string, ...], "rules": [{"match": string, "reply": string}, ...], "latencyMs"?: number, "usage"?: "estimated" | "unknown"}`
+
+/** @internal */
+export const promptOf = (request: ChatRequest): string => request.messages.map((m) => m.content).join("\n")
+
+export { estimateTokens }
+
+const preview = (text: string, max = 160): string => JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text)
+
+/** @internal */
+export const scriptReply = (script: ReadonlyArray<string>, index: number): Effect.Effect<string, LlmError> =>
+  index < script.length
+    ? Effect.succeed(script[index] as string)
+    : Effect.fail(
+        new LlmError({
+          reason: "ScriptExhausted",
+          message:
+            `FakeAdapter script exhausted: root call #${index + 1} was made but the script has only ${script.length} ` +
+            `repl${script.length === 1 ? "y" : "ies"}. Add more entries to "script" (for example a last reply ` +
+            `"FINAL(answer)" so the run ends).`
+        })
+      )
+
+/** @internal */
+export const ruleReply = (
+  rules: ReadonlyArray<{ readonly match: string; readonly reply: string }>,
+  request: ChatRequest
+): Effect.Effect<string, LlmError> => {
+  const prompt = promptOf(request)
+  const rule = rules.find((r) => prompt.includes(r.match))
+  return rule !== undefined
+    ? Effect.succeed(rule.reply)
+    : Effect.fail(
+        new LlmError({
+          reason: "NoRuleMatched",
+          message:
+            `No FakeAdapter rule matches this sub-call prompt (${prompt.length} characters, starting ${preview(prompt)}). ` +
+            `Add a rule {"match": "<a substring of the prompt>", "reply": "..."} to "rules"` +
+            (rules.length === 0
+              ? " (there are no rules yet)"
+              : ` (tried ${rules.map((r) => JSON.stringify(r.match)).join(", ")})`) +
+            `; a rule with "match": "" matches every prompt.`
+        })
+      )
+}
+
+/** @internal */
+export const response = (
+  request: ChatRequest,
+  text: string,
+  model: string,
+  usageMode: "estimated" | "unknown"
+): ChatResponse => {
+  // Like a provider's max_tokens: the reply stops at the output cap.
+  if (request.maxOutputTokens !== undefined && estimateTokens(text) > request.maxOutputTokens) {
+    text = text.slice(0, Math.max(0, request.maxOutputTokens) * 4)
+  }
+  if (usageMode === "unknown") {
+    return new ChatResponse({ text, model, usage: Usage.unknown })
+  }
+  const inputTokens = estimateRequestTokens(request.messages)
+  const outputTokens = estimateTokens(text)
+  return new ChatResponse({
+    text,
+    model,
+    usage: new Usage({ inputTokens, outputTokens, totalTokens: inputTokens + outputTokens })
+  })
+}
+
+/** @internal */
+export const isInterruptedOnly = <E>(cause: Cause.Cause<E>): boolean => Cause.isInterruptedOnly(cause)
+
+/** @internal */
+export const readFile = (path: string) => Effect.flatMap(FileSystem.FileSystem, (fs) => fs.readFileString(path))

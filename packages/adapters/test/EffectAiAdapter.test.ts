@@ -1,0 +1,175 @@
+import * as AiError from "@effect/ai/AiError"
+import * as LanguageModel from "@effect/ai/LanguageModel"
+import type * as Prompt from "@effect/ai/Prompt"
+import type * as Response from "@effect/ai/Response"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Option, Stream } from "effect"
+import * as EffectAiAdapter from "../src/EffectAiAdapter.js"
+import { ChatMessage, ChatRequest, LlmAdapter } from "../src/LlmAdapter.js"
+import { at } from "./utils/loopback.js"
+
+const request = new ChatRequest({
+  role: "root",
+  messages: [
+    new ChatMessage({ role: "system", content: "sys" }),
+    new ChatMessage({ role: "user", content: "question" }),
+    new ChatMessage({ role: "assistant", content: "earlier reply" })
+  ]
+})
+
+/** A LanguageModel built with LanguageModel.make that records prompts and answers with `parts`. */
+const fakeModel = (answer: (prompt: Prompt.Prompt) => Effect.Effect<Array<Response.PartEncoded>, AiError.AiError>) => {
+  const prompts: Array<Prompt.Prompt> = []
+  const layer = Layer.effect(
+    LanguageModel.LanguageModel,
+    LanguageModel.make({
+      generateText: (options) => {
+        prompts.push(options.prompt)
+        return answer(options.prompt)
+      },
+      streamText: () => Stream.empty
+    })
+  )
+  return { prompts, layer }
+}
+
+const finish = (usage: {
+  inputTokens?: number
+  outputTokens?: number
+  totalTokens?: number
+}): Response.PartEncoded => ({
+  type: "finish",
+  reason: "stop",
+  usage: {
+    inputTokens: usage.inputTokens,
+    outputTokens: usage.outputTokens,
+    totalTokens: usage.totalTokens
+  }
+})
+
+const requestDetails = {
+  method: "POST" as const,
+  url: "https://api.example.com/v1/responses",
+  urlParams: [],
+  hash: Option.none(),
+  headers: {}
+}
+
+describe("EffectAiAdapter", () => {
+  it.effect("maps messages to a Prompt and reads text and usage", () => {
+    const fake = fakeModel(() =>
+      Effect.succeed([
+        { type: "text", text: "Hello " },
+        { type: "text", text: "world" },
+        finish({ inputTokens: 12, outputTokens: 3, totalTokens: 15 })
+      ])
+    )
+    return Effect.gen(function* () {
+      const llm = yield* LlmAdapter
+      const response = yield* llm.chat(request)
+      assert.strictEqual(response.text, "Hello world")
+      assert.strictEqual(response.model, "fake-model")
+      assert.strictEqual(llm.model("sub"), "fake-model")
+      assert.deepStrictEqual({ ...response.usage }, { inputTokens: 12, outputTokens: 3, totalTokens: 15 })
+      const prompt = at(fake.prompts, 0)
+      assert.deepStrictEqual(
+        prompt.content.map((m) => m.role),
+        ["system", "user", "assistant"]
+      )
+      assert.strictEqual(at(prompt.content, 0).content, "sys")
+      const user = at(prompt.content, 1)
+      assert.isTrue(user.role === "user" && user.content[0]?.type === "text" && user.content[0].text === "question")
+    }).pipe(Effect.provide(EffectAiAdapter.layer({ model: "fake-model" })), Effect.provide(fake.layer))
+  })
+
+  it.effect("usage fields the provider leaves undefined stay unknown; no finish part → all unknown", () =>
+    Effect.gen(function* () {
+      const partial = fakeModel(() => Effect.succeed([{ type: "text", text: "a" }, finish({ outputTokens: 4 })]))
+      const r1 = yield* Effect.flatMap(LlmAdapter, (llm) => llm.chat(request)).pipe(
+        Effect.provide(EffectAiAdapter.layer({ model: "m" })),
+        Effect.provide(partial.layer)
+      )
+      assert.isUndefined(r1.usage.inputTokens)
+      assert.strictEqual(r1.usage.outputTokens, 4)
+      assert.isUndefined(r1.usage.totalTokens)
+      const none = fakeModel(() => Effect.succeed([{ type: "text", text: "b" }]))
+      const r2 = yield* Effect.flatMap(LlmAdapter, (llm) => llm.chat(request)).pipe(
+        Effect.provide(EffectAiAdapter.layer({ model: "m" })),
+        Effect.provide(none.layer)
+      )
+      assert.strictEqual(r2.text, "b")
+      assert.isUndefined(r2.usage.inputTokens)
+      assert.isUndefined(r2.usage.outputTokens)
+    })
+  )
+
+  it.effect("AiError HTTP statuses become actionable LlmErrors", () =>
+    Effect.gen(function* () {
+      const cases: Array<[number, string, string]> = [
+        [401, '{"error":{"message":"Incorrect API key"}}', "Unauthorized"],
+        [404, '{"error":{"message":"The model `x` does not exist"}}', "ModelNotFound"],
+        [429, '{"error":{"message":"Rate limit reached"}}', "RateLimited"],
+        [500, "upstream failed", "ServerError"]
+      ]
+      for (const [status, body, reason] of cases) {
+        const fake = fakeModel(() =>
+          Effect.fail(
+            new AiError.HttpResponseError({
+              module: "OpenAiClient",
+              method: "createResponse",
+              reason: "StatusCode",
+              request: requestDetails,
+              response: { status, headers: {} },
+              body
+            })
+          )
+        )
+        const error = yield* Effect.flip(
+          Effect.flatMap(LlmAdapter, (llm) => llm.chat(request)).pipe(
+            Effect.provide(EffectAiAdapter.layer({ model: "x", provider: "OpenAI (@effect/ai-openai)" })),
+            Effect.provide(fake.layer)
+          )
+        )
+        assert.strictEqual(error._tag, "LlmError")
+        assert.strictEqual(error.reason, reason)
+        assert.strictEqual(error.status, status)
+        assert.include(error.message, "OpenAI (@effect/ai-openai)")
+        assert.include(
+          error.message,
+          JSON.parse(body.startsWith("{") ? body : '{"error":{"message":"upstream failed"}}').error.message
+        )
+      }
+    })
+  )
+
+  it.effect("transport, malformed and unknown AiErrors map to their reasons", () =>
+    Effect.gen(function* () {
+      const errors: Array<[AiError.AiError, string]> = [
+        [
+          new AiError.HttpRequestError({
+            module: "M",
+            method: "m",
+            reason: "Transport",
+            request: requestDetails,
+            description: "socket hang up"
+          }),
+          "Transport"
+        ],
+        [new AiError.MalformedOutput({ module: "M", method: "m", description: "bad json" }), "MalformedResponse"],
+        [new AiError.MalformedInput({ module: "M", method: "m", description: "bad prompt" }), "BadRequest"],
+        [new AiError.UnknownError({ module: "M", method: "m", description: "???" }), "Unknown"]
+      ]
+      for (const [aiError, reason] of errors) {
+        const fake = fakeModel(() => Effect.fail(aiError))
+        const error = yield* Effect.flip(
+          Effect.flatMap(LlmAdapter, (llm) => llm.chat(request)).pipe(
+            Effect.provide(EffectAiAdapter.layer({ model: "x" })),
+            Effect.provide(fake.layer)
+          )
+        )
+        assert.strictEqual(error.reason, reason)
+        assert.include(error.message, aiError.description ?? "")
+      }
+    })
+  )
+})

@@ -1,0 +1,603 @@
+/**
+ * The `rlm` command line.
+ *
+ * `rlm run --context FILE --query TEXT [--fake SCRIPT.json] [--trace OUT.json] ...`
+ * runs one RLM and prints only the final answer on stdout; progress lines and
+ * errors go to stderr. {@link run} is the whole program as an Effect, usable
+ * in-process (tests) as well as from `bin.ts`.
+ *
+ * @since 0.1.0
+ */
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import type * as ValidationError from "@effect/cli/ValidationError"
+import type * as CliApp from "@effect/cli/CliApp"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Path from "@effect/platform/Path"
+import type { Teardown } from "@effect/platform/Runtime"
+import * as FakeAdapter from "@rlm-runtime/adapters/FakeAdapter"
+import * as Policy from "@rlm-runtime/core/Policy"
+import * as Prompts from "@rlm-runtime/core/Prompts"
+import * as Rlm from "@rlm-runtime/core/Rlm"
+import type { RlmError } from "@rlm-runtime/core/RlmError"
+import * as Trace from "@rlm-runtime/trace/Trace"
+import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import { CliError, interruptedExitCode } from "./CliError.js"
+import * as backends from "./internal/backends.js"
+import * as Progress from "./Progress.js"
+
+/**
+ * The version `rlm --version` prints.
+ *
+ * @since 0.1.0
+ * @category Constants
+ */
+export const version = "0.1.0"
+
+/**
+ * The flags of `rlm run`, as parsed (before validation). A flag that was not
+ * given is `undefined`.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export interface RunFlags {
+  /** Path of the context file, or `-` for stdin. */
+  readonly context: string
+  readonly query: string
+  /** A FakeAdapter script file (`{"script": [...], "rules": [...], "latencyMs"?: n}`). */
+  readonly fake: string | undefined
+  /** Where to write the trace JSON. */
+  readonly trace: string | undefined
+  readonly sandbox: "python" | "js"
+  /** Seconds per code block. */
+  readonly execTimeout: number | undefined
+  readonly memoryMb: number | undefined
+  readonly maxSteps: number | undefined
+  readonly maxSubcalls: number | undefined
+  /** Total tokens (input + output) of the whole run tree. */
+  readonly maxTokens: number | undefined
+  /** USD; bounds only models with a price (see `prices`). */
+  readonly maxCost: number | undefined
+  /** A JSON file `{"model": {"inputPerMillion": n, "outputPerMillion": n}}`. */
+  readonly prices: string | undefined
+  /** Seconds of wall time for the whole run tree. */
+  readonly timeout: number | undefined
+  readonly maxDepth: number | undefined
+  readonly concurrency: number | undefined
+  readonly adapter: "openai-compat" | "generic" | "fake" | undefined
+  readonly genericPreset: "anthropic" | "ollama" | undefined
+  readonly baseUrl: string | undefined
+  readonly model: string | undefined
+  readonly subModel: string | undefined
+  readonly llama: boolean
+  readonly quiet: boolean
+}
+
+const optional = <A>(options: Options.Options<A>) => Options.optional(options)
+
+const runOptions = {
+  context: Options.text("context").pipe(
+    Options.withAlias("c"),
+    Options.withDescription("File holding the context (the long prompt); - reads it from stdin.")
+  ),
+  query: Options.text("query").pipe(Options.withAlias("q"), Options.withDescription("The question to answer.")),
+  fake: optional(
+    Options.text("fake").pipe(
+      Options.withDescription(
+        'Drive the run with a scripted fake model: a JSON file {"script": [root replies...], "rules": [{"match": "...", "reply": "..."}], "latencyMs": n}.'
+      )
+    )
+  ),
+  trace: optional(
+    Options.text("trace").pipe(
+      Options.withDescription("Write the run's trace as JSON to this file (also when the run fails).")
+    )
+  ),
+  sandbox: Options.choice("sandbox", ["python", "js"]).pipe(
+    Options.withDefault("python" as const),
+    Options.withDescription("The REPL language.")
+  ),
+  execTimeout: optional(
+    Options.float("exec-timeout").pipe(Options.withDescription("Seconds each code block may run (default 30)."))
+  ),
+  memoryMb: optional(
+    Options.integer("memory-mb").pipe(Options.withDescription("Memory limit of the interpreter, in MB."))
+  ),
+  maxSteps: optional(Options.integer("max-steps").pipe(Options.withDescription("Root iterations (default 20)."))),
+  maxSubcalls: optional(
+    Options.integer("max-subcalls").pipe(Options.withDescription("Sub-calls in the whole run tree (default 1000)."))
+  ),
+  maxTokens: optional(
+    Options.integer("max-tokens").pipe(Options.withDescription("Total tokens (input + output) of the whole run."))
+  ),
+  maxCost: optional(
+    Options.float("max-cost").pipe(Options.withDescription("USD for the whole run; needs --prices for the model."))
+  ),
+  prices: optional(
+    Options.text("prices").pipe(
+      Options.withDescription(
+        'JSON file of prices per model: {"model": {"inputPerMillion": 0.5, "outputPerMillion": 1.5}}.'
+      )
+    )
+  ),
+  timeout: optional(Options.float("timeout").pipe(Options.withDescription("Seconds of wall time for the whole run."))),
+  maxDepth: optional(
+    Options.integer("max-depth").pipe(Options.withDescription("Deepest child RLM (rlm_query); 0 disables them."))
+  ),
+  concurrency: optional(
+    Options.integer("concurrency").pipe(Options.withDescription("Concurrent model calls per depth level (default 8)."))
+  ),
+  adapter: optional(
+    Options.choice("adapter", ["openai-compat", "generic", "fake"]).pipe(
+      Options.withDescription("The model provider (default: fake with --fake, else openai-compat).")
+    )
+  ),
+  genericPreset: optional(
+    Options.choice("generic-preset", ["anthropic", "ollama"]).pipe(
+      Options.withDescription("The request/response shape of the generic adapter.")
+    )
+  ),
+  baseUrl: optional(
+    Options.text("base-url").pipe(
+      Options.withDescription("The provider's base URL (else LLM_BASE_URL / OPENAI_BASE_URL / the provider default).")
+    )
+  ),
+  model: optional(Options.text("model").pipe(Options.withDescription("The root model."))),
+  subModel: optional(
+    Options.text("sub-model").pipe(Options.withDescription("A different model for sub-calls (llm_query)."))
+  ),
+  llama: Options.boolean("llama").pipe(
+    Options.withDescription(
+      "Settings for local Llama-family models: the stricter LLAMA_SYSTEM_PROMPT and no final answer before REPL output."
+    )
+  ),
+  quiet: Options.boolean("quiet").pipe(Options.withDescription("No progress lines on stderr."))
+} as const
+
+type ParsedRunOptions = Command.Command.ParseConfig<typeof runOptions>
+
+const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
+  context: parsed.context,
+  query: parsed.query,
+  fake: Option.getOrUndefined(parsed.fake),
+  trace: Option.getOrUndefined(parsed.trace),
+  sandbox: parsed.sandbox,
+  execTimeout: Option.getOrUndefined(parsed.execTimeout),
+  memoryMb: Option.getOrUndefined(parsed.memoryMb),
+  maxSteps: Option.getOrUndefined(parsed.maxSteps),
+  maxSubcalls: Option.getOrUndefined(parsed.maxSubcalls),
+  maxTokens: Option.getOrUndefined(parsed.maxTokens),
+  maxCost: Option.getOrUndefined(parsed.maxCost),
+  prices: Option.getOrUndefined(parsed.prices),
+  timeout: Option.getOrUndefined(parsed.timeout),
+  maxDepth: Option.getOrUndefined(parsed.maxDepth),
+  concurrency: Option.getOrUndefined(parsed.concurrency),
+  adapter: Option.getOrUndefined(parsed.adapter),
+  genericPreset: Option.getOrUndefined(parsed.genericPreset),
+  baseUrl: Option.getOrUndefined(parsed.baseUrl),
+  model: Option.getOrUndefined(parsed.model),
+  subModel: Option.getOrUndefined(parsed.subModel),
+  llama: parsed.llama,
+  quiet: parsed.quiet
+})
+
+/**
+ * The command tree (`rlm` with its `run` subcommand) with `run` handled by
+ * `execute`. {@link command} is this with the real run; tests pass their own
+ * handler to see what was parsed.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const makeCommand = <E, R>(execute: (flags: RunFlags) => Effect.Effect<void, E, R>) => {
+  const runCommand = Command.make("run", runOptions, (parsed) => execute(toFlags(parsed))).pipe(
+    Command.withDescription(
+      "Run an RLM over a context and print the final answer on stdout (progress goes to stderr)."
+    )
+  )
+  return Command.make("rlm", {}, () =>
+    Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
+  ).pipe(
+    Command.withDescription("Recursive Language Models: answer questions about prompts too long to read at once."),
+    Command.withSubcommands([runCommand])
+  )
+}
+
+// ---------------------------------------------------------------------------
+// validation
+// ---------------------------------------------------------------------------
+
+const usage = (message: string) => new CliError({ reason: "Usage", message })
+const input = (message: string) => new CliError({ reason: "Input", message })
+
+const checkInt = (flag: string, value: number | undefined, min: number): Effect.Effect<number | undefined, CliError> =>
+  value === undefined || (Number.isInteger(value) && value >= min)
+    ? Effect.succeed(value)
+    : Effect.fail(usage(`${flag} must be an integer >= ${min}, got ${value}.`))
+
+const checkSeconds = (flag: string, value: number | undefined): Effect.Effect<number | undefined, CliError> =>
+  value === undefined || (Number.isFinite(value) && value > 0)
+    ? Effect.succeed(value)
+    : Effect.fail(usage(`${flag} must be a number of seconds > 0, got ${value}.`))
+
+const Prices = Schema.Record({ key: Schema.String, value: Policy.ModelPrice })
+
+const readPrices = (path: string) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs
+      .readFileString(path)
+      .pipe(Effect.mapError((e) => input(`could not read the --prices file ${JSON.stringify(path)}: ${e.message}`)))
+    return yield* Schema.decodeUnknown(Schema.parseJson(Prices))(text).pipe(
+      Effect.mapError((e) =>
+        input(
+          `the --prices file ${JSON.stringify(path)} is not {"<model>": {"inputPerMillion": n, "outputPerMillion": n}}: ${ParseResult.TreeFormatter.formatErrorSync(e)}`
+        )
+      )
+    )
+  })
+
+const readStdin: Effect.Effect<string, CliError> = Effect.tryPromise({
+  try: async () => {
+    const chunks: Array<Buffer> = []
+    for await (const chunk of process.stdin) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk)
+    return Buffer.concat(chunks).toString("utf8")
+  },
+  catch: (e) => input(`could not read the context from stdin: ${e instanceof Error ? e.message : String(e)}`)
+})
+
+const readContext = (path: string) =>
+  path === "-"
+    ? readStdin
+    : Effect.flatMap(FileSystem.FileSystem, (fs) =>
+        fs
+          .readFileString(path)
+          .pipe(
+            Effect.mapError((e) => input(`could not read the --context file ${JSON.stringify(path)}: ${e.message}`))
+          )
+      )
+
+/**
+ * Everything a validated `rlm run` needs.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export interface RunPlan {
+  readonly query: string
+  readonly context: string
+  readonly policy: Policy.Policy
+  readonly options: Rlm.RunOptions
+  readonly adapter: backends.AdapterSettings
+  readonly sandbox: backends.SandboxSettings
+  readonly trace: string | undefined
+  readonly quiet: boolean
+  /** Notes for the user (ignored flags, unbounded limits), printed to stderr. */
+  readonly notes: ReadonlyArray<string>
+}
+
+/**
+ * Check the flags and read the inputs (`--context`, `--fake`, `--prices`).
+ * Nothing runs and no file is written yet.
+ *
+ * @since 0.1.0
+ * @category Validation
+ */
+export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function* () {
+    const notes: Array<string> = []
+    const maxSteps = yield* checkInt("--max-steps", flags.maxSteps, 1)
+    const maxSubCalls = yield* checkInt("--max-subcalls", flags.maxSubcalls, 0)
+    const maxTotalTokens = yield* checkInt("--max-tokens", flags.maxTokens, 0)
+    const maxDepth = yield* checkInt("--max-depth", flags.maxDepth, 0)
+    const concurrency = yield* checkInt("--concurrency", flags.concurrency, 1)
+    const memoryMb = yield* checkInt("--memory-mb", flags.memoryMb, 1)
+    const timeout = yield* checkSeconds("--timeout", flags.timeout)
+    const execTimeout = yield* checkSeconds("--exec-timeout", flags.execTimeout)
+    if (flags.maxCost !== undefined && !(Number.isFinite(flags.maxCost) && flags.maxCost >= 0)) {
+      return yield* Effect.fail(usage(`--max-cost must be a number of USD >= 0, got ${flags.maxCost}.`))
+    }
+    const prices = flags.prices === undefined ? undefined : yield* readPrices(flags.prices)
+
+    const kind = flags.adapter ?? (flags.fake !== undefined ? "fake" : "openai-compat")
+    let adapter: backends.AdapterSettings
+    if (kind === "fake") {
+      if (flags.fake === undefined) {
+        return yield* Effect.fail(usage("--adapter fake needs --fake SCRIPT.json (the scripted replies)."))
+      }
+      const script = yield* FakeAdapter.readScript(flags.fake).pipe(
+        Effect.mapError((e) => input(`bad --fake file ${JSON.stringify(flags.fake)}: ${e.message}`))
+      )
+      if (flags.subModel !== undefined) notes.push("--sub-model is ignored by the fake adapter.")
+      if (flags.baseUrl !== undefined) notes.push("--base-url is ignored by the fake adapter.")
+      adapter = { kind: "fake", script, model: flags.model }
+    } else {
+      if (flags.fake !== undefined) {
+        return yield* Effect.fail(
+          usage(`--fake only works with the fake adapter, but --adapter ${kind} was given; drop one of them.`)
+        )
+      }
+      if (kind === "generic" && flags.genericPreset === undefined) {
+        return yield* Effect.fail(usage("--adapter generic needs --generic-preset anthropic|ollama."))
+      }
+      if (flags.model === undefined) {
+        return yield* Effect.fail(
+          usage(
+            `--adapter ${kind} needs --model NAME (the root model; --sub-model NAME for sub-calls), or --fake SCRIPT.json for a scripted run.`
+          )
+        )
+      }
+      adapter =
+        kind === "generic"
+          ? {
+              kind: "generic",
+              preset: flags.genericPreset ?? "ollama",
+              baseUrl: flags.baseUrl,
+              model: flags.model,
+              subModel: flags.subModel
+            }
+          : { kind: "openai-compat", baseUrl: flags.baseUrl, model: flags.model, subModel: flags.subModel }
+    }
+    if (kind !== "generic" && flags.genericPreset !== undefined) {
+      notes.push(`--generic-preset is ignored by the ${kind} adapter.`)
+    }
+    if (flags.maxCost !== undefined && prices === undefined) {
+      notes.push("--max-cost bounds only models with a known price and no --prices file was given: cost is not bounded.")
+    }
+
+    const policy = yield* Schema.decodeUnknown(Policy.Policy)({
+      ...(maxSteps !== undefined ? { maxSteps } : {}),
+      ...(maxSubCalls !== undefined ? { maxSubCalls } : {}),
+      ...(maxTotalTokens !== undefined ? { maxTotalTokens } : {}),
+      ...(flags.maxCost !== undefined ? { maxCostUsd: flags.maxCost } : {}),
+      ...(timeout !== undefined ? { timeoutMs: Math.max(1, Math.round(timeout * 1000)) } : {}),
+      ...(maxDepth !== undefined ? { maxDepth } : {}),
+      ...(concurrency !== undefined ? { concurrency } : {}),
+      ...(prices !== undefined ? { prices } : {})
+    }).pipe(Effect.mapError((e) => usage(`invalid limits: ${ParseResult.TreeFormatter.formatErrorSync(e)}`)))
+
+    if (flags.llama && flags.sandbox !== "python") {
+      notes.push("--llama: LLAMA_SYSTEM_PROMPT is written for Python; with --sandbox js only the final-answer rule applies.")
+    }
+    const execTimeoutDuration = execTimeout === undefined ? undefined : Duration.millis(Math.round(execTimeout * 1000))
+    const options: Rlm.RunOptions = {
+      policy,
+      ...(flags.llama && flags.sandbox === "python" ? { systemPrompt: Prompts.LLAMA_SYSTEM_PROMPT } : {}),
+      ...(flags.llama ? { requireReplBeforeFinal: true } : {}),
+      ...(execTimeoutDuration !== undefined ? { execTimeout: execTimeoutDuration } : {})
+    }
+
+    if (flags.trace !== undefined) {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      const dir = path.dirname(path.resolve(flags.trace))
+      const exists = yield* fs.exists(dir).pipe(Effect.orElseSucceed(() => false))
+      if (!exists) {
+        return yield* Effect.fail(
+          input(`the --trace directory ${JSON.stringify(dir)} does not exist; create it or pick another path.`)
+        )
+      }
+    }
+
+    const context = yield* readContext(flags.context)
+    return {
+      query: flags.query,
+      context,
+      policy,
+      options,
+      adapter,
+      sandbox: { kind: flags.sandbox, execTimeout: execTimeoutDuration, memoryMb },
+      trace: flags.trace,
+      quiet: flags.quiet,
+      notes
+    }
+  })
+
+// ---------------------------------------------------------------------------
+// running
+// ---------------------------------------------------------------------------
+
+const flagOfLimit: Record<string, string> = {
+  maxSteps: "--max-steps",
+  maxSubCalls: "--max-subcalls",
+  maxTotalTokens: "--max-tokens",
+  maxCostUsd: "--max-cost",
+  timeoutMs: "--timeout",
+  maxInputTokens: "policy.maxInputTokens",
+  maxOutputTokens: "policy.maxOutputTokens",
+  maxConsecutiveErrors: "policy.maxConsecutiveErrors"
+}
+
+const messageOf = (u: unknown): string =>
+  typeof u === "object" && u !== null && "message" in u && typeof u.message === "string" ? u.message : ""
+
+const fromRunError = (e: RlmError | CliError, recorded: string | undefined): CliError => {
+  switch (e._tag) {
+    case "CliError":
+      return e
+    case "BudgetExceeded": {
+      const flag = flagOfLimit[e.limit] ?? e.limit
+      // The core's own explanation when it has one; it says which policy field to raise.
+      const detail = e.message.replace(/^Budget exceeded:\s*/, "")
+      return new CliError({
+        reason: "Budget",
+        message: `budget exceeded: ${e.limit} (${flag}) limit ${e.value}, needed ${e.used}. ${
+          detail.length > 0 ? detail : `Raise ${flag} to allow more.`
+        }`
+      })
+    }
+    case "RunFailed": {
+      const cause = messageOf(e.cause) || (recorded ?? "")
+      const what = e.reason === "Sandbox" ? "the sandbox failed" : e.reason === "Model" ? "the model call failed" : "the run failed"
+      return new CliError({
+        reason: e.reason === "Sandbox" ? "Sandbox" : "Model",
+        message: e.message.length > 0 ? e.message : cause.length > 0 ? cause : `${what} (no details were given).`
+      })
+    }
+  }
+}
+
+const partialAnswerOf = (e: RlmError | CliError): Option.Option<string> =>
+  e._tag === "CliError" ? Option.none() : e.partialAnswer
+
+/**
+ * Run a validated plan: the RLM with its adapter, sandbox and a progress
+ * recorder; print the answer on stdout; write the trace (also on failure and
+ * interruption).
+ *
+ * @since 0.1.0
+ * @category Running
+ */
+export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    for (const note of p.notes) yield* Console.error(`rlm: note: ${note}`)
+    const recorder = yield* Progress.make({ quiet: p.quiet })
+    let traceError: CliError | undefined
+    const writeTrace = (path: string) =>
+      recorder.snapshot.pipe(
+        Effect.flatMap((trace) =>
+          Effect.try({
+            try: () => Trace.toJson(trace),
+            catch: (e) => new CliError({ reason: "Trace", message: `could not encode the trace: ${String(e)}` })
+          }).pipe(
+            Effect.flatMap((json) =>
+              fs.writeFileString(path, `${json}\n`).pipe(
+                Effect.mapError(
+                  (e) =>
+                    new CliError({
+                      reason: "Trace",
+                      message: `could not write the --trace file ${JSON.stringify(path)}: ${e.message}`
+                    })
+                )
+              )
+            ),
+            Effect.zipRight(
+              p.quiet ? Effect.void : Console.error(`rlm: trace written to ${path} (${trace.events.length} events)`)
+            )
+          )
+        ),
+        Effect.catchAll((e) =>
+          Effect.sync(() => {
+            traceError = e
+          })
+        )
+      )
+    const result = yield* Rlm.run(p.query, p.context, p.options).pipe(
+      Effect.provide(Layer.merge(backends.adapterLayer(p.adapter), backends.sandboxLayer(p.sandbox))),
+      Effect.provideService(TraceRecorder, recorder),
+      Effect.tapError((e) =>
+        Option.match(partialAnswerOf(e), {
+          onNone: () => Effect.void,
+          onSome: (answer) => Console.error(`rlm: best partial answer (not final): ${oneLine(answer, 300)}`)
+        })
+      ),
+      Effect.catchAll((e) =>
+        Effect.flatMap(recorder.events, (events) => {
+          // The error the root run recorded when it finished: a fallback for an error whose message was lost.
+          const finished = [...events].reverse().find((event) => event._tag === "RunFinished" && event.runId === "run")
+          return Effect.fail(fromRunError(e, finished?._tag === "RunFinished" ? finished.error : undefined))
+        })
+      ),
+      p.trace === undefined ? (self) => self : Effect.ensuring(writeTrace(p.trace))
+    )
+    yield* Console.log(result.answer)
+    if (traceError !== undefined) return yield* Effect.fail(traceError)
+  })
+
+const oneLine = (text: string, max = Number.POSITIVE_INFINITY) => {
+  const flat = text.replace(/\s*\n\s*/g, " ").trim()
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat
+}
+
+/**
+ * The real `rlm run` handler: {@link plan} then {@link execute}.
+ *
+ * @since 0.1.0
+ * @category Running
+ */
+export const runFlags = (flags: RunFlags): Effect.Effect<void, CliError, FileSystem.FileSystem | Path.Path> =>
+  Effect.flatMap(plan(flags), execute)
+
+/**
+ * The `rlm` command tree.
+ *
+ * @since 0.1.0
+ * @category Commands
+ */
+export const command = makeCommand(runFlags)
+
+const app = Command.run(command, { name: "rlm", version, executable: "rlm" })
+
+/**
+ * The services `rlm` needs from its platform (`NodeContext.layer` provides them).
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export type Environment = CliApp.CliApp.Environment
+
+/**
+ * Run `rlm` with its arguments (without the `node` and script path: for
+ * `rlm run --query q`, pass `["run", "--query", "q"]`).
+ *
+ * Only the answer is printed to stdout (through `Console.log`); progress,
+ * notes, log lines and the one-line error (`rlm: ...`) go to stderr (through
+ * `Console.error`), so a test can capture both with `Effect.withConsole`.
+ * Fails with a {@link CliError} (already printed) or the parser's
+ * `ValidationError` (already printed with the usage).
+ *
+ * @since 0.1.0
+ * @category Running
+ */
+export const run = (
+  args: ReadonlyArray<string>
+): Effect.Effect<void, CliError | ValidationError.ValidationError, Environment> =>
+  app(["node", "rlm", ...args]).pipe(
+    Effect.catchAllDefect((defect) =>
+      Effect.fail(
+        new CliError({
+          reason: "Internal",
+          message: `internal error (please report it): ${oneLine(Cause.pretty(Cause.die(defect)), 2000)}`
+        })
+      )
+    ),
+    Effect.tapError((e) => (e._tag === "CliError" ? Console.error(`rlm: ${oneLine(e.message)}`) : Effect.void)),
+    Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
+  )
+
+/**
+ * The process exit code for the outcome of {@link run}: 0 on success, the
+ * {@link CliError}'s code, 2 for a usage error found by the parser, 130 when
+ * interrupted.
+ *
+ * @since 0.1.0
+ * @category Running
+ */
+export const exitCode = <A>(exit: Exit.Exit<A, unknown>): number => {
+  if (Exit.isSuccess(exit)) return 0
+  if (Cause.isInterruptedOnly(exit.cause)) return interruptedExitCode
+  return Option.match(Cause.failureOption(exit.cause), {
+    onNone: () => 70,
+    onSome: (e) => (e instanceof CliError ? e.exitCode : 2)
+  })
+}
+
+/**
+ * A `runMain` teardown exiting with {@link exitCode}.
+ *
+ * @since 0.1.0
+ * @category Running
+ */
+export const teardown: Teardown = (exit, onExit) => onExit(exitCode(exit))

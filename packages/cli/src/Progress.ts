@@ -1,0 +1,182 @@
+/**
+ * A `TraceRecorder` that keeps every event in memory (for `--trace`) and
+ * prints one short progress line per step to stderr: the step number, how
+ * many code blocks ran and failed, the sub-calls made, and how long it took.
+ *
+ * @since 0.1.0
+ */
+import * as Trace from "@rlm-runtime/trace/Trace"
+import type * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Ref from "effect/Ref"
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export interface Options {
+  /** Print nothing; only collect the events. */
+  readonly quiet?: boolean | undefined
+  /** Where a progress line goes. Default: `Console.error` (stderr). */
+  readonly write?: ((line: string) => Effect.Effect<void>) | undefined
+}
+
+/**
+ * What the formatter remembers between events: sub-calls made since the last
+ * step of each run.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export interface State {
+  readonly subCalls: ReadonlyMap<string, number>
+  readonly subCallErrors: ReadonlyMap<string, number>
+  /** The final answer of a run, told with the step that gave it. */
+  readonly finals: ReadonlyMap<string, string>
+}
+
+/**
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const initial: State = { subCalls: new Map(), subCallErrors: new Map(), finals: new Map() }
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
+
+const seconds = (ms: number) => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`)
+
+const short = (text: string, max: number) => {
+  const flat = text.replace(/\s+/g, " ").trim()
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat
+}
+
+const depthOf = (runId: string) => runId.split("/").length - 1
+
+const prefix = (runId: string) => {
+  const depth = depthOf(runId)
+  return depth === 0 ? "rlm: " : `rlm: ${"  ".repeat(depth)}[${runId}] `
+}
+
+const bump = (map: ReadonlyMap<string, number>, key: string, by: number) => {
+  const next = new Map(map)
+  next.set(key, (map.get(key) ?? 0) + by)
+  return next
+}
+
+const without = <A>(map: ReadonlyMap<string, A>, key: string) => {
+  const next = new Map(map)
+  next.delete(key)
+  return next
+}
+
+const tokens = (usage: TraceEvent.TokenUsage) =>
+  usage.totalTokens !== undefined ? `, ${plural(usage.totalTokens, "token")}` : ""
+
+/**
+ * The progress line for one event (if it gets one) and the next state. Pure,
+ * so it can be tested without a run.
+ *
+ * @since 0.1.0
+ * @category Formatting
+ */
+export const format = (state: State, event: TraceEvent.TraceEvent): readonly [string | undefined, State] => {
+  switch (event._tag) {
+    case "RunStarted": {
+      const where = event.parentRunId === undefined ? "run started" : `child run started (depth ${event.depth})`
+      return [
+        `${prefix(event.runId)}${where}: model ${event.model}, ${event.language} sandbox, context ${plural(
+          event.context.totalChars,
+          "char"
+        )}${event.context.type === "documents" ? ` in ${plural(event.context.documentCount, "document")}` : ""}`,
+        state
+      ]
+    }
+    case "SubCall": {
+      return [
+        undefined,
+        {
+          ...state,
+          subCalls: bump(state.subCalls, event.runId, 1),
+          subCallErrors: event.error === undefined ? state.subCallErrors : bump(state.subCallErrors, event.runId, 1)
+        }
+      ]
+    }
+    case "StepCompleted": {
+      const calls = state.subCalls.get(event.runId) ?? 0
+      const callErrors = state.subCallErrors.get(event.runId) ?? 0
+      const failed = event.blocks.filter((b) => b.error !== undefined).length
+      const parts = [
+        plural(event.blocks.length, "block") + (failed > 0 ? ` (${failed} failed)` : ""),
+        plural(calls, "sub-call") + (callErrors > 0 ? ` (${callErrors} failed)` : ""),
+        seconds(event.durationMs)
+      ]
+      const final = state.finals.get(event.runId)
+      const note =
+        final !== undefined
+          ? ` — ${final}`
+          : event.feedback !== undefined
+            ? ` — told the model: ${short(event.feedback, 100)}`
+            : ""
+      return [
+        `${prefix(event.runId)}step ${event.step}: ${parts.join(", ")}${note}`,
+        {
+          subCalls: without(state.subCalls, event.runId),
+          subCallErrors: without(state.subCallErrors, event.runId),
+          finals: without(state.finals, event.runId)
+        }
+      ]
+    }
+    case "FinalAnswer": {
+      const finals = new Map(state.finals)
+      finals.set(event.runId, `final answer (${event.source}, ${plural(event.answer.length, "char")})`)
+      return [undefined, { ...state, finals }]
+    }
+    case "RunFinished": {
+      const status = event.status.replace("_", " ")
+      return [
+        `${prefix(event.runId)}finished: ${status}, ${plural(event.steps, "step")}, ${plural(event.subCalls, "sub-call")}${tokens(
+          event.usage
+        )}, ${seconds(event.durationMs)}`,
+        state
+      ]
+    }
+  }
+}
+
+/**
+ * A recorder collecting every event in memory and printing progress lines.
+ * Printing never fails the run.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<TraceRecorder.Service> =>
+  Effect.gen(function* () {
+    const console = yield* Effect.console
+    const write = options.write ?? ((line: string) => console.error(line))
+    const events = yield* Ref.make(Chunk.empty<TraceEvent.TraceEvent>())
+    const state = yield* Ref.make(initial)
+    const all = Effect.map(Ref.get(events), Chunk.toReadonlyArray)
+    return {
+      record: (event) =>
+        Effect.zipRight(
+          Ref.update(events, Chunk.append(event)),
+          Effect.flatMap(Ref.modify(state, (s) => format(s, event)), (line) =>
+            line === undefined || options.quiet === true ? Effect.void : Effect.catchAllCause(write(line), () => Effect.void)
+          )
+        ),
+      events: all,
+      snapshot: Effect.map(all, Trace.make)
+    }
+  })
+
+/**
+ * {@link make} as the `TraceRecorder` layer.
+ *
+ * @since 0.1.0
+ * @category Layers
+ */
+export const layer = (options?: Options): Layer.Layer<TraceRecorder> => Layer.effect(TraceRecorder, make(options))

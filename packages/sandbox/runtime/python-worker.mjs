@@ -1,0 +1,198 @@
+// The interpreter worker (plain JavaScript, not compiled by tsc): runs Pyodide
+// inside the sandbox child process (python-child.mjs). Python reaches nothing
+// of this realm except the one bridge function `call` handed to the REPL
+// module; the realm is stripped of network, module loading and process access
+// once Pyodide has loaded, in case Python ever finds a way into JavaScript.
+import { readFileSync } from "node:fs"
+import { pathToFileURL } from "node:url"
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads"
+
+const { ctrl, intr, port, pyodideDir, runtimeDir, memoryMb } = workerData
+
+// --- Memory cap: worker resourceLimits do not cover the WebAssembly heap. ----
+const capBytes = Math.max(64, memoryMb ?? 2048) * 1024 * 1024
+const grow = WebAssembly.Memory.prototype.grow
+Object.defineProperty(WebAssembly.Memory.prototype, "grow", {
+  value: function (delta) {
+    if (this.buffer.byteLength + delta * 65536 > capBytes) {
+      throw new RangeError(`sandbox memory limit of ${memoryMb} MB reached`)
+    }
+    return grow.call(this, delta)
+  },
+  writable: false,
+  configurable: false
+})
+
+// --- Node's permission model denies process.binding; Pyodide only needs the
+// constants while loading.
+const constants = {
+  fs: (await import("node:fs")).constants,
+  os: (await import("node:os")).constants
+}
+process.binding = (name) => {
+  if (name === "constants") return constants
+  throw new Error("process.binding is not available in the sandbox")
+}
+
+const repl_source = readFileSync(new URL("./python_repl.py", import.meta.url), "utf8")
+const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href)
+
+const discard = () => {}
+const py = await loadPyodide({
+  indexURL: `${pyodideDir}/`,
+  env: { HOME: "/home/pyodide" },
+  jsglobals: Object.create(null),
+  stdout: discard,
+  stderr: discard,
+  checkAPIVersion: true
+})
+
+// --- No sockets: Emscripten's socket layer would speak WebSocket to the host.
+const refuse = () => {
+  throw new py._module.FS.ErrnoError(111 /* ECONNREFUSED */)
+}
+try {
+  py._module.SOCKFS.websocket_sock_ops.createPeer = refuse
+  py._module.SOCKFS.websocket_sock_ops.connect = refuse
+  py._module.SOCKFS.websocket_sock_ops.listen = refuse
+} catch {}
+
+py.setInterruptBuffer(intr)
+
+// --- The bridge: the only JavaScript function Python is given. It validates
+// its arguments, posts the call, and blocks until the child posts the reply.
+const KINDS = new Set(["llm", "llm_batched", "rlm", "rlm_batched"])
+const call = (kind, payload) => {
+  if (typeof kind !== "string" || !KINDS.has(kind) || typeof payload !== "string") {
+    return "0invalid host call"
+  }
+  Atomics.store(ctrl, 0, 0)
+  parentPort.postMessage({ t: "call", kind, payload })
+  Atomics.wait(ctrl, 0, 0)
+  const reply = receiveMessageOnPort(port)?.message
+  if (reply === undefined) return "0no reply from host"
+  return (reply.ok ? "1" : "0") + String(reply.value)
+}
+
+py.registerJsModule("_rlm_bridge", { call })
+py.globals.set("_RLM_SOURCE", repl_source)
+const setup = py.runPython(`
+import sys, types
+_m = types.ModuleType("_rlm_repl")
+_m.__file__ = "<sandbox>"
+exec(compile(_RLM_SOURCE, "<sandbox>", "exec"), _m.__dict__)
+sys.modules.pop("_rlm_bridge", None)
+del _RLM_SOURCE
+_m
+`)
+py.unregisterJsModule("_rlm_bridge")
+const execBlock = setup.exec_block
+const loadContext = setup.load_context
+const getVar = setup.get_var
+const listVars = setup.list_vars
+
+// Python must not reach the Pyodide API object (pyodide_js) or the JS globals.
+try {
+  py.unregisterJsModule("pyodide_js")
+} catch {}
+try {
+  py.unregisterJsModule("js")
+} catch {}
+py.runPython(`
+import sys
+for _name in ("pyodide_js", "js", "_pyodide_core_docs"):
+    sys.modules.pop(_name, None)
+del _name
+`)
+for (const name of ["mountNodeFS", "mountNativeFS", "loadPackage", "loadPackagesFromImports", "registerJsModule"]) {
+  try {
+    delete py[name]
+  } catch {}
+}
+
+// --- Strip the realm: no network, no module loading, no process access.
+for (const name of ["fetch", "WebSocket", "EventSource", "XMLHttpRequest", "Request", "Response", "Headers"]) {
+  try {
+    delete globalThis[name]
+  } catch {}
+}
+const deny = () => {
+  throw new Error("not available in the sandbox")
+}
+for (const name of ["getBuiltinModule", "dlopen", "_linkedBinding", "kill", "chdir", "setuid", "setgid"]) {
+  try {
+    if (name in process) process[name] = deny
+  } catch {}
+}
+process.binding = deny
+void runtimeDir
+
+// --- Requests from the child main thread. A fatal interpreter error ends the
+// worker, which the host reports as a crash.
+const fatal = (error) => {
+  if (py._api?.fatal_error_occurred || /fatal error/i.test(String(error?.message ?? ""))) {
+    process.exit(70)
+  }
+}
+
+parentPort.on("message", (message) => {
+  switch (message.t) {
+    case "exec": {
+      intr[0] = 0
+      let out
+      try {
+        out = JSON.parse(execBlock(message.code, message.limit))
+      } catch (error) {
+        fatal(error)
+        out = { stdout: "", stderr: "", stdoutTotal: 0, stderrTotal: 0, error: lastLine(error) }
+      }
+      intr[0] = 0
+      parentPort.postMessage({ t: "result", id: message.id, ...out })
+      return
+    }
+    case "context": {
+      try {
+        const text = message.bytes.subarray(0, message.textBytes)
+        const docs = []
+        if (Array.isArray(message.docBytes)) {
+          let offset = message.textBytes
+          for (const n of message.docBytes) {
+            docs.push(message.bytes.subarray(offset, offset + n))
+            offset += n
+          }
+        }
+        loadContext(text, Array.isArray(message.docBytes) ? docs : undefined)
+        parentPort.postMessage({ t: "result", id: message.id, ok: true })
+      } catch (error) {
+        fatal(error)
+        parentPort.postMessage({ t: "result", id: message.id, ok: false, error: lastLine(error) })
+      }
+      return
+    }
+    case "getVar": {
+      try {
+        parentPort.postMessage({ t: "result", id: message.id, value: JSON.parse(getVar(message.name)) })
+      } catch (error) {
+        fatal(error)
+        parentPort.postMessage({ t: "result", id: message.id, error: lastLine(error) })
+      }
+      return
+    }
+    case "listVars": {
+      try {
+        parentPort.postMessage({ t: "result", id: message.id, value: JSON.parse(listVars()) })
+      } catch (error) {
+        fatal(error)
+        parentPort.postMessage({ t: "result", id: message.id, error: lastLine(error) })
+      }
+      return
+    }
+  }
+})
+
+function lastLine(error) {
+  const text = String(error?.message ?? error).trim()
+  return text.split("\n").slice(-3).join("\n")
+}
+
+parentPort.postMessage({ t: "ready" })

@@ -1,0 +1,331 @@
+# The REPL that model code runs in (loaded once per interpreter by
+# python-worker.mjs as the module `_rlm_repl`). See /tmp/repl-semantics.md in
+# the repository docs: P/context, peek, tail, lenP, slice, find, chunk,
+# llm_query(_batched), rlm_query(_batched), FINAL, FINAL_VAR, SHOW_VARS.
+#
+# Offsets and lengths are Python string indices (code points).
+import ast as _ast
+import builtins as _builtins
+import json as _json
+import sys as _sys
+import traceback as _traceback
+import types as _types
+
+from _rlm_bridge import call as _bridge_call
+
+_dumps = _json.dumps
+_loads = _json.loads
+_parse = _ast.parse
+_Expr = _ast.Expr
+_Expression = _ast.Expression
+_Module = _ast.Module
+_compile = compile
+_exec = exec
+_eval = eval
+_repr = repr
+_str = str
+_len = len
+_isinstance = isinstance
+_type = type
+_format_exception = _traceback.format_exception
+_format_exception_only = _traceback.format_exception_only
+_ModuleType = _types.ModuleType
+_BaseException = BaseException
+
+RESERVED = (
+    "P", "context", "peek", "tail", "lenP", "slice", "find", "chunk",
+    "llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched",
+    "FINAL", "FINAL_VAR", "SHOW_VARS",
+)
+
+_state = {"P": "", "context": "", "final": None}
+_ns = {"__name__": "__main__", "__builtins__": _builtins}
+
+
+class _Capture:
+    """A text stream keeping only the first `limit` characters, counting the rest."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, limit):
+        self._parts = []
+        self._kept = 0
+        self._limit = limit
+        self.total = 0
+
+    def write(self, s):
+        if not _isinstance(s, _str):
+            raise TypeError("write() argument must be str, not " + _type(s).__name__)
+        n = _len(s)
+        self.total += n
+        room = self._limit - self._kept
+        if room > 0:
+            part = s if n <= room else s[:room]
+            self._parts.append(part)
+            self._kept += _len(part)
+        return n
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def getvalue(self):
+        return "".join(self._parts)
+
+
+def _host(kind, payload):
+    reply = _bridge_call(kind, payload)
+    reply = _str(reply)
+    if reply[:1] == "1":
+        return reply[1:]
+    raise RuntimeError(reply[1:])
+
+
+def _prompts(prompts):
+    if _isinstance(prompts, (_str, bytes)):
+        raise TypeError("expected a list of prompts, got a single string")
+    return [_str(p) for p in prompts]
+
+
+# --- helpers --------------------------------------------------------------
+
+
+def peek(n=2000):
+    """The first n characters of P."""
+    return _state["P"][: max(0, int(n))]
+
+
+def tail(n=2000):
+    """The last n characters of P."""
+    n = max(0, int(n))
+    return _state["P"][-n:] if n > 0 else ""
+
+
+def lenP():
+    """The length of P in characters."""
+    return _len(_state["P"])
+
+
+def slice(start, end=None):  # noqa: A001 - shadows the builtin on purpose
+    """P[start:end]."""
+    return _state["P"][start:end]
+
+
+def find(needle, start=0):
+    """All offsets i >= start where needle occurs in P (overlapping hits included)."""
+    needle = _str(needle)
+    if needle == "":
+        return []
+    text = _state["P"]
+    out = []
+    i = text.find(needle, max(0, int(start)))
+    while i != -1:
+        out.append(i)
+        i = text.find(needle, i + 1)
+    return out
+
+
+def chunk(size, overlap=0):
+    """P cut in order into pieces of `size` characters, each overlapping the previous by `overlap`."""
+    size = int(size)
+    overlap = int(overlap)
+    if size < 1:
+        raise ValueError("chunk size must be >= 1")
+    if overlap < 0 or overlap >= size:
+        raise ValueError("chunk overlap must satisfy 0 <= overlap < size")
+    text = _state["P"]
+    step = size - overlap
+    return [text[i : i + size] for i in range(0, _len(text), step)]
+
+
+def llm_query(prompt):
+    """Ask a sub-model; returns its reply text."""
+    return _host("llm", _str(prompt))
+
+
+def llm_query_batched(prompts):
+    """Ask a sub-model many prompts concurrently; replies in prompt order."""
+    ps = _prompts(prompts)
+    if not ps:
+        return []
+    return _loads(_host("llm_batched", _dumps(ps)))
+
+
+def rlm_query(prompt):
+    """Ask a recursive RLM; returns its answer."""
+    return _host("rlm", _str(prompt))
+
+
+def rlm_query_batched(prompts):
+    """Ask recursive RLMs many prompts concurrently; answers in prompt order."""
+    ps = _prompts(prompts)
+    if not ps:
+        return []
+    return _loads(_host("rlm_batched", _dumps(ps)))
+
+
+def FINAL(value):
+    """Record the final answer."""
+    _state["final"] = {"source": "FINAL", "value": _str(value)}
+
+
+def FINAL_VAR(name):
+    """Record the final answer as the value of the variable called `name`."""
+    name = _str(name).strip().strip("'\"")
+    if name not in _ns or name in RESERVED and name not in ("P", "context"):
+        raise NameError(f"FINAL_VAR: variable '{name}' does not exist")
+    _state["final"] = {"source": "FINAL_VAR", "name": name, "value": _str(_ns[name])}
+
+
+class _Shown(dict):
+    pass
+
+
+def _user_vars():
+    out = []
+    for name, value in list(_ns.items()):
+        if name in RESERVED or name.startswith("_") or _isinstance(value, _ModuleType):
+            continue
+        out.append((name, _type(value).__name__))
+    return out
+
+
+def SHOW_VARS():
+    """Print and return the user-defined variables with their types."""
+    pairs = _user_vars()
+    if not pairs:
+        print("No user variables.")
+    else:
+        for name, type_name in pairs:
+            print(f"{name}: {type_name}")
+    return _Shown(pairs)
+
+
+_HELPERS = {
+    "peek": peek, "tail": tail, "lenP": lenP, "slice": slice, "find": find, "chunk": chunk,
+    "llm_query": llm_query, "llm_query_batched": llm_query_batched,
+    "rlm_query": rlm_query, "rlm_query_batched": rlm_query_batched,
+    "FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS,
+}
+_BUILTINS = dict(_builtins.__dict__)
+_SYS = {name: getattr(_sys, name) for name in ("stdout", "stderr", "stdin", "setrecursionlimit", "modules")}
+_MAX_RECURSION = 1000
+
+
+def _setrecursionlimit(n):
+    # A deeper Python stack would overflow the WebAssembly stack and kill the interpreter.
+    _SYS["setrecursionlimit"](min(int(n), _MAX_RECURSION))
+
+
+def _restore():
+    _ns["__builtins__"] = _builtins
+    _ns["P"] = _state["P"]
+    _ns["context"] = _state["context"]
+    _ns.update(_HELPERS)
+    d = _builtins.__dict__
+    for key in [k for k in d if k not in _BUILTINS]:
+        del d[key]
+    d.update(_BUILTINS)
+    _sys.stdout = _SYS["stdout"]
+    _sys.stderr = _SYS["stderr"]
+    _sys.setrecursionlimit = _setrecursionlimit
+
+
+def load_context(text, docs):
+    """Called once from JavaScript with SharedArrayBuffer-backed Uint8Arrays."""
+    _state["P"] = text.to_bytes().decode("utf-8")
+    if docs is None:
+        _state["context"] = _state["P"]
+    else:
+        _state["context"] = [d.to_bytes().decode("utf-8") for d in docs]
+    _restore()
+
+
+def _format_error(e):
+    if _isinstance(e, SyntaxError):
+        return "".join(_format_exception_only(_type(e), e))
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != "<repl>":
+        tb = tb.tb_next
+    return "".join(_format_exception(_type(e), e, tb))
+
+
+def exec_block(code, limit):
+    out = _Capture(int(limit))
+    err = _Capture(int(limit))
+    _state["final"] = None
+    error = None
+    _sys.stdout = out
+    _sys.stderr = err
+    try:
+        tree = _parse(_str(code), "<repl>", "exec")
+        last = None
+        if tree.body and _isinstance(tree.body[-1], _Expr):
+            last = _Expression(tree.body.pop().value)
+        _exec(_compile(tree, "<repl>", "exec"), _ns)
+        if last is not None:
+            value = _eval(_compile(last, "<repl>", "eval"), _ns)
+            if value is not None and not _isinstance(value, _Shown):
+                out.write(_repr(value) + "\n")
+    except _BaseException as e:  # noqa: BLE001 - everything model code raises is output
+        try:
+            error = _format_error(e)
+        except _BaseException:  # noqa: BLE001
+            error = _type(e).__name__ + ": " + _str(e)
+        e = None
+    finally:
+        _sys.stdout = _SYS["stdout"]
+        _sys.stderr = _SYS["stderr"]
+        _restore()
+    result = {
+        "stdout": out.getvalue(),
+        "stderr": err.getvalue(),
+        "stdoutTotal": out.total,
+        "stderrTotal": err.total,
+    }
+    if error is not None:
+        result["error"] = error
+    if _state["final"] is not None:
+        result["final"] = _state["final"]
+    return _dumps(result)
+
+
+def get_var(name):
+    name = _str(name)
+    if name not in _ns or name in RESERVED or name.startswith("__"):
+        return "null"
+    try:
+        return _dumps(_str(_ns[name]))
+    except _BaseException as e:  # noqa: BLE001
+        return _dumps(f"<unprintable {_type(_ns[name]).__name__}: {e}>")
+
+
+def list_vars():
+    return _dumps([{"name": n, "type": t} for n, t in _user_vars()])
+
+
+def _clean_environment():
+    import os
+
+    for key in list(os.environ):
+        if key not in ("HOME", "PATH", "PWD", "LANG", "USER", "LOGNAME"):
+            del os.environ[key]
+    _sys.argv = [""]
+    _sys.executable = ""
+
+
+_clean_environment()
+_restore()

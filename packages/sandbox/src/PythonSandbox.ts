@@ -1,0 +1,136 @@
+/**
+ * The Python `Sandbox`: Pyodide in a worker thread inside a locked-down child
+ * Node process (empty environment, `--disallow-code-generation-from-strings`,
+ * Node's permission model with read access only to Pyodide and the sandbox
+ * runtime). Model code talks to the host only through a synchronous bridge
+ * (`llm_query` and friends block on `Atomics.wait` while the host runs the
+ * `HostFunctions` Effect). See `docs/sandbox-security.md`.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Pool from "effect/Pool"
+import type * as Scope from "effect/Scope"
+import { defaultPyodideDir, type ProcessOptions, type PyProcess, spawnProcess } from "./internal/pythonProcess.js"
+import { defaultExecTimeout, makeSession } from "./internal/pythonRepl.js"
+import { type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandbox.js"
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export interface Options {
+  /** Cap on the interpreter's WebAssembly heap, in MiB. Past it Python raises `MemoryError`. Default 2048. */
+  readonly memoryMb?: number | undefined
+  /** JavaScript heap limit of the interpreter worker, in MiB. Default 512. */
+  readonly heapMb?: number | undefined
+  /** Default per-block execution limit (an `OpenOptions.execTimeout` overrides it). Default 30 s. */
+  readonly execTimeout?: Duration.DurationInput | undefined
+  /**
+   * How long an interrupted block may take to stop before the interpreter is
+   * killed and replaced (`SandboxError` "Timeout", `stateLost`). Default 2 s.
+   */
+  readonly gracePeriod?: Duration.DurationInput | undefined
+  /** How long an interpreter may take to start. Default 60 s. */
+  readonly startTimeout?: Duration.DurationInput | undefined
+  /** The folder holding `pyodide.mjs`. Default: the `pyodide` package this package depends on. */
+  readonly pyodideDir?: string | undefined
+  /** The Node executable for the child process. Default `process.execPath`. */
+  readonly nodePath?: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export interface PoolOptions extends Options {
+  /** Interpreters kept started and waiting. Each is used by one session, then replaced. */
+  readonly size: number
+}
+
+const resolve = (options: Options | undefined) => {
+  const processOptions: ProcessOptions = {
+    memoryMb: options?.memoryMb ?? 2048,
+    heapMb: options?.heapMb ?? 512,
+    startTimeout: Duration.decode(options?.startTimeout ?? Duration.seconds(60)),
+    pyodideDir: options?.pyodideDir ?? defaultPyodideDir(),
+    nodePath: options?.nodePath ?? process.execPath
+  }
+  return {
+    processOptions,
+    sessionOptions: {
+      execTimeout: Duration.decode(options?.execTimeout ?? defaultExecTimeout),
+      gracePeriod: Duration.decode(options?.gracePeriod ?? Duration.seconds(2))
+    }
+  }
+}
+
+/**
+ * A Python sandbox starting a fresh interpreter (a cold start, about 4–5 s)
+ * for every session.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const make = (options?: Options): Effect.Effect<Sandbox.Service> =>
+  Effect.sync(() => {
+    const { processOptions, sessionOptions } = resolve(options)
+    const spawn = spawnProcess(processOptions)
+    return Sandbox.of({
+      language: "python",
+      open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
+        Effect.flatMap(spawn, (proc) => makeSession(proc, spawn, open, sessionOptions))
+    })
+  })
+
+/**
+ * A Python sandbox with `size` interpreters started ahead of time, so `open`
+ * skips the cold start. An interpreter serves one session only: when the
+ * session opens it is taken out of the pool for good and a replacement starts
+ * in the background, so nothing of one session can be seen by the next.
+ *
+ * @since 0.1.0
+ * @category Constructors
+ */
+export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { processOptions, sessionOptions } = resolve(options)
+    const spawn = spawnProcess(processOptions)
+    const pool = yield* Pool.make<PyProcess, SandboxError, Scope.Scope>({
+      acquire: spawn,
+      size: Math.max(1, Math.floor(options.size))
+    })
+    return Sandbox.of({
+      language: "python",
+      open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
+        Effect.uninterruptibleMask((restore) =>
+          // Take an interpreter out of the pool for good: it is invalidated (the
+          // pool starts a replacement at once) and its ownership moves to the
+          // session's scope, so nothing of this session is ever seen by another.
+          Effect.scoped(
+            restore(Pool.get(pool)).pipe(
+              Effect.tap((proc) =>
+                Effect.sync(() => {
+                  proc.transferred = true
+                })
+              ),
+              Effect.tap((proc) => Pool.invalidate(pool, proc))
+            )
+          ).pipe(Effect.tap((proc) => Effect.addFinalizer(() => Effect.sync(() => proc.kill()))))
+        ).pipe(Effect.flatMap((proc) => makeSession(proc, spawn, open, sessionOptions)))
+    })
+  })
+
+/**
+ * @since 0.1.0
+ * @category Layers
+ */
+export const layer = (options?: Options): Layer.Layer<Sandbox> => Layer.effect(Sandbox, make(options))
+
+/**
+ * @since 0.1.0
+ * @category Layers
+ */
+export const layerPool = (options: PoolOptions): Layer.Layer<Sandbox> => Layer.scoped(Sandbox, makePool(options))

@@ -1,0 +1,350 @@
+/**
+ * The guest side of the JavaScript REPL, evaluated once per session inside
+ * QuickJS. It is a function expression called with the prompt, the documents,
+ * the raw host functions and the output limit; it installs the helpers on the
+ * global object as non-configurable accessors (read-only for model code) and
+ * returns a control object the host uses between blocks. The raw host
+ * functions stay in this closure; they never appear on the global object.
+ *
+ * Every intrinsic the helpers use is captured before model code runs, so model
+ * code that pollutes prototypes (`String.prototype.indexOf = ...`) does not
+ * change what the helpers return.
+ */
+
+/** @internal */
+export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
+  "use strict";
+  const G = globalThis;
+  const apply = Reflect.apply;
+  const defineProperty = Object.defineProperty;
+  const getOwnPropertyNames = Object.getOwnPropertyNames;
+  const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+  const getPrototypeOf = Object.getPrototypeOf;
+  const freeze = Object.freeze;
+  const create = Object.create;
+  const keysOf = Object.keys;
+  const isArray = Array.isArray;
+  const arrayFrom = Array.from;
+  const StringC = String;
+  const NumberC = Number;
+  const F64 = Float64Array;
+  const TypeErrorC = TypeError;
+  const RangeErrorC = RangeError;
+  const ReferenceErrorC = ReferenceError;
+  const ErrorC = Error;
+  const MapC = Map;
+  const SetC = Set;
+  const DateC = Date;
+  const RegExpC = RegExp;
+  const PromiseC = Promise;
+  const isView = ArrayBuffer.isView;
+  const sIndexOf = String.prototype.indexOf;
+  const sSlice = String.prototype.slice;
+  const aJoin = Array.prototype.join;
+  const symToString = Symbol.prototype.toString;
+  const dateToISO = Date.prototype.toISOString;
+  const reToString = RegExp.prototype.toString;
+  const mapForEach = Map.prototype.forEach;
+  const setForEach = Set.prototype.forEach;
+  const mapSize = getOwnPropertyDescriptor(Map.prototype, "size").get;
+  const setSize = getOwnPropertyDescriptor(Set.prototype, "size").get;
+  const jsonStringify = JSON.stringify;
+  const jsonParse = JSON.parse;
+  const globalEval = G.eval;
+  const MathMin = Math.min;
+  const MathMax = Math.max;
+  const MathFloor = Math.floor;
+  const hostQuery = raw.query;
+  const hostFind = raw.find;
+  const IDENT = /^[A-Za-z_$][\w$]*$/;
+  const reTest = RegExp.prototype.test;
+
+  const push = (array, value) => {
+    defineProperty(array, array.length, { value, writable: true, enumerable: true, configurable: true });
+  };
+  const isIdent = (name) => apply(reTest, IDENT, [name]);
+
+  // --- output capture: keep a prefix up to the limit, count the rest --------
+  const limit = outputLimit;
+  const newStream = () => ({ parts: [], used: 0, omitted: 0 });
+  let out = newStream();
+  let err = newStream();
+  const write = (stream, s) => {
+    const room = limit - stream.used;
+    if (s.length <= room) {
+      push(stream.parts, s);
+      stream.used += s.length;
+    } else {
+      if (room > 0) push(stream.parts, apply(sSlice, s, [0, room]));
+      stream.used = limit;
+      stream.omitted += s.length - MathMax(room, 0);
+    }
+  };
+  const joinParts = (parts) => apply(aJoin, parts, [""]);
+
+  // --- formatting -----------------------------------------------------------
+  const MAX_ITEMS = 1000;
+  const MAX_NESTED_STRING = 10000;
+  const MAX_DEPTH = 6;
+  const quote = (s) => s.length > MAX_NESTED_STRING
+    ? jsonStringify(apply(sSlice, s, [0, MAX_NESTED_STRING])) + "... " + (s.length - MAX_NESTED_STRING) + " more characters"
+    : jsonStringify(s);
+  const keyRepr = (k) => isIdent(k) ? k : jsonStringify(k);
+  const typeName = (v) => {
+    if (v === null) return "null";
+    if (isArray(v)) return "array";
+    const t = typeof v;
+    if (t !== "object") return t;
+    try {
+      const proto = getPrototypeOf(v);
+      if (proto === null) return "object";
+      const ctor = getOwnPropertyDescriptor(proto, "constructor");
+      const name = ctor && typeof ctor.value === "function" ? ctor.value.name : "";
+      return typeof name === "string" && name !== "" && name !== "Object" ? name : "object";
+    } catch (e) {
+      return "object";
+    }
+  };
+  const inspect = (v, depth, seen, nested) => {
+    switch (typeof v) {
+      case "string": return nested ? quote(v) : v;
+      case "number": case "boolean": case "undefined": return StringC(v);
+      case "bigint": return StringC(v) + "n";
+      case "symbol": return apply(symToString, v, []);
+      case "function": return "[Function: " + (v.name || "anonymous") + "]";
+    }
+    if (v === null) return "null";
+    for (let i = 0; i < seen.length; i++) if (seen[i] === v) return "[Circular]";
+    if (depth > MAX_DEPTH) return isArray(v) ? "[Array]" : "[Object]";
+    const inner = [];
+    push(seen, v);
+    try {
+      if (v instanceof ErrorC) return StringC(v.name) + ": " + StringC(v.message);
+      if (v instanceof DateC) { try { return apply(dateToISO, v, []); } catch (e) { return "Invalid Date"; } }
+      if (v instanceof RegExpC) return apply(reToString, v, []);
+      if (v instanceof PromiseC) return "Promise {}";
+      if (v instanceof MapC) {
+        let count = 0;
+        apply(mapForEach, v, [(value, key) => {
+          if (count++ < MAX_ITEMS) push(inner, inspect(key, depth + 1, seen, true) + " => " + inspect(value, depth + 1, seen, true));
+        }]);
+        if (count > MAX_ITEMS) push(inner, "... " + (count - MAX_ITEMS) + " more items");
+        return "Map(" + apply(mapSize, v, []) + ") {" + apply(aJoin, inner, [", "]) + "}";
+      }
+      if (v instanceof SetC) {
+        let count = 0;
+        apply(setForEach, v, [(value) => {
+          if (count++ < MAX_ITEMS) push(inner, inspect(value, depth + 1, seen, true));
+        }]);
+        if (count > MAX_ITEMS) push(inner, "... " + (count - MAX_ITEMS) + " more items");
+        return "Set(" + apply(setSize, v, []) + ") {" + apply(aJoin, inner, [", "]) + "}";
+      }
+      if (isArray(v) || isView(v)) {
+        const n = v.length;
+        for (let i = 0; i < n && i < MAX_ITEMS; i++) push(inner, inspect(v[i], depth + 1, seen, true));
+        if (n > MAX_ITEMS) push(inner, "... " + (n - MAX_ITEMS) + " more items");
+        const body = "[" + apply(aJoin, inner, [", "]) + "]";
+        return isArray(v) ? body : typeName(v) + "(" + n + ") " + body;
+      }
+      const keys = keysOf(v);
+      for (let i = 0; i < keys.length && i < MAX_ITEMS; i++) {
+        push(inner, keyRepr(keys[i]) + ": " + inspect(v[keys[i]], depth + 1, seen, true));
+      }
+      if (keys.length > MAX_ITEMS) push(inner, "... " + (keys.length - MAX_ITEMS) + " more keys");
+      const name = typeName(v);
+      const body = inner.length === 0 ? "{}" : "{ " + apply(aJoin, inner, [", "]) + " }";
+      return name === "object" ? body : name + " " + body;
+    } finally {
+      seen.length = seen.length - 1;
+    }
+  };
+  const show = (v) => inspect(v, 0, [], false);
+  const emit = (stream, args) => {
+    const parts = [];
+    for (let i = 0; i < args.length; i++) push(parts, show(args[i]));
+    write(stream, apply(aJoin, parts, [" "]) + "\n");
+  };
+  const consoleObject = () => {
+    const logOut = function log() { emit(out, arguments); };
+    const logErr = function error() { emit(err, arguments); };
+    return freeze({ log: logOut, info: logOut, debug: logOut, trace: logOut, dir: logOut, warn: logErr, error: logErr });
+  };
+
+  // --- helpers --------------------------------------------------------------
+  const toInt = (v, name, fallback) => {
+    if (v === undefined) return fallback;
+    const n = NumberC(v);
+    if (n !== n) throw new TypeErrorC(name + " must be a number, got " + show(v));
+    return MathFloor(n);
+  };
+  const text = P;
+  const len = text.length;
+  const peek = function peek(n) { return apply(sSlice, text, [0, MathMax(0, toInt(n, "n", 2000))]); };
+  const tail = function tail(n) {
+    const k = MathMax(0, toInt(n, "n", 2000));
+    return k === 0 ? "" : apply(sSlice, text, [MathMax(0, len - k)]);
+  };
+  const lenP = function lenP() { return len; };
+  const slice = function slice(start, end) {
+    return apply(sSlice, text, [toInt(start, "start", 0), toInt(end, "end", len)]);
+  };
+  const find = function find(needle, start) {
+    if (typeof needle !== "string") throw new TypeErrorC("find(needle, start = 0): needle must be a string, got " + show(needle));
+    const from = MathMax(0, toInt(start, "start", 0));
+    if (needle.length === 0) return [];
+    return arrayFrom(new F64(hostFind(needle, from)));
+  };
+  const chunk = function chunk(size, overlap) {
+    const s = toInt(size, "size", undefined);
+    const o = toInt(overlap, "overlap", 0);
+    if (s === undefined || s < 1) throw new RangeErrorC("chunk(size, overlap = 0): size must be >= 1, got " + show(size));
+    if (o < 0 || o >= s) throw new RangeErrorC("chunk(size, overlap = 0): overlap must satisfy 0 <= overlap < size, got " + show(overlap));
+    const result = [];
+    const step = s - o;
+    for (let i = 0; i < len; i += step) push(result, apply(sSlice, text, [i, i + s]));
+    return result;
+  };
+  const llm_query = function llm_query(prompt) { return hostQuery("llm", StringC(prompt)); };
+  const rlm_query = function rlm_query(prompt) { return hostQuery("rlm", StringC(prompt)); };
+  const batched = (kind, name) => function (prompts) {
+    if (!isArray(prompts)) throw new TypeErrorC(name + "(prompts): prompts must be an array of strings, got " + show(prompts));
+    const list = [];
+    for (let i = 0; i < prompts.length; i++) push(list, StringC(prompts[i]));
+    return jsonParse(hostQuery(kind, jsonStringify(list)));
+  };
+  const llm_query_batched = batched("llm_batched", "llm_query_batched");
+  const rlm_query_batched = batched("rlm_batched", "rlm_query_batched");
+
+  let finalAnswer = undefined;
+  const answerString = (v) => typeof v === "string" ? v : show(v);
+  const FINAL = function FINAL(value) {
+    finalAnswer = { source: "FINAL", value: answerString(value) };
+  };
+
+  // Reserved names, plus the other names the REPL defines, are not user variables.
+  const hidden = create(null);
+  const baseline = getOwnPropertyNames(G);
+  for (let i = 0; i < baseline.length; i++) hidden[baseline[i]] = true;
+  hidden.console = true;
+  hidden.print = true;
+
+  const lookup = (name) => {
+    if (typeof name !== "string" || hidden[name] === true) return { found: false };
+    const d = getOwnPropertyDescriptor(G, name);
+    if (d !== undefined) return { found: true, value: "value" in d ? d.value : G[name] };
+    if (!isIdent(name)) return { found: false };
+    try {
+      return { found: true, value: globalEval(name) };
+    } catch (e) {
+      if (e instanceof ReferenceErrorC) return { found: false };
+      throw e;
+    }
+  };
+  const FINAL_VAR = function FINAL_VAR(name) {
+    if (typeof name !== "string") throw new TypeErrorC("FINAL_VAR(name): name must be a string (the variable's name), got " + show(name));
+    const r = lookup(name);
+    if (!r.found) throw new ReferenceErrorC("FINAL_VAR: variable '" + name + "' does not exist; define it first, e.g. const " + (isIdent(name) ? name : "answer") + " = ...");
+    finalAnswer = { source: "FINAL_VAR", name, value: answerString(r.value) };
+  };
+  const userVars = () => {
+    const names = getOwnPropertyNames(G);
+    const result = [];
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      if (hidden[name] === true) continue;
+      const d = getOwnPropertyDescriptor(G, name);
+      push(result, { name, type: d && "value" in d ? typeName(d.value) : "accessor" });
+    }
+    return result;
+  };
+  let lastShown = undefined;
+  const SHOW_VARS = function SHOW_VARS() {
+    const vars = userVars();
+    const shown = create(null);
+    if (vars.length === 0) write(out, "(no user variables)\n");
+    for (let i = 0; i < vars.length; i++) {
+      write(out, vars[i].name + ": " + vars[i].type + "\n");
+      shown[vars[i].name] = vars[i].type;
+    }
+    lastShown = shown;
+    return shown;
+  };
+
+  const contextValue = documents === undefined ? text : freeze(documents);
+  const helpers = {
+    P: text, context: contextValue, peek, tail, lenP, slice, find, chunk,
+    llm_query, llm_query_batched, rlm_query, rlm_query_batched, FINAL, FINAL_VAR, SHOW_VARS
+  };
+  const names = keysOf(helpers);
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
+    const value = helpers[name];
+    if (typeof value === "function") freeze(value);
+    hidden[name] = true;
+    defineProperty(G, name, {
+      get: freeze(function () { return value; }),
+      set: freeze(function () {
+        throw new TypeErrorC("'" + name + "' is reserved by the REPL and cannot be reassigned; use another name");
+      }),
+      enumerable: false,
+      configurable: false
+    });
+  }
+  const restoreGlobals = () => {
+    // Fails only if model code froze the global object; then its own console stays.
+    try {
+      defineProperty(G, "console", { value: consoleObject(), writable: true, enumerable: false, configurable: true });
+    } catch (e) {}
+    try {
+      defineProperty(G, "print", { value: consoleObject().log, writable: true, enumerable: false, configurable: true });
+    } catch (e) {}
+  };
+  restoreGlobals();
+
+  return freeze({
+    begin: () => {
+      out = newStream();
+      err = newStream();
+      finalAnswer = undefined;
+      lastShown = undefined;
+      restoreGlobals();
+    },
+    echo: (value) => {
+      if (value === undefined || value === lastShown) return;
+      write(out, (typeof value === "string" ? jsonStringify(value) : show(value)) + "\n");
+    },
+    end: () => {
+      restoreGlobals();
+      // Serialized by hand: JSON.stringify of objects would consult a
+      // model-defined Object.prototype.toJSON and let it forge the result.
+      let final = "null";
+      if (finalAnswer !== undefined) {
+        final = "{\"source\":" + jsonStringify(finalAnswer.source) + ",\"value\":" + jsonStringify(finalAnswer.value) +
+          (finalAnswer.name === undefined ? "" : ",\"name\":" + jsonStringify(finalAnswer.name)) + "}";
+      }
+      return "{\"stdout\":" + jsonStringify(joinParts(out.parts)) + ",\"stdoutOmitted\":" + jsonStringify(out.omitted) +
+        ",\"stderr\":" + jsonStringify(joinParts(err.parts)) + ",\"stderrOmitted\":" + jsonStringify(err.omitted) +
+        ",\"final\":" + final + "}";
+    },
+    describe: (e) => {
+      if (e instanceof ErrorC) {
+        let s = StringC(e.name) + ": " + StringC(e.message);
+        if (typeof e.stack === "string" && e.stack !== "") s += "\n" + e.stack;
+        return s;
+      }
+      return "Uncaught " + (typeof e === "string" ? jsonStringify(e) : show(e));
+    },
+    getVar: (name) => {
+      const r = lookup(name);
+      return r.found ? (typeof r.value === "string" ? r.value : show(r.value)) : undefined;
+    },
+    listVars: () => {
+      const vars = userVars();
+      const parts = [];
+      for (let i = 0; i < vars.length; i++) {
+        push(parts, "{\"name\":" + jsonStringify(vars[i].name) + ",\"type\":" + jsonStringify(vars[i].type) + "}");
+      }
+      return "[" + apply(aJoin, parts, [","]) + "]";
+    }
+  });
+})`

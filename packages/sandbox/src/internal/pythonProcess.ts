@@ -1,0 +1,277 @@
+/**
+ * Host side of one sandbox child process: spawning it locked down, the IPC
+ * request/reply bookkeeping, raw context bytes over stdin, and its death.
+ *
+ * The child is `runtime/python-child.mjs` (plain JavaScript) holding a worker
+ * thread that runs Pyodide (`runtime/python-worker.mjs`).
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { readFileSync, realpathSync } from "node:fs"
+import { createRequire } from "node:module"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import { SandboxError } from "../Sandbox.js"
+
+/** @internal */
+export interface ProcessOptions {
+  readonly memoryMb: number
+  readonly heapMb: number
+  readonly startTimeout: Duration.Duration
+  readonly pyodideDir: string
+  readonly nodePath: string
+}
+
+/** What the worker answers to a request (`exec`, `context`, `getVar`, `listVars`). */
+export interface WorkerResult {
+  readonly t: "result"
+  readonly id: number
+  readonly [key: string]: unknown
+}
+
+/** A host call posted by model code (`llm_query` and friends). */
+export interface HostCall {
+  readonly id: number
+  readonly kind: string
+  readonly payload: string
+}
+
+/** @internal */
+export interface PyProcess {
+  readonly pid: number
+  readonly isAlive: () => boolean
+  readonly nextId: () => number
+  /** Send a request and wait for the worker's result with the same id. */
+  readonly request: (
+    id: number,
+    message: Record<string, unknown>,
+    bytes?: ReadonlyArray<Uint8Array>
+  ) => Effect.Effect<WorkerResult, SandboxError>
+  readonly send: (message: Record<string, unknown>) => void
+  /** Where host calls go; replaced per exec. */
+  onCall: ((call: HostCall) => void) | undefined
+  /**
+   * Set when another scope took ownership (a session claiming a pooled
+   * interpreter): the scope that spawned it then no longer kills it.
+   */
+  transferred: boolean
+  /** Why the process died, once it has. */
+  readonly deathReason: () => SandboxError | undefined
+  /** SIGKILL; idempotent. `reason` becomes the death reason. */
+  readonly kill: (reason?: SandboxError) => void
+  /** Peak resident set size in MB (Linux `/proc`), if known. */
+  readonly peakRssMb: () => number | undefined
+}
+
+const runtimeDir = (): string => fileURLToPath(new URL("../../runtime/", import.meta.url))
+
+/** The folder holding `pyodide.mjs`, resolved from this package. */
+export const defaultPyodideDir = (): string => {
+  const require = createRequire(import.meta.url)
+  return realpathSync(path.dirname(require.resolve("pyodide/package.json")))
+}
+
+const crashed = (message: string) =>
+  new SandboxError({
+    reason: "Crashed",
+    message: `The Python interpreter process died (${message}). REPL variables were lost; the next block starts a fresh interpreter with the context reloaded.`,
+    stateLost: true
+  })
+
+const outOfMemory = (message: string) =>
+  new SandboxError({
+    reason: "MemoryExceeded",
+    message: `The Python interpreter ran out of memory and was stopped (${message}). REPL variables were lost; the next block starts a fresh interpreter with the context reloaded.`,
+    stateLost: true
+  })
+
+/**
+ * Spawn the child (fast, synchronous) and register its kill as the finalizer;
+ * then wait, interruptibly, until Pyodide is loaded.
+ *
+ * @internal
+ */
+export const spawnProcess = (options: ProcessOptions): Effect.Effect<PyProcess, SandboxError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => start(options),
+      catch: (cause) =>
+        new SandboxError({ reason: "StartFailed", message: `Could not start the Python sandbox process: ${cause}` })
+    }),
+    (handle) =>
+      Effect.sync(() => {
+        if (!handle.process.transferred) handle.process.kill()
+      })
+  ).pipe(
+    Effect.flatMap((handle) =>
+      handle.ready.pipe(
+        Effect.timeoutFail({
+          duration: options.startTimeout,
+          onTimeout: () =>
+            new SandboxError({
+              reason: "StartFailed",
+              message: `The Python sandbox did not start within ${Duration.format(options.startTimeout)}.`
+            })
+        }),
+        Effect.as(handle.process)
+      )
+    )
+  )
+
+interface Started {
+  readonly process: PyProcess
+  readonly ready: Effect.Effect<void, SandboxError>
+}
+
+const start = (options: ProcessOptions): Started => {
+  const runtime = runtimeDir()
+  const config = JSON.stringify({
+    pyodideDir: options.pyodideDir,
+    runtimeDir: runtime,
+    memoryMb: options.memoryMb,
+    heapMb: options.heapMb
+  })
+  const child: ChildProcess = spawn(
+    options.nodePath,
+    [
+      "--disallow-code-generation-from-strings",
+      "--experimental-permission",
+      `--allow-fs-read=${options.pyodideDir}${path.sep}*`,
+      `--allow-fs-read=${runtime}*`,
+      "--allow-worker",
+      "--no-warnings",
+      // The child's own heap only forwards messages and holds the context bytes briefly.
+      `--max-old-space-size=${Math.max(256, options.heapMb)}`,
+      path.join(runtime, "python-child.mjs"),
+      config
+    ],
+    { env: {}, cwd: runtime, stdio: ["pipe", "pipe", "pipe", "ipc"], serialization: "json", windowsHide: true }
+  )
+
+  const pending = new Map<number, (result: WorkerResult | SandboxError) => void>()
+  let ready = false
+  let readyWaiter: ((error: SandboxError | undefined) => void) | undefined
+  let death: SandboxError | undefined
+  let crashMessage: string | undefined
+  let stderrTail = ""
+  let nextId = 1
+
+  child.stdout?.resume()
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderrTail = (stderrTail + chunk.toString("utf8")).slice(-2000)
+  })
+  child.stdin?.on("error", () => {})
+
+  const die = (error: SandboxError) => {
+    if (death === undefined) death = error
+    for (const callback of pending.values()) callback(death)
+    pending.clear()
+    readyWaiter?.(death)
+    readyWaiter = undefined
+  }
+
+  child.on("message", (message: any) => {
+    if (message === null || typeof message !== "object") return
+    switch (message.t) {
+      case "ready": {
+        ready = true
+        readyWaiter?.(undefined)
+        readyWaiter = undefined
+        return
+      }
+      case "result": {
+        const callback = pending.get(message.id)
+        if (callback !== undefined) {
+          pending.delete(message.id)
+          callback(message as WorkerResult)
+        }
+        return
+      }
+      case "call": {
+        const call: HostCall = { id: message.id, kind: String(message.kind), payload: String(message.payload) }
+        if (handle.onCall !== undefined) handle.onCall(call)
+        else handle.send({ t: "reply", ok: false, value: "no block is running" })
+        return
+      }
+      case "crashed": {
+        crashMessage = String(message.message).slice(0, 1000)
+        return
+      }
+    }
+  })
+  child.on("error", (error) => {
+    die(crashed(`process error: ${error.message}`))
+  })
+  child.on("exit", (code, signal) => {
+    const detail = crashMessage ?? `exit code ${code}, signal ${signal}${stderrTail ? `: ${stderrTail.trim()}` : ""}`
+    if (!ready) {
+      die(
+        new SandboxError({
+          reason: "StartFailed",
+          message: `The Python sandbox process exited while starting (${detail.slice(-1000)}).`
+        })
+      )
+    } else {
+      die(/OUT_OF_MEMORY|out of memory/i.test(detail) ? outOfMemory(detail) : crashed(detail))
+    }
+  })
+
+  const handle: PyProcess = {
+    pid: child.pid ?? -1,
+    onCall: undefined,
+    transferred: false,
+    isAlive: () => death === undefined,
+    nextId: () => nextId++,
+    deathReason: () => death,
+    send: (message) => {
+      if (death === undefined && child.connected) {
+        try {
+          child.send(message)
+        } catch {
+          // The exit handler reports the death.
+        }
+      }
+    },
+    request: (id, message, bytes) =>
+      Effect.async<WorkerResult, SandboxError>((resume) => {
+        if (death !== undefined) {
+          resume(Effect.fail(death))
+          return
+        }
+        pending.set(id, (result) =>
+          resume(result instanceof SandboxError ? Effect.fail(result) : Effect.succeed(result))
+        )
+        handle.send({ ...message, id })
+        if (bytes !== undefined) for (const chunk of bytes) child.stdin?.write(chunk)
+        return Effect.sync(() => {
+          pending.delete(id)
+        })
+      }),
+    kill: (reason) => {
+      if (death === undefined && reason !== undefined) die(reason)
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    },
+    peakRssMb: () => {
+      try {
+        const status = readFileSync(`/proc/${child.pid}/status`, "utf8")
+        const match = /VmHWM:\s+(\d+)/.exec(status)
+        return match?.[1] === undefined ? undefined : Number(match[1]) / 1024
+      } catch {
+        return undefined
+      }
+    }
+  }
+
+  const readyEffect = Effect.async<void, SandboxError>((resume) => {
+    if (death !== undefined) return resume(Effect.fail(death))
+    if (ready) return resume(Effect.void)
+    readyWaiter = (error) => resume(error === undefined ? Effect.void : Effect.fail(error))
+    return Effect.sync(() => {
+      readyWaiter = undefined
+    })
+  })
+
+  return { process: handle, ready: readyEffect }
+}

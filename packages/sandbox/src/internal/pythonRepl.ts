@@ -1,0 +1,337 @@
+/**
+ * One Python REPL session over a sandbox child process: context loading,
+ * exec with the pausable time limit, host calls, and replacement of a dead or
+ * hard-killed interpreter.
+ */
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as Output from "../Output.js"
+import {
+  DEFAULT_OUTPUT_LIMIT,
+  ExecResult,
+  FinalSignal,
+  type HostCallError,
+  type HostFunctions,
+  type OpenOptions,
+  type Repl,
+  type ReplContext,
+  SandboxError,
+  type VarInfo
+} from "../Sandbox.js"
+import type { HostCall, PyProcess } from "./pythonProcess.js"
+
+/** @internal */
+export interface SessionOptions {
+  readonly execTimeout: Duration.Duration
+  readonly gracePeriod: Duration.Duration
+}
+
+const DEFAULT_EXEC_TIMEOUT = Duration.seconds(30)
+
+/**
+ * A countdown that stops while the interpreter waits on the host, so time
+ * spent in `llm_query` does not count against the block's limit.
+ */
+class Watchdog {
+  private remaining: number
+  private startedAt: number | undefined
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private paused = 0
+  private done = false
+
+  constructor(
+    budgetMs: number,
+    private readonly onExpire: () => void
+  ) {
+    this.remaining = budgetMs
+  }
+
+  start() {
+    this.startedAt = Date.now()
+    this.timer = setTimeout(() => this.expire(), this.remaining)
+  }
+
+  pause() {
+    if (this.done) return
+    if (this.paused++ === 0 && this.startedAt !== undefined) {
+      clearTimeout(this.timer)
+      this.remaining -= Date.now() - this.startedAt
+      this.startedAt = undefined
+    }
+  }
+
+  resume() {
+    if (this.done) return
+    if (--this.paused === 0) this.start()
+  }
+
+  stop() {
+    this.done = true
+    clearTimeout(this.timer)
+  }
+
+  private expire() {
+    if (this.done) return
+    this.done = true
+    this.onExpire()
+  }
+}
+
+const encodeContext = (context: ReplContext) => {
+  const text = Buffer.from(context.text, "utf8")
+  const docs = context.documents?.map((doc) => Buffer.from(doc, "utf8"))
+  const docBytes = docs?.map((doc) => doc.length)
+  const total = text.length + (docBytes?.reduce((a, b) => a + b, 0) ?? 0)
+  return { chunks: [text, ...(docs ?? [])], message: { t: "context", bytes: total, textBytes: text.length, docBytes } }
+}
+
+/** Load the context into a fresh interpreter: once, as UTF-8 bytes. */
+export const loadContext = (proc: PyProcess, context: ReplContext): Effect.Effect<void, SandboxError> =>
+  Effect.suspend(() => {
+    const { chunks, message } = encodeContext(context)
+    return proc.request(proc.nextId(), message, chunks)
+  }).pipe(
+    Effect.flatMap((result) =>
+      result.ok === true
+        ? Effect.void
+        : Effect.fail(
+            new SandboxError({ reason: "Protocol", message: `Loading the context failed: ${String(result.error)}` })
+          )
+    )
+  )
+
+const hostReply = (kind: string, payload: string, host: HostFunctions): Effect.Effect<string, HostCallError | string> => {
+  const batch = (run: (prompts: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, HostCallError>) =>
+    Effect.suspend(() => {
+      const prompts: unknown = JSON.parse(payload)
+      if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === "string")) {
+        return Effect.fail("a batch must be a list of strings")
+      }
+      return run(prompts).pipe(
+        Effect.flatMap((replies) =>
+          replies.length === prompts.length
+            ? Effect.succeed(JSON.stringify(replies))
+            : Effect.fail(`the host returned ${replies.length} replies for ${prompts.length} prompts`)
+        )
+      )
+    })
+  switch (kind) {
+    case "llm":
+      return host.llmQuery(payload)
+    case "rlm":
+      return host.rlmQuery(payload)
+    case "llm_batched":
+      return batch(host.llmQueryBatched)
+    case "rlm_batched":
+      return batch(host.rlmQueryBatched)
+    default:
+      return Effect.fail(`unknown host call ${kind}`)
+  }
+}
+
+const view = (text: string, total: number, limit: number) =>
+  total > limit ? { text: text + Output.truncationMarker(total - limit), truncated: true } : { text, truncated: false }
+
+/**
+ * Build a session over `initial` (already started, context not loaded).
+ * `respawn` starts a replacement interpreter in the session's scope.
+ *
+ * @internal
+ */
+export const makeSession = (
+  initial: PyProcess,
+  respawn: Effect.Effect<PyProcess, SandboxError, Scope.Scope>,
+  open: OpenOptions,
+  options: SessionOptions
+): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const limit = Math.max(0, Math.floor(open.outputLimit ?? DEFAULT_OUTPUT_LIMIT))
+    const execTimeout = open.execTimeout === undefined ? options.execTimeout : Duration.decode(open.execTimeout)
+    const timeoutMs = Duration.toMillis(execTimeout)
+    const graceMs = Duration.toMillis(options.gracePeriod)
+    const lock = yield* Effect.makeSemaphore(1)
+    const runHost = yield* FiberSet.makeRuntime<never>()
+    const scope = yield* Effect.scope
+    let closed = false
+    let current = initial
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        current.kill()
+      })
+    )
+
+    // A dead process is replaced lazily, with the context reloaded.
+    const alive: Effect.Effect<PyProcess, SandboxError> = Effect.suspend(() => {
+      if (closed) {
+        return Effect.fail(
+          new SandboxError({ reason: "Closed", message: "The REPL session is closed; open a new one." })
+        )
+      }
+      if (current.isAlive()) return Effect.succeed(current)
+      return respawn.pipe(
+        Effect.tap((proc) => loadContext(proc, open.context)),
+        Effect.tap((proc) =>
+          Effect.sync(() => {
+            current = proc
+          })
+        ),
+        Scope.extend(scope)
+      )
+    })
+
+    yield* loadContext(initial, open.context).pipe(
+      Effect.catchAll((error) => (initial.isAlive() ? Effect.fail(error) : alive))
+    )
+
+    const runExec = (proc: PyProcess, code: string) =>
+      Effect.async<{ readonly raw: Record<string, unknown>; readonly timedOut: boolean }, SandboxError>((resume) => {
+        const id = proc.nextId()
+        let timedOut = false
+        let finished = false
+        let grace: ReturnType<typeof setTimeout> | undefined
+        const watchdog = new Watchdog(timeoutMs, () => {
+          timedOut = true
+          proc.send({ t: "interrupt", id })
+          grace = setTimeout(() => {
+            proc.kill(
+              new SandboxError({
+                reason: "Timeout",
+                message: `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`,
+                stateLost: true
+              })
+            )
+          }, graceMs)
+        })
+        proc.onCall = (call: HostCall) => {
+          if (call.id !== id) {
+            proc.send({ t: "reply", ok: false, value: "stale host call" })
+            return
+          }
+          watchdog.pause()
+          runHost(
+            hostReply(call.kind, call.payload, open.host).pipe(
+              Effect.exit,
+              Effect.flatMap((exit) =>
+                Effect.sync(() => {
+                  if (Exit.isSuccess(exit)) {
+                    proc.send({ t: "reply", ok: true, value: exit.value })
+                  } else {
+                    const failure = Option.getOrUndefined(Cause.failureOption(exit.cause))
+                    const message =
+                      typeof failure === "string"
+                        ? failure
+                        : failure !== undefined
+                          ? failure.message
+                          : Exit.isInterrupted(exit)
+                            ? "the host call was interrupted"
+                            : "the host function failed unexpectedly"
+                    proc.send({ t: "reply", ok: false, value: message })
+                  }
+                  watchdog.resume()
+                })
+              )
+            )
+          )
+        }
+        const finish = () => {
+          finished = true
+          watchdog.stop()
+          clearTimeout(grace)
+          proc.onCall = undefined
+        }
+        Effect.runCallback(proc.request(id, { t: "exec", code, limit }), {
+          onExit: (exit) => {
+            finish()
+            resume(
+              Exit.isSuccess(exit) ? Effect.succeed({ raw: exit.value, timedOut }) : Effect.failCause(exit.cause)
+            )
+          }
+        })
+        watchdog.start()
+        // Interrupted mid-block (the caller gave up): the interpreter's state is unknown, replace it.
+        return Effect.sync(() => {
+          if (!finished) {
+            finish()
+            proc.kill(
+              new SandboxError({
+                reason: "Crashed",
+                message:
+                  "The previous code block was interrupted by the host, so the interpreter was replaced; REPL variables were lost.",
+                stateLost: true
+              })
+            )
+          }
+        })
+      })
+
+    const exec = (code: string): Effect.Effect<ExecResult, SandboxError> =>
+      lock.withPermits(1)(
+        Effect.gen(function* () {
+          const proc = yield* alive
+          const startedAt = Date.now()
+          const { raw, timedOut } = yield* runExec(proc, code)
+          const durationMs = Date.now() - startedAt
+          const stdout = view(String(raw.stdout ?? ""), Number(raw.stdoutTotal ?? 0), limit)
+          const stderr = view(String(raw.stderr ?? ""), Number(raw.stderrTotal ?? 0), limit)
+          let error = typeof raw.error === "string" ? raw.error : undefined
+          if (timedOut && error !== undefined) {
+            error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${Duration.format(execTimeout)} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
+          }
+          const final = raw.final as { source: "FINAL" | "FINAL_VAR"; name?: string; value: string } | undefined
+          return new ExecResult({
+            stdout: stdout.text,
+            stderr: stderr.text,
+            ...(error !== undefined ? { error } : {}),
+            truncated: stdout.truncated || stderr.truncated,
+            durationMs,
+            ...(final !== undefined
+              ? {
+                  final: new FinalSignal({
+                    source: final.source,
+                    value: String(final.value),
+                    ...(typeof final.name === "string" ? { name: final.name } : {})
+                  })
+                }
+              : {})
+          })
+        })
+      )
+
+    const query = (message: Record<string, unknown>) =>
+      lock.withPermits(1)(
+        Effect.gen(function* () {
+          const proc = yield* alive
+          const result = yield* proc.request(proc.nextId(), message)
+          if (typeof result.error === "string") {
+            return yield* Effect.fail(new SandboxError({ reason: "Protocol", message: result.error }))
+          }
+          return result.value
+        })
+      )
+
+    const repl: Repl = {
+      language: "python",
+      exec,
+      getVar: (name) =>
+        query({ t: "getVar", name }).pipe(
+          Effect.map((value) => (typeof value === "string" ? Option.some(value) : Option.none()))
+        ),
+      listVars: query({ t: "listVars" }).pipe(
+        Effect.map((value) =>
+          Array.isArray(value)
+            ? value.map((v): VarInfo => ({ name: String(v?.name), type: String(v?.type) }))
+            : ([] as Array<VarInfo>)
+        )
+      )
+    }
+    return repl
+  })
+
+/** @internal */
+export const defaultExecTimeout = DEFAULT_EXEC_TIMEOUT

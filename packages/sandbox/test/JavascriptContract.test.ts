@@ -1,0 +1,4 @@
+import * as JavascriptSandbox from "../src/JavascriptSandbox.js"
+import { replContractSuite } from "./ReplContract.js"
+
+replContractSuite("JavascriptSandbox", JavascriptSandbox.layer())

@@ -1,0 +1,352 @@
+import { readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { assert, describe, it } from "@effect/vitest"
+import * as Trace from "@rlm-runtime/trace/Trace"
+import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import { Effect, Either, Option, Schema } from "effect"
+
+/**
+ * JSON cannot tell an absent optional field from one set to `undefined`, nor
+ * `-0` from `0`; the round-trip law holds up to exactly that. (Schema
+ * arbitraries do generate both.)
+ */
+const jsonView = (value: unknown): unknown => {
+  if (typeof value === "number") return Object.is(value, -0) ? 0 : value
+  if (Array.isArray(value)) return value.map(jsonView)
+  if (typeof value === "object" && value !== null) {
+    const out: Record<string, unknown> = {}
+    for (const [key, field] of Object.entries(value)) if (field !== undefined) out[key] = jsonView(field)
+    return out
+  }
+  return value
+}
+
+const sameTrace = (a: Trace.Trace, b: Trace.Trace): boolean => {
+  assert.instanceOf(a, Trace.Trace)
+  for (const event of a.events) assert.isTrue(TraceEvent.isTraceEvent(event), "decoded events are class instances")
+  assert.deepStrictEqual(jsonView(a), jsonView(b))
+  return true
+}
+
+const sameEvent = (a: TraceEvent.TraceEvent, b: TraceEvent.TraceEvent): boolean => {
+  assert.isTrue(TraceEvent.isTraceEvent(a))
+  assert.strictEqual(Object.getPrototypeOf(a), Object.getPrototypeOf(b), "same event class")
+  assert.deepStrictEqual(jsonView(a), jsonView(b))
+  return true
+}
+
+const usage = (inputTokens?: number, outputTokens?: number) => ({
+  ...(inputTokens === undefined ? {} : { inputTokens }),
+  ...(outputTokens === undefined ? {} : { outputTokens })
+})
+
+const context = {
+  type: "text" as const,
+  totalChars: 44,
+  documentCount: 1,
+  documentLengths: [44],
+  preview: "RLMs treat"
+}
+
+/** A root run whose step 1 starts a child run through `rlm_query`. */
+const sample = Trace.make([
+  new TraceEvent.RunStarted({
+    runId: "root",
+    depth: 0,
+    query: "q",
+    context,
+    model: "m",
+    language: "python",
+    timestamp: 1
+  }),
+  new TraceEvent.SubCall({
+    runId: "root",
+    parentStep: 1,
+    kind: "llm_query",
+    model: "s",
+    prompt: "Summarize: x",
+    promptSha256: "a",
+    promptChars: 12,
+    reply: "fake summary",
+    replySha256: "b",
+    replyChars: 12,
+    usage: usage(10, 2),
+    durationMs: 3
+  }),
+  new TraceEvent.RunStarted({
+    runId: "child",
+    parentRunId: "root",
+    parentStep: 1,
+    depth: 1,
+    query: "sub",
+    context,
+    model: "m",
+    language: "python",
+    timestamp: 2
+  }),
+  new TraceEvent.StepCompleted({
+    runId: "child",
+    step: 1,
+    reply: "FINAL(ok)",
+    blocks: [],
+    usage: usage(100, 5),
+    model: "m",
+    modelMs: 1,
+    durationMs: 1
+  }),
+  new TraceEvent.SubCall({
+    runId: "child",
+    parentStep: 1,
+    kind: "llm_query",
+    model: "s",
+    prompt: "p",
+    promptSha256: "c",
+    promptChars: 1,
+    usage: usage(),
+    durationMs: 1,
+    error: "boom"
+  }),
+  new TraceEvent.FinalAnswer({ runId: "child", step: 1, source: "FINAL", answer: "ok" }),
+  new TraceEvent.SubCall({
+    runId: "root",
+    parentStep: 1,
+    kind: "rlm_query",
+    model: "m",
+    prompt: "sub",
+    promptSha256: "d",
+    promptChars: 3,
+    reply: "ok",
+    usage: usage(100, 5),
+    durationMs: 5,
+    childRunId: "child"
+  }),
+  new TraceEvent.StepCompleted({
+    runId: "root",
+    step: 1,
+    reply: "```repl\nx = llm_query('Summarize: x')\n```",
+    blocks: [{ code: "x = 1", stdout: "a\nb", stderr: "", truncated: false, durationMs: 2 }],
+    usage: usage(1000, 50),
+    model: "m",
+    modelMs: 4,
+    durationMs: 10
+  }),
+  new TraceEvent.StepCompleted({
+    runId: "root",
+    step: 2,
+    reply: "FINAL_VAR: x",
+    blocks: [],
+    usage: { inputTokens: 1100, outputTokens: 7, totalTokens: 1107 },
+    model: "m",
+    modelMs: 4,
+    durationMs: 4
+  }),
+  new TraceEvent.FinalAnswer({ runId: "root", step: 2, source: "FINAL_VAR", answer: "fake summary" }),
+  new TraceEvent.RunFinished({
+    runId: "root",
+    status: "answered",
+    steps: 2,
+    subCalls: 2,
+    usage: {},
+    durationMs: 20
+  })
+])
+
+const decodeError = <A>(effect: Effect.Effect<A, Trace.TraceDecodeError>) =>
+  Effect.flip(effect).pipe(Effect.tap((error) => assert.strictEqual(error._tag, "TraceDecodeError")))
+
+describe("Trace round-trips", () => {
+  it.prop("every TraceEvent survives one JSONL line", [TraceEvent.TraceEvent], ([event]) => {
+    const line = Trace.eventToJsonLine(event)
+    assert.notInclude(line, "\n")
+    const back = Effect.runSync(Trace.decodeJsonl(line))
+    assert.strictEqual(back.events.length, 1)
+    assert.isTrue(sameEvent(back.events[0] as TraceEvent.TraceEvent, event))
+  })
+
+  it.effect.prop("every Trace survives JSON", [Trace.Trace], ([trace]) =>
+    Effect.gen(function* () {
+      const json = yield* Trace.encodeJson(trace)
+      assert.isTrue(sameTrace(yield* Trace.decodeJson(json), trace))
+      assert.isTrue(sameTrace(yield* Trace.decodeText(json), trace))
+      assert.isTrue(sameTrace(yield* Trace.decodeJson(Trace.toJson(trace, { pretty: false })), trace))
+    })
+  )
+
+  it.effect.prop("every Trace survives JSONL, one line per event", [Trace.Trace], ([trace]) =>
+    Effect.gen(function* () {
+      const jsonl = yield* Trace.encodeJsonl(trace)
+      assert.strictEqual(jsonl, Trace.toJsonl(trace))
+      assert.strictEqual(jsonl.split("\n").length - 1, trace.events.length)
+      assert.isTrue(sameTrace(yield* Trace.decodeJsonl(jsonl), trace))
+      if (trace.events.length > 0) assert.isTrue(sameTrace(yield* Trace.decodeText(jsonl), trace))
+    })
+  )
+
+  it.effect("the JSON document names its version and tags each event", () =>
+    Effect.gen(function* () {
+      const json = JSON.parse(yield* Trace.encodeJson(sample))
+      assert.strictEqual(json.version, 1)
+      assert.deepStrictEqual(
+        json.events.map((event: { _tag: string }) => event._tag),
+        sample.events.map((event) => event._tag)
+      )
+      assert.isFalse("parentRunId" in json.events[0], "absent optional fields are omitted, not null")
+    })
+  )
+
+  it.effect("JSONL tolerates CRLF and blank lines", () =>
+    Effect.gen(function* () {
+      const crlf = `\r\n${Trace.toJsonl(sample).replaceAll("\n", "\r\n")}\r\n\r\n`
+      assert.isTrue(sameTrace(yield* Trace.decodeJsonl(crlf), sample))
+      assert.strictEqual((yield* Trace.decodeJsonl("")).events.length, 0)
+    })
+  )
+
+  it("non-finite numbers are rejected when an event is built", () => {
+    assert.throws(
+      () => new TraceEvent.FinalAnswer({ runId: "r", step: Number.NaN, source: "FINAL", answer: "a" }),
+      /JsonNumber|finite/i
+    )
+  })
+
+  it("isTraceEvent recognises decoded events only", () => {
+    assert.isTrue(TraceEvent.isTraceEvent(sample.events[0]))
+    assert.isFalse(TraceEvent.isTraceEvent({ _tag: "RunStarted" }))
+  })
+})
+
+describe("Trace decode errors", () => {
+  it.effect("not JSON", () =>
+    Effect.gen(function* () {
+      const error = yield* decodeError(Trace.decodeJson("{ nope"))
+      assert.strictEqual(error.reason, "InvalidJson")
+      assert.isUndefined(error.line)
+    })
+  )
+
+  it.effect("an unknown format version", () =>
+    Effect.gen(function* () {
+      const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ version: 2, events: [] })))
+      assert.strictEqual(error.reason, "UnsupportedVersion")
+      assert.include(error.message, "version 2")
+    })
+  )
+
+  it.effect("a document with a malformed event points at it", () =>
+    Effect.gen(function* () {
+      const json = JSON.parse(Trace.toJson(sample))
+      delete json.events[3].reply
+      const error = yield* decodeError(Trace.decodeJson(JSON.stringify(json)))
+      assert.strictEqual(error.reason, "SchemaMismatch")
+      assert.include(error.message, "reply")
+    })
+  )
+
+  it.effect("a document without version", () =>
+    Effect.gen(function* () {
+      const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ events: [] })))
+      assert.strictEqual(error.reason, "SchemaMismatch")
+      assert.include(error.message, "version")
+    })
+  )
+
+  it.effect("a single event given as a document says to read JSONL", () =>
+    Effect.gen(function* () {
+      const error = yield* decodeError(
+        Trace.decodeJson(Trace.eventToJsonLine(sample.events[0] as TraceEvent.TraceEvent))
+      )
+      assert.strictEqual(error.reason, "SchemaMismatch")
+      assert.include(error.message, "decodeJsonl")
+    })
+  )
+
+  it.effect("JSONL: a cut-short line and an unknown event report their line numbers", () =>
+    Effect.gen(function* () {
+      const lines = Trace.toJsonl(sample).split("\n")
+      const cut = [...lines.slice(0, 2), (lines[2] ?? "").slice(0, 20)].join("\n")
+      const cutError = yield* decodeError(Trace.decodeJsonl(cut))
+      assert.strictEqual(cutError.reason, "InvalidJson")
+      assert.strictEqual(cutError.line, 3)
+
+      const unknown = [...lines.slice(0, 4), JSON.stringify({ _tag: "Nope", runId: "x" })].join("\n")
+      const unknownError = yield* decodeError(Trace.decodeJsonl(unknown))
+      assert.strictEqual(unknownError.reason, "SchemaMismatch")
+      assert.strictEqual(unknownError.line, 5)
+    })
+  )
+
+  it.effect("decode errors are themselves serializable", () =>
+    Effect.gen(function* () {
+      const error = yield* decodeError(Trace.decodeJsonl("[1]"))
+      const encoded = Schema.encodeSync(Trace.TraceDecodeError)(error)
+      const back = Schema.decodeUnknownEither(Trace.TraceDecodeError)(JSON.parse(JSON.stringify(encoded)))
+      assert.isTrue(Either.isRight(back))
+    })
+  )
+})
+
+describe("Trace queries", () => {
+  it("runs, roots, children of a step and events of a run", () => {
+    assert.deepStrictEqual(
+      Trace.runs(sample).map((run) => run.runId),
+      ["root", "child"]
+    )
+    assert.deepStrictEqual(
+      Trace.rootRuns(sample).map((run) => run.runId),
+      ["root"]
+    )
+    assert.deepStrictEqual(
+      Trace.childRuns(sample, "root", 1).map((run) => run.runId),
+      ["child"]
+    )
+    assert.deepStrictEqual(Trace.childRuns(sample, "root", 2), [])
+    assert.deepStrictEqual(
+      Trace.childRuns(sample, "root").map((run) => run.runId),
+      ["child"]
+    )
+    assert.deepStrictEqual(
+      Trace.eventsOfRun(sample, "child").map((event) => event._tag),
+      ["RunStarted", "StepCompleted", "SubCall", "FinalAnswer"]
+    )
+    assert.deepStrictEqual(Trace.descendantRunIds(sample, "root"), ["root", "child"])
+    assert.deepStrictEqual(Trace.descendantRunIds(sample.events, "child"), ["child"])
+  })
+
+  it("final answer of a run", () => {
+    assert.strictEqual(Option.getOrThrow(Trace.finalAnswer(sample, "root")).answer, "fake summary")
+    assert.strictEqual(Option.getOrThrow(Trace.finalAnswer(sample, "child")).answer, "ok")
+    assert.isTrue(Option.isNone(Trace.finalAnswer(sample, "ghost")))
+  })
+
+  it("total usage sums root steps and sub-calls of the run and its children, counting rlm_query once", () => {
+    // root steps 1000+1100, llm_query 10, child step 100 (the rlm_query's own 100 is not added again)
+    assert.deepStrictEqual(Trace.totalUsage(sample, "root"), {
+      inputTokens: 2210,
+      outputTokens: 64,
+      totalTokens: 1107
+    })
+    assert.deepStrictEqual(Trace.totalUsage(sample), Trace.totalUsage(sample, "root"))
+    assert.deepStrictEqual(Trace.totalUsage(sample, "child"), { inputTokens: 100, outputTokens: 5 })
+    assert.deepStrictEqual(Trace.totalUsage(Trace.empty), {}, "no reported usage stays unknown")
+  })
+
+  it("an rlm_query whose child run is missing is counted from its own usage", () => {
+    const withoutChild = sample.events.filter((event) => event.runId !== "child")
+    assert.deepStrictEqual(Trace.totalUsage(withoutChild, "root"), {
+      inputTokens: 2210,
+      outputTokens: 64,
+      totalTokens: 1107
+    })
+  })
+})
+
+describe("docs/tracing.md", () => {
+  it.effect("its JSON example decodes with the Trace schema", () =>
+    Effect.gen(function* () {
+      const doc = readFileSync(fileURLToPath(new URL("../../../docs/tracing.md", import.meta.url)), "utf8")
+      const example = /```json\n([\s\S]*?)```/.exec(doc)?.[1] ?? "(no json block in docs/tracing.md)"
+      const trace = yield* Trace.decodeJson(example)
+      assert.strictEqual(Option.getOrThrow(Trace.finalAnswer(trace, "run-1")).answer, "fake summary")
+    })
+  )
+})
