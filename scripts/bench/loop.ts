@@ -6,7 +6,7 @@
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { Rlm } from "@rlm-runtime/core"
 import { JavascriptSandbox, PythonSandbox, type Sandbox } from "@rlm-runtime/sandbox"
-import { Effect, Layer } from "effect"
+import { Effect, type Layer } from "effect"
 
 const sandboxName = process.env.BENCH_SANDBOX ?? "js"
 const steps = Number(process.env.BENCH_STEPS ?? 300)
@@ -34,7 +34,9 @@ const program = Effect.gen(function* () {
   const long: Array<number> = []
   const short: Array<number> = []
   for (let i = 0; i < repeats; i++) {
-    long.push((yield* timeRun([...Array.from({ length: steps }, () => block), "FINAL(done)"], { maxSteps: steps + 1 })).ms)
+    long.push(
+      (yield* timeRun([...Array.from({ length: steps }, () => block), "FINAL(done)"], { maxSteps: steps + 1 })).ms
+    )
     short.push((yield* timeRun([block, "FINAL(done)"], {})).ms)
   }
   const perIteration = (median(long) - median(short)) / (steps - 1)
@@ -42,7 +44,11 @@ const program = Effect.gen(function* () {
   const child: Array<number> = []
   for (let i = 0; i < repeats; i++) {
     const { result } = yield* timeRun(
-      [`\`\`\`repl\nr = rlm_query('child')\n\`\`\``.replace("r =", sandboxName === "python" ? "r =" : "var r ="), "FINAL(child done)", "FINAL_VAR(r)"],
+      [
+        `\`\`\`repl\nr = rlm_query('child')\n\`\`\``.replace("r =", sandboxName === "python" ? "r =" : "var r ="),
+        "FINAL(child done)",
+        "FINAL_VAR(r)"
+      ],
       { maxDepth: 1 }
     )
     const sub = result.trace.events.find((e) => e._tag === "SubCall")

@@ -16,6 +16,7 @@ import { Trace } from "@rlm-runtime/trace/Trace"
 import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import type * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -80,7 +81,7 @@ interface Tree {
   readonly policy: Policy.Policy
   readonly adapter: LlmAdapter.LlmAdapter.Service
   readonly sandbox: Sandbox.Sandbox.Service
-  readonly events: Ref.Ref<ReadonlyArray<TraceEvent.TraceEvent>>
+  readonly events: Ref.Ref<Chunk.Chunk<TraceEvent.TraceEvent>>
   readonly recorder: Option.Option<TraceRecorder["Type"]>
   readonly options: RunOptions<any>
 }
@@ -127,17 +128,23 @@ const usageOf = (u: LlmAdapter.Usage): TraceEvent.TokenUsage => ({
 })
 
 const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
-  Ref.update(tree.events, (events) => [...events, event]).pipe(
+  Ref.update(tree.events, Chunk.append(event)).pipe(
     Effect.zipRight(Option.match(tree.recorder, { onNone: () => Effect.void, onSome: (r) => r.record(event) }))
   )
 
-const snapshot = (tree: Tree) => Effect.map(Ref.get(tree.events), (events) => new Trace({ version: 1, events }))
+const snapshot = (tree: Tree) =>
+  Effect.map(Ref.get(tree.events), (events) => new Trace({ version: 1, events: Chunk.toReadonlyArray(events) }))
 
 /** One model call under the budget and the depth level's concurrency bound. */
 const modelCall = (
   ctx: RunCtx,
   role: LlmAdapter.CallRole,
-  messages: ReadonlyArray<LlmAdapter.ChatMessage>
+  messages: ReadonlyArray<LlmAdapter.ChatMessage>,
+  /**
+   * Runs with the response, in the same uninterruptible region that counts its
+   * usage: a call whose usage is counted is always recorded in the trace.
+   */
+  onResponse: (response: LlmAdapter.ChatResponse) => Effect.Effect<void> = () => Effect.void
 ): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> => {
   const { adapter, budget, policy } = ctx.tree
   const model = adapter.model(role)
@@ -147,11 +154,16 @@ const modelCall = (
       model,
       inputEstimate: LlmAdapter.estimateRequestTokens(messages)
     })
-    const request = new LlmAdapter.ChatRequest({
-      role,
-      messages,
-      ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
-    })
+    const request = new LlmAdapter.ChatRequest(
+      {
+        role,
+        // A copy: the run loop keeps appending to its history.
+        messages: [...messages],
+        ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
+      },
+      // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.
+      true
+    )
     const send = adapter.chat(request)
     const timed =
       policy.callTimeoutMs === undefined
@@ -165,10 +177,22 @@ const modelCall = (
                 retryable: true
               })
           })
-    const response = yield* timed.pipe(Effect.onError(() => budget.release(reservation)))
-    yield* budget.commit(reservation, response.usage)
-    yield* Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), { discard: true })
-    return response
+    // Once the reply has arrived, counting and recording it cannot be interrupted.
+    return yield* Effect.uninterruptibleMask((restore) =>
+      restore(timed).pipe(
+        Effect.onError(() => budget.release(reservation)),
+        Effect.tap((response) =>
+          budget.commit(reservation, response.usage).pipe(
+            Effect.zipRight(
+              Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
+                discard: true
+              })
+            ),
+            Effect.zipRight(onResponse(response))
+          )
+        )
+      )
+    )
   })
   return budget.permit(ctx.depth)(call)
 }
@@ -187,11 +211,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     const parentStep = yield* Ref.get(ctx.step)
     const start = Date.now()
     const model = ctx.tree.adapter.model("sub")
-    const exit = yield* Effect.exit(
-      modelCall(ctx, "sub", [new LlmAdapter.ChatMessage({ role: "user", content: prompt })])
-    )
-    yield* Ref.update(ctx.subCalls, (n) => n + 1)
-    const base = {
+    const baseOf = () => ({
       runId: ctx.runId,
       parentStep,
       kind: "llm_query" as const,
@@ -200,22 +220,25 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
       durationMs: Date.now() - start
-    }
-    if (exit._tag === "Success") {
-      const reply = exit.value.text
-      yield* emit(
-        ctx.tree,
-        new TraceEvent.SubCall({
-          ...base,
-          model: exit.value.model,
-          reply,
-          replySha256: sha256(reply),
-          replyChars: reply.length,
-          usage: usageOf(exit.value.usage)
-        })
+    })
+    const exit = yield* Effect.exit(
+      modelCall(ctx, "sub", [new LlmAdapter.ChatMessage({ role: "user", content: prompt }, true)], (response) =>
+        emit(
+          ctx.tree,
+          new TraceEvent.SubCall({
+            ...baseOf(),
+            model: response.model,
+            reply: response.text,
+            replySha256: sha256(response.text),
+            replyChars: response.text.length,
+            usage: usageOf(response.usage)
+          })
+        )
       )
-      return reply
-    }
+    )
+    yield* Ref.update(ctx.subCalls, (n) => n + 1)
+    if (exit._tag === "Success") return exit.value.text
+    const base = baseOf()
     const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
     if (failure instanceof BudgetExceeded) {
       yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
@@ -242,7 +265,8 @@ const batched =
                 e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
               )
             ),
-      { concurrency: "unbounded" }
+      // Bounded here too: thousands of fibers queued on one Semaphore wake each other on every release.
+      { concurrency: ctx.tree.policy.concurrency }
     )
 
 const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
@@ -395,15 +419,67 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language)
       const extra = options.output ? Prompts.typedAnswer(String(options.output.ast)) : undefined
       const messages: Array<LlmAdapter.ChatMessage> = [
-        new LlmAdapter.ChatMessage({ role: "system", content: system }),
-        new LlmAdapter.ChatMessage({ role: "user", content: Prompts.firstTurn(spec.query, meta, extra) })
+        new LlmAdapter.ChatMessage({ role: "system", content: system }, true),
+        new LlmAdapter.ChatMessage({ role: "user", content: Prompts.firstTurn(spec.query, meta, extra) }, true)
       ]
       let sawOutput = false
       let consecutiveErrors = 0
       let partial: Option.Option<string> = Option.none()
 
-      const root = (msgs: ReadonlyArray<LlmAdapter.ChatMessage>) =>
-        modelCall(ctx, "root", msgs).pipe(Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e))))
+      /**
+       * The `StepCompleted` of a root call whose usage is counted but whose step
+       * is not recorded yet. Emitted if the step ends early (interruption, a
+       * sandbox failure), so the trace holds every call that was counted.
+       */
+      let pendingStep: Effect.Effect<void> | undefined
+      const flushPending = Effect.suspend(() => {
+        const pending = pendingStep
+        pendingStep = undefined
+        return pending ?? Effect.void
+      })
+      const setPending = (
+        step: number,
+        stepStart: number,
+        response: LlmAdapter.ChatResponse,
+        blocks: ReadonlyArray<TraceEvent.CodeBlock>
+      ) =>
+        Effect.sync(() => {
+          const modelMs = Date.now() - stepStart
+          pendingStep = Effect.suspend(() =>
+            emit(
+              tree,
+              new TraceEvent.StepCompleted({
+                runId: spec.runId,
+                step,
+                reply: response.text,
+                blocks: [...blocks],
+                feedback: "The step was stopped before it finished.",
+                usage: usageOf(response.usage),
+                model: response.model,
+                modelMs,
+                durationMs: Date.now() - stepStart
+              })
+            )
+          )
+        })
+      /** Record a step, replacing its pending record; not interruptible half-way. */
+      const recordOnce = (event: () => TraceEvent.StepCompleted) =>
+        Effect.uninterruptible(
+          Effect.suspend(() => {
+            pendingStep = undefined
+            return emit(tree, event())
+          })
+        )
+
+      const root = (
+        msgs: ReadonlyArray<LlmAdapter.ChatMessage>,
+        step: number,
+        stepStart: number,
+        blocks: ReadonlyArray<TraceEvent.CodeBlock> = []
+      ) =>
+        modelCall(ctx, "root", msgs, (response) => setPending(step, stepStart, response, blocks)).pipe(
+          Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
+        )
 
       /** Resolve a final candidate to text, or the reason it is rejected. */
       const resolveFinal = (
@@ -461,18 +537,27 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           const stepStart = Date.now()
           const msgs = [
             ...messages,
-            new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) })
+            new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true)
           ]
-          const response = yield* adapter
-            .chat(new LlmAdapter.ChatRequest({ role: "root", messages: msgs }))
-            .pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))
-          yield* tree.budget.commit(
-            { input: 0, output: 0, cost: 0, maxOutputTokens: undefined, model: response.model, kind: "root" },
-            response.usage
-          )
-          yield* Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
-            discard: true
-          })
+          const response = yield* Effect.uninterruptibleMask((restore) =>
+            restore(adapter.chat(new LlmAdapter.ChatRequest({ role: "root", messages: msgs }, true))).pipe(
+              Effect.tap((response) =>
+                tree.budget
+                  .commit(
+                    { input: 0, output: 0, cost: 0, maxOutputTokens: undefined, model: response.model, kind: "root" },
+                    response.usage
+                  )
+                  .pipe(
+                    Effect.zipRight(
+                      Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
+                        discard: true
+                      })
+                    ),
+                    Effect.zipRight(setPending(step, stepStart, response, []))
+                  )
+              )
+            )
+          ).pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))
           return yield* forced(
             step,
             stepStart,
@@ -491,19 +576,19 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             const value = yield* repl.getVar(parsed.final.name).pipe(Effect.mapError(sandboxFailed))
             if (Option.isSome(value)) text = value.value
           }
-          yield* emit(
-            tree,
-            new TraceEvent.StepCompleted({
-              runId: spec.runId,
-              step,
-              reply: response.text,
-              blocks: [],
-              feedback: note,
-              usage: usageOf(response.usage),
-              model: response.model,
-              modelMs: Date.now() - stepStart,
-              durationMs: Date.now() - stepStart
-            })
+          yield* recordOnce(
+            () =>
+              new TraceEvent.StepCompleted({
+                runId: spec.runId,
+                step,
+                reply: response.text,
+                blocks: [],
+                feedback: note,
+                usage: usageOf(response.usage),
+                model: response.model,
+                modelMs: Date.now() - stepStart,
+                durationMs: Date.now() - stepStart
+              })
           )
           const accepted = yield* accept(step, text, "forced")
           if ("rejected" in accepted) {
@@ -526,10 +611,10 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         for (let step = 1; step <= policy.maxSteps; step++) {
           yield* Ref.set(ctx.step, step)
           const stepStart = Date.now()
-          const response = yield* root(messages)
+          const blocks: Array<TraceEvent.CodeBlock> = []
+          const response = yield* root(messages, step, stepStart, blocks)
           const modelMs = Date.now() - stepStart
           const parsed = Protocol.parse(response.text)
-          const blocks: Array<TraceEvent.CodeBlock> = []
           const outputs: Array<string> = []
           const feedback: Array<string> = [...parsed.warnings]
           let signal: Sandbox.FinalSignal | undefined
@@ -583,19 +668,19 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           }
 
           function recordStep() {
-            return emit(
-              tree,
-              new TraceEvent.StepCompleted({
-                runId: spec.runId,
-                step,
-                reply: response.text,
-                blocks,
-                ...(feedback.length > 0 ? { feedback: feedback.join("\n") } : {}),
-                usage: usageOf(response.usage),
-                model: response.model,
-                modelMs,
-                durationMs: Date.now() - stepStart
-              })
+            return recordOnce(
+              () =>
+                new TraceEvent.StepCompleted({
+                  runId: spec.runId,
+                  step,
+                  reply: response.text,
+                  blocks,
+                  ...(feedback.length > 0 ? { feedback: feedback.join("\n") } : {}),
+                  usage: usageOf(response.usage),
+                  model: response.model,
+                  modelMs,
+                  durationMs: Date.now() - stepStart
+                })
             )
           }
 
@@ -615,8 +700,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             )
           }
           messages.push(
-            new LlmAdapter.ChatMessage({ role: "assistant", content: response.text }),
-            new LlmAdapter.ChatMessage({ role: "user", content: [...outputs, ...feedback].join("\n\n") })
+            new LlmAdapter.ChatMessage({ role: "assistant", content: response.text }, true),
+            new LlmAdapter.ChatMessage({ role: "user", content: [...outputs, ...feedback].join("\n\n") }, true)
           )
         }
 
@@ -624,8 +709,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         const forcedStep = policy.maxSteps + 1
         yield* Ref.set(ctx.step, forcedStep)
         const stepStart = Date.now()
-        messages.push(new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }))
-        const response = yield* root(messages)
+        messages.push(new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true))
+        const response = yield* root(messages, forcedStep, stepStart)
         return yield* forced(
           forcedStep,
           stepStart,
@@ -635,9 +720,10 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       })
 
       return yield* steps.pipe(
+        Effect.onExit(() => flushPending),
         Effect.catchTag("BudgetExceeded", (e) =>
           spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
-            ? answerNow(e)
+            ? answerNow(e).pipe(Effect.onExit(() => flushPending))
             : Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => partial) }))
         )
       )
@@ -719,7 +805,7 @@ export const run: {
       policy,
       adapter: yield* LlmAdapter.LlmAdapter,
       sandbox: yield* Sandbox.Sandbox,
-      events: yield* Ref.make<ReadonlyArray<TraceEvent.TraceEvent>>([]),
+      events: yield* Ref.make(Chunk.empty<TraceEvent.TraceEvent>()),
       recorder: yield* Effect.serviceOption(TraceRecorder),
       options
     }

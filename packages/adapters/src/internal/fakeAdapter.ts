@@ -69,15 +69,18 @@ export const response = (
     text = text.slice(0, Math.max(0, request.maxOutputTokens) * 4)
   }
   if (usageMode === "unknown") {
-    return new ChatResponse({ text, model, usage: Usage.unknown })
+    return new ChatResponse({ text, model, usage: Usage.unknown }, true)
   }
   const inputTokens = estimateRequestTokens(request.messages)
   const outputTokens = estimateTokens(text)
-  return new ChatResponse({
-    text,
-    model,
-    usage: new Usage({ inputTokens, outputTokens, totalTokens: inputTokens + outputTokens })
-  })
+  return new ChatResponse(
+    {
+      text,
+      model,
+      usage: new Usage({ inputTokens, outputTokens, totalTokens: inputTokens + outputTokens }, true)
+    },
+    true
+  )
 }
 
 /** @internal */

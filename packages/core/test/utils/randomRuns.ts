@@ -1,0 +1,194 @@
+/**
+ * Random Fake scripts and random policies for the run-loop laws.
+ *
+ * A script is data (root replies made of ```repl blocks calling the host
+ * functions, sub-call rules with replies of random lengths) rendered to the
+ * strings the `FakeAdapter` consumes. Root replies are shared by the root run
+ * and by every child run (the fake hands them out in call order).
+ */
+import type { FakeAdapter } from "@rlm-runtime/adapters"
+import { Trace } from "@rlm-runtime/trace"
+import type * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import { FastCheck as fc } from "effect"
+import type { Policy } from "../../src/index.js"
+
+export type Stmt =
+  | { readonly _tag: "llm"; readonly key: number; readonly pad: number }
+  | { readonly _tag: "batch"; readonly keys: ReadonlyArray<number>; readonly pad: number }
+  | { readonly _tag: "rlm"; readonly pad: number }
+  | { readonly _tag: "rlmBatch"; readonly size: number; readonly pad: number }
+  | { readonly _tag: "throw" }
+  | { readonly _tag: "final" }
+
+export type Reply =
+  | { readonly _tag: "code"; readonly stmts: ReadonlyArray<Stmt>; readonly guarded: boolean }
+  | { readonly _tag: "final"; readonly text: string }
+  | { readonly _tag: "prose" }
+
+export interface Script {
+  readonly replies: ReadonlyArray<Reply>
+  /** Reply length of the rule for key k (`k0`..`k3`). */
+  readonly ruleLengths: ReadonlyArray<number>
+  /** A rule matching every prompt; without it keys 3 fails with NoRuleMatched. */
+  readonly catchAll: boolean
+}
+
+const stmt = (allowRlm: boolean): fc.Arbitrary<Stmt> =>
+  fc.oneof(
+    { weight: 4, arbitrary: fc.record({ _tag: fc.constant("llm" as const), key: fc.nat(3), pad: fc.nat(200) }) },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        _tag: fc.constant("batch" as const),
+        keys: fc.array(fc.nat(3), { maxLength: 10 }),
+        pad: fc.nat(120)
+      })
+    },
+    {
+      weight: allowRlm ? 1 : 0,
+      arbitrary: fc.record({ _tag: fc.constant("rlm" as const), pad: fc.nat(100) })
+    },
+    {
+      weight: allowRlm ? 1 : 0,
+      arbitrary: fc.record({ _tag: fc.constant("rlmBatch" as const), size: fc.integer({ min: 1, max: 3 }), pad: fc.nat(60) })
+    },
+    { weight: 1, arbitrary: fc.constant({ _tag: "throw" as const }) },
+    { weight: 1, arbitrary: fc.constant({ _tag: "final" as const }) }
+  )
+
+const reply = (allowRlm: boolean): fc.Arbitrary<Reply> =>
+  fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        _tag: fc.constant("code" as const),
+        stmts: fc.array(stmt(allowRlm), { minLength: 1, maxLength: 4 }),
+        guarded: fc.boolean()
+      })
+    },
+    { weight: 2, arbitrary: fc.record({ _tag: fc.constant("final" as const), text: fc.stringMatching(/^[a-z ]{0,30}$/) }) },
+    { weight: 1, arbitrary: fc.constant({ _tag: "prose" as const }) }
+  )
+
+/** A random script; with `endsWithFinal` its last reply is always `FINAL(...)`. */
+export const script = (options: { readonly allowRlm?: boolean; readonly endsWithFinal?: boolean } = {}) =>
+  fc
+    .record({
+      replies: fc.array(reply(options.allowRlm ?? true), { minLength: 1, maxLength: 7 }),
+      ruleLengths: fc.array(fc.nat(400), { minLength: 4, maxLength: 4 }),
+      catchAll: fc.boolean(),
+      final: options.endsWithFinal ? fc.constant(true) : fc.boolean()
+    })
+    .map(
+      ({ catchAll, final, replies, ruleLengths }): Script => ({
+        replies: final ? [...replies, { _tag: "final", text: "the end" }] : replies,
+        ruleLengths,
+        catchAll
+      })
+    )
+
+const renderStmt = (s: Stmt, r: number, uid: string): string => {
+  switch (s._tag) {
+    case "llm":
+      return `var r${r} = llm_query('k${s.key} #${uid} ' + 'x'.repeat(${s.pad}))`
+    case "batch":
+      return `var r${r} = llm_query_batched([${s.keys
+        .map((k, j) => `'k${k} #${uid}.${j} ' + 'x'.repeat(${s.pad + j})`)
+        .join(", ")}])`
+    case "rlm":
+      return `var r${r} = rlm_query('task #${uid} ' + 'y'.repeat(${s.pad}))`
+    case "rlmBatch":
+      return `var r${r} = rlm_query_batched([${Array.from(
+        { length: s.size },
+        (_, j) => `'task #${uid}.${j} ' + 'y'.repeat(${s.pad + j})`
+      ).join(", ")}])`
+    case "throw":
+      return `throw new Error('model bug #${uid}')`
+    case "final":
+      return `FINAL('from code #${uid}')`
+  }
+}
+
+/** The strings and rules a `FakeAdapter` is built with. */
+export const render = (s: Script): { readonly script: Array<string>; readonly rules: Array<FakeAdapter.FakeRule> } => ({
+  script: s.replies.map((reply, i) => {
+    switch (reply._tag) {
+      case "final":
+        return `FINAL(${reply.text})`
+      case "prose":
+        return "Let me think about this."
+      case "code": {
+        const lines = reply.stmts.map((st, j) => renderStmt(st, j, `${i}.${j}`))
+        const body = reply.guarded
+          ? lines.map((line) => `try { ${line} } catch (e) { console.log('caught: ' + e) }`)
+          : lines
+        return ["```repl", ...body, "```"].join("\n")
+      }
+    }
+  }),
+  rules: [
+    // k3 has no rule of its own: it fails unless there is a catch-all.
+    ...s.ruleLengths.slice(0, 3).map((n, k) => ({ match: `k${k} `, reply: `r${k}:${"z".repeat(n)}` })),
+    ...(s.catchAll ? [{ match: "", reply: `any:${"w".repeat(s.ruleLengths[3] ?? 0)}` }] : [])
+  ]
+})
+
+export type PolicyInput = ConstructorParameters<typeof Policy.Policy>[0]
+
+/** A random policy: every limit sometimes set, sometimes tight. */
+export const policy: fc.Arbitrary<PolicyInput> = fc
+  .record(
+    {
+      maxSteps: fc.integer({ min: 1, max: 5 }),
+      maxSubCalls: fc.nat(14),
+      maxInputTokens: fc.integer({ min: 0, max: 12_000 }),
+      maxOutputTokens: fc.nat(400),
+      maxTotalTokens: fc.integer({ min: 0, max: 14_000 }),
+      cost: fc.record({
+        maxCostUsd: fc.double({ min: 0, max: 0.02, noNaN: true }),
+        inputPerMillion: fc.double({ min: 0, max: 3, noNaN: true }),
+        outputPerMillion: fc.double({ min: 0, max: 15, noNaN: true })
+      }),
+      concurrency: fc.integer({ min: 1, max: 4 }),
+      maxDepth: fc.nat(1)
+    },
+    { requiredKeys: ["maxSteps", "maxSubCalls", "concurrency", "maxDepth"] }
+  )
+  .map(({ cost, ...rest }) => ({
+    ...rest,
+    ...(cost !== undefined
+      ? {
+          maxCostUsd: cost.maxCostUsd,
+          prices: { fake: { inputPerMillion: cost.inputPerMillion, outputPerMillion: cost.outputPerMillion } }
+        }
+      : {})
+  }))
+
+/** Delete timing fields (`durationMs`, `modelMs`, `timestamp`) at every depth. */
+export const withoutTiming = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(withoutTiming)
+  if (typeof value === "object" && value !== null) {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) {
+      if (k === "durationMs" || k === "modelMs" || k === "timestamp") continue
+      out[k] = withoutTiming(v)
+    }
+    return out
+  }
+  return value
+}
+
+/** The model calls recorded in a trace: root steps and sent `llm_query` sub-calls. */
+export const callsOf = (trace: Trace.Trace) =>
+  trace.events.flatMap((e): Array<{ readonly model: string; readonly usage: TraceEvent.TokenUsage }> => {
+    if (e._tag === "StepCompleted") return [{ model: e.model, usage: e.usage }]
+    if (e._tag === "SubCall" && e.kind === "llm_query" && e.reply !== undefined) {
+      return [{ model: e.model, usage: e.usage }]
+    }
+    return []
+  })
+
+export const usageSum = (trace: Trace.Trace) => {
+  const u = Trace.totalUsage(trace)
+  return { input: u.inputTokens ?? 0, output: u.outputTokens ?? 0, total: u.totalTokens ?? 0 }
+}
