@@ -340,6 +340,22 @@ describe("OpenAICompatAdapter over loopback HTTP", () => {
     })
   )
 
+  it.scopedLive("interrupting a call in flight aborts its HTTP request", () =>
+    Effect.gen(function* () {
+      const server = yield* loopback([hang])
+      const llm = yield* adapter({ model: "m", baseUrl: server.baseUrl })
+      const fiber = yield* Effect.fork(llm.chat(request()))
+      yield* Effect.sleep(Duration.millis(20)).pipe(Effect.repeat({ until: () => server.requests.length === 1 }))
+      assert.isFalse(at(server.requests, 0).closed.value)
+      yield* Fiber.interrupt(fiber)
+      yield* Effect.sleep(Duration.millis(10)).pipe(
+        Effect.repeat({ until: () => at(server.requests, 0).closed.value }),
+        Effect.timeoutFail({ duration: Duration.seconds(5), onTimeout: () => new Error("connection still open") })
+      )
+      assert.isTrue(at(server.requests, 0).closed.value)
+    })
+  )
+
   it.scopedLive("a dropped connection is retried, then succeeds", () =>
     Effect.gen(function* () {
       const server = yield* loopback([drop, json(200, completion("reconnected", true))])

@@ -8,10 +8,11 @@
  *
  * @since 0.1.0
  */
+
+import type * as CliApp from "@effect/cli/CliApp"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
-import type * as CliApp from "@effect/cli/CliApp"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
 import type { Teardown } from "@effect/platform/Runtime"
@@ -31,6 +32,7 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
+import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import { CliError, interruptedExitCode } from "./CliError.js"
 import * as backends from "./internal/backends.js"
@@ -202,9 +204,7 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
  */
 export const makeCommand = <E, R>(execute: (flags: RunFlags) => Effect.Effect<void, E, R>) => {
   const runCommand = Command.make("run", runOptions, (parsed) => execute(toFlags(parsed))).pipe(
-    Command.withDescription(
-      "Run an RLM over a context and print the final answer on stdout (progress goes to stderr)."
-    )
+    Command.withDescription("Run an RLM over a context and print the final answer on stdout (progress goes to stderr).")
   )
   return Command.make("rlm", {}, () =>
     Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
@@ -259,7 +259,12 @@ const readStdin: Effect.Effect<string, CliError> = Effect.tryPromise({
 
 const readContext = (path: string) =>
   path === "-"
-    ? readStdin
+    ? Effect.zipRight(
+        process.stdin.isTTY === true
+          ? Console.error("rlm: reading the context from stdin (end it with Ctrl-D)")
+          : Effect.void,
+        readStdin
+      )
     : Effect.flatMap(FileSystem.FileSystem, (fs) =>
         fs
           .readFileString(path)
@@ -353,7 +358,9 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       notes.push(`--generic-preset is ignored by the ${kind} adapter.`)
     }
     if (flags.maxCost !== undefined && prices === undefined) {
-      notes.push("--max-cost bounds only models with a known price and no --prices file was given: cost is not bounded.")
+      notes.push(
+        "--max-cost bounds only models with a known price and no --prices file was given: cost is not bounded."
+      )
     }
 
     const policy = yield* Schema.decodeUnknown(Policy.Policy)({
@@ -368,7 +375,9 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
     }).pipe(Effect.mapError((e) => usage(`invalid limits: ${ParseResult.TreeFormatter.formatErrorSync(e)}`)))
 
     if (flags.llama && flags.sandbox !== "python") {
-      notes.push("--llama: LLAMA_SYSTEM_PROMPT is written for Python; with --sandbox js only the final-answer rule applies.")
+      notes.push(
+        "--llama: LLAMA_SYSTEM_PROMPT is written for Python; with --sandbox js only the final-answer rule applies."
+      )
     }
     const execTimeoutDuration = execTimeout === undefined ? undefined : Duration.millis(Math.round(execTimeout * 1000))
     const options: Rlm.RunOptions = {
@@ -432,14 +441,21 @@ const fromRunError = (e: RlmError | CliError, recorded: string | undefined): Cli
       const detail = e.message.replace(/^Budget exceeded:\s*/, "")
       return new CliError({
         reason: "Budget",
-        message: `budget exceeded: ${e.limit} (${flag}) limit ${e.value}, needed ${e.used}. ${
-          detail.length > 0 ? detail : `Raise ${flag} to allow more.`
+        message: `budget exceeded: ${e.limit} (${flag}): ${
+          detail.length > 0
+            ? detail
+            : `the limit is ${e.value} and the run needed ${e.used}. Raise ${flag} to allow more.`
         }`
       })
     }
     case "RunFailed": {
       const cause = messageOf(e.cause) || (recorded ?? "")
-      const what = e.reason === "Sandbox" ? "the sandbox failed" : e.reason === "Model" ? "the model call failed" : "the run failed"
+      const what =
+        e.reason === "Sandbox"
+          ? "the sandbox failed"
+          : e.reason === "Model"
+            ? "the model call failed"
+            : "the run failed"
       return new CliError({
         reason: e.reason === "Sandbox" ? "Sandbox" : "Model",
         message: e.message.length > 0 ? e.message : cause.length > 0 ? cause : `${what} (no details were given).`
@@ -464,8 +480,9 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
     const fs = yield* FileSystem.FileSystem
     for (const note of p.notes) yield* Console.error(`rlm: note: ${note}`)
     const recorder = yield* Progress.make({ quiet: p.quiet })
-    let traceError: CliError | undefined
-    const writeTrace = (path: string) =>
+    const traceError = yield* Ref.make(Option.none<CliError>())
+    /** Write the trace; a failure is kept to fail a successful run, or printed beside the run's own error. */
+    const writeTrace = (path: string, runSucceeded: boolean) =>
       recorder.snapshot.pipe(
         Effect.flatMap((trace) =>
           Effect.try({
@@ -489,9 +506,7 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           )
         ),
         Effect.catchAll((e) =>
-          Effect.sync(() => {
-            traceError = e
-          })
+          runSucceeded ? Ref.set(traceError, Option.some(e)) : Console.error(`rlm: ${oneLine(e.message)}`)
         )
       )
     const result = yield* Rlm.run(p.query, p.context, p.options).pipe(
@@ -510,10 +525,14 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           return Effect.fail(fromRunError(e, finished?._tag === "RunFinished" ? finished.error : undefined))
         })
       ),
-      p.trace === undefined ? (self) => self : Effect.ensuring(writeTrace(p.trace))
+      (self) => {
+        const path = p.trace
+        return path === undefined ? self : Effect.onExit(self, (exit) => writeTrace(path, Exit.isSuccess(exit)))
+      }
     )
     yield* Console.log(result.answer)
-    if (traceError !== undefined) return yield* Effect.fail(traceError)
+    const failedTrace = yield* Ref.get(traceError)
+    if (Option.isSome(failedTrace)) return yield* Effect.fail(failedTrace.value)
   })
 
 const oneLine = (text: string, max = Number.POSITIVE_INFINITY) => {
@@ -573,7 +592,13 @@ export const run = (
         })
       )
     ),
-    Effect.tapError((e) => (e._tag === "CliError" ? Console.error(`rlm: ${oneLine(e.message)}`) : Effect.void)),
+    Effect.tapError((e) =>
+      // The parser has already printed what is wrong with the arguments.
+      Console.error(
+        e._tag === "CliError" ? `rlm: ${oneLine(e.message)}` : "rlm: invalid arguments; see `rlm run --help`."
+      )
+    ),
+    Effect.onInterrupt(() => Console.error("rlm: interrupted")),
     Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
   )
 

@@ -36,13 +36,15 @@ export interface State {
   readonly subCallErrors: ReadonlyMap<string, number>
   /** The final answer of a run, told with the step that gave it. */
   readonly finals: ReadonlyMap<string, string>
+  /** The last step printed for each run. */
+  readonly steps: ReadonlyMap<string, number>
 }
 
 /**
  * @since 0.1.0
  * @category Constructors
  */
-export const initial: State = { subCalls: new Map(), subCallErrors: new Map(), finals: new Map() }
+export const initial: State = { subCalls: new Map(), subCallErrors: new Map(), finals: new Map(), steps: new Map() }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
 
@@ -125,14 +127,18 @@ export const format = (state: State, event: TraceEvent.TraceEvent): readonly [st
         {
           subCalls: without(state.subCalls, event.runId),
           subCallErrors: without(state.subCallErrors, event.runId),
-          finals: without(state.finals, event.runId)
+          finals: without(state.finals, event.runId),
+          steps: new Map(state.steps).set(event.runId, event.step)
         }
       ]
     }
     case "FinalAnswer": {
-      const finals = new Map(state.finals)
-      finals.set(event.runId, `final answer (${event.source}, ${plural(event.answer.length, "char")})`)
-      return [undefined, { ...state, finals }]
+      const what = `final answer (${event.source}, ${plural(event.answer.length, "char")})`
+      // Told on the line of its step; on its own line when that step was already printed.
+      if (state.steps.get(event.runId) === event.step) {
+        return [`${prefix(event.runId)}step ${event.step}: ${what}`, state]
+      }
+      return [undefined, { ...state, finals: new Map(state.finals).set(event.runId, what) }]
     }
     case "RunFinished": {
       const status = event.status.replace("_", " ")
@@ -164,8 +170,12 @@ export const make = (options: Options = {}): Effect.Effect<TraceRecorder.Service
       record: (event) =>
         Effect.zipRight(
           Ref.update(events, Chunk.append(event)),
-          Effect.flatMap(Ref.modify(state, (s) => format(s, event)), (line) =>
-            line === undefined || options.quiet === true ? Effect.void : Effect.catchAllCause(write(line), () => Effect.void)
+          Effect.flatMap(
+            Ref.modify(state, (s) => format(s, event)),
+            (line) =>
+              line === undefined || options.quiet === true
+                ? Effect.void
+                : Effect.catchAllCause(write(line), () => Effect.void)
           )
         ),
       events: all,

@@ -1,36 +1,48 @@
+import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import { createServer, type IncomingHttpHeaders } from "node:http"
+import type { AddressInfo } from "node:net"
+import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import { SEED_CONTEXT, seedScript, tempFiles } from "./utils.js"
 
 const root = fileURLToPath(new URL("../../..", import.meta.url))
 const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
 
 /** Run the real executable in a child process: `node --import tsx bin.ts <args>`. */
-const rlm = (args: ReadonlyArray<string>, stdin?: string) =>
+const rlm = (
+  args: ReadonlyArray<string>,
+  stdin?: string,
+  env?: Record<string, string>,
+  /** Called with each stderr chunk and the child, e.g. to send it a signal. */
+  onStderr?: (text: string, child: ReturnType<typeof spawn>) => void
+) =>
   Effect.async<{ code: number | null; stdout: string; stderr: string }>((resume) => {
     const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@rlm-runtime/source", bin, ...args], {
       cwd: root,
-      stdio: ["pipe", "pipe", "pipe"]
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env }
     })
     let stdout = ""
     let stderr = ""
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d
+      onStderr?.(stderr, child)
+    })
     child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
     child.stdin.end(stdin ?? "")
     return Effect.sync(() => child.kill("SIGKILL"))
   })
 
-
 describe("rlm as a real subprocess", () => {
   const files = tempFiles({
     "ctx.txt": SEED_CONTEXT,
     "seed.json": seedScript("python"),
-    "seed.js.json": seedScript("js")
+    "seed.js.json": seedScript("js"),
+    "slow.json": JSON.stringify({ script: ["FINAL(too late)"], latencyMs: 120_000 })
   })
 
   it.live(
@@ -89,6 +101,113 @@ describe("rlm as a real subprocess", () => {
         const trace = yield* Effect.orDie(Trace.decodeJson(readFileSync(tracePath, "utf8")))
         const started = trace.events[0]
         assert.strictEqual(started?._tag === "RunStarted" ? started.context.totalChars : -1, SEED_CONTEXT.length)
+      }),
+    120_000
+  )
+
+  it.live(
+    "--adapter openai-compat: root and sub models by role, key only from the environment, on a loopback server",
+    () =>
+      Effect.gen(function* () {
+        const seen: Array<{ path: string; headers: IncomingHttpHeaders; body: any }> = []
+        const server = createServer((req, res) => {
+          let raw = ""
+          req.setEncoding("utf8").on("data", (d: string) => (raw += d))
+          req.on("end", () => {
+            const body = JSON.parse(raw)
+            seen.push({ path: req.url ?? "", headers: req.headers, body })
+            const rootCalls = seen.filter((s) => s.body.model === "root-model").length
+            const content =
+              body.model === "sub-model"
+                ? "fake summary"
+                : rootCalls === 1
+                  ? "```repl\nconst snippet = peek(80)\nconst answer = llm_query('Summarize: ' + snippet)\n```"
+                  : "FINAL_VAR(answer)"
+            res.setHeader("content-type", "application/json")
+            res.end(
+              JSON.stringify({
+                model: body.model,
+                choices: [{ message: { role: "assistant", content }, finish_reason: "stop" }],
+                usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 }
+              })
+            )
+          })
+        })
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+          () => Effect.sync(() => server.close())
+        )
+        const port = (server.address() as AddressInfo).port
+        const r = yield* rlm(
+          [
+            "run",
+            "--context",
+            files.path("ctx.txt"),
+            "--query",
+            "Summarize the context.",
+            "--sandbox",
+            "js",
+            "--base-url",
+            `http://127.0.0.1:${port}/v1`,
+            "--model",
+            "root-model",
+            "--sub-model",
+            "sub-model"
+          ],
+          undefined,
+          { LLM_API_KEY: "test-key-from-env" }
+        )
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.strictEqual(r.stdout, "fake summary\n")
+        assert.deepStrictEqual(
+          seen.map((s) => [s.path, s.body.model]),
+          [
+            ["/v1/chat/completions", "root-model"],
+            ["/v1/chat/completions", "sub-model"],
+            ["/v1/chat/completions", "root-model"]
+          ]
+        )
+        for (const s of seen) assert.strictEqual(s.headers.authorization, "Bearer test-key-from-env")
+        assert.notInclude(r.stderr, "test-key-from-env")
+      }).pipe(Effect.scoped),
+    120_000
+  )
+
+  it.live(
+    "Ctrl-C (SIGINT) mid-run: exit 130, and the partial trace is written",
+    () =>
+      Effect.gen(function* () {
+        const tracePath = files.path("interrupted.trace.json")
+        let sent = false
+        const r = yield* rlm(
+          [
+            "run",
+            "--context",
+            files.path("ctx.txt"),
+            "--query",
+            "Q",
+            "--fake",
+            files.path("slow.json"),
+            "--sandbox",
+            "js",
+            "--trace",
+            tracePath
+          ],
+          undefined,
+          undefined,
+          (text, child) => {
+            if (!sent && text.includes("run started")) {
+              sent = true
+              child.kill("SIGINT")
+            }
+          }
+        )
+        assert.strictEqual(r.code, 130, r.stderr)
+        assert.strictEqual(r.stdout, "")
+        assert.match(r.stderr, /^rlm: interrupted$/m)
+        const trace = yield* Effect.orDie(Trace.decodeJson(readFileSync(tracePath, "utf8")))
+        const finished = trace.events.at(-1)
+        assert.strictEqual(finished?._tag === "RunFinished" ? finished.status : undefined, "interrupted")
       }),
     120_000
   )

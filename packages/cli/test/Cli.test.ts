@@ -1,8 +1,8 @@
+import * as Command from "@effect/cli/Command"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { assert, describe, it } from "@effect/vitest"
 import * as Cli from "@rlm-runtime/cli/Cli"
 import { CliError } from "@rlm-runtime/cli/CliError"
-import * as Command from "@effect/cli/Command"
 import * as Prompts from "@rlm-runtime/core/Prompts"
 import { Duration, Effect, Either, Exit, FiberId, Schema } from "effect"
 import { captureConsole, runCli, SEED_CONTEXT, seedScript, tempFiles } from "./utils.js"
@@ -193,7 +193,15 @@ describe("rlm run: flag parsing", () => {
     Effect.gen(function* () {
       const r = yield* runCli(["run", "--help"])
       assert.strictEqual(r.code, 0)
-      for (const flag of ["--context", "--fake", "--trace", "--max-subcalls", "--sub-model", "--llama", "--exec-timeout"]) {
+      for (const flag of [
+        "--context",
+        "--fake",
+        "--trace",
+        "--max-subcalls",
+        "--sub-model",
+        "--llama",
+        "--exec-timeout"
+      ]) {
         assert.include(r.stdout, flag)
       }
     })
@@ -219,12 +227,15 @@ describe("rlm run: validation (plan)", () => {
   it.effect("without --fake the adapter is openai-compat, with --model and --sub-model", () =>
     Effect.gen(function* () {
       const result = yield* plan(yield* flags({ model: "big", subModel: "small", baseUrl: "http://x/v1" }))
-      assert.deepStrictEqual(Either.map(result, (p) => p.adapter), Either.right({
-        kind: "openai-compat" as const,
-        baseUrl: "http://x/v1",
-        model: "big",
-        subModel: "small"
-      }))
+      assert.deepStrictEqual(
+        Either.map(result, (p) => p.adapter),
+        Either.right({
+          kind: "openai-compat" as const,
+          baseUrl: "http://x/v1",
+          model: "big",
+          subModel: "small"
+        })
+      )
     })
   )
 
@@ -284,7 +295,10 @@ describe("rlm run: validation (plan)", () => {
       const p = (result as Either.Right<CliError, Cli.RunPlan>).right
       assert.strictEqual(p.options.systemPrompt, Prompts.LLAMA_SYSTEM_PROMPT)
       assert.isTrue(p.options.requireReplBeforeFinal)
-      const plain = (yield* plan(yield* flags({ fake: files.path("seed.json") }))) as Either.Right<CliError, Cli.RunPlan>
+      const plain = (yield* plan(yield* flags({ fake: files.path("seed.json") }))) as Either.Right<
+        CliError,
+        Cli.RunPlan
+      >
       assert.isUndefined(plain.right.options.systemPrompt)
       assert.isUndefined(plain.right.options.requireReplBeforeFinal)
     })
@@ -320,7 +334,10 @@ describe("rlm run: validation (plan)", () => {
   it.effect("unreadable inputs are Input errors (exit 2)", () =>
     Effect.gen(function* () {
       const f = yield* flags({ fake: files.path("seed.json") })
-      const missing = usageError(yield* plan({ ...f, context: files.path("nope.txt") }), "could not read the --context file")
+      const missing = usageError(
+        yield* plan({ ...f, context: files.path("nope.txt") }),
+        "could not read the --context file"
+      )
       assert.strictEqual(missing.reason, "Input")
       assert.strictEqual(missing.exitCode, 2)
       usageError(yield* plan({ ...f, fake: files.path("bad-json.json") }), "is not valid JSON")

@@ -1,13 +1,12 @@
-import * as NodeContext from "@effect/platform-node/NodeContext"
-import * as Cli from "@rlm-runtime/cli/Cli"
-import { Console, Effect, Exit } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { inspect } from "node:util"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as Cli from "@rlm-runtime/cli/Cli"
+import { Console, Effect, Exit } from "effect"
 
-const format = (args: ReadonlyArray<unknown>) =>
-  args.map((a) => (typeof a === "string" ? a : inspect(a))).join(" ")
+const format = (args: ReadonlyArray<unknown>) => args.map((a) => (typeof a === "string" ? a : inspect(a))).join(" ")
 
 /** A Console writing `log`/`info` to `stdout` and every other level to `stderr`, in memory. */
 export const captureConsole = () => {
@@ -75,7 +74,11 @@ export const captureConsole = () => {
 export const runCli = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const io = captureConsole()
-    const exit = yield* Cli.run(args).pipe(Effect.withConsole(io.console), Effect.provide(NodeContext.layer), Effect.exit)
+    const exit = yield* Cli.run(args).pipe(
+      Effect.withConsole(io.console),
+      Effect.provide(NodeContext.layer),
+      Effect.exit
+    )
     return { exit, code: Cli.exitCode(exit), stdout: io.stdout(), stderr: io.stderr(), isSuccess: Exit.isSuccess(exit) }
   })
 
@@ -93,7 +96,8 @@ export const seedScript = (language: "python" | "js") =>
     script: [
       language === "python"
         ? "snippet = peek(80)\nsummary = llm_query(f'Summarize: {snippet}')\nanswer = summary"
-        : "const snippet = peek(80)\nconst summary = llm_query(`Summarize: ${snippet}`)\nconst answer = summary",
+        : // biome-ignore lint/suspicious/noTemplateCurlyInString: this is JavaScript source for the sandbox
+          "const snippet = peek(80)\nconst summary = llm_query(`Summarize: ${snippet}`)\nconst answer = summary",
       "FINAL_VAR: answer"
     ],
     rules: [{ match: "Summarize", reply: "fake summary" }]

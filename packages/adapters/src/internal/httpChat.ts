@@ -71,6 +71,7 @@ const attempt = (
   options: PostOptions
 ): Effect.Effect<PostResult, retry.AttemptFailure> => {
   const ctx = options.context
+  const scrub = scrubber(options.apiKey)
   const request = HttpClientRequest.post(options.url).pipe(
     HttpClientRequest.setHeaders(buildHeaders(options)),
     HttpClientRequest.bodyUnsafeJson(options.body)

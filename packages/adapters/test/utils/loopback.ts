@@ -9,6 +9,8 @@ export interface Recorded {
   readonly headers: Http.IncomingHttpHeaders
   readonly body: string
   readonly json: unknown
+  /** Set once the client's connection for this request has closed. */
+  readonly closed: { value: boolean }
 }
 
 /** Answer one request; do nothing to never answer. */
@@ -55,12 +57,17 @@ export const loopback = (handlers: ReadonlyArray<Handler>) =>
           } catch {
             parsed = undefined
           }
+          const closed = { value: false }
+          res.on("close", () => {
+            closed.value = true
+          })
           const recorded: Recorded = {
             method: req.method ?? "",
             path: req.url ?? "",
             headers: req.headers,
             body,
-            json: parsed
+            json: parsed,
+            closed
           }
           const handler = handlers[Math.min(requests.length, handlers.length - 1)]
           requests.push(recorded)

@@ -1,0 +1,132 @@
+import { createServer, type IncomingHttpHeaders } from "node:http"
+import type { AddressInfo } from "node:net"
+import { assert, describe, it } from "@effect/vitest"
+import { ConfigProvider, Effect } from "effect"
+import { runCli, SEED_CONTEXT, tempFiles } from "./utils.js"
+
+interface Seen {
+  readonly path: string
+  readonly headers: IncomingHttpHeaders
+  readonly body: any
+}
+
+/** A loopback server answering every request with `reply(request, seenSoFar)`. */
+const server = (reply: (seen: ReadonlyArray<Seen>) => { readonly status: number; readonly body: unknown }) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly url: string; readonly seen: Array<Seen>; readonly close: () => void }>((resume) => {
+      const seen: Array<Seen> = []
+      const s = createServer((req, res) => {
+        let raw = ""
+        req.setEncoding("utf8").on("data", (d: string) => (raw += d))
+        req.on("end", () => {
+          seen.push({ path: req.url ?? "", headers: req.headers, body: JSON.parse(raw) })
+          const { body, status } = reply(seen)
+          res.statusCode = status
+          res.setHeader("content-type", "application/json")
+          res.end(JSON.stringify(body))
+        })
+      })
+      s.listen(0, "127.0.0.1", () =>
+        resume(
+          Effect.succeed({
+            url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`,
+            seen,
+            close: () => s.close()
+          })
+        )
+      )
+    }),
+    (s) => Effect.sync(s.close)
+  )
+
+const ollama = (seen: ReadonlyArray<Seen>) => {
+  const last = seen.at(-1) as Seen
+  const rootCalls = seen.filter((s) => s.body.model === "root-model").length
+  const content =
+    last.body.model === "small-model"
+      ? "fake summary"
+      : rootCalls === 1
+        ? "```repl\nconst answer = llm_query('Summarize: ' + peek(80))\n```"
+        : "FINAL_VAR(answer)"
+  return {
+    status: 200,
+    body: { model: last.body.model, message: { role: "assistant", content }, done: true, eval_count: 3 }
+  }
+}
+
+const files = tempFiles({ "ctx.txt": SEED_CONTEXT })
+
+const args = (url: string) => [
+  "run",
+  "--context",
+  files.path("ctx.txt"),
+  "--query",
+  "Summarize the context.",
+  "--sandbox",
+  "js",
+  "--adapter",
+  "generic",
+  "--generic-preset",
+  "ollama",
+  "--base-url",
+  url,
+  "--model",
+  "root-model",
+  "--sub-model",
+  "small-model"
+]
+
+const env = (vars: Record<string, string>) =>
+  Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars))))
+
+describe("rlm run with a real adapter (in-process, loopback HTTP)", () => {
+  it.live("--adapter generic --generic-preset ollama: root and sub models by role, the key from the environment", () =>
+    Effect.gen(function* () {
+      const s = yield* server(ollama)
+      const r = yield* runCli(args(s.url)).pipe(env({ LLM_API_KEY: "key-from-env" }))
+      assert.strictEqual(r.code, 0, r.stderr)
+      assert.strictEqual(r.stdout, "fake summary\n")
+      assert.deepStrictEqual(
+        s.seen.map((x) => [x.path, x.body.model, x.body.stream]),
+        [
+          ["/api/chat", "root-model", false],
+          ["/api/chat", "small-model", false],
+          ["/api/chat", "root-model", false]
+        ]
+      )
+      for (const x of s.seen) assert.strictEqual(x.headers.authorization, "Bearer key-from-env")
+      assert.match(r.stderr, /^rlm: run started: model root-model, javascript sandbox/m)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("without a key in the environment no Authorization header is sent", () =>
+    Effect.gen(function* () {
+      const s = yield* server(ollama)
+      const r = yield* runCli(args(s.url)).pipe(env({}))
+      assert.strictEqual(r.code, 0, r.stderr)
+      for (const x of s.seen) assert.isUndefined(x.headers.authorization)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a provider error (401) ends the run with exit 1 and the adapter's advice, including the server's text", () =>
+    Effect.gen(function* () {
+      const s = yield* server(() => ({ status: 401, body: { error: "invalid key xyz" } }))
+      const r = yield* runCli(args(s.url)).pipe(env({ LLM_API_KEY: "sekret-123" }))
+      assert.strictEqual(r.code, 1)
+      assert.strictEqual(r.stdout, "")
+      assert.strictEqual(s.seen.length, 1, "401 is never retried")
+      const error = r.stderr.split("\n").find((line) => line.startsWith("rlm: ") && line.includes("401"))
+      assert.isDefined(error, r.stderr)
+      assert.include(error, "invalid key xyz")
+      assert.notInclude(r.stderr, "sekret-123", "the key is never printed")
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("--adapter openai-compat without --model is a usage error before anything is sent", () =>
+    Effect.gen(function* () {
+      const r = yield* runCli(["run", "--context", files.path("ctx.txt"), "--query", "Q"])
+      assert.strictEqual(r.code, 2)
+      assert.match(r.stderr, /^rlm: --adapter openai-compat needs --model NAME/m)
+    })
+  )
+})
