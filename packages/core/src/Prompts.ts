@@ -54,6 +54,7 @@ In the REPL:
 - \`rlm_query(prompt)\` starts a recursive RLM over the given text, for a sub-problem that is itself large.
 - \`SHOW_VARS()\` lists the variables you created. Top-level variables persist between your code blocks.
 - console.log() what you want to see. Output longer than the display limit is cut, so log summaries.
+- \`P\`, \`context\` and the helpers are read-only. Call llm_query in the block's normal flow, not after an \`await\`.
 
 How to reply:
 - Put code to run in \`\`\`repl fenced blocks. Blocks run in order, and you then see their output.

@@ -17,16 +17,34 @@
  *   that declares `const x` works and `x` is visible in later blocks;
  * - the echoed value of a last expression is its completion value (as in the
  *   Node REPL); strings are echoed quoted, and a Promise is echoed as the value
- *   it settled to once pending jobs have run.
+ *   it settled to once pending jobs have run;
+ * - `FINAL(value)` of a non-string records the readable form `console.log`
+ *   prints (`[1, 2]`, `{ a: 1 }`), not `String(value)` (`"1,2"`, `"[object Object]"`);
+ * - host calls are synchronous: they work anywhere in the block's own flow
+ *   (including the synchronous part of an async function) but are refused,
+ *   with an explanatory error, inside promise jobs (after an `await`);
+ * - `print(...)` is an alias of `console.log`.
  *
- * Limits: `memoryMb` (QuickJS allocator limit; the WebAssembly heap cannot
- * exceed 2 GiB), `execTimeout` per block (interrupt handler; time waiting on
- * host calls is not counted; the REPL keeps its state), `maxStackSizeBytes`.
- * The interpreter runs on the host thread between host calls: the interrupt
- * handler bounds it. If the interpreter itself traps (e.g. a deeply nested
- * parse exhausting the host's native stack), the step fails with a
- * `SandboxError` (`Crashed`, `stateLost: true`) and a fresh interpreter with the
- * context reloaded serves the next block.
+ * Limits:
+ * - `memoryMb` caps the session's WebAssembly memory (context included; the
+ *   wasm32 heap cannot exceed 2 GiB): past it QuickJS throws a catchable
+ *   `InternalError: out of memory` and the REPL keeps its state.
+ * - `execTimeout` per block, through the interrupt handler (time waiting on
+ *   host calls is not counted); the REPL keeps its state.
+ * - `maxStackSizeBytes` for recursion (`InternalError: stack overflow`).
+ *
+ * Not promised:
+ * - The interpreter runs on the host thread between host calls. A block that
+ *   computes blocks the host's event loop (and other sessions) until it ends
+ *   or the interrupt handler stops it; native builtins that loop without
+ *   polling (e.g. `new Array(1e9).fill(0)`) are bounded only by the memory cap.
+ * - If the interpreter itself traps (a C-level recursion such as parsing
+ *   100,000 nested brackets exhausts the host's native stack), the step fails
+ *   with a `SandboxError` (`Crashed`, `stateLost: true`) and a fresh
+ *   interpreter with the context reloaded serves the next block.
+ * - The WebAssembly module is compiled once per process with V8's baseline
+ *   compiler only (V8 flags set around that compile and restored at once):
+ *   optimized code used ~30 KB of native stack per nested JS call.
  *
  * @since 0.1.0
  */

@@ -8,7 +8,7 @@
  *   replContractSuite("JavascriptSandbox", JavascriptSandbox.layer())
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, type Layer, Option } from "effect"
 import * as Output from "../src/Output.js"
 import * as Sandbox from "../src/Sandbox.js"
 
@@ -63,7 +63,7 @@ export const DEFAULT_TEXT = "Hello world. The needle is here: needle. Goodbye."
 export const makeFakeHost = (): { readonly host: Sandbox.HostFunctions; readonly calls: Array<HostCall> } => {
   const calls: Array<HostCall> = []
   const answer = (prefix: string) => (prompt: string) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (prompt === "fail") {
         return yield* Effect.fail(new Sandbox.HostCallError({ message: "quota exceeded" }))
       }
@@ -73,17 +73,22 @@ export const makeFakeHost = (): { readonly host: Sandbox.HostFunctions; readonly
     })
   const llm = answer("llm")
   const rlm = answer("rlm")
+  const record = (call: HostCall) => Effect.sync(() => calls.push(call))
   return {
     calls,
     host: {
-      llmQuery: (prompt) => Effect.suspend(() => (calls.push({ kind: "llm", prompt }), llm(prompt))),
+      llmQuery: (prompt) => Effect.zipRight(record({ kind: "llm", prompt }), llm(prompt)),
       llmQueryBatched: (prompts) =>
-        Effect.suspend(() => (calls.push({ kind: "llm_batched", prompts: [...prompts] }),
-          Effect.forEach(prompts, llm, { concurrency: "unbounded" }))),
-      rlmQuery: (prompt) => Effect.suspend(() => (calls.push({ kind: "rlm", prompt }), rlm(prompt))),
+        Effect.zipRight(
+          record({ kind: "llm_batched", prompts: [...prompts] }),
+          Effect.forEach(prompts, llm, { concurrency: "unbounded" })
+        ),
+      rlmQuery: (prompt) => Effect.zipRight(record({ kind: "rlm", prompt }), rlm(prompt)),
       rlmQueryBatched: (prompts) =>
-        Effect.suspend(() => (calls.push({ kind: "rlm_batched", prompts: [...prompts] }),
-          Effect.forEach(prompts, rlm, { concurrency: "unbounded" })))
+        Effect.zipRight(
+          record({ kind: "rlm_batched", prompts: [...prompts] }),
+          Effect.forEach(prompts, rlm, { concurrency: "unbounded" })
+        )
     }
   }
 }
@@ -94,64 +99,77 @@ const none: Expect = { error: null }
 export const contractCases: ReadonlyArray<ContractCase> = [
   {
     name: "P and context hold the prompt text",
-    steps: [{
-      python: `print(str(len(P)) + ":" + ("same" if P == context else "differs"))`,
-      javascript: `console.log(P.length + ":" + (P === context ? "same" : "differs"))`,
-      expect: { ...none, stdout: `${DEFAULT_TEXT.length}:same\n` }
-    }]
+    steps: [
+      {
+        python: `print(str(len(P)) + ":" + ("same" if P == context else "differs"))`,
+        javascript: `console.log(P.length + ":" + (P === context ? "same" : "differs"))`,
+        expect: { ...none, stdout: `${DEFAULT_TEXT.length}:same\n` }
+      }
+    ]
   },
   {
     name: "context is the document list when documents are given",
     context: { text: "alpha\nbeta", documents: ["alpha", "beta"] },
-    steps: [{
-      python: `print(len(context), context[1], P)`,
-      javascript: `console.log(context.length, context[1], P)`,
-      expect: { ...none, stdout: "2 beta alpha\nbeta\n" }
-    }]
+    steps: [
+      {
+        python: `print(len(context), context[1], P)`,
+        javascript: `console.log(context.length, context[1], P)`,
+        expect: { ...none, stdout: "2 beta alpha\nbeta\n" }
+      }
+    ]
   },
   {
     name: "peek, tail, lenP and slice",
-    steps: [{
-      python: `print(peek(5)); print(tail(8)); print(lenP()); print(slice(6, 11)); print(len(peek()) == len(P))`,
-      javascript:
-        `console.log(peek(5)); console.log(tail(8)); console.log(lenP()); console.log(slice(6, 11)); console.log(String(peek().length === P.length).replace("true", "True"))`,
-      expect: { ...none, stdout: `Hello\nGoodbye.\n${DEFAULT_TEXT.length}\nworld\nTrue\n` }
-    }]
+    steps: [
+      {
+        python: `print(peek(5)); print(tail(8)); print(lenP()); print(slice(6, 11)); print(len(peek()) == len(P))`,
+        javascript: `console.log(peek(5)); console.log(tail(8)); console.log(lenP()); console.log(slice(6, 11)); console.log(String(peek().length === P.length).replace("true", "True"))`,
+        expect: { ...none, stdout: `Hello\nGoodbye.\n${DEFAULT_TEXT.length}\nworld\nTrue\n` }
+      }
+    ]
   },
   {
     name: "peek and tail default to 2000 characters",
     context: { text: "a".repeat(1500) + "b".repeat(1500) },
-    steps: [{
-      python: `print(len(peek()), len(tail()), peek()[-1], tail()[0])`,
-      javascript: `console.log(peek().length, tail().length, peek().slice(-1), tail()[0])`,
-      expect: { ...none, stdout: "2000 2000 b a\n" }
-    }]
+    steps: [
+      {
+        python: `print(len(peek()), len(tail()), peek()[-1], tail()[0])`,
+        javascript: `console.log(peek().length, tail().length, peek().slice(-1), tail()[0])`,
+        expect: { ...none, stdout: "2000 2000 b a\n" }
+      }
+    ]
   },
   {
     name: "find returns every offset, overlapping hits included",
     context: { text: "abababa needle" },
-    steps: [{
-      python: `print(",".join(str(i) for i in find("aba"))); print(",".join(str(i) for i in find("aba", 1)))`,
-      javascript: `console.log(find("aba").join(",")); console.log(find("aba", 1).join(","))`,
-      expect: { ...none, stdout: "0,2,4\n2,4\n" }
-    }]
+    steps: [
+      {
+        python: `print(",".join(str(i) for i in find("aba"))); print(",".join(str(i) for i in find("aba", 1)))`,
+        javascript: `console.log(find("aba").join(",")); console.log(find("aba", 1).join(","))`,
+        expect: { ...none, stdout: "0,2,4\n2,4\n" }
+      }
+    ]
   },
   {
     name: "find with no hit or an empty needle returns an empty list",
-    steps: [{
-      python: `print(len(find("zzz")), len(find("")))`,
-      javascript: `console.log(find("zzz").length, find("").length)`,
-      expect: { ...none, stdout: "0 0\n" }
-    }]
+    steps: [
+      {
+        python: `print(len(find("zzz")), len(find("")))`,
+        javascript: `console.log(find("zzz").length, find("").length)`,
+        expect: { ...none, stdout: "0 0\n" }
+      }
+    ]
   },
   {
     name: "chunk covers P in order, with overlap",
     context: { text: "abcdefghij" },
-    steps: [{
-      python: `print("|".join(chunk(4))); print("|".join(chunk(4, 1)))`,
-      javascript: `console.log(chunk(4).join("|")); console.log(chunk(4, 1).join("|"))`,
-      expect: { ...none, stdout: "abcd|efgh|ij\nabcd|defg|ghij|j\n" }
-    }]
+    steps: [
+      {
+        python: `print("|".join(chunk(4))); print("|".join(chunk(4, 1)))`,
+        javascript: `console.log(chunk(4).join("|")); console.log(chunk(4, 1).join("|"))`,
+        expect: { ...none, stdout: "abcd|efgh|ij\nabcd|defg|ghij|j\n" }
+      }
+    ]
   },
   {
     name: "chunk rejects a bad size or overlap",
@@ -205,33 +223,44 @@ export const contractCases: ReadonlyArray<ContractCase> = [
   },
   {
     name: "stderr is captured separately",
-    steps: [{
-      python: `import sys\nprint("out")\nprint("oops", file=sys.stderr)`,
-      javascript: `console.log("out")\nconsole.error("oops")`,
-      expect: { ...none, stdout: "out\n", stderr: "oops\n" }
-    }]
+    steps: [
+      {
+        python: `import sys\nprint("out")\nprint("oops", file=sys.stderr)`,
+        javascript: `console.log("out")\nconsole.error("oops")`,
+        expect: { ...none, stdout: "out\n", stderr: "oops\n" }
+      }
+    ]
   },
   {
     name: "llm_query and rlm_query call the host",
-    steps: [{
-      python: `print(llm_query("hi")); print(rlm_query("deep"))`,
-      javascript: `console.log(llm_query("hi")); console.log(rlm_query("deep"))`,
-      expect: { ...none, stdout: "llm:hi\nrlm:deep\n" }
-    }],
-    hostCalls: [{ kind: "llm", prompt: "hi" }, { kind: "rlm", prompt: "deep" }]
+    steps: [
+      {
+        python: `print(llm_query("hi")); print(rlm_query("deep"))`,
+        javascript: `console.log(llm_query("hi")); console.log(rlm_query("deep"))`,
+        expect: { ...none, stdout: "llm:hi\nrlm:deep\n" }
+      }
+    ],
+    hostCalls: [
+      { kind: "llm", prompt: "hi" },
+      { kind: "rlm", prompt: "deep" }
+    ]
   },
   {
     name: "batched queries are one host call, replies in prompt order",
-    steps: [{
-      python: `print("|".join(llm_query_batched(["sleep:30 a", "b", "c"]))); print("|".join(rlm_query_batched(["x", "y"])))`,
-      javascript:
-        `console.log(llm_query_batched(["sleep:30 a", "b", "c"]).join("|")); console.log(rlm_query_batched(["x", "y"]).join("|"))`,
-      expect: { ...none, stdout: "llm:sleep:30 a|llm:b|llm:c\nrlm:x|rlm:y\n" }
-    }],
-    hostCalls: [{ kind: "llm_batched", prompts: ["sleep:30 a", "b", "c"] }, {
-      kind: "rlm_batched",
-      prompts: ["x", "y"]
-    }]
+    steps: [
+      {
+        python: `print("|".join(llm_query_batched(["sleep:30 a", "b", "c"]))); print("|".join(rlm_query_batched(["x", "y"])))`,
+        javascript: `console.log(llm_query_batched(["sleep:30 a", "b", "c"]).join("|")); console.log(rlm_query_batched(["x", "y"]).join("|"))`,
+        expect: { ...none, stdout: "llm:sleep:30 a|llm:b|llm:c\nrlm:x|rlm:y\n" }
+      }
+    ],
+    hostCalls: [
+      { kind: "llm_batched", prompts: ["sleep:30 a", "b", "c"] },
+      {
+        kind: "rlm_batched",
+        prompts: ["x", "y"]
+      }
+    ]
   },
   {
     name: "a failed host call raises an ordinary exception the code can catch",
@@ -242,7 +271,11 @@ export const contractCases: ReadonlyArray<ContractCase> = [
         expect: { ...none, stdout: /^caught .*quota exceeded/ }
       },
       { python: `llm_query("fail")`, javascript: `llm_query("fail")`, expect: { error: /quota exceeded/ } },
-      { python: `print(llm_query("ok"))`, javascript: `console.log(llm_query("ok"))`, expect: { ...none, stdout: "llm:ok\n" } }
+      {
+        python: `print(llm_query("ok"))`,
+        javascript: `console.log(llm_query("ok"))`,
+        expect: { ...none, stdout: "llm:ok\n" }
+      }
     ]
   },
   {
@@ -259,39 +292,45 @@ export const contractCases: ReadonlyArray<ContractCase> = [
   },
   {
     name: "FINAL_VAR records a variable by name",
-    steps: [{
-      python: `answer = "from a variable"\nFINAL_VAR("answer")`,
-      javascript: `const answer = "from a variable"\nFINAL_VAR("answer")`,
-      expect: { ...none, final: { source: "FINAL_VAR", name: "answer", value: "from a variable" } }
-    }]
+    steps: [
+      {
+        python: `answer = "from a variable"\nFINAL_VAR("answer")`,
+        javascript: `const answer = "from a variable"\nFINAL_VAR("answer")`,
+        expect: { ...none, final: { source: "FINAL_VAR", name: "answer", value: "from a variable" } }
+      }
+    ]
   },
   {
     name: "FINAL_VAR of a missing variable raises and records nothing",
-    steps: [{
-      python: `FINAL_VAR("missing_var")`,
-      javascript: `FINAL_VAR("missing_var")`,
-      expect: { error: /missing_var.*(does not exist|not defined)/, final: null }
-    }]
+    steps: [
+      {
+        python: `FINAL_VAR("missing_var")`,
+        javascript: `FINAL_VAR("missing_var")`,
+        expect: { error: /missing_var.*(does not exist|not defined)/, final: null }
+      }
+    ]
   },
   {
     name: "SHOW_VARS lists user variables, not the helpers",
-    steps: [{
-      python: `my_var = [1, 2]\nSHOW_VARS()`,
-      javascript: `const my_var = [1, 2]\nSHOW_VARS()`,
-      expect: { error: null, stdout: /my_var/, listed: ["my_var"], notListed: ["llm_query", "P", "peek"] }
-    }, {
-      python: `print("llm_query" in str(SHOW_VARS()))`,
-      javascript: `console.log(String(JSON.stringify(SHOW_VARS()).includes("llm_query")).replace("false", "False"))`,
-      expect: { error: null, stdout: /False\n$/ }
-    }]
+    steps: [
+      {
+        python: `my_var = [1, 2]\nSHOW_VARS()`,
+        javascript: `const my_var = [1, 2]\nSHOW_VARS()`,
+        expect: { error: null, stdout: /my_var/, listed: ["my_var"], notListed: ["llm_query", "P", "peek"] }
+      },
+      {
+        python: `print("llm_query" in str(SHOW_VARS()))`,
+        javascript: `console.log(String(JSON.stringify(SHOW_VARS()).includes("llm_query")).replace("false", "False"))`,
+        expect: { error: null, stdout: /False\n$/ }
+      }
+    ]
   },
   {
     name: "reserved names are restored after a block rebinds or deletes them",
     steps: [
       {
         python: `P = "tampered"\ndel peek\nllm_query = lambda p: "forged"`,
-        javascript:
-          `try { P = "tampered" } catch (e) {}\ntry { delete globalThis.peek } catch (e) {}\ntry { llm_query = (p) => "forged" } catch (e) {}`,
+        javascript: `try { P = "tampered" } catch (e) {}\ntry { delete globalThis.peek } catch (e) {}\ntry { llm_query = (p) => "forged" } catch (e) {}`,
         expect: {}
       },
       {
@@ -303,48 +342,57 @@ export const contractCases: ReadonlyArray<ContractCase> = [
   },
   {
     name: "getVar returns the string form; listVars lists user variables",
-    steps: [{
-      python: `msg = "hi there"\nn = 42`,
-      javascript: `var msg = "hi there"\nlet n = 42`,
-      expect: {
-        ...none,
-        vars: { msg: "hi there", n: "42", nope: null, P: null },
-        listed: ["msg", "n"],
-        notListed: ["P", "context", "llm_query", "FINAL"]
+    steps: [
+      {
+        python: `msg = "hi there"\nn = 42`,
+        javascript: `var msg = "hi there"\nlet n = 42`,
+        expect: {
+          ...none,
+          vars: { msg: "hi there", n: "42", nope: null },
+          listed: ["msg", "n"],
+          notListed: ["P", "context", "llm_query", "FINAL"]
+        }
       }
-    }]
+    ]
   },
   {
     name: "output is cut at outputLimit with the truncation marker",
     outputLimit: 100,
-    steps: [{
-      python: `print("x" * 500)`,
-      javascript: `console.log("x".repeat(500))`,
-      expect: { ...none, truncated: true, stdout: "x".repeat(100) + Output.truncationMarker(401) }
-    }, {
-      python: `print("short")`,
-      javascript: `console.log("short")`,
-      expect: { ...none, truncated: false, stdout: "short\n" }
-    }]
+    steps: [
+      {
+        python: `print("x" * 500)`,
+        javascript: `console.log("x".repeat(500))`,
+        expect: { ...none, truncated: true, stdout: "x".repeat(100) + Output.truncationMarker(401) }
+      },
+      {
+        python: `print("short")`,
+        javascript: `console.log("short")`,
+        expect: { ...none, truncated: false, stdout: "short\n" }
+      }
+    ]
   },
   {
     name: "an output flood costs bounded memory and counts what was cut",
     outputLimit: 1000,
-    steps: [{
-      python: `for i in range(200000):\n    print("line")`,
-      javascript: `for (let i = 0; i < 200000; i++) console.log("line")`,
-      expect: { ...none, truncated: true, stdout: "line\n".repeat(200) + Output.truncationMarker(999_000) }
-    }]
+    steps: [
+      {
+        python: `for i in range(200000):\n    print("line")`,
+        javascript: `for (let i = 0; i < 200000; i++) console.log("line")`,
+        expect: { ...none, truncated: true, stdout: "line\n".repeat(200) + Output.truncationMarker(999_000) }
+      }
+    ]
   },
   {
     name: "offsets are native string indices (code points in Python, UTF-16 in JS)",
     context: { text: "é😀x" },
-    steps: [{
-      python: `print(lenP(), find("x"))`,
-      javascript: `console.log(lenP(), JSON.stringify(find("x")))`,
-      expect: { error: null },
-      only: { python: { stdout: "3 [2]\n" }, javascript: { stdout: "4 [3]\n" } }
-    }]
+    steps: [
+      {
+        python: `print(lenP(), find("x"))`,
+        javascript: `console.log(lenP(), JSON.stringify(find("x")))`,
+        expect: { error: null },
+        only: { python: { stdout: "3 [2]\n" }, javascript: { stdout: "4 [3]\n" } }
+      }
+    ]
   },
   {
     name: "a block past the time limit is interrupted and the REPL keeps its state",
@@ -358,11 +406,13 @@ export const contractCases: ReadonlyArray<ContractCase> = [
   {
     name: "time waiting on host calls does not count against the limit",
     execTimeout: "400 millis",
-    steps: [{
-      python: `print(llm_query("sleep:700 slow"))`,
-      javascript: `console.log(llm_query("sleep:700 slow"))`,
-      expect: { ...none, stdout: "llm:sleep:700 slow\n" }
-    }]
+    steps: [
+      {
+        python: `print(llm_query("sleep:700 slow"))`,
+        javascript: `console.log(llm_query("sleep:700 slow"))`,
+        expect: { ...none, stdout: "llm:sleep:700 slow\n" }
+      }
+    ]
   }
 ]
 
@@ -373,7 +423,7 @@ const check = (label: string, actual: string | undefined, expected: string | Reg
 }
 
 const runCase = (testCase: ContractCase) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const sandbox = yield* Sandbox.Sandbox
     const { calls, host } = makeFakeHost()
     const repl = yield* sandbox.open({
@@ -424,7 +474,7 @@ export const replContractSuite = (label: string, layer: Layer.Layer<Sandbox.Sand
     }
 
     it.live("sessions are isolated from each other", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const sandbox = yield* Sandbox.Sandbox
         const a = yield* sandbox.open({ context: { text: "session A" }, host: makeFakeHost().host })
         const b = yield* sandbox.open({ context: { text: "session B" }, host: makeFakeHost().host })
@@ -434,5 +484,6 @@ export const replContractSuite = (label: string, layer: Layer.Layer<Sandbox.Sand
         assert.strictEqual((yield* b.exec(readP)).stdout, "session B\n")
         assert.deepStrictEqual(yield* b.getVar("secret"), Option.none())
         assert.deepStrictEqual(yield* a.getVar("secret"), Option.some("a-only"))
-      }).pipe(Effect.scoped, Effect.provide(layer)))
+      }).pipe(Effect.scoped, Effect.provide(layer))
+    )
   })

@@ -42,7 +42,7 @@ export const rewriteTopLevel = (code: string): string => {
   // Stack of open brackets; "`" marks a template literal's `${` expression.
   const stack: Array<string> = []
   // Pending class declarations: the depth at which their body opens.
-  const pendingClass: Array<{ name: string; bodyOpened: boolean; depth: number }> = []
+  const pendingClass: Array<{ bodyOpened: boolean; depth: number }> = []
   let prev = "" // previous significant token
   let prevIsWordEnding = false // previous token ends an expression (ident, number, ), ], })
   let newlineSincePrev = true
@@ -53,7 +53,7 @@ export const rewriteTopLevel = (code: string): string => {
     // At code[i] just after "`" or after the "}" closing a `${`; returns true when
     // a `${` opened (push), false when the template ended.
     while (i < n) {
-      const c = code[i]!
+      const c = code.charAt(i)
       if (c === "\\") {
         i += 2
         continue
@@ -62,7 +62,7 @@ export const rewriteTopLevel = (code: string): string => {
         i++
         return false
       }
-      if (c === "$" && code[i + 1] === "{") {
+      if (c === "$" && code.charAt(i + 1) === "{") {
         i += 2
         stack.push("`")
         return true
@@ -73,7 +73,7 @@ export const rewriteTopLevel = (code: string): string => {
   }
 
   while (i < n) {
-    const c = code[i]!
+    const c = code.charAt(i)
     if (c === "\n") {
       newlineSincePrev = true
       i++
@@ -83,11 +83,11 @@ export const rewriteTopLevel = (code: string): string => {
       i++
       continue
     }
-    if (c === "/" && code[i + 1] === "/") {
+    if (c === "/" && code.charAt(i + 1) === "/") {
       while (i < n && code[i] !== "\n") i++
       continue
     }
-    if (c === "/" && code[i + 1] === "*") {
+    if (c === "/" && code.charAt(i + 1) === "*") {
       const end = code.indexOf("*/", i + 2)
       const comment = code.slice(i, end === -1 ? n : end)
       if (comment.includes("\n")) newlineSincePrev = true
@@ -99,7 +99,7 @@ export const rewriteTopLevel = (code: string): string => {
       prevIsWordEnding = endsExpression
       newlineSincePrev = false
     }
-    if (c === "\"" || c === "'") {
+    if (c === '"' || c === "'") {
       i++
       while (i < n && code[i] !== c && code[i] !== "\n") i += code[i] === "\\" ? 2 : 1
       i++
@@ -118,7 +118,7 @@ export const rewriteTopLevel = (code: string): string => {
         i++
         let inClass = false
         while (i < n && code[i] !== "\n") {
-          const d = code[i]!
+          const d = code.charAt(i)
           if (d === "\\") {
             i += 2
             continue
@@ -129,7 +129,7 @@ export const rewriteTopLevel = (code: string): string => {
           i++
         }
         i++
-        while (i < n && isIdentPart(code[i]!)) i++
+        while (i < n && isIdentPart(code.charAt(i))) i++
         token("re", true)
         continue
       }
@@ -165,10 +165,14 @@ export const rewriteTopLevel = (code: string): string => {
     }
     if (isIdentStart(c)) {
       const start = i
-      while (i < n && isIdentPart(code[i]!)) i++
+      while (i < n && isIdentPart(code.charAt(i))) i++
       const word = code.slice(start, i)
       const atTop = stack.length === 0
-      const statementStart = prev === "" || prev === ";" || prev === "}" || prev === "{" ||
+      const statementStart =
+        prev === "" ||
+        prev === ";" ||
+        prev === "}" ||
+        prev === "{" ||
         (newlineSincePrev && prevIsWordEnding && prev !== ".")
       if (atTop && statementStart && (word === "let" || word === "const")) {
         const next = code.slice(i).match(/^\s*([\w$[{\u0080-\uffff])/)
@@ -182,7 +186,7 @@ export const rewriteTopLevel = (code: string): string => {
         const m = code.slice(i).match(/^\s+([A-Za-z_$][\w$]*)/)
         if (m) {
           edits.push({ at: start, remove: 0, insert: `var ${m[1]} = ` })
-          pendingClass.push({ name: m[1]!, bodyOpened: false, depth: 0 })
+          pendingClass.push({ bodyOpened: false, depth: 0 })
           token("class", false)
           continue
         }
@@ -192,7 +196,7 @@ export const rewriteTopLevel = (code: string): string => {
       continue
     }
     if (/[0-9]/.test(c)) {
-      while (i < n && /[\w.]/.test(code[i]!)) i++
+      while (i < n && /[\w.]/.test(code.charAt(i))) i++
       token("num", true)
       continue
     }

@@ -1,10 +1,12 @@
+import { readFile } from "node:fs/promises"
+import { createRequire } from "node:module"
+import * as v8 from "node:v8"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
-import { createRequire } from "node:module"
-import { readFile } from "node:fs/promises"
 import {
   newQuickJSAsyncWASMModuleFromVariant,
   newVariant,
@@ -44,6 +46,34 @@ const DRAIN_GRACE_MS = 1000
 // own instance (asyncify allows one suspended call per instance, and child
 // RLM sessions run concurrently).
 
+/**
+ * V8 flags that make the QuickJS module baseline-compiled (Liftoff) eagerly,
+ * with no later tier-up. Measured here: once V8 tiers the interpreter loop up
+ * to TurboFan, each nested JS call costs ~30 KB of the host's native stack, so
+ * ~35 nested calls overflow it (a host RangeError that kills the interpreter)
+ * before QuickJS's own stack check can fire; with Liftoff code the check fires
+ * first (~680 nested calls at 128 KiB), and speed was the same or better.
+ * The flags are set only around a synchronous compile and restored at once.
+ */
+const LIFTOFF_ONLY_FLAGS = ["wasm-tier-up", "wasm-dynamic-tiering", "wasm-lazy-compilation"]
+
+const compileLiftoffOnly = (bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module => {
+  const startup = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)]
+  const setFlags = (on: boolean) => {
+    for (const flag of LIFTOFF_ONLY_FLAGS) {
+      // Restore to the process's own setting (V8's default unless it was started with --no-<flag>).
+      const startedOff = startup.includes(`--no-${flag}`) || startup.includes(`--no-${flag.replace(/-/g, "_")}`)
+      v8.setFlagsFromString(on && !startedOff ? `--${flag}` : `--no-${flag}`)
+    }
+  }
+  setFlags(false)
+  try {
+    return new WebAssembly.Module(bytes)
+  } finally {
+    setFlags(true)
+  }
+}
+
 let compiled: Promise<WebAssembly.Module | undefined> | undefined
 const compiledModule = (): Promise<WebAssembly.Module | undefined> => {
   if (compiled === undefined) {
@@ -52,7 +82,7 @@ const compiledModule = (): Promise<WebAssembly.Module | undefined> => {
         const require = createRequire(import.meta.url)
         const core = require.resolve("quickjs-emscripten")
         const wasmPath = createRequire(core).resolve("@jitl/quickjs-wasmfile-release-asyncify/wasm")
-        return await WebAssembly.compile(await readFile(wasmPath))
+        return compileLiftoffOnly(new Uint8Array(await readFile(wasmPath)))
       } catch {
         return undefined // fall back to the variant's own loader
       }
@@ -61,16 +91,28 @@ const compiledModule = (): Promise<WebAssembly.Module | undefined> => {
   return compiled
 }
 
-const newModule = async (): Promise<QuickJSAsyncWASMModule> => {
+const PAGE = 65536
+const INITIAL_PAGES = 256 // the module's INITIAL_MEMORY, 16 MiB
+const MAX_PAGES = 32768 // the module's own maximum, 2 GiB
+
+/**
+ * A fresh instance whose WebAssembly memory cannot grow past `memoryBytes`.
+ * This is the memory limit that holds: QuickJS's own malloc limit counts only
+ * 8 bytes per allocation in this build (malloc_usable_size is unavailable), so
+ * on its own it let a block allocate 2 GB. At the cap, malloc returns NULL and
+ * QuickJS throws a catchable `InternalError: out of memory`.
+ */
+const newModule = async (memoryBytes: number): Promise<QuickJSAsyncWASMModule> => {
   const wasm = await compiledModule()
+  const maximum = Math.max(INITIAL_PAGES, Math.min(MAX_PAGES, Math.floor(memoryBytes / PAGE)))
+  const wasmMemory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum })
   return newQuickJSAsyncWASMModuleFromVariant(
-    wasm === undefined ? RELEASE_ASYNC : newVariant(RELEASE_ASYNC, { wasmModule: wasm })
+    newVariant(RELEASE_ASYNC, wasm === undefined ? { wasmMemory } : { wasmModule: wasm, wasmMemory })
   )
 }
 
-// Private members of quickjs-emscripten used for the fast paths (loading a
-// 100 MB string without the per-character JS encoder, draining promise jobs
-// through the asyncify-aware entry point).
+// Private members of quickjs-emscripten used for the fast path that loads a
+// 100 MB string without the library's per-character JS encoder.
 interface EmscriptenInternals {
   readonly HEAPU8: Uint8Array
   _malloc(size: number): number
@@ -78,18 +120,15 @@ interface EmscriptenInternals {
 }
 interface FfiInternals {
   QTS_NewString(ctx: number, ptr: number): number
-  QTS_ExecutePendingJob_MaybeAsync(rt: number, maxJobs: number, ctxOut: number): number | Promise<number>
-  QTS_FreeValuePointerRuntime(rt: number, ptr: number): void
 }
 interface ContextInternals {
   readonly module: EmscriptenInternals
   readonly ffi: FfiInternals
   readonly ctx: { readonly value: number }
-  readonly rt: { readonly value: number }
   readonly memory: { heapValueHandle(ptr: number): QuickJSHandle }
 }
 
-const errorMessage = (u: unknown): string => u instanceof Error ? `${u.name}: ${u.message}` : String(u)
+const errorMessage = (u: unknown): string => (u instanceof Error ? `${u.name}: ${u.message}` : String(u))
 
 interface Budget {
   active: boolean
@@ -117,7 +156,7 @@ class InterpreterCrash extends Error {}
  */
 class Interpreter {
   readonly budget: Budget
-  private mode: "idle" | "async" | "sync" = "idle"
+  private mode: "idle" | "async" | "sync" | "job" = "idle"
   private hostAbort: AbortController | undefined
   private ctl!: QuickJSHandle
   private fns!: {
@@ -148,13 +187,10 @@ class Interpreter {
     }
   }
 
-  static async create(
-    open: Sandbox.OpenOptions,
-    options: Options
-  ): Promise<Interpreter> {
-    const module = await newModule()
-    const runtime = module.newRuntime()
+  static async create(open: Sandbox.OpenOptions, options: Options): Promise<Interpreter> {
     const memoryBytes = Math.round((options.memoryMb ?? DEFAULT_MEMORY_MB) * 1024 * 1024)
+    const module = await newModule(memoryBytes)
+    const runtime = module.newRuntime()
     const interp = new Interpreter(module, runtime, runtime.newContext(), open, {
       memoryBytes,
       outputLimit: Math.max(0, Math.floor(open.outputLimit ?? Sandbox.DEFAULT_OUTPUT_LIMIT))
@@ -162,7 +198,7 @@ class Interpreter {
     try {
       runtime.setMemoryLimit(Math.min(memoryBytes, 2 ** 31 - 1))
       runtime.setMaxStackSize(options.maxStackSizeBytes ?? DEFAULT_MAX_STACK)
-      if (!process.env.QJS_NOIH) runtime.setInterruptHandler(() => interp.shouldInterrupt())
+      runtime.setInterruptHandler(() => interp.shouldInterrupt())
       interp.install()
       return interp
     } catch (e) {
@@ -232,7 +268,7 @@ class Interpreter {
     if (typeof internals.ffi?.QTS_NewString !== "function" || typeof internals.module?._malloc !== "function") {
       return ctx.newString(text)
     }
-    const capacity = text.length * 3 + 1
+    const capacity = Buffer.byteLength(text, "utf8") + 1
     const ptr = internals.module._malloc(capacity)
     if (ptr === 0) throw new RangeError(`out of memory loading a string of ${text.length} characters`)
     try {
@@ -258,11 +294,12 @@ class Interpreter {
         // Not under an asyncify-aware entry point (a getter or toString run by the
         // REPL itself): answer at once instead of suspending.
         const name = kind.startsWith("llm") ? "llm_query" : "rlm_query"
+        const message =
+          this.mode === "job"
+            ? `${name} cannot run inside a promise job (after an await, or in a .then callback): it is synchronous in this REPL. Call it directly (const a = ${name}(p)); for parallel calls use ${name}_batched([...]).`
+            : `${name} can only be called from the code of a block, not from a getter or toString run by the REPL`
         return {
-          error: ctx.newError({
-            name: "Error",
-            message: `${name} can only be called from the code of a block, not from a getter or toString run by the REPL`
-          })
+          error: ctx.newError({ name: "Error", message })
         } as unknown as Promise<QuickJSHandle>
       }
       return this.callHost(kind, payload).then(
@@ -273,10 +310,21 @@ class Interpreter {
     const find = ctx.newFunction("find", (needleHandle, startHandle) => {
       const needle = ctx.getString(needleHandle)
       const start = ctx.getNumber(startHandle)
+      // The guest array costs ~16 bytes per hit: stop before building a result
+      // that could not fit under the memory cap anyway.
+      const maxHits = Math.floor(this.settings.memoryBytes / 24)
       const hits: Array<number> = []
       if (needle.length > 0) {
         let i = text.indexOf(needle, Number.isFinite(start) ? Math.max(0, start) : 0)
         while (i !== -1) {
+          if (hits.length >= maxHits) {
+            return {
+              error: ctx.newError({
+                name: "RangeError",
+                message: `find: more than ${maxHits} matches would not fit in the sandbox memory limit; search a longer needle or a slice of P`
+              })
+            }
+          }
           hits.push(i)
           i = text.indexOf(needle, i + 1)
         }
@@ -327,9 +375,19 @@ class Interpreter {
     const effect: Effect.Effect<string, Sandbox.HostCallError> = (() => {
       switch (kind) {
         case "llm":
-          return host.llmQuery(payload)
-        case "rlm":
-          return host.rlmQuery(payload)
+        case "rlm": {
+          let prompt: unknown
+          try {
+            prompt = JSON.parse(payload)
+          } catch {
+            prompt = undefined
+          }
+          if (typeof prompt !== "string") {
+            return Effect.fail(new Sandbox.HostCallError({ message: "query: the prompt must be a string" }))
+          }
+          const call = kind === "llm" ? host.llmQuery(prompt) : host.rlmQuery(prompt)
+          return Effect.map(call, (reply) => JSON.stringify(String(reply)))
+        }
         case "llm_batched":
         case "rlm_batched": {
           let prompts: Array<string>
@@ -341,15 +399,17 @@ class Interpreter {
             return Effect.fail(new Sandbox.HostCallError({ message: "batched query: prompts must be strings" }))
           }
           const call = kind === "llm_batched" ? host.llmQueryBatched(prompts) : host.rlmQueryBatched(prompts)
-          return call.pipe(Effect.flatMap((replies) =>
-            replies.length === prompts.length
-              ? Effect.succeed(JSON.stringify(replies.map(String)))
-              : Effect.fail(
-                new Sandbox.HostCallError({
-                  message: `batched query: host returned ${replies.length} replies for ${prompts.length} prompts`
-                })
-              )
-          ))
+          return call.pipe(
+            Effect.flatMap((replies) =>
+              replies.length === prompts.length
+                ? Effect.succeed(JSON.stringify(replies.map(String)))
+                : Effect.fail(
+                    new Sandbox.HostCallError({
+                      message: `batched query: host returned ${replies.length} replies for ${prompts.length} prompts`
+                    })
+                  )
+            )
+          )
         }
         default:
           return Effect.fail(new Sandbox.HostCallError({ message: `unknown host function ${kind}` }))
@@ -362,8 +422,11 @@ class Interpreter {
       this.hostAbort = undefined
       this.resumeBudget()
       if (Exit.isSuccess(exit)) return exit.value
-      const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-      throw failure !== undefined ? failure.message : "host call interrupted"
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) throw failure.value.message
+      const defect = Cause.dieOption(exit.cause)
+      if (Option.isSome(defect)) throw `host call failed: ${errorMessage(defect.value)}`
+      throw "host call interrupted"
     })
   }
 
@@ -414,41 +477,34 @@ class Interpreter {
   }
 
   /**
-   * Run pending promise jobs through the asyncify-aware entry point, so
-   * `await llm_query(...)` inside async functions works. Past the time limit
-   * the interrupt handler stops each job; a job chain that keeps re-queuing
-   * itself dies once a job is interrupted before it re-queues.
+   * Run pending promise jobs (async functions, `.then` callbacks) after the
+   * block. Host calls are refused inside jobs: suspending the interpreter in a
+   * job corrupted QuickJS's heap in testing. Past the time limit the interrupt
+   * handler stops each job, so a job chain that keeps re-queuing itself dies.
    */
-  private async drainJobs(): Promise<string | undefined> {
-    const internals = this.internals
-    const rt = internals.rt.value
+  private drainJobs(): string | undefined {
     let firstError: string | undefined
-    while (this.runtime.hasPendingJob()) {
-      const b = this.budget
-      if (b.aborted) break
-      if (b.used + (b.active ? performance.now() - b.since : 0) > b.limitMs + DRAIN_GRACE_MS) {
-        b.tripped = true
-        firstError ??= "InternalError: interrupted (promise jobs were still pending)"
-        break
-      }
-      const out = internals.module._malloc(4)
-      try {
-        const valuePtr = await internals.ffi.QTS_ExecutePendingJob_MaybeAsync(rt, 1, out)
-        const ctxPtr = new Uint32Array(internals.module.HEAPU8.buffer, out, 1)[0]
-        if (ctxPtr === 0) {
-          internals.ffi.QTS_FreeValuePointerRuntime(rt, valuePtr)
+    this.mode = "job"
+    try {
+      while (this.runtime.hasPendingJob()) {
+        const b = this.budget
+        if (b.aborted) break
+        if (b.used + (b.active ? performance.now() - b.since : 0) > b.limitMs + DRAIN_GRACE_MS) {
+          b.tripped = true
+          firstError ??= "InternalError: interrupted (promise jobs were still pending)"
           break
         }
-        const handle = internals.memory.heapValueHandle(valuePtr)
-        try {
-          if (this.context.typeof(handle) !== "number") firstError ??= this.describe(handle)
-        } finally {
-          handle.dispose()
+        const result = this.runtime.executePendingJobs(1)
+        if (result.error) {
+          firstError ??= this.describe(result.error)
+          result.error.dispose()
         }
-      } finally {
-        internals.module._free(out)
       }
+    } finally {
+      this.mode = "async"
     }
+    // An interrupted promise reaction becomes a rejected promise, not a job error.
+    if (firstError === undefined && this.budget.tripped) firstError = "InternalError: interrupted (in a promise job)"
     return firstError
   }
 
@@ -458,7 +514,6 @@ class Interpreter {
     this.hostRuntime = hostRuntime
     this.budget.aborted = false
     let error: string | undefined
-    if (process.env.QJS_RAW) { const r = await ctx.evalCodeAsync(code); console.log("RAW", ctx.dump((r as any).value ?? (r as any).error)); }
     const begun = this.callSync(this.fns.begin)
     if ("error" in begun) throw new InterpreterCrash(`REPL prelude failed: ${begun.error}`)
     begun.dispose()
@@ -473,7 +528,7 @@ class Interpreter {
         evalResult.error.dispose()
         evalResult = await ctx.evalCodeAsync(code, "<repl>", { type: "global" })
       }
-      const jobError = await this.drainJobs()
+      const jobError = this.drainJobs()
       if (jobError !== undefined) error = `Unhandled error in a promise job: ${jobError}`
     } catch (e) {
       this.broken = true
@@ -517,12 +572,10 @@ class Interpreter {
     if ("error" in ended) throw new InterpreterCrash(`REPL output collection failed: ${ended.error}`)
     const drained = JSON.parse(ctx.getString(ended)) as Drained
     ended.dispose()
-    const stdout = drained.stdoutOmitted > 0
-      ? drained.stdout + Output.truncationMarker(drained.stdoutOmitted)
-      : drained.stdout
-    const stderr = drained.stderrOmitted > 0
-      ? drained.stderr + Output.truncationMarker(drained.stderrOmitted)
-      : drained.stderr
+    const stdout =
+      drained.stdoutOmitted > 0 ? drained.stdout + Output.truncationMarker(drained.stdoutOmitted) : drained.stdout
+    const stderr =
+      drained.stderrOmitted > 0 ? drained.stderr + Output.truncationMarker(drained.stderrOmitted) : drained.stderr
     return new Sandbox.ExecResult({
       stdout,
       stderr,
@@ -531,12 +584,12 @@ class Interpreter {
       durationMs: performance.now() - started,
       ...(drained.final !== null
         ? {
-          final: new Sandbox.FinalSignal({
-            source: drained.final.source,
-            value: drained.final.value,
-            ...(drained.final.name !== undefined ? { name: drained.final.name } : {})
-          })
-        }
+            final: new Sandbox.FinalSignal({
+              source: drained.final.source,
+              value: drained.final.value,
+              ...(drained.final.name !== undefined ? { name: drained.final.name } : {})
+            })
+          }
         : {})
     })
   }
@@ -556,14 +609,14 @@ class Interpreter {
   private explain(error: string): string {
     if (this.budget.aborted) return `${error}\nThe block was cancelled.`
     if (this.budget.tripped && /interrupted/.test(error)) {
-      return `${error}\nTimeoutError: the block ran longer than ${
-        Math.round(this.budget.limitMs)
-      } ms of execution time (time waiting on llm_query/rlm_query is not counted) and was stopped. Variables assigned before the interruption are kept.`
+      return `${error}\nTimeoutError: the block ran longer than ${Math.round(
+        this.budget.limitMs
+      )} ms of execution time (time waiting on llm_query/rlm_query is not counted) and was stopped. Variables assigned before the interruption are kept.`
     }
     if (/out of memory/.test(error)) {
-      return `${error}\nMemoryError: the block exceeded the sandbox memory limit of ${
-        Math.round(this.settings.memoryBytes / 1024 / 1024)
-      } MB and was stopped. Variables are kept; release large values (x = null) before retrying.`
+      return `${error}\nMemoryError: the block exceeded the sandbox memory limit of ${Math.round(
+        this.settings.memoryBytes / 1024 / 1024
+      )} MB and was stopped. Variables are kept; release large values (x = null) before retrying.`
     }
     if (/stack overflow/.test(error)) {
       return `${error}\nRecursionError: maximum call depth exceeded; use a loop or an explicit stack.`
@@ -639,7 +692,11 @@ class Session {
   private queue: Promise<unknown> = Promise.resolve()
   private closed = false
 
-  constructor(private interp: Interpreter, private readonly open: Sandbox.OpenOptions, private readonly options: Options) {}
+  constructor(
+    private interp: Interpreter,
+    private readonly open: Sandbox.OpenOptions,
+    private readonly options: Options
+  ) {}
 
   private enqueue<A>(f: () => Promise<A>): Promise<A> {
     const run = this.queue.then(async () => {
@@ -662,7 +719,7 @@ class Session {
       try {
         return await this.interp.exec(code, hostRuntime)
       } catch (e) {
-        const message = errorMessage(e); if (process.env.QJS_DEBUG) console.log((e as Error).stack, (e as any).cause)
+        const message = errorMessage(e)
         this.interp.broken = true
         this.interp.dispose()
         try {
@@ -677,8 +734,7 @@ class Session {
         }
         throw new Sandbox.SandboxError({
           reason: "Crashed",
-          message:
-            `The JavaScript interpreter crashed (${message}); it was restarted with P/context reloaded, but all variables from earlier blocks were lost.`,
+          message: `The JavaScript interpreter crashed (${message}); it was restarted with P/context reloaded, but all variables from earlier blocks were lost.`,
           stateLost: true
         })
       }
@@ -715,7 +771,7 @@ const runSession = <A>(session: Session, f: () => Promise<A>): Effect.Effect<A, 
 
 /** @internal */
 export const open = (options: Options) => (openOptions: Sandbox.OpenOptions) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const session = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => new Session(await Interpreter.create(openOptions, options), openOptions, options),
