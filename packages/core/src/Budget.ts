@@ -96,6 +96,12 @@ export interface Budget {
     readonly model: string
     readonly inputEstimate: number
   }) => Effect.Effect<Reservation, BudgetExceeded>
+  /**
+   * Count a call granted outside the limits (the "answer now" call of
+   * `onBudgetExceeded: "answer-now"`): nothing is checked or reserved, and
+   * `commit` adds its usage.
+   */
+  readonly grant: (request: { readonly kind: "root" | "sub"; readonly model: string }) => Effect.Effect<Reservation>
   /** Count one sub-call that makes no model call itself (a child RLM). */
   readonly reserveSubCall: Effect.Effect<void, BudgetExceeded>
   /** Replace a reservation by the usage the provider reported. Returns the call's cost, if priced. */
@@ -213,6 +219,19 @@ export const make = (policy: Policy): Effect.Effect<Budget> =>
         ]
       }).pipe(Effect.flatMap((r) => (r instanceof BudgetExceeded ? Effect.fail(r) : Effect.succeed(r))))
 
+    const grant: Budget["grant"] = ({ kind, model }) =>
+      Ref.modify(state, (s): readonly [Reservation, State] => [
+        { input: 0, output: 0, cost: 0, maxOutputTokens: undefined, model, kind },
+        {
+          ...s,
+          used: {
+            ...s.used,
+            rootCalls: s.used.rootCalls + (kind === "root" ? 1 : 0),
+            subCalls: s.used.subCalls + (kind === "sub" ? 1 : 0)
+          }
+        }
+      ])
+
     const reserveSubCall: Budget["reserveSubCall"] = Ref.modify(state, (s): readonly [BudgetExceeded | null, State] =>
       s.used.subCalls + 1 > policy.maxSubCalls
         ? [exceeded("maxSubCalls", policy.maxSubCalls, s.used.subCalls + 1, "one more sub-call"), s]
@@ -254,6 +273,7 @@ export const make = (policy: Policy): Effect.Effect<Budget> =>
     return {
       policy,
       reserve,
+      grant,
       reserveSubCall,
       commit,
       release,

@@ -542,19 +542,15 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           const response = yield* Effect.uninterruptibleMask((restore) =>
             restore(adapter.chat(new LlmAdapter.ChatRequest({ role: "root", messages: msgs }, true))).pipe(
               Effect.tap((response) =>
-                tree.budget
-                  .commit(
-                    { input: 0, output: 0, cost: 0, maxOutputTokens: undefined, model: response.model, kind: "root" },
-                    response.usage
-                  )
-                  .pipe(
-                    Effect.zipRight(
-                      Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
-                        discard: true
-                      })
-                    ),
-                    Effect.zipRight(setPending(step, stepStart, response, []))
-                  )
+                tree.budget.grant({ kind: "root", model: response.model }).pipe(
+                  Effect.flatMap((granted) => tree.budget.commit(granted, response.usage)),
+                  Effect.zipRight(
+                    Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
+                      discard: true
+                    })
+                  ),
+                  Effect.zipRight(setPending(step, stepStart, response, []))
+                )
               )
             )
           ).pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))

@@ -33,7 +33,7 @@ export interface Script {
   readonly catchAll: boolean
 }
 
-const stmt = (allowRlm: boolean): fc.Arbitrary<Stmt> =>
+const stmt = (rlmWeight: number): fc.Arbitrary<Stmt> =>
   fc.oneof(
     { weight: 4, arbitrary: fc.record({ _tag: fc.constant("llm" as const), key: fc.nat(3), pad: fc.nat(200) }) },
     {
@@ -45,36 +45,47 @@ const stmt = (allowRlm: boolean): fc.Arbitrary<Stmt> =>
       })
     },
     {
-      weight: allowRlm ? 1 : 0,
+      weight: rlmWeight,
       arbitrary: fc.record({ _tag: fc.constant("rlm" as const), pad: fc.nat(100) })
     },
     {
-      weight: allowRlm ? 1 : 0,
-      arbitrary: fc.record({ _tag: fc.constant("rlmBatch" as const), size: fc.integer({ min: 1, max: 3 }), pad: fc.nat(60) })
+      weight: rlmWeight,
+      arbitrary: fc.record({
+        _tag: fc.constant("rlmBatch" as const),
+        size: fc.integer({ min: 1, max: 3 }),
+        pad: fc.nat(60)
+      })
     },
     { weight: 1, arbitrary: fc.constant({ _tag: "throw" as const }) },
     { weight: 1, arbitrary: fc.constant({ _tag: "final" as const }) }
   )
 
-const reply = (allowRlm: boolean): fc.Arbitrary<Reply> =>
+const reply = (rlmWeight: number): fc.Arbitrary<Reply> =>
   fc.oneof(
     {
       weight: 6,
       arbitrary: fc.record({
         _tag: fc.constant("code" as const),
-        stmts: fc.array(stmt(allowRlm), { minLength: 1, maxLength: 4 }),
+        stmts: fc.array(stmt(rlmWeight), { minLength: 1, maxLength: 4 }),
         guarded: fc.boolean()
       })
     },
-    { weight: 2, arbitrary: fc.record({ _tag: fc.constant("final" as const), text: fc.stringMatching(/^[a-z ]{0,30}$/) }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({ _tag: fc.constant("final" as const), text: fc.stringMatching(/^[a-z ]{0,30}$/) })
+    },
     { weight: 1, arbitrary: fc.constant({ _tag: "prose" as const }) }
   )
 
-/** A random script; with `endsWithFinal` its last reply is always `FINAL(...)`. */
-export const script = (options: { readonly allowRlm?: boolean; readonly endsWithFinal?: boolean } = {}) =>
+/**
+ * A random script; with `endsWithFinal` its last reply is always `FINAL(...)`.
+ * `rlmWeight` (default 1, of 13 for the other statements) sets how often code
+ * starts child RLMs.
+ */
+export const script = (options: { readonly rlmWeight?: number; readonly endsWithFinal?: boolean } = {}) =>
   fc
     .record({
-      replies: fc.array(reply(options.allowRlm ?? true), { minLength: 1, maxLength: 7 }),
+      replies: fc.array(reply(options.rlmWeight ?? 1), { minLength: 1, maxLength: 7 }),
       ruleLengths: fc.array(fc.nat(400), { minLength: 4, maxLength: 4 }),
       catchAll: fc.boolean(),
       final: options.endsWithFinal ? fc.constant(true) : fc.boolean()
@@ -109,23 +120,17 @@ const renderStmt = (s: Stmt, r: number, uid: string): string => {
   }
 }
 
+const renderReply = (reply: Reply, i: number): string => {
+  if (reply._tag === "final") return `FINAL(${reply.text})`
+  if (reply._tag === "prose") return "Let me think about this."
+  const lines = reply.stmts.map((st, j) => renderStmt(st, j, `${i}.${j}`))
+  const body = reply.guarded ? lines.map((line) => `try { ${line} } catch (e) { console.log('caught: ' + e) }`) : lines
+  return ["```repl", ...body, "```"].join("\n")
+}
+
 /** The strings and rules a `FakeAdapter` is built with. */
 export const render = (s: Script): { readonly script: Array<string>; readonly rules: Array<FakeAdapter.FakeRule> } => ({
-  script: s.replies.map((reply, i) => {
-    switch (reply._tag) {
-      case "final":
-        return `FINAL(${reply.text})`
-      case "prose":
-        return "Let me think about this."
-      case "code": {
-        const lines = reply.stmts.map((st, j) => renderStmt(st, j, `${i}.${j}`))
-        const body = reply.guarded
-          ? lines.map((line) => `try { ${line} } catch (e) { console.log('caught: ' + e) }`)
-          : lines
-        return ["```repl", ...body, "```"].join("\n")
-      }
-    }
-  }),
+  script: s.replies.map(renderReply),
   rules: [
     // k3 has no rule of its own: it fails unless there is a catch-all.
     ...s.ruleLengths.slice(0, 3).map((n, k) => ({ match: `k${k} `, reply: `r${k}:${"z".repeat(n)}` })),
@@ -135,27 +140,45 @@ export const render = (s: Script): { readonly script: Array<string>; readonly ru
 
 export type PolicyInput = ConstructorParameters<typeof Policy.Policy>[0]
 
-/** A random policy: every limit sometimes set, sometimes tight. */
+const maybe = <A>(tight: fc.Arbitrary<A>, loose: fc.Arbitrary<A>): fc.Arbitrary<A | undefined> =>
+  fc.oneof(
+    { weight: 2, arbitrary: fc.constant(undefined) },
+    { weight: 1, arbitrary: tight },
+    { weight: 1, arbitrary: loose }
+  )
+
+/** A random policy: each limit unset, tight, or loose. */
 export const policy: fc.Arbitrary<PolicyInput> = fc
-  .record(
-    {
-      maxSteps: fc.integer({ min: 1, max: 5 }),
-      maxSubCalls: fc.nat(14),
-      maxInputTokens: fc.integer({ min: 0, max: 12_000 }),
-      maxOutputTokens: fc.nat(400),
-      maxTotalTokens: fc.integer({ min: 0, max: 14_000 }),
-      cost: fc.record({
-        maxCostUsd: fc.double({ min: 0, max: 0.02, noNaN: true }),
+  .record({
+    maxSteps: fc.integer({ min: 1, max: 5 }),
+    maxSubCalls: fc.oneof(
+      { weight: 2, arbitrary: fc.nat(14) },
+      { weight: 1, arbitrary: fc.integer({ min: 15, max: 60 }) }
+    ),
+    maxInputTokens: maybe(fc.nat(3_000), fc.integer({ min: 3_000, max: 40_000 })),
+    maxOutputTokens: maybe(fc.nat(300), fc.integer({ min: 300, max: 5_000 })),
+    maxTotalTokens: maybe(fc.nat(4_000), fc.integer({ min: 4_000, max: 50_000 })),
+    cost: maybe(
+      fc.record({
+        maxCostUsd: fc.double({ min: 0, max: 0.002, noNaN: true }),
         inputPerMillion: fc.double({ min: 0, max: 3, noNaN: true }),
         outputPerMillion: fc.double({ min: 0, max: 15, noNaN: true })
       }),
-      concurrency: fc.integer({ min: 1, max: 4 }),
-      maxDepth: fc.nat(1)
-    },
-    { requiredKeys: ["maxSteps", "maxSubCalls", "concurrency", "maxDepth"] }
-  )
-  .map(({ cost, ...rest }) => ({
+      fc.record({
+        maxCostUsd: fc.double({ min: 0.002, max: 0.1, noNaN: true }),
+        inputPerMillion: fc.double({ min: 0, max: 3, noNaN: true }),
+        outputPerMillion: fc.double({ min: 0, max: 15, noNaN: true })
+      })
+    ),
+    concurrency: fc.integer({ min: 1, max: 4 }),
+    maxDepth: fc.nat(1),
+    onBudgetExceeded: fc.constantFrom("fail" as const, "fail" as const, "answer-now" as const)
+  })
+  .map(({ cost, maxInputTokens, maxOutputTokens, maxTotalTokens, ...rest }) => ({
     ...rest,
+    ...(maxInputTokens !== undefined ? { maxInputTokens } : {}),
+    ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}),
+    ...(maxTotalTokens !== undefined ? { maxTotalTokens } : {}),
     ...(cost !== undefined
       ? {
           maxCostUsd: cost.maxCostUsd,
@@ -178,15 +201,21 @@ export const withoutTiming = (value: unknown): unknown => {
   return value
 }
 
+/** The feedback of the one root call `onBudgetExceeded: "answer-now"` grants outside the budget. */
+export const isAnswerNowStep = (e: TraceEvent.TraceEvent) =>
+  e._tag === "StepCompleted" && (e.feedback ?? "").includes("onBudgetExceeded=answer-now")
+
 /** The model calls recorded in a trace: root steps and sent `llm_query` sub-calls. */
 export const callsOf = (trace: Trace.Trace) =>
-  trace.events.flatMap((e): Array<{ readonly model: string; readonly usage: TraceEvent.TokenUsage }> => {
-    if (e._tag === "StepCompleted") return [{ model: e.model, usage: e.usage }]
-    if (e._tag === "SubCall" && e.kind === "llm_query" && e.reply !== undefined) {
-      return [{ model: e.model, usage: e.usage }]
+  trace.events.flatMap(
+    (e): Array<{ readonly model: string; readonly usage: TraceEvent.TokenUsage; readonly outsideBudget: boolean }> => {
+      if (e._tag === "StepCompleted") return [{ model: e.model, usage: e.usage, outsideBudget: isAnswerNowStep(e) }]
+      if (e._tag === "SubCall" && e.kind === "llm_query" && e.reply !== undefined) {
+        return [{ model: e.model, usage: e.usage, outsideBudget: false }]
+      }
+      return []
     }
-    return []
-  })
+  )
 
 export const usageSum = (trace: Trace.Trace) => {
   const u = Trace.totalUsage(trace)
