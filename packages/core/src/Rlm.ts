@@ -726,11 +726,31 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
     })
 
     return yield* Effect.scoped(body).pipe(
+      // The wall clock bounds the whole tree: it is set on the top run, so that run ends as "budget_exceeded"
+      // while the children it interrupts end as "interrupted".
+      (self) => (spec.depth === 0 ? wallClock(policy, self) : self),
       Effect.tap(() => finish("answered")),
       Effect.tapError((e) => finish(e._tag === "BudgetExceeded" ? "budget_exceeded" : "failed", e.message)),
       Effect.onInterrupt(() => finish("interrupted", "interrupted"))
     )
   })
+
+/** `Effect.timeoutFail` with the policy's wall-clock limit, failing with `BudgetExceeded`. */
+const wallClock = <A, E, R>(policy: Policy.Policy, self: Effect.Effect<A, E, R>) =>
+  policy.timeoutMs === undefined
+    ? self
+    : Effect.timeoutFail(self, {
+        duration: Duration.millis(policy.timeoutMs),
+        onTimeout: () =>
+          new BudgetExceeded({
+            limit: "timeoutMs",
+            value: policy.timeoutMs as number,
+            used: policy.timeoutMs as number,
+            message: `Budget exceeded: the run took longer than timeoutMs=${policy.timeoutMs} ms and was stopped.`,
+            trace: undefined,
+            partialAnswer: Option.none()
+          })
+      })
 
 /** Copy an error with its trace or partial answer filled in. */
 const withContext = <E extends RlmError>(
@@ -806,22 +826,7 @@ export const run: {
       options
     }
     const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
-    const limited =
-      policy.timeoutMs === undefined
-        ? top
-        : Effect.timeoutFail(top, {
-            duration: Duration.millis(policy.timeoutMs),
-            onTimeout: () =>
-              new BudgetExceeded({
-                limit: "timeoutMs",
-                value: policy.timeoutMs as number,
-                used: policy.timeoutMs as number,
-                message: `Budget exceeded: the run took longer than timeoutMs=${policy.timeoutMs} ms and was stopped.`,
-                trace: undefined,
-                partialAnswer: Option.none()
-              })
-          })
-    const answered = yield* limited.pipe(
+    const answered = yield* top.pipe(
       Effect.catchAll((e) => Effect.flatMap(snapshot(tree), (trace) => Effect.fail(withContext(e, { trace }))))
     )
     return {

@@ -326,6 +326,7 @@ describe("time limits (TestClock)", () => {
         const rootFinished = events.filter((ev) => ev._tag === "RunFinished" && ev.runId === "run")
         assert.strictEqual(rootFinished.length, 1)
         assert.strictEqual(events.at(-1), rootFinished[0])
+        assert.strictEqual(rootFinished[0]?._tag === "RunFinished" ? rootFinished[0].status : "", "budget_exceeded")
         // The usage the run reports is the sum of the calls in the partial trace.
         const sum = events.reduce(
           (n, ev) => n + (ev._tag === "StepCompleted" || ev._tag === "SubCall" ? (ev.usage.inputTokens ?? 0) : 0),
