@@ -183,7 +183,7 @@ for (const sandbox of sandboxes) {
         assert.match(r.stderr, /^rlm: budget exceeded: timeoutMs \(--timeout\): .*\b500\b/m)
         const trace = yield* readTrace(tracePath)
         const finished = trace.events.at(-1)
-        assert.strictEqual(finished?._tag === "RunFinished" ? finished.status : undefined, "interrupted")
+        assert.strictEqual(finished?._tag === "RunFinished" ? finished.status : undefined, "budget_exceeded")
       })
     )
 

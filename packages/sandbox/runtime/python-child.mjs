@@ -22,8 +22,9 @@ const ctrl = new Int32Array(new SharedArrayBuffer(8))
 const intr = new Uint8Array(new SharedArrayBuffer(1))
 const { port1, port2 } = new MessageChannel()
 
-let currentId = undefined
+let currentId
 let exiting = false
+let fatalMessage
 
 const send = (message) => {
   if (process.connected) process.send(message)
@@ -43,7 +44,8 @@ process.on("disconnect", () => process.exit(0))
 const worker = new Worker(new URL("./python-worker.mjs", import.meta.url), {
   env: {},
   argv: [],
-  execArgv: [],
+  // NOTE: no `execArgv` here. On Node 20 a Worker given its own execArgv runs
+  // WITHOUT the permission model (child_process then works from the worker).
   workerData: {
     ctrl,
     intr,
@@ -62,10 +64,20 @@ worker.stdout.resume()
 worker.stderr.on("data", (chunk) => process.stderr.write(chunk.subarray(0, 4096)))
 
 worker.on("error", (error) => die(`interpreter worker failed: ${error?.code ?? ""} ${error?.message ?? error}`))
-worker.on("exit", (code) => die(`interpreter worker exited with code ${code}`))
+worker.on("exit", (code) =>
+  die(
+    fatalMessage !== undefined
+      ? `fatal interpreter error: ${fatalMessage}`
+      : `interpreter worker exited with code ${code}`
+  )
+)
 worker.on("message", (message) => {
   if (message.t === "call") {
     send({ t: "call", id: currentId, kind: message.kind, payload: message.payload })
+    return
+  }
+  if (message.t === "fatal") {
+    fatalMessage = message.message
     return
   }
   if (message.t === "result") currentId = undefined
@@ -73,59 +85,12 @@ worker.on("message", (message) => {
 })
 
 // ---------------------------------------------------------------------------
-// Raw bytes from stdin (the context). The host announces the byte count over
-// IPC, then writes exactly that many bytes on stdin.
-const queue = []
-let queued = 0
-let pending = undefined // { target: Uint8Array, offset: number, done: () => void }
-
-const pump = () => {
-  while (pending !== undefined && queue.length > 0) {
-    const chunk = queue[0]
-    const need = pending.target.length - pending.offset
-    if (chunk.length <= need) {
-      pending.target.set(chunk, pending.offset)
-      pending.offset += chunk.length
-      queue.shift()
-      queued -= chunk.length
-    } else {
-      pending.target.set(chunk.subarray(0, need), pending.offset)
-      pending.offset += need
-      queue[0] = chunk.subarray(need)
-      queued -= need
-    }
-    if (pending.offset === pending.target.length) {
-      const done = pending.done
-      pending = undefined
-      done()
-    }
-  }
-}
-process.stdin.on("data", (chunk) => {
-  queue.push(chunk)
-  queued += chunk.length
-  pump()
-})
-process.stdin.on("error", () => {})
-
-const readBytes = (n) =>
-  new Promise((resolve) => {
-    const target = new Uint8Array(new SharedArrayBuffer(Math.max(n, 1)), 0, n)
-    pending = { target, offset: 0, done: () => resolve(target) }
-    if (n === 0) {
-      pending = undefined
-      resolve(target)
-    } else {
-      pump()
-    }
-  })
-
-// ---------------------------------------------------------------------------
-process.on("message", async (message) => {
+process.on("message", (message) => {
   switch (message.t) {
     case "context": {
-      const bytes = await readBytes(message.bytes)
-      worker.postMessage({ t: "context", id: message.id, bytes, textBytes: message.textBytes, docBytes: message.docBytes })
+      // The context bytes follow on stdin; the worker reads them itself,
+      // straight into the interpreter's memory.
+      worker.postMessage(message)
       return
     }
     case "exec": {

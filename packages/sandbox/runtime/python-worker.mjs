@@ -3,11 +3,24 @@
 // of this realm except the one bridge function `call` handed to the REPL
 // module; the realm is stripped of network, module loading and process access
 // once Pyodide has loaded, in case Python ever finds a way into JavaScript.
-import { readFileSync } from "node:fs"
+import { isAscii } from "node:buffer"
+import { readFileSync, readSync } from "node:fs"
 import { pathToFileURL } from "node:url"
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads"
 
 const { ctrl, intr, port, pyodideDir, runtimeDir, memoryMb } = workerData
+
+// --- Fail closed unless Node's permission model is active in THIS thread, with
+// no child processes, no writes and no native addons.
+const permission = process.permission
+if (
+  permission === undefined ||
+  permission.has("child") ||
+  permission.has("fs.write") ||
+  permission.has("fs.read", "/etc/passwd")
+) {
+  throw new Error("the sandbox worker is not running under Node's permission model; refusing to start")
+}
 
 // --- Memory cap: worker resourceLimits do not cover the WebAssembly heap. ----
 const capBytes = Math.max(64, memoryMb ?? 2048) * 1024 * 1024
@@ -42,6 +55,7 @@ const py = await loadPyodide({
   indexURL: `${pyodideDir}/`,
   env: { HOME: "/home/pyodide" },
   jsglobals: Object.create(null),
+  stdin: () => null,
   stdout: discard,
   stderr: discard,
   checkAPIVersion: true
@@ -88,6 +102,8 @@ _m
 py.unregisterJsModule("_rlm_bridge")
 const execBlock = setup.exec_block
 const loadContext = setup.load_context
+const asciiSlot = setup.ascii_slot
+const dropSlot = setup.drop_slot
 const getVar = setup.get_var
 const listVars = setup.list_vars
 
@@ -100,8 +116,10 @@ try {
 } catch {}
 py.runPython(`
 import sys
-for _name in ("pyodide_js", "js", "_pyodide_core_docs"):
-    sys.modules.pop(_name, None)
+for _name in [n for n in sys.modules if n == "js" or n.startswith("js.") or n.startswith("pyodide_js")]:
+    del sys.modules[_name]
+import pyodide._package_loader
+pyodide._package_loader.loadedPackages = None
 del _name
 `)
 for (const name of ["mountNodeFS", "mountNativeFS", "loadPackage", "loadPackagesFromImports", "registerJsModule"]) {
@@ -129,8 +147,12 @@ void runtimeDir
 
 // --- Requests from the child main thread. A fatal interpreter error ends the
 // worker, which the host reports as a crash.
+// Anything other than a Python exception escaping the REPL (a fatal
+// interpreter error: WebAssembly stack overflow, os._exit, a trap) leaves the
+// interpreter in an unknown state: end the worker so the host replaces it.
 const fatal = (error) => {
-  if (py._api?.fatal_error_occurred || /fatal error/i.test(String(error?.message ?? ""))) {
+  if (error?.constructor?.name !== "PythonError" || error?.pyodide_fatal_error) {
+    parentPort.postMessage({ t: "fatal", message: String(error?.message ?? error).slice(0, 300) })
     process.exit(70)
   }
 }
@@ -141,7 +163,9 @@ parentPort.on("message", (message) => {
       intr[0] = 0
       let out
       try {
-        out = JSON.parse(execBlock(message.code, message.limit))
+        const json = execBlock(message.code, message.limit)
+        if (typeof json !== "string") throw new Error("the interpreter returned no result")
+        out = JSON.parse(json)
       } catch (error) {
         fatal(error)
         out = { stdout: "", stderr: "", stdoutTotal: 0, stderrTotal: 0, error: lastLine(error) }
@@ -152,15 +176,9 @@ parentPort.on("message", (message) => {
     }
     case "context": {
       try {
-        const text = message.bytes.subarray(0, message.textBytes)
-        const docs = []
-        if (Array.isArray(message.docBytes)) {
-          let offset = message.textBytes
-          for (const n of message.docBytes) {
-            docs.push(message.bytes.subarray(offset, offset + n))
-            offset += n
-          }
-        }
+        const sizes = [message.textBytes, ...(Array.isArray(message.docBytes) ? message.docBytes : [])]
+        const args = sizes.map(readSegment)
+        const [text, ...docs] = args
         loadContext(text, Array.isArray(message.docBytes) ? docs : undefined)
         parentPort.postMessage({ t: "result", id: message.id, ok: true })
       } catch (error) {
@@ -189,6 +207,44 @@ parentPort.on("message", (message) => {
     }
   }
 })
+
+// --- The context: `n` bytes of UTF-8 on stdin (fd 0 of the child process),
+// written by the host right after the request. They are read straight into a
+// fresh Python str of n characters (one copy, no intermediate buffers); when
+// they turn out not to be pure ASCII, that placeholder is dropped unused and
+// Python decodes a copy of the bytes instead.
+function readInto(target) {
+  let offset = 0
+  while (offset < target.length) {
+    let got
+    try {
+      got = readSync(0, target, offset, Math.min(target.length - offset, 1 << 24), null)
+    } catch (error) {
+      if (error?.code === "EAGAIN") {
+        Atomics.wait(ctrl, 1, 0, 1)
+        continue
+      }
+      throw error
+    }
+    if (got === 0) throw new Error("the context stream ended early")
+    offset += got
+  }
+}
+
+function readSegment(n) {
+  if (n < 2) {
+    const small = new Uint8Array(n)
+    readInto(small)
+    return small
+  }
+  const address = asciiSlot(n)
+  const view = py._module.HEAPU8.subarray(address, address + n)
+  readInto(view)
+  if (isAscii(view)) return undefined
+  const bytes = view.slice()
+  dropSlot()
+  return bytes
+}
 
 function lastLine(error) {
   const text = String(error?.message ?? error).trim()

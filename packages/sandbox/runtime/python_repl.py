@@ -38,7 +38,7 @@ RESERVED = (
     "FINAL", "FINAL_VAR", "SHOW_VARS",
 )
 
-_state = {"P": "", "context": "", "final": None}
+_state = {"P": "", "context": "", "final": None, "slots": []}
 _ns = {"__name__": "__main__", "__builtins__": _builtins}
 
 
@@ -225,12 +225,50 @@ _SYS = {name: getattr(_sys, name) for name in ("stdout", "stderr", "stdin", "set
 _MAX_RECURSION = 1000
 
 
+import time as _time
+
+_orig_sleep = _time.sleep
+_monotonic = _time.monotonic
+
+
+def _sleep(seconds):
+    # Pyodide's sleep blocks the thread in one piece, out of reach of the
+    # interrupt buffer; sleep in short slices so a time limit can stop it.
+    end = _monotonic() + float(seconds)
+    while True:
+        left = end - _monotonic()
+        if left <= 0:
+            return
+        _orig_sleep(min(left, 0.05))
+
+
+import os as _os
+import posix as _posix
+
+
+def _no_system(command):
+    # Emscripten's system() would ask Node for a child process; the permission
+    # model refuses, which kills the interpreter. Fail politely instead.
+    raise OSError(38, "os.system is not available in the sandbox")
+
+
 def _setrecursionlimit(n):
     # A deeper Python stack would overflow the WebAssembly stack and kill the interpreter.
     _SYS["setrecursionlimit"](min(int(n), _MAX_RECURSION))
 
 
 def _restore():
+    # This module's own globals and the helpers' code, in case model code
+    # reached them through a helper's __globals__ (it only hurts its own session).
+    g = _GLOBALS
+    if g is not None:
+        for key in [k for k in g if k not in _SNAPSHOT]:
+            del g[key]
+        g.update(_SNAPSHOT)
+        for f, code, defaults, kwdefaults in _CODES:
+            f.__code__ = code
+            f.__defaults__ = defaults
+            f.__kwdefaults__ = kwdefaults
     _ns["__builtins__"] = _builtins
     _ns["P"] = _state["P"]
     _ns["context"] = _state["context"]
@@ -242,15 +280,41 @@ def _restore():
     _sys.stdout = _SYS["stdout"]
     _sys.stderr = _SYS["stderr"]
     _sys.setrecursionlimit = _setrecursionlimit
+    _time.sleep = _sleep
+    _os.system = _no_system
+    _posix.system = _no_system
+
+
+def ascii_slot(n):
+    """A fresh ASCII str of n characters and the address of its character data.
+
+    Used once, at context load: JavaScript reads the context bytes straight
+    into the new string before anything else can see it, and keeps it only if
+    they are pure ASCII (otherwise drop_slot forgets it unread).
+    """
+    s = "\0" * n
+    _state["slots"].append(s)
+    return id(s) + (_sys.getsizeof(s) - n - 1)
+
+
+def drop_slot():
+    """Forget the last slot unread: its bytes were not ASCII."""
+    _state["slots"].pop()
 
 
 def load_context(text, docs):
-    """Called once from JavaScript with SharedArrayBuffer-backed Uint8Arrays."""
-    _state["P"] = text.to_bytes().decode("utf-8")
+    """Called once from JavaScript. `text` and `docs` are either the Uint8Arrays
+    (UTF-8, SharedArrayBuffer-backed) or None when filled through ascii_slot."""
+    slots = _state.pop("slots", [])
+    _state["slots"] = []
+    if text is None:
+        _state["P"] = slots.pop(0)
+    else:
+        _state["P"] = text.to_bytes().decode("utf-8")
     if docs is None:
         _state["context"] = _state["P"]
     else:
-        _state["context"] = [d.to_bytes().decode("utf-8") for d in docs]
+        _state["context"] = [slots.pop(0) if d is None else d.to_bytes().decode("utf-8") for d in docs]
     _restore()
 
 
@@ -328,4 +392,13 @@ def _clean_environment():
 
 
 _clean_environment()
+_GLOBALS = None
 _restore()
+_GLOBALS = globals()
+_SNAPSHOT = dict(_GLOBALS)
+_CODES = [
+    (f, f.__code__, f.__defaults__, f.__kwdefaults__)
+    for f in list(_SNAPSHOT.values())
+    if _isinstance(f, _types.FunctionType)
+]
+_SNAPSHOT.update(_SNAPSHOT=_SNAPSHOT, _CODES=_CODES, _GLOBALS=_GLOBALS)

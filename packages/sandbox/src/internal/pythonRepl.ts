@@ -105,7 +105,11 @@ export const loadContext = (proc: PyProcess, context: ReplContext): Effect.Effec
     )
   )
 
-const hostReply = (kind: string, payload: string, host: HostFunctions): Effect.Effect<string, HostCallError | string> => {
+const hostReply = (
+  kind: string,
+  payload: string,
+  host: HostFunctions
+): Effect.Effect<string, HostCallError | string> => {
   const batch = (run: (prompts: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, HostCallError>) =>
     Effect.suspend(() => {
       const prompts: unknown = JSON.parse(payload)
@@ -213,6 +217,11 @@ export const makeSession = (
             proc.send({ t: "reply", ok: false, value: "stale host call" })
             return
           }
+          if (timedOut) {
+            // Interrupted already: do not start host work the block will never wait for.
+            proc.send({ t: "reply", ok: false, value: "the block exceeded its time limit" })
+            return
+          }
           watchdog.pause()
           runHost(
             hostReply(call.kind, call.payload, open.host).pipe(
@@ -248,9 +257,7 @@ export const makeSession = (
         Effect.runCallback(proc.request(id, { t: "exec", code, limit }), {
           onExit: (exit) => {
             finish()
-            resume(
-              Exit.isSuccess(exit) ? Effect.succeed({ raw: exit.value, timedOut }) : Effect.failCause(exit.cause)
-            )
+            resume(Exit.isSuccess(exit) ? Effect.succeed({ raw: exit.value, timedOut }) : Effect.failCause(exit.cause))
           }
         })
         watchdog.start()

@@ -1,0 +1,346 @@
+import { assert, describe, it, layer } from "@effect/vitest"
+import { Duration, Effect, Exit, Option, Scope } from "effect"
+import * as Output from "../src/Output.js"
+import * as PythonSandbox from "../src/PythonSandbox.js"
+import * as Sandbox from "../src/Sandbox.js"
+import { exited, recordingHost, SECRET, Session, sandboxChildren, sessionLayer } from "./pythonTestkit.js"
+
+const TEXT = `${"The quick brown fox. A needle here, another needle there. ".repeat(4)}THE END`
+
+const exec = (code: string) => Effect.flatMap(Session, ({ repl }) => repl.exec(code))
+
+// One interpreter shared by the tests below (a cold start costs several
+// seconds); they run in order and some build on each other's state.
+layer(
+  sessionLayer(
+    { text: TEXT },
+    { memoryMb: 512, execTimeout: Duration.seconds(3), gracePeriod: Duration.seconds(1), outputLimit: 300 }
+  ),
+  { excludeTestServices: true, timeout: Duration.minutes(2) }
+)("PythonSandbox session", (it) => {
+  it.effect("no network, no host environment, no host files (smoke test)", () =>
+    Effect.gen(function* () {
+      const env = yield* exec(
+        `import os\nprint(sorted(os.environ))\nprint(${JSON.stringify(SECRET)} in repr(os.environ))`
+      )
+      assert.isUndefined(env.error)
+      assert.notInclude(env.stdout, "SECRET_TEST_TOKEN")
+      assert.match(env.stdout, /False\n$/)
+      const passwd = yield* exec(`open('/etc/passwd').read()`)
+      assert.match(passwd.error ?? "", /FileNotFoundError/)
+      const net = yield* exec(`import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/')`)
+      assert.match(net.error ?? "", /URLError|OSError|ConnectionRefused|Errno/)
+      const js = yield* exec(`import js`)
+      assert.match(js.error ?? "", /ModuleNotFoundError: No module named 'js'/)
+    })
+  )
+
+  it.effect("state persists between blocks; the last expression is echoed", () =>
+    Effect.gen(function* () {
+      assert.strictEqual((yield* exec(`counter = 1\ndef bump():\n    global counter\n    counter += 1`)).stdout, "")
+      yield* exec(`bump()`)
+      const r = yield* exec(`bump()\ncounter`)
+      assert.strictEqual(r.stdout, "3\n")
+      assert.isUndefined(r.error)
+      assert.isAtLeast(r.durationMs, 0)
+    })
+  )
+
+  it.effect("an exception becomes a trimmed traceback and the next block works", () =>
+    Effect.gen(function* () {
+      const r = yield* exec(`print("partial")\ndef inner():\n    raise KeyError("nope")\ninner()`)
+      assert.strictEqual(r.stdout, "partial\n")
+      assert.match(r.error ?? "", /^Traceback \(most recent call last\):\n {2}File "<repl>", line 4, in <module>/)
+      assert.match(r.error ?? "", /KeyError: 'nope'\n$/)
+      assert.notInclude(r.error ?? "", "<sandbox>")
+      assert.notInclude(r.error ?? "", "exec_block")
+      assert.strictEqual((yield* exec(`counter`)).stdout, "3\n")
+    })
+  )
+
+  it.effect("output past the limit is cut with the marker", () =>
+    Effect.gen(function* () {
+      const r = yield* exec(`print("y" * 1000)`)
+      assert.isTrue(r.truncated)
+      assert.strictEqual(r.stdout, "y".repeat(300) + Output.truncationMarker(701))
+      const e = yield* exec(`import sys\nsys.stderr.write("e" * 400)`)
+      assert.isTrue(e.truncated)
+      assert.strictEqual(e.stderr, "e".repeat(300) + Output.truncationMarker(100))
+      // The echoed value of the last expression (400) is on stdout.
+      assert.strictEqual(e.stdout, "400\n")
+    })
+  )
+
+  it.effect("reserved names and builtins are restored after a block", () =>
+    Effect.gen(function* () {
+      yield* exec(
+        `P = "x"\ncontext = None\ndel find\nFINAL = print\nimport builtins\nbuiltins.len = None\nbuiltins.evil = 1\nimport sys\nsys.stdout = None`
+      )
+      const r = yield* exec(`print(len(P), context == P, find("needle")[:2], hasattr(__builtins__, "evil"))`)
+      assert.isUndefined(r.error)
+      const first = TEXT.indexOf("needle")
+      assert.strictEqual(r.stdout, `${TEXT.length} True [${first}, ${TEXT.indexOf("needle", first + 1)}] False\n`)
+    })
+  )
+
+  it.effect("llm_query round-trips through the host Effect", () =>
+    Effect.gen(function* () {
+      const { calls } = yield* Session
+      calls.length = 0
+      const r = yield* exec(`a = llm_query("summarize " + peek(9))\nb = rlm_query(42)\nprint(a)\nprint(b)`)
+      assert.isUndefined(r.error)
+      assert.strictEqual(r.stdout, "llm:summarize The quick\nrlm:42\n")
+      assert.deepStrictEqual(calls, [
+        { kind: "llm", prompts: ["summarize The quick"] },
+        { kind: "rlm", prompts: ["42"] }
+      ])
+    })
+  )
+
+  it.effect("llm_query_batched is one host call; replies keep prompt order whatever the latencies", () =>
+    Effect.gen(function* () {
+      const { calls } = yield* Session
+      calls.length = 0
+      const prompts = ["sleep:600 first", "sleep:10 second", "sleep:450 third", "fourth", "sleep:300 fifth"]
+      const started = Date.now()
+      const r = yield* exec(`replies = llm_query_batched(${JSON.stringify(prompts)})\nprint(replies)`)
+      const elapsed = Date.now() - started
+      assert.isUndefined(r.error)
+      assert.deepStrictEqual(calls, [{ kind: "llm_batched", prompts }])
+      assert.strictEqual(
+        r.stdout,
+        `${JSON.stringify(prompts.map((p) => `llm:${p}`))
+          .replaceAll('"', "'")
+          .replaceAll(",", ", ")}\n`
+      )
+      // Concurrent on the host: the slowest prompt, not the 1,360 ms the latencies add up to.
+      assert.isAtLeast(elapsed, 600)
+      assert.isBelow(elapsed, 1250)
+      const empty = yield* exec(`llm_query_batched([])`)
+      assert.strictEqual(empty.stdout, "[]\n")
+      const single = yield* exec(`llm_query_batched("not a list")`)
+      assert.match(single.error ?? "", /TypeError: expected a list of prompts/)
+    })
+  )
+
+  it.effect("a failed host call raises RuntimeError with the HostCallError message", () =>
+    Effect.gen(function* () {
+      const r = yield* exec(`llm_query("fail")`)
+      assert.match(r.error ?? "", /RuntimeError: quota exceeded\n$/)
+      const caught = yield* exec(
+        `try:\n    llm_query_batched(["ok", "fail"])\nexcept RuntimeError as e:\n    print("caught:", e)`
+      )
+      assert.strictEqual(caught.stdout, "caught: quota exceeded\n")
+    })
+  )
+
+  it.effect("FINAL and FINAL_VAR signal a final answer", () =>
+    Effect.gen(function* () {
+      const f = yield* exec(`FINAL(["a", 1])\nprint("still runs")`)
+      assert.strictEqual(f.stdout, "still runs\n")
+      assert.deepStrictEqual(f.final, new Sandbox.FinalSignal({ source: "FINAL", value: "['a', 1]" }))
+      const v = yield* exec(`result = {"k": 2}\nFINAL_VAR("result")`)
+      assert.deepStrictEqual(
+        v.final,
+        new Sandbox.FinalSignal({ source: "FINAL_VAR", name: "result", value: "{'k': 2}" })
+      )
+      const missing = yield* exec(`FINAL_VAR("nope")`)
+      assert.isUndefined(missing.final)
+      assert.match(missing.error ?? "", /NameError: FINAL_VAR: variable 'nope' does not exist/)
+      assert.isUndefined((yield* exec(`1`)).final)
+    })
+  )
+
+  it.effect("SHOW_VARS, getVar and listVars see user variables only", () =>
+    Effect.gen(function* () {
+      const r = yield* exec(`SHOW_VARS()`)
+      assert.include(r.stdout, "counter: int\n")
+      assert.include(r.stdout, "result: dict\n")
+      assert.notInclude(r.stdout, "llm_query")
+      assert.notInclude(r.stdout, "os:")
+      const { repl } = yield* Session
+      assert.deepStrictEqual(yield* repl.getVar("counter"), Option.some("3"))
+      assert.deepStrictEqual(yield* repl.getVar("missing"), Option.none())
+      assert.deepStrictEqual(yield* repl.getVar("llm_query"), Option.none())
+      const vars = yield* repl.listVars
+      assert.deepInclude(vars, { name: "counter", type: "int" })
+      assert.deepInclude(vars, { name: "bump", type: "function" })
+      assert.notInclude(
+        vars.map((v) => v.name),
+        "P"
+      )
+    })
+  )
+
+  it.effect("a block past the time limit gets KeyboardInterrupt and keeps the REPL state", () =>
+    Effect.gen(function* () {
+      const started = Date.now()
+      const r = yield* exec(`keep_me = "yes"\nwhile True:\n    pass`)
+      const elapsed = Date.now() - started
+      assert.match(r.error ?? "", /KeyboardInterrupt/)
+      assert.match(r.error ?? "", /TimeoutError: the block ran longer than 3s/)
+      assert.isAtLeast(elapsed, 2900)
+      assert.isBelow(elapsed, 4500)
+      assert.strictEqual((yield* exec(`keep_me`)).stdout, "'yes'\n")
+    })
+  )
+
+  it.effect("time spent waiting on llm_query does not count against the limit", () =>
+    Effect.gen(function* () {
+      const r = yield* exec(
+        `x = [llm_query("sleep:1100 a"), llm_query("sleep:1100 b"), llm_query("sleep:1100 c")]\nlen(x)`
+      )
+      assert.isUndefined(r.error)
+      assert.strictEqual(r.stdout, "3\n")
+      assert.isAtLeast(r.durationMs, 3300)
+    })
+  )
+
+  it.effect("a memory bomb raises MemoryError inside Python; the host and the REPL survive", () =>
+    Effect.gen(function* () {
+      const r = yield* exec(`big = bytearray(700 * 2**20)`)
+      assert.match(r.error ?? "", /MemoryError/)
+      const list = yield* exec(`cells = [0] * (2**29)`)
+      assert.match(list.error ?? "", /MemoryError/)
+      const text = yield* exec(`s = "x" * (2**31)`)
+      assert.match(text.error ?? "", /MemoryError|OverflowError/)
+      const after = yield* exec(`ok = bytearray(10 * 2**20)\nlen(ok)`)
+      assert.isUndefined(after.error)
+      assert.strictEqual(after.stdout, `${10 * 2 ** 20}\n`)
+      assert.strictEqual((yield* exec(`counter`)).stdout, "3\n")
+    })
+  )
+
+  it.effect("a block ignoring the interrupt is killed: SandboxError Timeout, then a fresh interpreter", () =>
+    Effect.gen(function* () {
+      const { repl } = yield* Session
+      const before = sandboxChildren()
+      const exit = yield* Effect.exit(
+        repl.exec(
+          `while True:\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass`
+        )
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) {
+        const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+        assert.instanceOf(error, Sandbox.SandboxError)
+        assert.strictEqual(error?.reason, "Timeout")
+        assert.isTrue(error?.stateLost)
+        assert.match(error?.message ?? "", /variables were lost/)
+      }
+      for (const pid of before) assert.isTrue(yield* exited(pid))
+      // The next block runs in a fresh interpreter with the context reloaded.
+      const r = yield* exec(`print(lenP(), "counter" in globals())`)
+      assert.isUndefined(r.error)
+      assert.strictEqual(r.stdout, `${TEXT.length} False\n`)
+    })
+  )
+
+  it.effect("a killed interpreter is reported as Crashed and replaced", () =>
+    Effect.gen(function* () {
+      yield* exec(`lost = 1`)
+      const pids = sandboxChildren()
+      assert.isAtLeast(pids.length, 1)
+      for (const pid of pids) process.kill(pid, "SIGKILL")
+      for (const pid of pids) assert.isTrue(yield* exited(pid))
+      const { repl } = yield* Session
+      const exit = yield* Effect.exit(repl.exec(`lost`))
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
+        assert.strictEqual(exit.cause.error.reason, "Crashed")
+        assert.isTrue(exit.cause.error.stateLost)
+      }
+      const r = yield* exec(`print("lost" in globals(), peek(9))`)
+      assert.strictEqual(r.stdout, "False The quick\n")
+    })
+  )
+})
+
+describe("PythonSandbox lifecycle", () => {
+  it.live(
+    "the child process dies when the session scope closes (success, failure, interruption)",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* PythonSandbox.make()
+        const { host } = recordingHost()
+        const openAndSee = Effect.gen(function* () {
+          const before = new Set(sandboxChildren())
+          const repl = yield* sandbox.open({ context: { text: "x" }, host })
+          const mine = sandboxChildren().filter((pid) => !before.has(pid))
+          assert.strictEqual(mine.length, 1)
+          return { repl, pid: mine[0] ?? -1 }
+        })
+        // success
+        const scope1 = yield* Scope.make()
+        const a = yield* openAndSee.pipe(Scope.extend(scope1))
+        assert.strictEqual((yield* a.repl.exec(`1 + 1`)).stdout, "2\n")
+        yield* Scope.close(scope1, Exit.void)
+        assert.isTrue(yield* exited(a.pid))
+        const closed = yield* Effect.exit(a.repl.exec(`1`))
+        assert.isTrue(Exit.isFailure(closed))
+        if (Exit.isFailure(closed) && closed.cause._tag === "Fail")
+          assert.strictEqual(closed.cause.error.reason, "Closed")
+        // failure and interruption while a block runs
+        const scope2 = yield* Scope.make()
+        const b = yield* openAndSee.pipe(Scope.extend(scope2))
+        const fiber = yield* Effect.fork(b.repl.exec(`while True: pass`))
+        yield* Effect.sleep(Duration.millis(200))
+        yield* Scope.close(scope2, Exit.fail("boom"))
+        assert.isTrue(yield* exited(b.pid))
+        yield* fiber.await
+      }),
+    120_000
+  )
+
+  it.live(
+    "the context goes in once; documents mode; a 1 MB unicode context round-trips",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* PythonSandbox.make()
+        const docs = ["première ligne 😀", "second doc", "x".repeat(1_000_000)]
+        const text = docs.join("\n")
+        const repl = yield* sandbox.open({ context: { text, documents: docs }, host: recordingHost().host })
+        const r = yield* repl.exec(`print(type(context).__name__, len(context), len(P), context[0], P[:8])`)
+        assert.strictEqual(r.stdout, `list 3 ${[...text].length} première ligne 😀 première\n`)
+        const hits = yield* repl.exec(`find("😀"), chunk(4)[:2]`)
+        assert.strictEqual(hits.stdout, "([15], ['prem', 'ière'])\n")
+      }).pipe(Effect.scoped),
+    120_000
+  )
+})
+
+describe("PythonSandbox.layerPool", () => {
+  it.live(
+    "a pooled interpreter serves one session: the next one skips the cold start and sees nothing of the first",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const { host } = recordingHost()
+        const coldStarted = Date.now()
+        const scopeA = yield* Scope.make()
+        const a = yield* sandbox.open({ context: { text: "first session" }, host }).pipe(Scope.extend(scopeA))
+        const coldMs = Date.now() - coldStarted
+        const pidsA = sandboxChildren()
+        const planted = yield* a.exec(
+          `leak = "from A"\nimport builtins, sys\nbuiltins.planted = 1\nsys.modules["json"].planted = 1\nopen("/tmp/a.txt", "w").write("A")`
+        )
+        assert.isUndefined(planted.error)
+        yield* Scope.close(scopeA, Exit.void)
+        yield* Effect.sleep(Duration.millis(200))
+        // A's interpreter is killed, not returned to the pool; the others live on.
+        const gone = pidsA.filter((pid) => !sandboxChildren().includes(pid))
+        assert.strictEqual(gone.length, 1, `pool processes ${pidsA} -> ${sandboxChildren()}`)
+        // The second pooled interpreter started with the first one; give it time to finish loading.
+        yield* Effect.sleep(Duration.millis(Math.max(3000, coldMs)))
+        const warmStarted = Date.now()
+        const b = yield* sandbox.open({ context: { text: "second session" }, host })
+        const warmMs = Date.now() - warmStarted
+        assert.isBelow(warmMs, 1500, `warm open took ${warmMs} ms (cold: ${coldMs} ms)`)
+        const r = yield* b.exec(
+          `import builtins, json, os\nprint(P, "leak" in globals(), hasattr(builtins, "planted"), hasattr(json, "planted"), os.path.exists("/tmp/a.txt"))`
+        )
+        assert.strictEqual(r.stdout, "second session False False False False\n")
+      }).pipe(Effect.scoped, Effect.provide(PythonSandbox.layerPool({ size: 2 }))),
+    180_000
+  )
+})
