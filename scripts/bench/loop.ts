@@ -10,7 +10,11 @@ import { Effect, type Layer } from "effect"
 
 const sandboxName = process.env.BENCH_SANDBOX ?? "js"
 const steps = Number(process.env.BENCH_STEPS ?? 300)
-const repeats = 5
+const repeats = sandboxName === "python" ? 3 : 5
+// A pooled Python interpreter serves one session; give the pool time to start a replacement between runs, so that
+// every run starts warm (otherwise this measures cold starts). BENCH_SETTLE_MS overrides.
+const settleMs = Number(process.env.BENCH_SETTLE_MS ?? (sandboxName === "python" ? 6000 : 0))
+const settle = settleMs > 0 ? Effect.sleep(settleMs) : Effect.void
 const code = sandboxName === "python" ? "x = 1" : "var x = 1"
 
 const sandboxLayer: Layer.Layer<Sandbox.Sandbox> =
@@ -18,6 +22,7 @@ const sandboxLayer: Layer.Layer<Sandbox.Sandbox> =
 
 const timeRun = (script: ReadonlyArray<string>, policy: Record<string, number>) =>
   Effect.gen(function* () {
+    yield* settle
     const start = performance.now()
     const result = yield* Rlm.run("bench", "ctx", { policy }).pipe(
       Effect.provide(FakeAdapter.layer({ script, rules: [{ match: "", reply: "ok" }] }))
@@ -54,7 +59,7 @@ const program = Effect.gen(function* () {
     const sub = result.trace.events.find((e) => e._tag === "SubCall")
     child.push(sub?._tag === "SubCall" ? sub.durationMs : Number.NaN)
   }
-  console.error(`# sandbox=${sandboxName} steps=${steps} repeats=${repeats}`)
+  console.error(`# sandbox=${sandboxName} steps=${steps} repeats=${repeats} settle_ms=${settleMs}`)
   console.log(
     `BENCH loop per_iteration_ms=${perIteration.toFixed(3)} warm_run_ms=${warmRun.toFixed(1)} child_rlm_ms=${median(child).toFixed(1)}`
   )
