@@ -40,6 +40,10 @@ const die = (message) => {
 
 // The host went away: never outlive it.
 process.on("disconnect", () => process.exit(0))
+// ...including when it went away before this listener existed ("disconnect"
+// is emitted once; a host dying right after the spawn would otherwise leave
+// this process running forever).
+if (!process.connected) process.exit(0)
 
 const worker = new Worker(new URL("./python-worker.mjs", import.meta.url), {
   env: {},
@@ -52,7 +56,10 @@ const worker = new Worker(new URL("./python-worker.mjs", import.meta.url), {
     port: port2,
     pyodideDir: config.pyodideDir,
     runtimeDir: config.runtimeDir,
-    memoryMb: config.memoryMb
+    memoryMb: config.memoryMb,
+    mode: config.mode === "snapshot" ? "snapshot" : "repl",
+    snapshotBytes: Number.isSafeInteger(config.snapshotBytes) && config.snapshotBytes > 0 ? config.snapshotBytes : 0,
+    snapshotFile: typeof config.snapshotFile === "string" ? config.snapshotFile : undefined
   },
   transferList: [port2],
   resourceLimits: { maxOldGenerationSizeMb: config.heapMb ?? 512 },
@@ -74,6 +81,14 @@ worker.on("exit", (code) =>
 worker.on("message", (message) => {
   if (message.t === "call") {
     send({ t: "call", id: currentId, kind: message.kind, payload: message.payload })
+    return
+  }
+  if (message.t === "snapshot" && config.mode === "snapshot") {
+    // Snapshot mode: announce the size over IPC, write the image to stdout, exit.
+    exiting = true
+    const bytes = Buffer.from(message.bytes.buffer, message.bytes.byteOffset, message.bytes.byteLength)
+    send({ t: "snapshot", bytes: bytes.length })
+    process.stdout.write(bytes, () => process.exit(0))
     return
   }
   if (message.t === "fatal") {

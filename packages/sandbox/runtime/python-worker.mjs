@@ -5,10 +5,18 @@
 // once Pyodide has loaded, in case Python ever finds a way into JavaScript.
 import { isAscii } from "node:buffer"
 import { readFileSync, readSync } from "node:fs"
+import { readFile } from "node:fs/promises"
 import { pathToFileURL } from "node:url"
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads"
 
-const { ctrl, intr, port, pyodideDir, runtimeDir, memoryMb } = workerData
+const { ctrl, intr, port, pyodideDir, runtimeDir, memoryMb, mode, snapshotBytes, snapshotFile } = workerData
+
+// A cached snapshot file is read in the background while Pyodide's code loads.
+const snapshotRead =
+  typeof snapshotFile === "string"
+    ? readFile(snapshotFile).then((b) => new Uint8Array(b.buffer, b.byteOffset, b.length))
+    : undefined
+snapshotRead?.catch(() => {})
 
 // --- Fail closed unless Node's permission model is active in THIS thread, with
 // no child processes, no writes and no native addons.
@@ -51,7 +59,9 @@ const repl_source = readFileSync(new URL("./python_repl.py", import.meta.url), "
 const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href)
 
 const discard = () => {}
-const py = await loadPyodide({
+// The same options for building the snapshot, restoring it and a plain load:
+// a snapshot is a memory image of exactly this configuration.
+const loadOptions = () => ({
   indexURL: `${pyodideDir}/`,
   env: { HOME: "/home/pyodide" },
   jsglobals: Object.create(null),
@@ -60,6 +70,36 @@ const py = await loadPyodide({
   stderr: discard,
   checkAPIVersion: true
 })
+
+if (mode === "snapshot") {
+  // Snapshot mode: a memory image of Pyodide right after loading, before the
+  // REPL, the bridge, any context or any session code exist. The child writes
+  // it to its stdout and exits; this worker never runs model code.
+  const fresh = await loadPyodide({ ...loadOptions(), _makeSnapshot: true })
+  const bytes = fresh.makeMemorySnapshot()
+  parentPort.postMessage({ t: "snapshot", bytes }, [bytes.buffer])
+  await new Promise(() => {})
+}
+
+// A snapshot, if the host sent one, comes first on stdin. If it does not
+// restore, fall back to a plain load (the host then stops sending it).
+let snapshotStatus = "none"
+let py
+if (snapshotRead !== undefined || snapshotBytes > 0) {
+  try {
+    let image = snapshotRead
+    if (image === undefined) {
+      image = new Uint8Array(snapshotBytes)
+      readInto(image)
+    }
+    py = await loadPyodide({ ...loadOptions(), _loadSnapshot: image })
+    snapshotStatus = "restored"
+  } catch (error) {
+    snapshotStatus = `failed: ${String(error?.message ?? error).slice(0, 300)}`
+    py = undefined
+  }
+}
+if (py === undefined) py = await loadPyodide(loadOptions())
 
 // --- No sockets: Emscripten's socket layer would speak WebSocket to the host.
 const refuse = () => {
@@ -251,4 +291,4 @@ function lastLine(error) {
   return text.split("\n").slice(-3).join("\n")
 }
 
-parentPort.postMessage({ t: "ready" })
+parentPort.postMessage({ t: "ready", snapshot: snapshotStatus })

@@ -1,9 +1,20 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Duration, Effect, Exit, Option, Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import * as Output from "../src/Output.js"
 import * as PythonSandbox from "../src/PythonSandbox.js"
 import * as Sandbox from "../src/Sandbox.js"
-import { exited, recordingHost, SECRET, Session, sandboxChildren, sessionLayer } from "./pythonTestkit.js"
+import {
+  exited,
+  processExists,
+  recordingHost,
+  SECRET,
+  Session,
+  sandboxChildren,
+  sessionLayer
+} from "./pythonTestkit.js"
 
 const TEXT = `${"The quick brown fox. A needle here, another needle there. ".repeat(4)}THE END`
 
@@ -275,7 +286,8 @@ describe("PythonSandbox lifecycle", () => {
         const a = yield* openAndSee.pipe(Scope.extend(scope1))
         assert.strictEqual((yield* a.repl.exec(`1 + 1`)).stdout, "2\n")
         yield* Scope.close(scope1, Exit.void)
-        assert.isTrue(yield* exited(a.pid))
+        // Closing the scope returns only once the process has exited and been reaped: no waiting here.
+        assert.isFalse(processExists(a.pid), `interpreter ${a.pid} still exists after its scope closed`)
         const closed = yield* Effect.exit(a.repl.exec(`1`))
         assert.isTrue(Exit.isFailure(closed))
         if (Exit.isFailure(closed) && closed.cause._tag === "Fail")
@@ -286,8 +298,17 @@ describe("PythonSandbox lifecycle", () => {
         const fiber = yield* Effect.fork(b.repl.exec(`while True: pass`))
         yield* Effect.sleep(Duration.millis(200))
         yield* Scope.close(scope2, Exit.fail("boom"))
-        assert.isTrue(yield* exited(b.pid))
+        assert.isFalse(processExists(b.pid), `interpreter ${b.pid} still exists after its scope closed`)
         yield* fiber.await
+        // interruption of the fiber running a block: the exec's own cleanup kills and waits too
+        const scope3 = yield* Scope.make()
+        const c = yield* openAndSee.pipe(Scope.extend(scope3))
+        const running = yield* Effect.fork(c.repl.exec(`while True: pass`))
+        yield* Effect.sleep(Duration.millis(200))
+        yield* Fiber.interrupt(running)
+        assert.isFalse(processExists(c.pid), `interpreter ${c.pid} still exists after its block was interrupted`)
+        yield* Scope.close(scope3, Exit.void)
+        for (const pid of [a.pid, b.pid, c.pid]) assert.isFalse(processExists(pid))
       }),
     120_000
   )
@@ -309,6 +330,40 @@ describe("PythonSandbox lifecycle", () => {
   )
 })
 
+describe("PythonSandbox memory snapshot", () => {
+  it.live(
+    "the snapshot is cached in the given folder (0600); a corrupt one falls back to a plain load and is deleted",
+    () =>
+      Effect.gen(function* () {
+        const dir = mkdtempSync(path.join(os.tmpdir(), "rlm-snapshot-test-"))
+        try {
+          const { host } = recordingHost()
+          const run = (sandbox: Sandbox.Sandbox.Service) =>
+            Effect.scoped(
+              Effect.flatMap(sandbox.open({ context: { text: "snap" }, host }), (repl) =>
+                repl.exec(`import sys\nprint(P, "js" in sys.modules, "pyodide_js" in sys.modules)`)
+              )
+            )
+          // Built in a child, written to the folder, then restored.
+          const first = yield* run(yield* PythonSandbox.make({ snapshotDir: dir }))
+          assert.strictEqual(first.stdout, "snap False False\n")
+          const files = readdirSync(dir).filter((f) => f.endsWith(".bin"))
+          assert.strictEqual(files.length, 1)
+          const file = path.join(dir, files[0] ?? "")
+          assert.strictEqual(statSync(file).mode & 0o777, 0o600)
+          // Corrupt it (same size, so it passes the host's cheap check; Pyodide rejects it).
+          writeFileSync(file, Buffer.alloc(statSync(file).size))
+          const second = yield* run(yield* PythonSandbox.make({ snapshotDir: dir }))
+          assert.strictEqual(second.stdout, "snap False False\n")
+          assert.isFalse(existsSync(file), "a snapshot that failed to restore is deleted")
+        } finally {
+          rmSync(dir, { recursive: true, force: true })
+        }
+      }),
+    180_000
+  )
+})
+
 describe("PythonSandbox.layerPool", () => {
   it.live(
     "a pooled interpreter serves one session: the next one skips the cold start and sees nothing of the first",
@@ -325,9 +380,10 @@ describe("PythonSandbox.layerPool", () => {
           `leak = "from A"\nimport builtins, sys\nbuiltins.planted = 1\nsys.modules["json"].planted = 1\nopen("/tmp/a.txt", "w").write("A")`
         )
         assert.isUndefined(planted.error)
+        const before = new Set(sandboxChildren())
         yield* Scope.close(scopeA, Exit.void)
-        yield* Effect.sleep(Duration.millis(200))
-        // A's interpreter is killed, not returned to the pool; the others live on.
+        // A's interpreter is killed (and reaped before close returns), not returned to the pool; the others live on.
+        assert.strictEqual([...before].filter((pid) => !processExists(pid)).length, 1)
         const gone = pidsA.filter((pid) => !sandboxChildren().includes(pid))
         assert.strictEqual(gone.length, 1, `pool processes ${pidsA} -> ${sandboxChildren()}`)
         // The second pooled interpreter started with the first one; give it time to finish loading.
@@ -340,7 +396,18 @@ describe("PythonSandbox.layerPool", () => {
           `import builtins, json, os\nprint(P, "leak" in globals(), hasattr(builtins, "planted"), hasattr(json, "planted"), os.path.exists("/tmp/a.txt"))`
         )
         assert.strictEqual(r.stdout, "second session False False False False\n")
-      }).pipe(Effect.scoped, Effect.provide(PythonSandbox.layerPool({ size: 2 }))),
+        return sandboxChildren()
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(PythonSandbox.layerPool({ size: 2 })),
+        // Closing the pool's layer returns only once every interpreter it started has exited.
+        Effect.tap((pids) =>
+          Effect.sync(() => {
+            assert.isAtLeast(pids.length, 2)
+            for (const pid of pids) assert.isFalse(processExists(pid), `pooled interpreter ${pid} outlived the layer`)
+          })
+        )
+      ),
     180_000
   )
 })

@@ -3,7 +3,7 @@
  * session Layer (one interpreter shared by the tests of a file), and a way to
  * see the sandbox child processes of this test process.
  */
-import { readdirSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { Context, Duration, Effect, Layer } from "effect"
 import * as PythonSandbox from "../src/PythonSandbox.js"
 import * as Sandbox from "../src/Sandbox.js"
@@ -92,3 +92,10 @@ export const exited = (pid: number) =>
     }
     return false
   })
+
+/**
+ * Whether `pid` exists at all right now, zombies included: a process the
+ * host has not reaped yet still counts. Used without any waiting, to check
+ * that closing a scope returns only once its interpreter process is gone.
+ */
+export const processExists = (pid: number): boolean => existsSync(`/proc/${pid}`)

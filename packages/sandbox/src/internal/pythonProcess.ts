@@ -59,11 +59,19 @@ export interface PyProcess {
   transferred: boolean
   /** Why the process died, once it has. */
   readonly deathReason: () => SandboxError | undefined
-  /** SIGKILL; idempotent. `reason` becomes the death reason. */
+  /** SIGKILL; idempotent. `reason` becomes the death reason. Does not wait for the exit. */
   readonly kill: (reason?: SandboxError) => void
+  /**
+   * SIGKILL, then wait until the OS process has exited and been reaped (the
+   * child's `exit` event), for at most `exitWait`. Idempotent.
+   */
+  readonly terminate: (reason?: SandboxError) => Effect.Effect<void>
   /** Peak resident set size in MB (Linux `/proc`), if known. */
   readonly peakRssMb: () => number | undefined
 }
+
+/** How long a finalizer waits for a SIGKILLed child to be reaped (normally a few ms). */
+const EXIT_WAIT = Duration.seconds(5)
 
 const runtimeDir = (): string => fileURLToPath(new URL("../../runtime/", import.meta.url))
 
@@ -93,17 +101,22 @@ const outOfMemory = (message: string) =>
  *
  * @internal
  */
-export const spawnProcess = (options: ProcessOptions): Effect.Effect<PyProcess, SandboxError, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.try({
-      try: () => start(options),
-      catch: (cause) =>
-        new SandboxError({ reason: "StartFailed", message: `Could not start the Python sandbox process: ${cause}` })
-    }),
-    (handle) =>
-      Effect.sync(() => {
-        if (!handle.process.transferred) handle.process.kill()
-      })
+export const spawnProcess = (
+  options: ProcessOptions,
+  snapshots?: SnapshotSource
+): Effect.Effect<PyProcess, SandboxError, Scope.Scope> =>
+  Effect.flatMap(snapshots?.get ?? Effect.succeed(undefined), (snapshot) =>
+    Effect.acquireRelease(
+      Effect.try({
+        try: () =>
+          start(options, snapshot, (message) => {
+            if (snapshot !== undefined) snapshots?.failed(message)
+          }),
+        catch: (cause) =>
+          new SandboxError({ reason: "StartFailed", message: `Could not start the Python sandbox process: ${cause}` })
+      }),
+      (handle) => Effect.suspend(() => (handle.process.transferred ? Effect.void : handle.process.terminate()))
+    )
   ).pipe(
     Effect.flatMap((handle) =>
       handle.ready.pipe(
@@ -125,30 +138,77 @@ interface Started {
   readonly ready: Effect.Effect<void, SandboxError>
 }
 
-const start = (options: ProcessOptions): Started => {
+/**
+ * Spawn the locked-down child: empty environment, no code generation from
+ * strings, Node's permission model reading only Pyodide and `runtime/`.
+ *
+ * @internal
+ */
+export const spawnChild = (
+  options: ProcessOptions,
+  config: Record<string, unknown>,
+  readable: ReadonlyArray<string> = []
+): ChildProcess => {
   const runtime = runtimeDir()
-  const config = JSON.stringify({
-    pyodideDir: options.pyodideDir,
-    runtimeDir: runtime,
-    memoryMb: options.memoryMb,
-    heapMb: options.heapMb
-  })
-  const child: ChildProcess = spawn(
+  return spawn(
     options.nodePath,
     [
       "--disallow-code-generation-from-strings",
       "--experimental-permission",
       `--allow-fs-read=${options.pyodideDir}${path.sep}*`,
       `--allow-fs-read=${runtime}*`,
+      ...readable.map((file) => `--allow-fs-read=${file}`),
       "--allow-worker",
       "--no-warnings",
+      // Compile Pyodide's WebAssembly synchronously: with V8's asynchronous
+      // pipeline the interpreter thread stalls ~200 ms right after loading
+      // (measured on Node 20), which every session start would pay.
+      "--no-wasm-async-compilation",
       // The child's own heap only forwards messages and holds the context bytes briefly.
       `--max-old-space-size=${Math.max(256, options.heapMb)}`,
       path.join(runtime, "python-child.mjs"),
-      config
+      JSON.stringify({
+        pyodideDir: options.pyodideDir,
+        runtimeDir: runtime,
+        memoryMb: options.memoryMb,
+        heapMb: options.heapMb,
+        ...config
+      })
     ],
     { env: {}, cwd: runtime, stdio: ["pipe", "pipe", "pipe", "ipc"], serialization: "json", windowsHide: true }
   )
+}
+
+/** A start-up snapshot: a cached file the child may read, or bytes for its stdin. */
+export type Snapshot = { readonly file: string } | { readonly bytes: Uint8Array }
+
+/** Where the child's start-up snapshot comes from, and what to do when it did not restore. */
+export interface SnapshotSource {
+  readonly get: Effect.Effect<Snapshot | undefined>
+  readonly failed: (message: string) => void
+}
+
+const start = (
+  options: ProcessOptions,
+  snapshot: Snapshot | undefined,
+  onSnapshotFailed: (message: string) => void
+): Started => {
+  const child: ChildProcess =
+    snapshot === undefined
+      ? spawnChild(options, {})
+      : "file" in snapshot
+        ? spawnChild(options, { snapshotFile: snapshot.file }, [snapshot.file])
+        : spawnChild(options, { snapshotBytes: snapshot.bytes.length })
+  // The snapshot (a memory image of a freshly loaded Pyodide, taken before
+  // anything of a session existed) is read by the child as it boots: from the
+  // cached file, or first on stdin. The context, if any, follows on stdin later.
+  try {
+    if (snapshot !== undefined && "bytes" in snapshot) child.stdin?.write(snapshot.bytes)
+  } catch (error) {
+    // Never leave a spawned child behind when starting fails.
+    child.kill("SIGKILL")
+    throw error
+  }
 
   const pending = new Map<number, (result: WorkerResult | SandboxError) => void>()
   let ready = false
@@ -157,6 +217,8 @@ const start = (options: ProcessOptions): Started => {
   let crashMessage: string | undefined
   let stderrTail = ""
   let nextId = 1
+  let exited = false
+  const exitWaiters = new Set<() => void>()
 
   child.stdout?.resume()
   child.stderr?.on("data", (chunk: Buffer) => {
@@ -176,6 +238,9 @@ const start = (options: ProcessOptions): Started => {
     if (message === null || typeof message !== "object") return
     switch (message.t) {
       case "ready": {
+        if (typeof message.snapshot === "string" && message.snapshot.startsWith("failed")) {
+          onSnapshotFailed(message.snapshot)
+        }
         ready = true
         readyWaiter?.(undefined)
         readyWaiter = undefined
@@ -205,6 +270,9 @@ const start = (options: ProcessOptions): Started => {
     die(crashed(`process error: ${error.message}`))
   })
   child.on("exit", (code, signal) => {
+    exited = true
+    for (const waiter of exitWaiters) waiter()
+    exitWaiters.clear()
     const detail = crashMessage ?? `exit code ${code}, signal ${signal}${stderrTail ? `: ${stderrTail.trim()}` : ""}`
     if (!ready) {
       die(
@@ -253,6 +321,19 @@ const start = (options: ProcessOptions): Started => {
       if (death === undefined && reason !== undefined) die(reason)
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
     },
+    terminate: (reason) =>
+      Effect.suspend(() => {
+        handle.kill(reason)
+        if (exited) return Effect.void
+        return Effect.async<void>((resume) => {
+          if (exited) return resume(Effect.void)
+          const waiter = () => resume(Effect.void)
+          exitWaiters.add(waiter)
+          return Effect.sync(() => {
+            exitWaiters.delete(waiter)
+          })
+        }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
+      }),
     peakRssMb: () => {
       try {
         const status = readFileSync(`/proc/${child.pid}/status`, "utf8")

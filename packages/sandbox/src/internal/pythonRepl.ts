@@ -164,9 +164,9 @@ export const makeSession = (
     let closed = false
     let current = initial
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
+      Effect.suspend(() => {
         closed = true
-        current.kill()
+        return current.terminate()
       })
     )
 
@@ -262,18 +262,17 @@ export const makeSession = (
         })
         watchdog.start()
         // Interrupted mid-block (the caller gave up): the interpreter's state is unknown, replace it.
-        return Effect.sync(() => {
-          if (!finished) {
-            finish()
-            proc.kill(
-              new SandboxError({
-                reason: "Crashed",
-                message:
-                  "The previous code block was interrupted by the host, so the interpreter was replaced; REPL variables were lost.",
-                stateLost: true
-              })
-            )
-          }
+        return Effect.suspend(() => {
+          if (finished) return Effect.void
+          finish()
+          return proc.terminate(
+            new SandboxError({
+              reason: "Crashed",
+              message:
+                "The previous code block was interrupted by the host, so the interpreter was replaced; REPL variables were lost.",
+              stateLost: true
+            })
+          )
         })
       })
 

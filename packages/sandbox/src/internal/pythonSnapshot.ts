@@ -1,0 +1,218 @@
+/**
+ * The start-up memory snapshot of the Python sandbox: a memory image of
+ * Pyodide taken right after `loadPyodide` in a locked-down child that has run
+ * no session code, loaded no context and not yet been hardened (the hardening
+ * runs again in every interpreter restored from it). Restoring it skips
+ * CPython's initialisation: about 0.5–0.7 s instead of 4 s.
+ *
+ * It is built once per host process (in memory, shared by every layer with
+ * the same Node and Pyodide) and optionally cached on disk in a folder the
+ * user owns. It is never fetched from the network. A child receives it as the
+ * path of the cached file (it may read that one file, nothing else of the
+ * folder), or, without a disk cache, as bytes on its stdin.
+ */
+import type { ChildProcess } from "node:child_process"
+import { createHash } from "node:crypto"
+import {
+  chmodSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync
+} from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
+import { type ProcessOptions, type Snapshot, type SnapshotSource, spawnChild } from "./pythonProcess.js"
+
+type State =
+  | { readonly _tag: "Idle" }
+  | { readonly _tag: "Building"; readonly done: Deferred.Deferred<Snapshot | undefined> }
+  | { readonly _tag: "Ready"; readonly snapshot: Snapshot | undefined }
+
+/** One entry per (Node, Pyodide, worker) combination, for the life of the host process. */
+const states = new Map<string, State>()
+
+/** The default cache folder: `$XDG_CACHE_HOME/rlm-runtime`, else `~/.cache/rlm-runtime`. */
+export const defaultSnapshotDir = (): string | undefined => {
+  const xdg = process.env.XDG_CACHE_HOME
+  if (xdg !== undefined && path.isAbsolute(xdg)) return path.join(xdg, "rlm-runtime")
+  try {
+    const home = os.homedir()
+    return home ? path.join(home, ".cache", "rlm-runtime") : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * What the snapshot depends on: the Node binary, the Pyodide files and the
+ * worker's load options (its source). Pyodide itself refuses a snapshot of
+ * another build.
+ */
+const snapshotKey = (options: ProcessOptions): string => {
+  const hash = createHash("sha256")
+  hash.update(`${options.nodePath}\0${process.version}\0${options.pyodideDir}\0`)
+  for (const file of ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "package.json"]) {
+    try {
+      const stat = statSync(path.join(options.pyodideDir, file))
+      hash.update(`${file}:${stat.size}:${stat.mtimeMs}\0`)
+    } catch {
+      hash.update(`${file}:missing\0`)
+    }
+  }
+  try {
+    hash.update(readFileSync(fileURLToPath(new URL("../../runtime/python-worker.mjs", import.meta.url))))
+  } catch {
+    hash.update("worker:missing")
+  }
+  return hash.digest("hex").slice(0, 32)
+}
+
+/** A cheap sanity check; Pyodide itself checks the magic number and build id when restoring. */
+const looksLikeSnapshot = (bytes: Uint8Array): boolean => bytes.length > 1 << 20 && bytes.length % 16 === 0
+
+/** A cached file is handed to the child by path (it reads it itself, while it boots). */
+const readCached = (file: string): Snapshot | undefined => {
+  try {
+    const stat = statSync(file)
+    return stat.isFile() && stat.size > 1 << 20 && stat.size % 16 === 0 ? { file } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const writeCached = (dir: string, file: string, bytes: Uint8Array): boolean => {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+    const temp = `${file}.${process.pid}.tmp`
+    writeFileSync(temp, bytes, { mode: 0o600 })
+    chmodSync(temp, 0o600)
+    renameSync(temp, file)
+    // Snapshots of other Pyodide/Node/runtime versions are ~30 MB each: keep only this one.
+    for (const name of readdirSync(dir)) {
+      const other = path.join(dir, name)
+      if (other !== file && /^pyodide-snapshot-[0-9a-f]{32}\.bin$/.test(name)) unlinkSync(other)
+    }
+    return true
+  } catch {
+    // A cache that cannot be written only costs the next process a rebuild.
+    return false
+  }
+}
+
+/**
+ * Run a child in snapshot mode: it loads Pyodide with `_makeSnapshot`, writes
+ * the image to its stdout and exits. Scoped: the child is killed and reaped
+ * if the build is interrupted or fails.
+ */
+const build = (options: ProcessOptions): Effect.Effect<Uint8Array | undefined> =>
+  Effect.acquireRelease(
+    Effect.sync(() => spawnChild(options, { mode: "snapshot" })),
+    (child) => killAndWait(child)
+  ).pipe(
+    Effect.flatMap((child) =>
+      Effect.async<Uint8Array | undefined>((resume) => {
+        const chunks: Array<Buffer> = []
+        let expected = -1
+        child.stdin?.on("error", () => {})
+        child.stderr?.resume()
+        child.stdout?.on("data", (chunk: Buffer) => chunks.push(chunk))
+        child.on("message", (message: any) => {
+          if (message?.t === "snapshot" && typeof message.bytes === "number") expected = message.bytes
+        })
+        child.on("error", () => resume(Effect.succeed(undefined)))
+        child.on("close", (code) => {
+          const bytes = Buffer.concat(chunks)
+          resume(
+            Effect.succeed(
+              code === 0 && bytes.length === expected && looksLikeSnapshot(bytes)
+                ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length)
+                : undefined
+            )
+          )
+        })
+      })
+    ),
+    Effect.timeout(options.startTimeout),
+    Effect.orElseSucceed(() => undefined),
+    Effect.scoped
+  )
+
+const killAndWait = (child: ChildProcess): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    child.once("exit", () => resume(Effect.void))
+    child.kill("SIGKILL")
+  }).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore)
+
+/**
+ * The snapshot source for `options`. `dir`: the disk cache folder, or
+ * `undefined` for in-memory only.
+ *
+ * @internal
+ */
+export const snapshotSource = (options: ProcessOptions, dir: string | undefined): SnapshotSource => {
+  const key = snapshotKey(options)
+  const file = dir === undefined ? undefined : path.join(dir, `pyodide-snapshot-${key}.bin`)
+  const stateKey = `${key}\0${file ?? ""}`
+
+  const load: Effect.Effect<Snapshot | undefined> = Effect.suspend(() => {
+    const cached = file === undefined ? undefined : readCached(file)
+    if (cached !== undefined) return Effect.succeed(cached)
+    return build(options).pipe(
+      Effect.map((bytes): Snapshot | undefined => {
+        if (bytes === undefined) return undefined
+        if (dir !== undefined && file !== undefined && writeCached(dir, file, bytes)) return { file }
+        return { bytes }
+      })
+    )
+  })
+
+  const get: Effect.Effect<Snapshot | undefined> = Effect.suspend(() => {
+    const state = states.get(stateKey) ?? { _tag: "Idle" }
+    switch (state._tag) {
+      case "Ready":
+        return Effect.succeed(state.snapshot)
+      case "Building":
+        return Deferred.await(state.done)
+      case "Idle": {
+        // This fiber builds; others wait on the Deferred. The build is not
+        // interruptible (it is bounded by startTimeout and owns its child).
+        const done = Deferred.unsafeMake<Snapshot | undefined>(FiberId.none)
+        states.set(stateKey, { _tag: "Building", done })
+        return Effect.uninterruptible(
+          load.pipe(
+            Effect.tap((snapshot) =>
+              Effect.sync(() => {
+                states.set(stateKey, { _tag: "Ready", snapshot })
+              })
+            ),
+            Effect.tap((snapshot) => Deferred.succeed(done, snapshot))
+          )
+        )
+      }
+    }
+  })
+
+  return {
+    get,
+    // A snapshot that did not restore (the child fell back to a plain load) is
+    // dropped, here and on disk; this process then starts interpreters plainly.
+    failed: () => {
+      states.set(stateKey, { _tag: "Ready", snapshot: undefined })
+      if (file !== undefined) {
+        try {
+          unlinkSync(file)
+        } catch {}
+      }
+    }
+  }
+}
