@@ -1,7 +1,7 @@
+import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox } from "@rlm-runtime/sandbox"
 import { Trace } from "@rlm-runtime/trace"
-import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Option, Schema, TestClock } from "effect"
 import { Rlm, RlmError } from "../src/index.js"
 
