@@ -15,6 +15,9 @@ export * as FakeAdapter from "./FakeAdapter.js"
  * @since 0.1.0
  */
 export * as GenericChatAdapter from "./GenericChatAdapter.js"
+/**
+ * @since 0.1.0
+ */
 export * as LlmAdapter from "./LlmAdapter.js"
 /**
  * @since 0.1.0

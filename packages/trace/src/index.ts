@@ -18,6 +18,9 @@ export * as LlmCache from "./LlmCache.js"
  * @since 0.1.0
  */
 export * as Trace from "./Trace.js"
+/**
+ * @since 0.1.0
+ */
 export * as TraceEvent from "./TraceEvent.js"
 /**
  * @since 0.1.0
