@@ -825,6 +825,16 @@ export const run: {
       recorder: yield* Effect.serviceOption(TraceRecorder),
       options
     }
+    if (policy.maxCostUsd !== undefined) {
+      const unpriced = [...new Set([tree.adapter.model("root"), tree.adapter.model("sub")])].filter(
+        (model) => policy.prices[model] === undefined
+      )
+      if (unpriced.length > 0) {
+        yield* Effect.logWarning(
+          `maxCostUsd=${policy.maxCostUsd} does not bound calls to ${unpriced.join(", ")}: no price is known for them. Add them to policy.prices (USD per million input/output tokens).`
+        )
+      }
+    }
     const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
     const answered = yield* top.pipe(
       Effect.catchAll((e) => Effect.flatMap(snapshot(tree), (trace) => Effect.fail(withContext(e, { trace }))))

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox } from "@rlm-runtime/sandbox"
 import { Trace } from "@rlm-runtime/trace"
-import { Effect, Exit, Fiber, Layer, Option, Schema, TestClock } from "effect"
+import { Effect, Exit, Fiber, Layer, Logger, Option, Schema, TestClock } from "effect"
 import { Rlm, RlmError } from "../src/index.js"
 
 const Js = JavascriptSandbox.layer()
@@ -332,6 +332,21 @@ describe("Rlm.run (JavaScript sandbox, Fake model)", () => {
         assert.isTrue((e.trace?.events ?? []).some((ev) => ev._tag === "StepCompleted"))
         assert.isTrue(Option.isNone(e.partialAnswer))
       } else assert.fail("expected a failure")
+    })
+  )
+
+  it.live("a cost limit on a model with no price is said to be unbounded, and not enforced", () =>
+    Effect.gen(function* () {
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => {
+        logs.push(String(Array.isArray(message) ? message.join(" ") : message))
+      })
+      const result = yield* Rlm.run("q", "ctx", { policy: { maxCostUsd: 0 } }).pipe(
+        Effect.provide(Layer.merge(fake({ script: ["FINAL(free)"] }), Logger.replace(Logger.defaultLogger, logger)))
+      )
+      assert.strictEqual(result.answer, "free")
+      assert.strictEqual(result.totals.unpricedCalls, 1)
+      assert.isTrue(logs.some((l) => l.includes("does not bound calls to fake")))
     })
   )
 
