@@ -106,26 +106,15 @@ interface Answer {
   readonly steps: number
 }
 
-const addUsage = (a: TraceEvent.TokenUsage, b: LlmAdapter.Usage): TraceEvent.TokenUsage => {
-  const sum = (x: number | undefined, y: number | undefined) => (x ?? 0) + (y ?? 0)
-  return {
-    inputTokens: sum(a.inputTokens, b.inputTokens),
-    outputTokens: sum(a.outputTokens, b.outputTokens),
-    totalTokens: sum(
-      a.totalTokens,
-      b.totalTokens ??
-        (b.inputTokens !== undefined || b.outputTokens !== undefined
-          ? (b.inputTokens ?? 0) + (b.outputTokens ?? 0)
-          : undefined)
-    )
-  }
-}
-
 const usageOf = (u: LlmAdapter.Usage): TraceEvent.TokenUsage => ({
   ...(u.inputTokens !== undefined ? { inputTokens: u.inputTokens } : {}),
   ...(u.outputTokens !== undefined ? { outputTokens: u.outputTokens } : {}),
   ...(u.totalTokens !== undefined ? { totalTokens: u.totalTokens } : {})
 })
+
+/** Add a call's usage to its run and to every ancestor run. */
+const countUsage = (ctx: RunCtx, usage: LlmAdapter.Usage) =>
+  Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => TraceEvent.addUsage(u, usageOf(usage))), { discard: true })
 
 const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
   Ref.update(tree.events, Chunk.append(event)).pipe(
@@ -182,14 +171,9 @@ const modelCall = (
       restore(timed).pipe(
         Effect.onError(() => budget.release(reservation)),
         Effect.tap((response) =>
-          budget.commit(reservation, response.usage).pipe(
-            Effect.zipRight(
-              Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
-                discard: true
-              })
-            ),
-            Effect.zipRight(onResponse(response))
-          )
+          budget
+            .commit(reservation, response.usage)
+            .pipe(Effect.zipRight(countUsage(ctx, response.usage)), Effect.zipRight(onResponse(response)))
         )
       )
     )
@@ -544,11 +528,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
               Effect.tap((response) =>
                 tree.budget.grant({ kind: "root", model: response.model }).pipe(
                   Effect.flatMap((granted) => tree.budget.commit(granted, response.usage)),
-                  Effect.zipRight(
-                    Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => addUsage(u, response.usage)), {
-                      discard: true
-                    })
-                  ),
+                  Effect.zipRight(countUsage(ctx, response.usage)),
                   Effect.zipRight(setPending(step, stepStart, response, []))
                 )
               )

@@ -379,15 +379,6 @@ export const finalAnswer = (
   return Option.none()
 }
 
-const addUsage = (
-  total: { inputTokens?: number; outputTokens?: number; totalTokens?: number },
-  usage: TraceEvent.TokenUsage
-) => {
-  if (usage.inputTokens !== undefined) total.inputTokens = (total.inputTokens ?? 0) + usage.inputTokens
-  if (usage.outputTokens !== undefined) total.outputTokens = (total.outputTokens ?? 0) + usage.outputTokens
-  if (usage.totalTokens !== undefined) total.totalTokens = (total.totalTokens ?? 0) + usage.totalTokens
-}
-
 /**
  * Token usage summed over every model call: the root calls (`StepCompleted`)
  * and the sub-calls (`SubCall`) of a run and of all its descendant runs — or
@@ -408,14 +399,14 @@ export const totalUsage = (
   const events = eventsOf(trace)
   const known = new Set(runs(events).map((run) => run.runId))
   const included = runId === undefined ? undefined : new Set(descendantRunIds(events, runId))
-  const total: { inputTokens?: number; outputTokens?: number; totalTokens?: number } = {}
+  let total: TraceEvent.TokenUsage = {}
   for (const event of events) {
     if (included !== undefined && !included.has(event.runId)) continue
     if (event._tag === "StepCompleted") {
-      addUsage(total, event.usage)
+      total = TraceEvent.addUsage(total, event.usage)
     } else if (event._tag === "SubCall") {
       const countedByChild = event.kind === "rlm_query" && event.childRunId !== undefined && known.has(event.childRunId)
-      if (!countedByChild) addUsage(total, event.usage)
+      if (!countedByChild) total = TraceEvent.addUsage(total, event.usage)
     }
   }
   return total

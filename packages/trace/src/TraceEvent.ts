@@ -28,6 +28,25 @@ export const TokenUsage = Schema.Struct({
 export type TokenUsage = typeof TokenUsage.Type
 
 /**
+ * Add two usages field by field. A field stays absent (unknown) unless one
+ * side reports it.
+ *
+ * @since 0.1.0
+ * @category Combinators
+ */
+export const addUsage = (a: TokenUsage, b: TokenUsage): TokenUsage => {
+  const sum = (x: number | undefined, y: number | undefined) => (x === undefined ? y : y === undefined ? x : x + y)
+  const inputTokens = sum(a.inputTokens, b.inputTokens)
+  const outputTokens = sum(a.outputTokens, b.outputTokens)
+  const totalTokens = sum(a.totalTokens, b.totalTokens)
+  return {
+    ...(inputTokens !== undefined ? { inputTokens } : {}),
+    ...(outputTokens !== undefined ? { outputTokens } : {}),
+    ...(totalTokens !== undefined ? { totalTokens } : {})
+  }
+}
+
+/**
  * What the root model is told about the context.
  *
  * @since 0.1.0
