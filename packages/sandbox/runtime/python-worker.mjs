@@ -4,19 +4,12 @@
 // module; the realm is stripped of network, module loading and process access
 // once Pyodide has loaded, in case Python ever finds a way into JavaScript.
 import { isAscii } from "node:buffer"
-import { readFileSync, readSync } from "node:fs"
-import { readFile } from "node:fs/promises"
+import { closeSync, openSync, readFileSync, readSync } from "node:fs"
 import { pathToFileURL } from "node:url"
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads"
+import { dirtyOutsideRuns, encode, readHead, restoreInto, scanImage, withRestoreHook } from "./snapshot-image.mjs"
 
 const { ctrl, intr, port, pyodideDir, runtimeDir, memoryMb, mode, snapshotBytes, snapshotFile } = workerData
-
-// A cached snapshot file is read in the background while Pyodide's code loads.
-const snapshotRead =
-  typeof snapshotFile === "string"
-    ? readFile(snapshotFile).then((b) => new Uint8Array(b.buffer, b.byteOffset, b.length))
-    : undefined
-snapshotRead?.catch(() => {})
 
 // --- Fail closed unless Node's permission model is active in THIS thread, with
 // no child processes, no writes and no native addons.
@@ -71,35 +64,86 @@ const loadOptions = () => ({
   checkAPIVersion: true
 })
 
+// The REPL module (python_repl.py), built in pure Python and parked in
+// sys.modules until the worker takes it (and hands it the bridge). In the
+// snapshot it is built once, before the image is taken.
+const buildRepl = (py) => {
+  py.globals.set("_RLM_SOURCE", repl_source)
+  py.runPython(`
+import sys, types
+_m = types.ModuleType("_rlm_repl")
+_m.__file__ = "<sandbox>"
+exec(compile(_RLM_SOURCE, "<sandbox>", "exec"), _m.__dict__)
+sys.modules["_rlm_repl"] = _m
+del _RLM_SOURCE, _m
+`)
+}
+
 if (mode === "snapshot") {
-  // Snapshot mode: a memory image of Pyodide right after loading, before the
-  // REPL, the bridge, any context or any session code exist. The child writes
-  // it to its stdout and exits; this worker never runs model code.
+  // Snapshot mode: a memory image of Pyodide right after loading and building
+  // the REPL module, before the bridge, any context or any session code exist,
+  // and before Python holds any JavaScript object. It is restored
+  // once here, to learn which pages a fresh instance has written where the
+  // image is zero (every restore clears them) and to check that it restores.
+  // The child writes it to its stdout and exits; this worker never runs model code.
   const fresh = await loadPyodide({ ...loadOptions(), _makeSnapshot: true })
-  const bytes = fresh.makeMemorySnapshot()
+  buildRepl(fresh)
+  const scanned = scanImage(fresh.makeMemorySnapshot())
+  const read = bufferReader(encode(scanned))
+  const head = readHead(read)
+  let zeros = []
+  const trial = await withRestoreHook(
+    head,
+    (target) => {
+      zeros = dirtyOutsideRuns(head.runs, target, head.imageLength)
+      restoreInto({ ...head, zeros }, target, read)
+    },
+    () => loadPyodide({ ...loadOptions(), _loadSnapshot: head.full })
+  )
+  if (trial.runPython(`import sys\n6 * 7 if "_rlm_repl" in sys.modules else 0`) !== 42) {
+    throw new Error("the snapshot does not restore")
+  }
+  const bytes = encode(scanned, zeros)
   parentPort.postMessage({ t: "snapshot", bytes }, [bytes.buffer])
   await new Promise(() => {})
 }
 
-// A snapshot, if the host sent one, comes first on stdin. If it does not
-// restore, fall back to a plain load (the host then stops sending it).
+// A snapshot, if the host sent one: the path of the cached file, or its bytes
+// first on stdin. Its image is read straight into the interpreter's memory
+// (snapshot-image.mjs). If it does not restore, fall back to a plain load (the
+// host then stops sending it).
 let snapshotStatus = "none"
 let py
-if (snapshotRead !== undefined || snapshotBytes > 0) {
+if (typeof snapshotFile === "string" || snapshotBytes > 0) {
+  let fd
   try {
-    let image = snapshotRead
-    if (image === undefined) {
-      image = new Uint8Array(snapshotBytes)
-      readInto(image)
+    let read
+    if (typeof snapshotFile === "string") {
+      fd = openSync(snapshotFile, "r")
+      read = fdReader(fd)
+    } else {
+      const bytes = new Uint8Array(snapshotBytes)
+      readInto(bytes)
+      read = bufferReader(bytes)
     }
-    py = await loadPyodide({ ...loadOptions(), _loadSnapshot: image })
+    const head = readHead(read)
+    py = await withRestoreHook(
+      head,
+      (target) => restoreInto(head, target, read),
+      () => loadPyodide({ ...loadOptions(), _loadSnapshot: head.full })
+    )
     snapshotStatus = "restored"
   } catch (error) {
     snapshotStatus = `failed: ${String(error?.message ?? error).slice(0, 300)}`
     py = undefined
+  } finally {
+    if (fd !== undefined) closeSync(fd)
   }
 }
-if (py === undefined) py = await loadPyodide(loadOptions())
+if (py === undefined) {
+  py = await loadPyodide(loadOptions())
+  buildRepl(py)
+}
 
 // --- No sockets: Emscripten's socket layer would speak WebSocket to the host.
 const refuse = () => {
@@ -128,18 +172,10 @@ const call = (kind, payload) => {
   return (reply.ok ? "1" : "0") + String(reply.value)
 }
 
-py.registerJsModule("_rlm_bridge", { call })
-py.globals.set("_RLM_SOURCE", repl_source)
-const setup = py.runPython(`
-import sys, types
-_m = types.ModuleType("_rlm_repl")
-_m.__file__ = "<sandbox>"
-exec(compile(_RLM_SOURCE, "<sandbox>", "exec"), _m.__dict__)
-sys.modules.pop("_rlm_bridge", None)
-del _RLM_SOURCE
-_m
-`)
-py.unregisterJsModule("_rlm_bridge")
+// Take the REPL module out of sys.modules (model code finds it only through
+// its helpers' globals, as before) and hand it the bridge.
+const setup = py.runPython(`import sys\nsys.modules.pop("_rlm_repl")`)
+setup.install_bridge(call)
 const execBlock = setup.exec_block
 const loadContext = setup.load_context
 const asciiSlot = setup.ascii_slot
@@ -268,6 +304,28 @@ function readInto(target) {
     }
     if (got === 0) throw new Error("the context stream ended early")
     offset += got
+  }
+}
+
+/** Sequential reads from a file descriptor, filling each target completely. */
+function fdReader(fd) {
+  return (target) => {
+    let offset = 0
+    while (offset < target.length) {
+      const got = readSync(fd, target, offset, target.length - offset, null)
+      if (got === 0) throw new Error("the snapshot file ended early")
+      offset += got
+    }
+  }
+}
+
+/** Sequential reads from bytes in memory. */
+function bufferReader(bytes) {
+  let at = 0
+  return (target) => {
+    if (at + target.length > bytes.length) throw new Error("the snapshot ended early")
+    target.set(bytes.subarray(at, at + target.length))
+    at += target.length
   }
 }
 

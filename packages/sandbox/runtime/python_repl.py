@@ -1,5 +1,7 @@
 # The REPL that model code runs in (loaded once per interpreter by
-# python-worker.mjs as the module `_rlm_repl`). See /tmp/repl-semantics.md in
+# python-worker.mjs as the module `_rlm_repl`; in the start-up snapshot when
+# there is one, so a restored interpreter has it ready). It holds no
+# JavaScript object until the worker calls install_bridge. See /tmp/repl-semantics.md in
 # the repository docs: P/context, peek, tail, lenP, slice, find, chunk,
 # llm_query(_batched), rlm_query(_batched), FINAL, FINAL_VAR, SHOW_VARS.
 #
@@ -11,7 +13,7 @@ import sys as _sys
 import traceback as _traceback
 import types as _types
 
-from _rlm_bridge import call as _bridge_call
+_bridge_call = None
 
 _dumps = _json.dumps
 _loads = _json.loads
@@ -365,6 +367,16 @@ def exec_block(code, limit):
     if _state["final"] is not None:
         result["final"] = _state["final"]
     return _dumps(result)
+
+
+def install_bridge(call):
+    """Called once from JavaScript with the bridge function (`call` in python-worker.mjs)."""
+    if _SNAPSHOT["_bridge_call"] is not None:
+        raise RuntimeError("the bridge is already installed")
+    _SNAPSHOT["_bridge_call"] = call
+    # Pyodide sets variables of its own while it starts or restores.
+    _clean_environment()
+    _restore()
 
 
 def get_var(name):

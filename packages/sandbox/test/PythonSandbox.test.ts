@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Logger, Option, Scope } from "effect"
 import * as Output from "../src/Output.js"
 import * as PythonSandbox from "../src/PythonSandbox.js"
 import * as Sandbox from "../src/Sandbox.js"
@@ -331,34 +331,72 @@ describe("PythonSandbox lifecycle", () => {
 })
 
 describe("PythonSandbox memory snapshot", () => {
+  /** Open a session, run one block, and collect what was logged meanwhile. */
+  const runLogged = (sandbox: Sandbox.Sandbox.Service) =>
+    Effect.gen(function* () {
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => {
+        logs.push(String(Array.isArray(message) ? message.join(" ") : message))
+      })
+      const { host } = recordingHost()
+      const result = yield* Effect.scoped(
+        Effect.flatMap(sandbox.open({ context: { text: "snap" }, host }), (repl) =>
+          repl.exec(
+            `import sys\nprint(P, "js" in sys.modules, "pyodide_js" in sys.modules, "_rlm_repl" in sys.modules)`
+          )
+        )
+      ).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      return { stdout: result.stdout, logs }
+    })
+
   it.live(
-    "the snapshot is cached in the given folder (0600); a corrupt one falls back to a plain load and is deleted",
+    "the snapshot is cached in the given folder (0600); a corrupt one falls back to a plain load, is deleted and said so",
     () =>
       Effect.gen(function* () {
         const dir = mkdtempSync(path.join(os.tmpdir(), "rlm-snapshot-test-"))
         try {
-          const { host } = recordingHost()
-          const run = (sandbox: Sandbox.Sandbox.Service) =>
-            Effect.scoped(
-              Effect.flatMap(sandbox.open({ context: { text: "snap" }, host }), (repl) =>
-                repl.exec(`import sys\nprint(P, "js" in sys.modules, "pyodide_js" in sys.modules)`)
-              )
-            )
           // Built in a child, written to the folder, then restored.
-          const first = yield* run(yield* PythonSandbox.make({ snapshotDir: dir }))
-          assert.strictEqual(first.stdout, "snap False False\n")
+          const first = yield* runLogged(yield* PythonSandbox.make({ snapshotDir: dir }))
+          assert.deepStrictEqual(first, { stdout: "snap False False False\n", logs: [] })
           const files = readdirSync(dir).filter((f) => f.endsWith(".bin"))
           assert.strictEqual(files.length, 1)
           const file = path.join(dir, files[0] ?? "")
           assert.strictEqual(statSync(file).mode & 0o777, 0o600)
-          // Corrupt it (same size, so it passes the host's cheap check; Pyodide rejects it).
-          writeFileSync(file, Buffer.alloc(statSync(file).size))
-          const second = yield* run(yield* PythonSandbox.make({ snapshotDir: dir }))
-          assert.strictEqual(second.stdout, "snap False False\n")
+          // Sparse: the zero pages of the interpreter's memory are not stored.
+          const bytes = readFileSync(file)
+          assert.strictEqual(bytes.subarray(0, 8).toString("latin1"), "RLMSNAP1")
+          assert.isBelow(bytes.length, 24 + bytes.readUInt32LE(8) + bytes.readUInt32LE(12))
+          // Corrupt it past its header and tables: the host's cheap check and
+          // the child's table check pass, Pyodide's own check of the prefix fails.
+          const tables = (bytes.readUInt32LE(16) + bytes.readUInt32LE(20)) * 8
+          bytes.fill(0, 24 + tables)
+          writeFileSync(file, bytes)
+          const second = yield* runLogged(yield* PythonSandbox.make({ snapshotDir: dir }))
+          assert.strictEqual(second.stdout, "snap False False False\n")
           assert.isFalse(existsSync(file), "a snapshot that failed to restore is deleted")
+          assert.strictEqual(second.logs.length, 1)
+          assert.match(second.logs[0] ?? "", /start-up snapshot did not restore \(failed: Snapshot has invalid magic/)
         } finally {
           rmSync(dir, { recursive: true, force: true })
         }
+      }),
+    180_000
+  )
+
+  it.live(
+    "without a cache folder the snapshot is kept in memory and sent to each child on its stdin",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* PythonSandbox.make({ snapshotDir: false })
+        const first = yield* runLogged(sandbox)
+        const second = yield* runLogged(sandbox)
+        assert.deepStrictEqual(
+          [first, second],
+          [
+            { stdout: "snap False False False\n", logs: [] },
+            { stdout: "snap False False False\n", logs: [] }
+          ]
+        )
       }),
     180_000
   )

@@ -128,6 +128,16 @@ export const spawnProcess = (
               message: `The Python sandbox did not start within ${Duration.format(options.startTimeout)}.`
             })
         }),
+        Effect.zipRight(
+          Effect.suspend(() => {
+            const failure = handle.snapshotFailure()
+            return failure === undefined
+              ? Effect.void
+              : Effect.logWarning(
+                  `The Python start-up snapshot did not restore (${failure}); it was deleted, and this process starts interpreters without one (about 4 s each).`
+                )
+          })
+        ),
         Effect.as(handle.process)
       )
     )
@@ -136,6 +146,8 @@ export const spawnProcess = (
 interface Started {
   readonly process: PyProcess
   readonly ready: Effect.Effect<void, SandboxError>
+  /** Why the snapshot this child was given did not restore (it then loaded plainly). */
+  readonly snapshotFailure: () => string | undefined
 }
 
 /**
@@ -216,6 +228,7 @@ const start = (
   let death: SandboxError | undefined
   let crashMessage: string | undefined
   let stderrTail = ""
+  let snapshotFailure: string | undefined
   let nextId = 1
   let exited = false
   const exitWaiters = new Set<() => void>()
@@ -239,6 +252,7 @@ const start = (
     switch (message.t) {
       case "ready": {
         if (typeof message.snapshot === "string" && message.snapshot.startsWith("failed")) {
+          snapshotFailure = message.snapshot.slice(0, 300)
           onSnapshotFailed(message.snapshot)
         }
         ready = true
@@ -354,5 +368,5 @@ const start = (
     })
   })
 
-  return { process: handle, ready: readyEffect }
+  return { process: handle, ready: readyEffect, snapshotFailure: () => snapshotFailure }
 }

@@ -1,9 +1,10 @@
 /**
  * The start-up memory snapshot of the Python sandbox: a memory image of
- * Pyodide taken right after `loadPyodide` in a locked-down child that has run
- * no session code, loaded no context and not yet been hardened (the hardening
- * runs again in every interpreter restored from it). Restoring it skips
- * CPython's initialisation: about 0.5–0.7 s instead of 4 s.
+ * Pyodide taken right after `loadPyodide` and the build of the REPL module,
+ * in a locked-down child that has run no session code, loaded no context,
+ * given Python no JavaScript object and not yet been hardened (the hardening
+ * runs in every interpreter restored from it). Restoring it skips
+ * CPython's initialisation: about 0.5 s instead of 4 s.
  *
  * It is built once per host process (in memory, shared by every layer with
  * the same Node and Pyodide) and optionally cached on disk in a folder the
@@ -15,9 +16,12 @@ import type { ChildProcess } from "node:child_process"
 import { createHash } from "node:crypto"
 import {
   chmodSync,
+  closeSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -68,24 +72,35 @@ const snapshotKey = (options: ProcessOptions): string => {
       hash.update(`${file}:missing\0`)
     }
   }
-  try {
-    hash.update(readFileSync(fileURLToPath(new URL("../../runtime/python-worker.mjs", import.meta.url))))
-  } catch {
-    hash.update("worker:missing")
+  for (const file of ["python-worker.mjs", "snapshot-image.mjs", "python_repl.py"]) {
+    try {
+      hash.update(readFileSync(fileURLToPath(new URL(`../../runtime/${file}`, import.meta.url))))
+    } catch {
+      hash.update(`${file}:missing`)
+    }
   }
   return hash.digest("hex").slice(0, 32)
 }
 
-/** A cheap sanity check; Pyodide itself checks the magic number and build id when restoring. */
-const looksLikeSnapshot = (bytes: Uint8Array): boolean => bytes.length > 1 << 20 && bytes.length % 16 === 0
+/** The magic number of rlm-runtime's snapshot format (`runtime/snapshot-image.mjs`). */
+const MAGIC = "RLMSNAP1"
 
-/** A cached file is handed to the child by path (it reads it itself, while it boots). */
+/** A cheap sanity check; the child checks the tables, and Pyodide the build id, when restoring. */
+const looksLikeSnapshot = (bytes: Uint8Array): boolean =>
+  bytes.length > 1024 && Buffer.from(bytes.buffer, bytes.byteOffset, MAGIC.length).toString("latin1") === MAGIC
+
+/** A cached file is handed to the child by path (it reads it itself, straight into the interpreter's memory). */
 const readCached = (file: string): Snapshot | undefined => {
+  let fd: number | undefined
   try {
-    const stat = statSync(file)
-    return stat.isFile() && stat.size > 1 << 20 && stat.size % 16 === 0 ? { file } : undefined
+    if (!statSync(file).isFile()) return undefined
+    fd = openSync(file, "r")
+    const head = new Uint8Array(1025)
+    return readSync(fd, head, 0, head.length, 0) === head.length && looksLikeSnapshot(head) ? { file } : undefined
   } catch {
     return undefined
+  } finally {
+    if (fd !== undefined) closeSync(fd)
   }
 }
 
@@ -96,7 +111,7 @@ const writeCached = (dir: string, file: string, bytes: Uint8Array): boolean => {
     writeFileSync(temp, bytes, { mode: 0o600 })
     chmodSync(temp, 0o600)
     renameSync(temp, file)
-    // Snapshots of other Pyodide/Node/runtime versions are ~30 MB each: keep only this one.
+    // Snapshots of other Pyodide/Node/runtime versions are ~15 MB each: keep only this one.
     for (const name of readdirSync(dir)) {
       const other = path.join(dir, name)
       if (other !== file && /^pyodide-snapshot-[0-9a-f]{32}\.bin$/.test(name)) unlinkSync(other)
