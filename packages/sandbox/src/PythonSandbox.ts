@@ -1,5 +1,5 @@
 /**
- * The Python `Sandbox`: Pyodide in a worker thread inside a locked-down child
+ * The Python `Sandbox`: Pyodide on the main thread of a locked-down child
  * Node process (empty environment, `--disallow-code-generation-from-strings`,
  * Node's permission model with read access only to Pyodide and the sandbox
  * runtime). Model code talks to the host only through a synchronous bridge
@@ -26,7 +26,7 @@ import { type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandb
 export interface Options {
   /** Cap on the interpreter's WebAssembly heap, in MiB. Past it Python raises `MemoryError`. Default 2048. */
   readonly memoryMb?: number | undefined
-  /** JavaScript heap limit of the interpreter worker, in MiB. Default 512. */
+  /** JavaScript heap limit of the interpreter process, in MiB. Default 512. */
   readonly heapMb?: number | undefined
   /** Default per-block execution limit (an `OpenOptions.execTimeout` overrides it). Default 30 s. */
   readonly execTimeout?: Duration.DurationInput | undefined

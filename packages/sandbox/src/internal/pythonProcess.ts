@@ -2,11 +2,15 @@
  * Host side of one sandbox child process: spawning it locked down, the IPC
  * request/reply bookkeeping, raw context bytes over stdin, and its death.
  *
- * The child is `runtime/python-child.mjs` (plain JavaScript) holding a worker
- * thread that runs Pyodide (`runtime/python-worker.mjs`).
+ * The child is `runtime/python-child.mjs` (plain JavaScript), which runs Pyodide
+ * on its main thread, with an I/O thread (`runtime/python-io.mjs`) taking host
+ * replies and interrupts while a block runs. Its descriptors: 0 context bytes,
+ * 3 IPC (exec, context, getVar, listVars; ready, result, snapshot), 4 JSON
+ * lines to the child (reply, interrupt), 5 JSON lines from it (call, crashed).
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync, realpathSync } from "node:fs"
+import type { Readable, Writable } from "node:stream"
 import { createRequire } from "node:module"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -24,7 +28,7 @@ export interface ProcessOptions {
   readonly nodePath: string
 }
 
-/** What the worker answers to a request (`exec`, `context`, `getVar`, `listVars`). */
+/** What the child answers to a request (`exec`, `context`, `getVar`, `listVars`). */
 export interface WorkerResult {
   readonly t: "result"
   readonly id: number
@@ -43,13 +47,16 @@ export interface PyProcess {
   readonly pid: number
   readonly isAlive: () => boolean
   readonly nextId: () => number
-  /** Send a request and wait for the worker's result with the same id. */
+  /** Send a request and wait for the child's result with the same id. */
   readonly request: (
     id: number,
     message: Record<string, unknown>,
     bytes?: ReadonlyArray<Uint8Array>
   ) => Effect.Effect<WorkerResult, SandboxError>
+  /** A request over IPC (`exec`, `context`, `getVar`, `listVars`); read by the child between blocks. */
   readonly send: (message: Record<string, unknown>) => void
+  /** A message the child must see while a block runs (`reply`, `interrupt`). */
+  readonly control: (message: Record<string, unknown>) => void
   /** Where host calls go; replaced per exec. */
   onCall: ((call: HostCall) => void) | undefined
   /**
@@ -176,8 +183,9 @@ export const spawnChild = (
       // pipeline the interpreter thread stalls ~200 ms right after loading
       // (measured on Node 20), which every session start would pay.
       "--no-wasm-async-compilation",
-      // The child's own heap only forwards messages and holds the context bytes briefly.
-      `--max-old-space-size=${Math.max(256, options.heapMb)}`,
+      // The JavaScript heap of the interpreter's thread (Pyodide's own objects,
+      // proxies, strings crossing to JavaScript).
+      `--max-old-space-size=${Math.max(64, options.heapMb)}`,
       path.join(runtime, "python-child.mjs"),
       JSON.stringify({
         pyodideDir: options.pyodideDir,
@@ -187,7 +195,13 @@ export const spawnChild = (
         ...config
       })
     ],
-    { env: {}, cwd: runtime, stdio: ["pipe", "pipe", "pipe", "ipc"], serialization: "json", windowsHide: true }
+    {
+      env: {},
+      cwd: runtime,
+      stdio: ["pipe", "pipe", "pipe", "ipc", "pipe", "pipe"],
+      serialization: "json",
+      windowsHide: true
+    }
   )
 }
 
@@ -268,18 +282,41 @@ const start = (
         }
         return
       }
-      case "call": {
-        const call: HostCall = { id: message.id, kind: String(message.kind), payload: String(message.payload) }
-        if (handle.onCall !== undefined) handle.onCall(call)
-        else handle.send({ t: "reply", ok: false, value: "no block is running" })
-        return
-      }
-      case "crashed": {
-        crashMessage = String(message.message).slice(0, 1000)
-        return
-      }
     }
   })
+  // Host calls and crash reports: JSON lines on fd 5.
+  const fromChild = (child.stdio as ReadonlyArray<unknown>)[5] as Readable | null | undefined
+  fromChild?.setEncoding("utf8")
+  let partial: Array<string> = []
+  const onLine = (line: string) => {
+    let message: any
+    try {
+      message = JSON.parse(line)
+    } catch {
+      return
+    }
+    if (message === null || typeof message !== "object") return
+    if (message.t === "call") {
+      const call: HostCall = { id: message.id, kind: String(message.kind), payload: String(message.payload) }
+      if (handle.onCall !== undefined) handle.onCall(call)
+      else handle.control({ t: "reply", ok: false, value: "no block is running" })
+    } else if (message.t === "crashed") {
+      crashMessage = String(message.message).slice(0, 1000)
+    }
+  }
+  fromChild?.on("data", (chunk: string) => {
+    let start = 0
+    for (let newline = chunk.indexOf("\n"); newline !== -1; newline = chunk.indexOf("\n", start)) {
+      partial.push(chunk.slice(start, newline))
+      onLine(partial.join(""))
+      partial = []
+      start = newline + 1
+    }
+    if (start < chunk.length) partial.push(chunk.slice(start))
+  })
+  fromChild?.on("error", () => {})
+  const toChild = (child.stdio as ReadonlyArray<unknown>)[4] as Writable | null | undefined
+  toChild?.on("error", () => {})
   child.on("error", (error) => {
     die(crashed(`process error: ${error.message}`))
   })
@@ -315,6 +352,9 @@ const start = (
           // The exit handler reports the death.
         }
       }
+    },
+    control: (message) => {
+      if (death === undefined && toChild?.writable === true) toChild.write(`${JSON.stringify(message)}\n`)
     },
     request: (id, message, bytes) =>
       Effect.async<WorkerResult, SandboxError>((resume) => {

@@ -201,7 +201,7 @@ export const makeSession = (
         let grace: ReturnType<typeof setTimeout> | undefined
         const watchdog = new Watchdog(timeoutMs, () => {
           timedOut = true
-          proc.send({ t: "interrupt", id })
+          proc.control({ t: "interrupt", id })
           grace = setTimeout(() => {
             proc.kill(
               new SandboxError({
@@ -214,12 +214,12 @@ export const makeSession = (
         })
         proc.onCall = (call: HostCall) => {
           if (call.id !== id) {
-            proc.send({ t: "reply", ok: false, value: "stale host call" })
+            proc.control({ t: "reply", ok: false, value: "stale host call" })
             return
           }
           if (timedOut) {
             // Interrupted already: do not start host work the block will never wait for.
-            proc.send({ t: "reply", ok: false, value: "the block exceeded its time limit" })
+            proc.control({ t: "reply", ok: false, value: "the block exceeded its time limit" })
             return
           }
           watchdog.pause()
@@ -229,7 +229,7 @@ export const makeSession = (
               Effect.flatMap((exit) =>
                 Effect.sync(() => {
                   if (Exit.isSuccess(exit)) {
-                    proc.send({ t: "reply", ok: true, value: exit.value })
+                    proc.control({ t: "reply", ok: true, value: exit.value })
                   } else {
                     const failure = Option.getOrUndefined(Cause.failureOption(exit.cause))
                     const message =
@@ -240,7 +240,7 @@ export const makeSession = (
                           : Exit.isInterrupted(exit)
                             ? "the host call was interrupted"
                             : "the host function failed unexpectedly"
-                    proc.send({ t: "reply", ok: false, value: message })
+                    proc.control({ t: "reply", ok: false, value: message })
                   }
                   watchdog.resume()
                 })

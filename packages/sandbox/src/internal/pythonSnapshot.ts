@@ -41,7 +41,7 @@ type State =
   | { readonly _tag: "Building"; readonly done: Deferred.Deferred<Snapshot | undefined> }
   | { readonly _tag: "Ready"; readonly snapshot: Snapshot | undefined }
 
-/** One entry per (Node, Pyodide, worker) combination, for the life of the host process. */
+/** One entry per (Node, Pyodide, runtime) combination, for the life of the host process. */
 const states = new Map<string, State>()
 
 /** The default cache folder: `$XDG_CACHE_HOME/rlm-runtime`, else `~/.cache/rlm-runtime`. */
@@ -58,7 +58,7 @@ export const defaultSnapshotDir = (): string | undefined => {
 
 /**
  * What the snapshot depends on: the Node binary, the Pyodide files and the
- * worker's load options (its source). Pyodide itself refuses a snapshot of
+ * child's load options (its source). Pyodide itself refuses a snapshot of
  * another build.
  */
 const snapshotKey = (options: ProcessOptions): string => {
@@ -72,7 +72,7 @@ const snapshotKey = (options: ProcessOptions): string => {
       hash.update(`${file}:missing\0`)
     }
   }
-  for (const file of ["python-worker.mjs", "snapshot-image.mjs", "python_repl.py"]) {
+  for (const file of ["python-child.mjs", "snapshot-image.mjs", "python_repl.py"]) {
     try {
       hash.update(readFileSync(fileURLToPath(new URL(`../../runtime/${file}`, import.meta.url))))
     } catch {
