@@ -55,6 +55,16 @@ process.on("disconnect", () => process.exit(0))
 // this process running forever).
 if (!process.connected) process.exit(0)
 
+// Requests may arrive before the interpreter is ready (the host sends the
+// context right after the spawn): they wait here, in order.
+let onRequest
+const early = []
+process.on("message", (message) => {
+  if (message === null || typeof message !== "object") return
+  if (onRequest === undefined) early.push(message)
+  else onRequest(message)
+})
+
 const send = (message) => {
   if (process.connected) process.send(message)
 }
@@ -312,8 +322,7 @@ const fatal = (error) => {
   }
 }
 
-process.on("message", (message) => {
-  if (message === null || typeof message !== "object") return
+const handleRequest = (message) => {
   switch (message.t) {
     case "exec": {
       Atomics.store(ctrl, 2, Number.isSafeInteger(message.id) ? message.id : 0)
@@ -364,7 +373,7 @@ process.on("message", (message) => {
       return
     }
   }
-})
+}
 
 // --- The context: `n` bytes of UTF-8 on stdin (fd 0),
 // written by the host right after the request. They are read straight into a
@@ -432,3 +441,5 @@ function lastLine(error) {
 }
 
 send({ t: "ready", snapshot: snapshotStatus })
+onRequest = handleRequest
+for (const message of early.splice(0)) handleRequest(message)

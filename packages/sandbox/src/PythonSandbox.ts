@@ -14,7 +14,13 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
-import { defaultPyodideDir, type ProcessOptions, type PyProcess, spawnProcess } from "./internal/pythonProcess.js"
+import {
+  defaultPyodideDir,
+  type ProcessOptions,
+  type PyProcess,
+  spawnProcess,
+  startProcess
+} from "./internal/pythonProcess.js"
 import { defaultExecTimeout, makeSession } from "./internal/pythonRepl.js"
 import { defaultSnapshotDir, snapshotSource } from "./internal/pythonSnapshot.js"
 import { type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandbox.js"
@@ -79,6 +85,7 @@ const resolve = (options: Options | undefined) => {
   const snapshotDir = options?.snapshotDir === false ? undefined : (options?.snapshotDir ?? defaultSnapshotDir())
   const snapshots = options?.snapshot === false ? undefined : snapshotSource(processOptions, snapshotDir)
   return {
+    start: startProcess(processOptions, snapshots),
     spawn: spawnProcess(processOptions, snapshots),
     sessionOptions: {
       execTimeout: Duration.decode(options?.execTimeout ?? defaultExecTimeout),
@@ -96,11 +103,11 @@ const resolve = (options: Options | undefined) => {
  */
 export const make = (options?: Options): Effect.Effect<Sandbox.Service> =>
   Effect.sync(() => {
-    const { sessionOptions, spawn } = resolve(options)
+    const { sessionOptions, spawn, start } = resolve(options)
     return Sandbox.of({
       language: "python",
       open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
-        Effect.flatMap(spawn, (proc) => makeSession(proc, spawn, open, sessionOptions))
+        Effect.flatMap(start, ({ process, ready }) => makeSession(process, spawn, open, sessionOptions, ready))
     })
   })
 

@@ -7,6 +7,7 @@ import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
@@ -142,8 +143,10 @@ const view = (text: string, total: number, limit: number) =>
   total > limit ? { text: text + Output.truncationMarker(total - limit), truncated: true } : { text, truncated: false }
 
 /**
- * Build a session over `initial` (already started, context not loaded).
- * `respawn` starts a replacement interpreter in the session's scope.
+ * Build a session over `initial` (started, context not loaded). `ready`, if
+ * given, waits until `initial` has loaded Pyodide: the context is sent before
+ * that, so the child loads it as soon as it can. `respawn` starts a
+ * replacement interpreter in the session's scope.
  *
  * @internal
  */
@@ -151,7 +154,8 @@ export const makeSession = (
   initial: PyProcess,
   respawn: Effect.Effect<PyProcess, SandboxError, Scope.Scope>,
   open: OpenOptions,
-  options: SessionOptions
+  options: SessionOptions,
+  ready: Effect.Effect<void, SandboxError> = Effect.void
 ): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
     const limit = Math.max(0, Math.floor(open.outputLimit ?? DEFAULT_OUTPUT_LIMIT))
@@ -189,9 +193,9 @@ export const makeSession = (
       )
     })
 
-    yield* loadContext(initial, open.context).pipe(
-      Effect.catchAll((error) => (initial.isAlive() ? Effect.fail(error) : alive))
-    )
+    const loading = yield* Effect.fork(loadContext(initial, open.context))
+    yield* ready.pipe(Effect.onError(() => Fiber.interrupt(loading)))
+    yield* Fiber.join(loading).pipe(Effect.catchAll((error) => (initial.isAlive() ? Effect.fail(error) : alive)))
 
     const runExec = (proc: PyProcess, code: string) =>
       Effect.async<{ readonly raw: Record<string, unknown>; readonly timedOut: boolean }, SandboxError>((resume) => {
