@@ -43,7 +43,8 @@ if (
 }
 
 // ctrl[0]: 0 = waiting for a reply, 1 = reply posted; ctrl[1]: for short
-// sleeps; ctrl[2]: the id of the block running (interrupts for others are ignored).
+// sleeps; ctrl[2]: the id of the block running (interrupts for others are
+// ignored); ctrl[3]: 1 once the I/O thread is listening.
 const ctrl = new Int32Array(new SharedArrayBuffer(16))
 // Pyodide's interrupt buffer: 2 = SIGINT
 const intr = new Uint8Array(new SharedArrayBuffer(1))
@@ -94,7 +95,8 @@ if (mode === "repl") {
     // WITHOUT the permission model (child_process then works from the worker).
     workerData: { ctrl, intr, port: ioPort },
     transferList: [ioPort],
-    resourceLimits: { maxOldGenerationSizeMb: 64 },
+    // Room for a large reply in transit (it is held about three times while it is parsed and posted).
+    resourceLimits: { maxOldGenerationSizeMb: 256 },
     stdout: true,
     stderr: true
   })
@@ -103,6 +105,19 @@ if (mode === "repl") {
   io.on("error", (error) => crash(`the sandbox I/O thread failed: ${error?.message ?? error}`))
   io.on("exit", (code) => crash(`the sandbox I/O thread exited with code ${code}`))
   io.unref()
+}
+
+/**
+ * Wait (once, normally not at all) until the I/O thread listens, so that a
+ * block never runs without a way to reach it with a reply or an interrupt.
+ */
+function ioListening() {
+  if (Atomics.load(ctrl, 3) === 1) return
+  const deadline = Date.now() + 30_000
+  while (Atomics.load(ctrl, 3) !== 1) {
+    if (Date.now() > deadline) crash("the sandbox I/O thread did not start within 30 s")
+    Atomics.wait(ctrl, 3, 0, 100)
+  }
 }
 
 /** Report why this process is ending, then end it (a crash of the interpreter or its I/O). */
@@ -327,6 +342,8 @@ const handleRequest = (message) => {
     case "exec": {
       Atomics.store(ctrl, 2, Number.isSafeInteger(message.id) ? message.id : 0)
       intr[0] = 0
+      // (An interrupt for this block that arrives meanwhile still counts.)
+      ioListening()
       let out
       try {
         const json = execBlock(message.code, message.limit)

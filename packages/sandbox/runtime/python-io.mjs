@@ -44,3 +44,6 @@ input.on("data", (chunk) => {
 })
 // The host closing its end ends the child through the IPC channel; nothing to do here.
 input.on("error", () => {})
+// Listening: the main thread runs no block before this (ctrl[3]).
+Atomics.store(ctrl, 3, 1)
+Atomics.notify(ctrl, 3)
