@@ -77,6 +77,9 @@ export interface PyProcess {
   readonly peakRssMb: () => number | undefined
 }
 
+/** The child's whole environment is `GLIBC_TUNABLES=<this>` (see `spawnChild`). */
+export const CHILD_GLIBC_TUNABLES = "glibc.malloc.hugetlb=1"
+
 /** How long a finalizer waits for a SIGKILLed child to be reaped (normally a few ms). */
 const EXIT_WAIT = Duration.seconds(5)
 
@@ -218,7 +221,12 @@ export const spawnChild = (
       })
     ],
     {
-      env: {},
+      // Nothing of the host's environment. One setting of our own: glibc's
+      // malloc asks for transparent huge pages, so the child takes far fewer
+      // page faults while it starts (first touches of fresh memory dominate a
+      // start on a VM). Measured: Pyodide's load from the snapshot 575 -> 460 ms,
+      // page faults 37,600 -> 28,000, peak RSS +5-10 MB.
+      env: { GLIBC_TUNABLES: CHILD_GLIBC_TUNABLES },
       cwd: runtime,
       stdio: ["pipe", "pipe", "pipe", "ipc", "pipe", "pipe"],
       serialization: "json",
