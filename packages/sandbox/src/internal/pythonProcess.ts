@@ -18,6 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { SandboxError } from "../Sandbox.js"
+import { writeUtf8 } from "./utf8Stream.js"
 
 /** @internal */
 export interface ProcessOptions {
@@ -47,11 +48,14 @@ export interface PyProcess {
   readonly pid: number
   readonly isAlive: () => boolean
   readonly nextId: () => number
-  /** Send a request and wait for the child's result with the same id. */
+  /**
+   * Send a request and wait for the child's result with the same id. `input`:
+   * strings to stream to the child's stdin as UTF-8, after the request.
+   */
   readonly request: (
     id: number,
     message: Record<string, unknown>,
-    bytes?: ReadonlyArray<Uint8Array>
+    input?: ReadonlyArray<string>
   ) => Effect.Effect<WorkerResult, SandboxError>
   /** A request over IPC (`exec`, `context`, `getVar`, `listVars`); read by the child between blocks. */
   readonly send: (message: Record<string, unknown>) => void
@@ -386,8 +390,8 @@ const start = (
     control: (message) => {
       if (death === undefined && toChild?.writable === true) toChild.write(`${JSON.stringify(message)}\n`)
     },
-    request: (id, message, bytes) =>
-      Effect.async<WorkerResult, SandboxError>((resume) => {
+    request: (id, message, input) => {
+      const reply = Effect.async<WorkerResult, SandboxError>((resume) => {
         if (death !== undefined) {
           resume(Effect.fail(death))
           return
@@ -396,11 +400,18 @@ const start = (
           resume(result instanceof SandboxError ? Effect.fail(result) : Effect.succeed(result))
         )
         handle.send({ ...message, id })
-        if (bytes !== undefined) for (const chunk of bytes) child.stdin?.write(chunk)
         return Effect.sync(() => {
           pending.delete(id)
         })
-      }),
+      })
+      if (input === undefined || child.stdin === null) return reply
+      const stdin = child.stdin
+      return Effect.zipLeft(
+        reply,
+        writeUtf8(stdin, input, () => death !== undefined),
+        { concurrent: true }
+      )
+    },
     kill: (reason) => {
       if (death === undefined && reason !== undefined) die(reason)
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")

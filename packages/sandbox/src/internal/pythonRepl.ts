@@ -83,19 +83,22 @@ class Watchdog {
   }
 }
 
-const encodeContext = (context: ReplContext) => {
-  const text = Buffer.from(context.text, "utf8")
-  const docs = context.documents?.map((doc) => Buffer.from(doc, "utf8"))
-  const docBytes = docs?.map((doc) => doc.length)
-  const total = text.length + (docBytes?.reduce((a, b) => a + b, 0) ?? 0)
-  return { chunks: [text, ...(docs ?? [])], message: { t: "context", bytes: total, textBytes: text.length, docBytes } }
+/** The context request: byte counts only; the bytes follow on stdin (streamed, never copied whole). */
+const contextRequest = (context: ReplContext) => {
+  const textBytes = Buffer.byteLength(context.text, "utf8")
+  const docBytes = context.documents?.map((doc) => Buffer.byteLength(doc, "utf8"))
+  const total = textBytes + (docBytes?.reduce((a, b) => a + b, 0) ?? 0)
+  return {
+    input: [context.text, ...(context.documents ?? [])],
+    message: { t: "context", bytes: total, textBytes, docBytes }
+  }
 }
 
 /** Load the context into a fresh interpreter: once, as UTF-8 bytes. */
 export const loadContext = (proc: PyProcess, context: ReplContext): Effect.Effect<void, SandboxError> =>
   Effect.suspend(() => {
-    const { chunks, message } = encodeContext(context)
-    return proc.request(proc.nextId(), message, chunks)
+    const { input, message } = contextRequest(context)
+    return proc.request(proc.nextId(), message, input)
   }).pipe(
     Effect.flatMap((result) =>
       result.ok === true
