@@ -1,4 +1,13 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync
+} from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
@@ -360,16 +369,30 @@ describe("PythonSandbox memory snapshot", () => {
     })
 
   it.live(
-    "the snapshot is cached in the given folder (0600); a corrupt one falls back to a plain load, is deleted and said so",
+    "the snapshot is cached in the given folder (0600), beside the 3 most recently used of other versions; a corrupt one falls back to a plain load, is deleted and said so",
     () =>
       Effect.gen(function* () {
         const dir = mkdtempSync(path.join(os.tmpdir(), "rlm-snapshot-test-"))
         try {
+          // Snapshots of other versions, used 1-5 hours ago: the 3 most recent are kept.
+          const others = [1, 2, 3, 4, 5].map((hours) => {
+            const name = `pyodide-snapshot-${String(hours).repeat(32)}.bin`
+            writeFileSync(path.join(dir, name), "other version")
+            const then = new Date(Date.now() - hours * 3_600_000)
+            utimesSync(path.join(dir, name), then, then)
+            return name
+          })
           // Built in a child, written to the folder, then restored.
           const first = yield* runLogged(yield* PythonSandbox.make({ snapshotDir: dir }))
           assert.deepStrictEqual(first, { stdout: "snap False False False\n", logs: [] })
-          const files = readdirSync(dir).filter((f) => f.endsWith(".bin"))
+          const files = readdirSync(dir).filter((f) => f.endsWith(".bin") && !others.includes(f))
           assert.strictEqual(files.length, 1)
+          assert.deepStrictEqual(
+            readdirSync(dir)
+              .filter((f) => others.includes(f))
+              .sort(),
+            others.slice(0, 3).sort()
+          )
           const file = path.join(dir, files[0] ?? "")
           assert.strictEqual(statSync(file).mode & 0o777, 0o600)
           // Sparse: the zero pages of the interpreter's memory are not stored.

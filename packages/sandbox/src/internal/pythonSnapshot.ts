@@ -25,6 +25,7 @@ import {
   renameSync,
   statSync,
   unlinkSync,
+  utimesSync,
   writeFileSync
 } from "node:fs"
 import * as os from "node:os"
@@ -96,13 +97,26 @@ const readCached = (file: string): Snapshot | undefined => {
     if (!statSync(file).isFile()) return undefined
     fd = openSync(file, "r")
     const head = new Uint8Array(1025)
-    return readSync(fd, head, 0, head.length, 0) === head.length && looksLikeSnapshot(head) ? { file } : undefined
+    if (readSync(fd, head, 0, head.length, 0) !== head.length || !looksLikeSnapshot(head)) return undefined
+    // Its modification time says when it was last used (see writeCached).
+    try {
+      const now = new Date()
+      utimesSync(file, now, now)
+    } catch {
+      // A read-only cache is still a cache.
+    }
+    return { file }
   } catch {
     return undefined
   } finally {
     if (fd !== undefined) closeSync(fd)
   }
 }
+
+const SNAPSHOT_FILE = /^pyodide-snapshot-[0-9a-f]{32}\.bin$/
+
+/** How many snapshots of other versions a cache folder keeps beside the current one. */
+const KEEP_OTHERS = 3
 
 const writeCached = (dir: string, file: string, bytes: Uint8Array): boolean => {
   try {
@@ -111,11 +125,13 @@ const writeCached = (dir: string, file: string, bytes: Uint8Array): boolean => {
     writeFileSync(temp, bytes, { mode: 0o600 })
     chmodSync(temp, 0o600)
     renameSync(temp, file)
-    // Snapshots of other Pyodide/Node/runtime versions are ~15 MB each: keep only this one.
-    for (const name of readdirSync(dir)) {
-      const other = path.join(dir, name)
-      if (other !== file && /^pyodide-snapshot-[0-9a-f]{32}\.bin$/.test(name)) unlinkSync(other)
-    }
+    // Snapshots of other Pyodide/Node/runtime versions (other installs sharing
+    // this folder) are ~15 MB each: keep the most recently used few of them.
+    const others = readdirSync(dir)
+      .filter((name) => SNAPSHOT_FILE.test(name) && path.join(dir, name) !== file)
+      .map((name) => ({ path: path.join(dir, name), used: statSync(path.join(dir, name)).mtimeMs }))
+      .sort((a, b) => b.used - a.used)
+    for (const old of others.slice(KEEP_OTHERS)) unlinkSync(old.path)
     return true
   } catch {
     // A cache that cannot be written only costs the next process a rebuild.
