@@ -43,9 +43,12 @@ if (
 }
 
 // ctrl[0]: 0 = waiting for a reply, 1 = reply posted; ctrl[1]: for short
-// sleeps; ctrl[2]: the id of the block running (interrupts for others are
-// ignored); ctrl[3]: 1 once the I/O thread is listening.
-const ctrl = new Int32Array(new SharedArrayBuffer(16))
+// sleeps; ctrl[2]: the id of the request running Python (interrupts for
+// others are ignored); ctrl[3]: 1 once the I/O thread is listening; ctrl[4]:
+// the lock under which ctrl[2] and the interrupt buffer change together.
+const ctrl = new Int32Array(new SharedArrayBuffer(20))
+/** Bytes of stdin read so far for the current context request (readInto). */
+let contextRead = 0
 // Pyodide's interrupt buffer: 2 = SIGINT
 const intr = new Uint8Array(new SharedArrayBuffer(1))
 
@@ -105,6 +108,17 @@ if (mode === "repl") {
   io.on("error", (error) => crash(`the sandbox I/O thread failed: ${error?.message ?? error}`))
   io.on("exit", (code) => crash(`the sandbox I/O thread exited with code ${code}`))
   io.unref()
+}
+
+/**
+ * Mark request `id` as the one running Python (0: none), with a clear
+ * interrupt buffer; under the lock the I/O thread takes to deliver an interrupt.
+ */
+function running(id) {
+  while (Atomics.compareExchange(ctrl, 4, 0, 1) !== 0) {}
+  Atomics.store(ctrl, 2, Number.isSafeInteger(id) ? id : 0)
+  intr[0] = 0
+  Atomics.store(ctrl, 4, 0)
 }
 
 /**
@@ -340,8 +354,7 @@ const fatal = (error) => {
 const handleRequest = (message) => {
   switch (message.t) {
     case "exec": {
-      Atomics.store(ctrl, 2, Number.isSafeInteger(message.id) ? message.id : 0)
-      intr[0] = 0
+      running(message.id)
       // (An interrupt for this block that arrives meanwhile still counts.)
       ioListening()
       let out
@@ -353,12 +366,12 @@ const handleRequest = (message) => {
         fatal(error)
         out = { stdout: "", stderr: "", stdoutTotal: 0, stderrTotal: 0, error: lastLine(error) }
       }
-      intr[0] = 0
-      Atomics.store(ctrl, 2, 0)
+      running(0)
       send({ t: "result", id: message.id, ...out })
       return
     }
     case "context": {
+      contextRead = 0
       try {
         const sizes = [message.textBytes, ...(Array.isArray(message.docBytes) ? message.docBytes : [])]
         const args = sizes.map(readSegment)
@@ -367,25 +380,28 @@ const handleRequest = (message) => {
         send({ t: "result", id: message.id, ok: true })
       } catch (error) {
         fatal(error)
+        // (A Python error, such as MemoryError for a context past the memory
+        // limit.) The host is still writing the bytes: read the rest, so that
+        // it finishes and stdin stays in step.
+        const rest = Number.isSafeInteger(message.bytes) ? message.bytes - contextRead : 0
+        if (rest > 0) drain(rest)
         send({ t: "result", id: message.id, ok: false, error: lastLine(error) })
       }
       return
     }
-    case "getVar": {
-      try {
-        send({ t: "result", id: message.id, value: JSON.parse(getVar(message.name)) })
-      } catch (error) {
-        fatal(error)
-        send({ t: "result", id: message.id, error: lastLine(error) })
-      }
-      return
-    }
+    case "getVar":
     case "listVars": {
+      // Python runs here too (a variable's __str__): interruptible like a block.
+      running(message.id)
+      ioListening()
       try {
-        send({ t: "result", id: message.id, value: JSON.parse(listVars()) })
+        const json = message.t === "getVar" ? getVar(message.name) : listVars()
+        send({ t: "result", id: message.id, value: JSON.parse(json) })
       } catch (error) {
         fatal(error)
         send({ t: "result", id: message.id, error: lastLine(error) })
+      } finally {
+        running(0)
       }
       return
     }
@@ -397,6 +413,17 @@ const handleRequest = (message) => {
 // fresh Python str of n characters (one copy, no intermediate buffers); when
 // they turn out not to be pure ASCII, that placeholder is dropped unused and
 // Python decodes a copy of the bytes instead.
+/** Read and drop `n` bytes of stdin. */
+function drain(n) {
+  const scratch = new Uint8Array(Math.min(n, 1 << 20))
+  let left = n
+  while (left > 0) {
+    const part = scratch.subarray(0, Math.min(left, scratch.length))
+    readInto(part)
+    left -= part.length
+  }
+}
+
 function readInto(target) {
   let offset = 0
   while (offset < target.length) {
@@ -412,6 +439,7 @@ function readInto(target) {
     }
     if (got === 0) throw new Error("the context stream ended early")
     offset += got
+    contextRead += got
   }
 }
 

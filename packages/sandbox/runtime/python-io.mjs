@@ -4,13 +4,20 @@
 // the host sends meanwhile, JSON lines on fd 4:
 //   {"t":"reply","ok":bool,"value":string}  the answer to the pending host call:
 //       posted on the main thread's port, which is then woken
-//   {"t":"interrupt","id":n}  a block over its time limit: written into
-//       Pyodide's interrupt buffer, if block n is the one running
+//   {"t":"interrupt","id":n}  a request over its time limit: written into
+//       Pyodide's interrupt buffer, if request n is the one running
+// When fd 4 closes, the host is gone, and this thread kills the process.
 // It never runs Python and holds nothing but these two channels.
 import { Socket } from "node:net"
 import { workerData } from "node:worker_threads"
 
 const { ctrl, intr, port } = workerData
+
+/** A spin lock on ctrl[4], held for a few instructions at a time (see python-child.mjs). */
+const lock = (words) => {
+  while (Atomics.compareExchange(words, 4, 0, 1) !== 0) {}
+}
+const unlock = (words) => Atomics.store(words, 4, 0)
 
 const handle = (line) => {
   let message
@@ -25,7 +32,11 @@ const handle = (line) => {
     Atomics.store(ctrl, 0, 1)
     Atomics.notify(ctrl, 0)
   } else if (message.t === "interrupt") {
+    // Checked and set under the lock the main thread takes when it starts
+    // and ends a request, so that a late interrupt never lands in the next one.
+    lock(ctrl)
     if (message.id === Atomics.load(ctrl, 2)) intr[0] = 2
+    unlock(ctrl)
   }
 }
 
@@ -42,8 +53,13 @@ input.on("data", (chunk) => {
   }
   if (start < chunk.length) partial.push(chunk.slice(start))
 })
-// The host closing its end ends the child through the IPC channel; nothing to do here.
-input.on("error", () => {})
+// The host is gone (its end of fd 4 closed). The main thread would notice
+// only between blocks, and a block may loop or wait on a reply forever: end
+// the whole process now.
+const hostGone = () => process.kill(process.pid, "SIGKILL")
+input.on("end", hostGone)
+input.on("close", hostGone)
+input.on("error", hostGone)
 // Listening: the main thread runs no block before this (ctrl[3]).
 Atomics.store(ctrl, 3, 1)
 Atomics.notify(ctrl, 3)

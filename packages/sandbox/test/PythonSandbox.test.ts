@@ -8,10 +8,11 @@ import {
   utimesSync,
   writeFileSync
 } from "node:fs"
+import { spawn } from "node:child_process"
 import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Logger, Option, Scope } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Logger, Option, Scope } from "effect"
 import * as Output from "../src/Output.js"
 import * as PythonSandbox from "../src/PythonSandbox.js"
 import * as Sandbox from "../src/Sandbox.js"
@@ -62,6 +63,21 @@ layer(
           "NODE_CHANNEL_SERIALIZATION_MODE=json"
         ])
       }
+    })
+  )
+
+  it.effect("reading a variable whose own __str__ never returns is interrupted like a block; the REPL goes on", () =>
+    Effect.gen(function* () {
+      const { repl } = yield* Session
+      yield* exec(`class Slow:\n    def __str__(self):\n        while True:\n            pass\nslow = Slow()`)
+      const started = Date.now()
+      const value = yield* repl.getVar("slow")
+      assert.match(
+        Option.getOrElse(value, () => ""),
+        /^<unprintable Slow: /
+      )
+      assert.isBelow(Date.now() - started, 3000 + 1000)
+      assert.strictEqual((yield* exec(`print("still here")`)).stdout, "still here\n")
     })
   )
 
@@ -346,6 +362,55 @@ describe("PythonSandbox lifecycle", () => {
         assert.strictEqual(hits.stdout, "([15], ['prem', 'ière'])\n")
       }).pipe(Effect.scoped),
     120_000
+  )
+})
+
+describe("PythonSandbox failures around a session", () => {
+  it.live(
+    "a context past the memory limit fails the open with the interpreter's reason (it does not hang)",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* PythonSandbox.make({ memoryMb: 64 })
+        const exit = yield* Effect.exit(
+          Effect.scoped(sandbox.open({ context: { text: "x".repeat(80 * 1024 * 1024) }, host: recordingHost().host }))
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+        assert.isTrue(Option.isSome(error))
+        const failure = Option.getOrThrow(error)
+        assert.strictEqual(failure.reason, "Protocol")
+        assert.match(failure.message, /Loading the context failed: [\s\S]*MemoryError/)
+      }).pipe(Effect.timeout("60 seconds")),
+    90_000
+  )
+
+  it.live(
+    "the interpreter process does not outlive its host, even in the middle of an endless block",
+    () =>
+      Effect.gen(function* () {
+        // A host in its own process: it opens a session, prints the interpreter's pid and runs `while True: pass`.
+        const script = path.join(import.meta.dirname, "fixtures", "hostThatDies.ts")
+        const root = path.resolve(import.meta.dirname, "../../..")
+        const host = spawn(process.execPath, ["--import", "tsx", script], {
+          cwd: root,
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+        const pid = yield* Effect.async<number>((resume) => {
+          let out = ""
+          host.stdout?.on("data", (chunk: Buffer) => {
+            out += chunk.toString("utf8")
+            const match = /^PID (\d+)$/m.exec(out)
+            if (match?.[1] !== undefined) resume(Effect.succeed(Number(match[1])))
+          })
+        })
+        yield* Effect.sleep("500 millis")
+        assert.isTrue(processExists(pid), "the interpreter runs the endless block")
+        host.kill("SIGKILL")
+        const deadline = Date.now() + 10_000
+        while (processExists(pid) && Date.now() < deadline) yield* Effect.sleep("100 millis")
+        assert.isFalse(processExists(pid), `interpreter ${pid} outlived its host`)
+      }),
+    90_000
   )
 })
 

@@ -276,6 +276,7 @@ const start = (
   let death: SandboxError | undefined
   let crashMessage: string | undefined
   let stderrTail = ""
+  let sawOutOfMemory = false
   let snapshotFailure: string | undefined
   let nextId = 1
   let exited = false
@@ -283,7 +284,10 @@ const start = (
 
   child.stdout?.resume()
   child.stderr?.on("data", (chunk: Buffer) => {
-    stderrTail = (stderrTail + chunk.toString("utf8")).slice(-2000)
+    const text = chunk.toString("utf8")
+    // V8's out-of-memory abort prints a long native stack after the line that says so.
+    if (/OUT_OF_MEMORY|out of memory/i.test(text)) sawOutOfMemory = true
+    stderrTail = (stderrTail + text).slice(-2000)
   })
   child.stdin?.on("error", () => {})
 
@@ -354,11 +358,13 @@ const start = (
   child.on("error", (error) => {
     die(crashed(`process error: ${error.message}`))
   })
-  child.on("exit", (code, signal) => {
-    exited = true
-    for (const waiter of exitWaiters) waiter()
-    exitWaiters.clear()
-    const detail = crashMessage ?? `exit code ${code}, signal ${signal}${stderrTail ? `: ${stderrTail.trim()}` : ""}`
+  // Why it died is decided once its output is read to the end ("close"): at
+  // "exit" the crash line on fd 5 or stderr may still be unread. A fallback
+  // timer covers pipes some other process would keep open.
+  let exitStatus: string | undefined
+  const classify = () => {
+    if (exitStatus === undefined || death !== undefined) return
+    const detail = crashMessage ?? `${exitStatus}${stderrTail ? `: ${stderrTail.trim()}` : ""}`
     if (!ready) {
       die(
         new SandboxError({
@@ -367,9 +373,17 @@ const start = (
         })
       )
     } else {
-      die(/OUT_OF_MEMORY|out of memory/i.test(detail) ? outOfMemory(detail) : crashed(detail))
+      die(sawOutOfMemory || /OUT_OF_MEMORY|out of memory/i.test(detail) ? outOfMemory(detail) : crashed(detail))
     }
+  }
+  child.on("exit", (code, signal) => {
+    exited = true
+    for (const waiter of exitWaiters) waiter()
+    exitWaiters.clear()
+    exitStatus = `exit code ${code}, signal ${signal}`
+    setTimeout(classify, 250).unref()
   })
+  child.on("close", () => classify())
 
   const handle: PyProcess = {
     pid: child.pid ?? -1,

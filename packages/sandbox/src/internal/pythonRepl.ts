@@ -316,11 +316,37 @@ export const makeSession = (
         })
       )
 
+    // getVar/listVars run Python too (a variable's own __str__, say): the same
+    // time limit as a block. Interrupted, they answer; ignoring the interrupt,
+    // the interpreter is killed like a block's.
+    const guarded = (proc: PyProcess, message: Record<string, unknown>) =>
+      Effect.gen(function* () {
+        const id = proc.nextId()
+        const watchdog = yield* Effect.fork(
+          Effect.sleep(execTimeout).pipe(
+            Effect.zipRight(Effect.sync(() => proc.control({ t: "interrupt", id }))),
+            Effect.zipRight(Effect.sleep(options.gracePeriod)),
+            Effect.zipRight(
+              Effect.sync(() =>
+                proc.kill(
+                  new SandboxError({
+                    reason: "Timeout",
+                    message: `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`,
+                    stateLost: true
+                  })
+                )
+              )
+            )
+          )
+        )
+        return yield* proc.request(id, message).pipe(Effect.ensuring(Fiber.interrupt(watchdog)))
+      })
+
     const query = (message: Record<string, unknown>) =>
       lock.withPermits(1)(
         Effect.gen(function* () {
           const proc = yield* alive
-          const result = yield* proc.request(proc.nextId(), message)
+          const result = yield* guarded(proc, message)
           if (typeof result.error === "string") {
             return yield* Effect.fail(new SandboxError({ reason: "Protocol", message: result.error }))
           }
