@@ -206,10 +206,15 @@ export const makeSession = (
         let timedOut = false
         let finished = false
         let grace: ReturnType<typeof setTimeout> | undefined
+        let resend: ReturnType<typeof setInterval> | undefined
         const watchdog = new Watchdog(timeoutMs, () => {
           timedOut = true
           proc.control({ t: "interrupt", id })
+          // Asked again until the grace period ends: the interrupt is idempotent,
+          // and one that arrived before the block was marked running is ignored.
+          resend = setInterval(() => proc.control({ t: "interrupt", id }), 250)
           grace = setTimeout(() => {
+            clearInterval(resend)
             proc.kill(
               new SandboxError({
                 reason: "Timeout",
@@ -259,6 +264,7 @@ export const makeSession = (
           finished = true
           watchdog.stop()
           clearTimeout(grace)
+          clearInterval(resend)
           proc.onCall = undefined
         }
         Effect.runCallback(proc.request(id, { t: "exec", code, limit }), {
