@@ -8,10 +8,21 @@
 //       Pyodide's interrupt buffer, if request n is the one running
 // When fd 4 closes, the host is gone, and this thread kills the process.
 // It never runs Python and holds nothing but these two channels.
+import { writeSync } from "node:fs"
 import { Socket } from "node:net"
 import { workerData } from "node:worker_threads"
 
 const { ctrl, intr, port } = workerData
+
+// Without this thread a running block can be neither answered nor
+// interrupted, and the main thread, busy with the block, would not learn of
+// its death: end the whole process, saying why on stderr (the host shows it).
+process.on("uncaughtException", (error) => {
+  try {
+    writeSync(2, `the sandbox I/O thread failed: ${String(error?.stack ?? error).slice(0, 1000)}\n`)
+  } catch {}
+  process.kill(process.pid, "SIGKILL")
+})
 
 /** A spin lock on ctrl[4], held for a few instructions at a time (see python-child.mjs). */
 const lock = (words) => {
