@@ -11,6 +11,7 @@
 import { writeSync } from "node:fs"
 import { Socket } from "node:net"
 import { workerData } from "node:worker_threads"
+import { onJsonLines } from "./json-lines.mjs"
 
 const { ctrl, intr, port } = workerData
 
@@ -30,14 +31,7 @@ const lock = (words) => {
 }
 const unlock = (words) => Atomics.store(words, 4, 0)
 
-const handle = (line) => {
-  let message
-  try {
-    message = JSON.parse(line)
-  } catch {
-    return
-  }
-  if (message === null || typeof message !== "object") return
+const handle = (message) => {
   if (message.t === "reply") {
     port.postMessage({ ok: message.ok === true, value: String(message.value) })
     Atomics.store(ctrl, 0, 1)
@@ -52,18 +46,7 @@ const handle = (line) => {
 }
 
 const input = new Socket({ fd: 4, readable: true, writable: false })
-input.setEncoding("utf8")
-let partial = []
-input.on("data", (chunk) => {
-  let start = 0
-  for (let newline = chunk.indexOf("\n"); newline !== -1; newline = chunk.indexOf("\n", start)) {
-    partial.push(chunk.slice(start, newline))
-    handle(partial.join(""))
-    partial = []
-    start = newline + 1
-  }
-  if (start < chunk.length) partial.push(chunk.slice(start))
-})
+onJsonLines(input, handle)
 // The host is gone (its end of fd 4 closed). The main thread would notice
 // only between blocks, and a block may loop or wait on a reply forever: end
 // the whole process now.

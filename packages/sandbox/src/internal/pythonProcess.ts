@@ -18,6 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { SandboxError } from "../Sandbox.js"
+import { onJsonLines } from "../../runtime/json-lines.mjs"
 import { writeUtf8 } from "./utf8Stream.js"
 
 /** @internal */
@@ -324,16 +325,7 @@ const start = (
   })
   // Host calls and crash reports: JSON lines on fd 5.
   const fromChild = (child.stdio as ReadonlyArray<unknown>)[5] as Readable | null | undefined
-  fromChild?.setEncoding("utf8")
-  let partial: Array<string> = []
-  const onLine = (line: string) => {
-    let message: any
-    try {
-      message = JSON.parse(line)
-    } catch {
-      return
-    }
-    if (message === null || typeof message !== "object") return
+  const onMessage = (message: Record<string, any>) => {
     if (message.t === "call") {
       const call: HostCall = { id: message.id, kind: String(message.kind), payload: String(message.payload) }
       if (handle.onCall !== undefined) handle.onCall(call)
@@ -342,16 +334,7 @@ const start = (
       crashMessage = String(message.message).slice(0, 1000)
     }
   }
-  fromChild?.on("data", (chunk: string) => {
-    let start = 0
-    for (let newline = chunk.indexOf("\n"); newline !== -1; newline = chunk.indexOf("\n", start)) {
-      partial.push(chunk.slice(start, newline))
-      onLine(partial.join(""))
-      partial = []
-      start = newline + 1
-    }
-    if (start < chunk.length) partial.push(chunk.slice(start))
-  })
+  if (fromChild) onJsonLines(fromChild, onMessage)
   fromChild?.on("error", () => {})
   const toChild = (child.stdio as ReadonlyArray<unknown>)[4] as Writable | null | undefined
   toChild?.on("error", () => {})
