@@ -242,6 +242,48 @@ layer(
     })
   )
 
+  it.effect("an interrupted block that answers while the host is not running is not killed", () =>
+    Effect.gen(function* () {
+      // The block stops looping at the interrupt (t = 3 s), ignores the
+      // interrupts sent again, and answers about 0.5 s later, while this
+      // process is busy from 3.2 s to 5.2 s in a callback run after I/O (as a
+      // loaded or stalled host would be): its grace timer (due at 4 s) then
+      // comes due before the waiting answer is read.
+      const stall = yield* Effect.fork(
+        Effect.sleep("3200 millis").pipe(
+          Effect.zipRight(
+            Effect.async<void>((resume) => {
+              setImmediate(() => {
+                Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000)
+                resume(Effect.void)
+              })
+            })
+          )
+        )
+      )
+      const r = yield* exec(
+        [
+          "import signal, time",
+          "survivor = 42",
+          "try:",
+          "    while True:",
+          "        pass",
+          "except KeyboardInterrupt:",
+          "    signal.signal(signal.SIGINT, signal.SIG_IGN)",
+          "t = time.time()",
+          "while time.time() - t < 0.5:",
+          "    pass",
+          "signal.signal(signal.SIGINT, signal.default_int_handler)",
+          "print('answered')"
+        ].join("\n")
+      )
+      yield* Fiber.join(stall)
+      assert.isUndefined(r.error)
+      assert.strictEqual(r.stdout, "answered\n")
+      assert.strictEqual((yield* exec(`survivor`)).stdout, "42\n")
+    })
+  )
+
   it.effect("a memory bomb raises MemoryError inside Python; the host and the REPL survive", () =>
     Effect.gen(function* () {
       const r = yield* exec(`big = bytearray(700 * 2**20)`)

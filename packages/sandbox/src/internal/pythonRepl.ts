@@ -25,6 +25,7 @@ import {
   type VarInfo
 } from "../Sandbox.js"
 import type { HostCall, PyProcess } from "./pythonProcess.js"
+import { Watchdog } from "./watchdog.js"
 
 /** @internal */
 export interface SessionOptions {
@@ -33,55 +34,6 @@ export interface SessionOptions {
 }
 
 const DEFAULT_EXEC_TIMEOUT = Duration.seconds(30)
-
-/**
- * A countdown that stops while the interpreter waits on the host, so time
- * spent in `llm_query` does not count against the block's limit.
- */
-class Watchdog {
-  private remaining: number
-  private startedAt: number | undefined
-  private timer: ReturnType<typeof setTimeout> | undefined
-  private paused = 0
-  private done = false
-
-  constructor(
-    budgetMs: number,
-    private readonly onExpire: () => void
-  ) {
-    this.remaining = budgetMs
-  }
-
-  start() {
-    this.startedAt = Date.now()
-    this.timer = setTimeout(() => this.expire(), this.remaining)
-  }
-
-  pause() {
-    if (this.done) return
-    if (this.paused++ === 0 && this.startedAt !== undefined) {
-      clearTimeout(this.timer)
-      this.remaining -= Date.now() - this.startedAt
-      this.startedAt = undefined
-    }
-  }
-
-  resume() {
-    if (this.done) return
-    if (--this.paused === 0) this.start()
-  }
-
-  stop() {
-    this.done = true
-    clearTimeout(this.timer)
-  }
-
-  private expire() {
-    if (this.done) return
-    this.done = true
-    this.onExpire()
-  }
-}
 
 /** The context request: byte counts only; the bytes follow on stdin (streamed, never copied whole). */
 const contextRequest = (context: ReplContext) => {
@@ -203,18 +155,12 @@ export const makeSession = (
     const runExec = (proc: PyProcess, code: string) =>
       Effect.async<{ readonly raw: Record<string, unknown>; readonly timedOut: boolean }, SandboxError>((resume) => {
         const id = proc.nextId()
-        let timedOut = false
         let finished = false
-        let grace: ReturnType<typeof setTimeout> | undefined
-        let resend: ReturnType<typeof setInterval> | undefined
-        const watchdog = new Watchdog(timeoutMs, () => {
-          timedOut = true
-          proc.control({ t: "interrupt", id })
-          // Asked again until the grace period ends: the interrupt is idempotent,
-          // and one that arrived before the block was marked running is ignored.
-          resend = setInterval(() => proc.control({ t: "interrupt", id }), 250)
-          grace = setTimeout(() => {
-            clearInterval(resend)
+        const watchdog = new Watchdog({
+          limitMs: timeoutMs,
+          graceMs,
+          interrupt: () => proc.control({ t: "interrupt", id }),
+          kill: () =>
             proc.kill(
               new SandboxError({
                 reason: "Timeout",
@@ -222,14 +168,13 @@ export const makeSession = (
                 stateLost: true
               })
             )
-          }, graceMs)
         })
         proc.onCall = (call: HostCall) => {
           if (call.id !== id) {
             proc.control({ t: "reply", ok: false, value: "stale host call" })
             return
           }
-          if (timedOut) {
+          if (watchdog.timedOut) {
             // Interrupted already: do not start host work the block will never wait for.
             proc.control({ t: "reply", ok: false, value: "the block exceeded its time limit" })
             return
@@ -263,14 +208,16 @@ export const makeSession = (
         const finish = () => {
           finished = true
           watchdog.stop()
-          clearTimeout(grace)
-          clearInterval(resend)
           proc.onCall = undefined
         }
         Effect.runCallback(proc.request(id, { t: "exec", code, limit }), {
           onExit: (exit) => {
             finish()
-            resume(Exit.isSuccess(exit) ? Effect.succeed({ raw: exit.value, timedOut }) : Effect.failCause(exit.cause))
+            resume(
+              Exit.isSuccess(exit)
+                ? Effect.succeed({ raw: exit.value, timedOut: watchdog.timedOut })
+                : Effect.failCause(exit.cause)
+            )
           }
         })
         watchdog.start()
@@ -326,26 +273,26 @@ export const makeSession = (
     // time limit as a block. Interrupted, they answer; ignoring the interrupt,
     // the interpreter is killed like a block's.
     const guarded = (proc: PyProcess, message: Record<string, unknown>) =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         const id = proc.nextId()
-        const watchdog = yield* Effect.fork(
-          Effect.sleep(execTimeout).pipe(
-            Effect.zipRight(Effect.sync(() => proc.control({ t: "interrupt", id }))),
-            Effect.zipRight(Effect.sleep(options.gracePeriod)),
-            Effect.zipRight(
-              Effect.sync(() =>
-                proc.kill(
-                  new SandboxError({
-                    reason: "Timeout",
-                    message: `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`,
-                    stateLost: true
-                  })
-                )
-              )
+        const watchdog = new Watchdog({
+          limitMs: timeoutMs,
+          graceMs,
+          interrupt: () => proc.control({ t: "interrupt", id }),
+          kill: () =>
+            proc.kill(
+              new SandboxError({
+                reason: "Timeout",
+                message: `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`,
+                stateLost: true
+              })
             )
-          )
+        })
+        return Effect.acquireUseRelease(
+          Effect.sync(() => watchdog.start()),
+          () => proc.request(id, message),
+          () => Effect.sync(() => watchdog.stop())
         )
-        return yield* proc.request(id, message).pipe(Effect.ensuring(Fiber.interrupt(watchdog)))
       })
 
     const query = (message: Record<string, unknown>) =>

@@ -1,0 +1,113 @@
+/**
+ * The time limit of one request to the Python child (a block, or reading
+ * variables): a countdown that can pause while the interpreter waits on the
+ * host; at zero, interrupt; if the request is still running after the grace
+ * period, kill.
+ */
+
+/** How often the interrupt is sent again during the grace period. */
+const RESEND_MS = 250
+
+/** @internal */
+export interface WatchdogOptions {
+  /** The request's time limit. */
+  readonly limitMs: number
+  /** How long an interrupted request may take to stop before the kill. */
+  readonly graceMs: number
+  /** Ask the child to interrupt the request (idempotent: sent again during the grace period). */
+  readonly interrupt: () => void
+  /** The request ignored the interrupt: kill the interpreter. */
+  readonly kill: () => void
+}
+
+/**
+ * Started with `start`, ended with `stop` once the request has answered.
+ *
+ * Two timing hazards are handled here rather than by callers:
+ * - An interrupt that reaches the child before the request is marked running
+ *   there is ignored by the child (it may belong to an earlier request): it is
+ *   therefore sent again every 250 ms until the grace period ends.
+ * - A timer of a process that was not scheduled for a while (a loaded machine,
+ *   a stalled VM) fires before the I/O that arrived meanwhile is read, so the
+ *   request's answer may already be waiting. The kill therefore waits one turn
+ *   of the event loop (`setImmediate`, which runs after pending I/O), and a grace
+ *   timer that fired late by more than half the grace period gives the child
+ *   one more grace period, measured while this process was running too.
+ *
+ * @internal
+ */
+export class Watchdog {
+  private remaining: number
+  private startedAt: number | undefined
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private resend: ReturnType<typeof setInterval> | undefined
+  private immediate: ReturnType<typeof setImmediate> | undefined
+  private paused = 0
+  private extended = false
+  private expired = false
+  private done = false
+
+  constructor(private readonly options: WatchdogOptions) {
+    this.remaining = options.limitMs
+  }
+
+  /** Whether the limit was reached (the request was interrupted). */
+  get timedOut(): boolean {
+    return this.expired
+  }
+
+  start(): void {
+    if (this.done || this.expired) return
+    this.startedAt = Date.now()
+    this.timer = setTimeout(() => this.expire(), this.remaining)
+  }
+
+  /** The interpreter waits on the host: the time until `resume` does not count. Nests. */
+  pause(): void {
+    if (this.done || this.expired) return
+    if (this.paused++ === 0 && this.startedAt !== undefined) {
+      clearTimeout(this.timer)
+      this.remaining -= Date.now() - this.startedAt
+      this.startedAt = undefined
+    }
+  }
+
+  resume(): void {
+    if (this.done || this.expired) return
+    if (--this.paused === 0) this.start()
+  }
+
+  /** The request answered: no interrupt, no kill from now on. Idempotent. */
+  stop(): void {
+    this.done = true
+    clearTimeout(this.timer)
+    clearInterval(this.resend)
+    if (this.immediate !== undefined) clearImmediate(this.immediate)
+  }
+
+  private expire(): void {
+    if (this.done) return
+    this.expired = true
+    this.options.interrupt()
+    this.resend = setInterval(() => {
+      if (!this.done) this.options.interrupt()
+    }, RESEND_MS)
+    this.grace(this.options.graceMs)
+  }
+
+  private grace(ms: number): void {
+    const due = Date.now() + ms
+    this.timer = setTimeout(() => {
+      if (this.done) return
+      if (!this.extended && Date.now() - due > this.options.graceMs / 2) {
+        this.extended = true
+        return this.grace(this.options.graceMs)
+      }
+      this.immediate = setImmediate(() => {
+        if (this.done) return
+        this.stop()
+        this.options.kill()
+      })
+    }, ms)
+  }
+}
