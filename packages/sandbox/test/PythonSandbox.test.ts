@@ -324,13 +324,15 @@ layer(
     })
   )
 
-  it.effect("a killed interpreter is reported as Crashed and replaced", () =>
+  it.effect("an interpreter killed between blocks is reported once as Crashed, then replaced", () =>
     Effect.gen(function* () {
       yield* exec(`lost = 1`)
       const pids = sandboxChildren()
       assert.isAtLeast(pids.length, 1)
       for (const pid of pids) process.kill(pid, "SIGKILL")
       for (const pid of pids) assert.isTrue(yield* exited(pid))
+      // Long enough for the host to have seen the death before the next block.
+      yield* Effect.sleep("500 millis")
       const { repl } = yield* Session
       const exit = yield* Effect.exit(repl.exec(`lost`))
       assert.isTrue(Exit.isFailure(exit))

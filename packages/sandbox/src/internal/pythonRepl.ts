@@ -129,7 +129,23 @@ export const makeSession = (
       })
     )
 
-    // A dead process is replaced lazily, with the context reloaded.
+    // The dead process whose death the caller has been told of: by the failure
+    // of the request it was running, or by `alive` below.
+    let reported: PyProcess | undefined
+    /** After a failed request: if its process died, the caller now knows. */
+    const noteDeath =
+      (proc: PyProcess) =>
+      <A, E, R>(request: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+        Effect.tapError(request, () =>
+          Effect.sync(() => {
+            if (!proc.isAlive()) reported = proc
+          })
+        )
+
+    // A dead process is replaced lazily, with the context reloaded. One that
+    // died between requests (killed from outside, say) is first reported, once,
+    // as the failure of the next request: its variables are gone, and a block
+    // run silently in a fresh interpreter would only meet NameErrors.
     const alive: Effect.Effect<PyProcess, SandboxError> = Effect.suspend(() => {
       if (closed) {
         return Effect.fail(
@@ -137,6 +153,11 @@ export const makeSession = (
         )
       }
       if (current.isAlive()) return Effect.succeed(current)
+      if (reported !== current) {
+        reported = current
+        const reason = current.deathReason()
+        if (reason !== undefined) return Effect.fail(reason)
+      }
       return respawn.pipe(
         Effect.tap((proc) => loadContext(proc, open.context)),
         Effect.tap((proc) =>
@@ -150,7 +171,14 @@ export const makeSession = (
 
     const loading = yield* Effect.fork(loadContext(initial, open.context))
     yield* ready.pipe(Effect.onError(() => Fiber.interrupt(loading)))
-    yield* Fiber.join(loading).pipe(Effect.catchAll((error) => (initial.isAlive() ? Effect.fail(error) : alive)))
+    yield* Fiber.join(loading).pipe(
+      Effect.catchAll((error) => {
+        if (initial.isAlive()) return Effect.fail(error)
+        // Died while starting: nothing of the session was lost yet, start another.
+        reported = initial
+        return alive
+      })
+    )
 
     const runExec = (proc: PyProcess, code: string) =>
       Effect.async<{ readonly raw: Record<string, unknown>; readonly timedOut: boolean }, SandboxError>((resume) => {
@@ -225,6 +253,8 @@ export const makeSession = (
         return Effect.suspend(() => {
           if (finished) return Effect.void
           finish()
+          // The caller gave up on this block, and knows it: the next one just starts afresh.
+          reported = proc
           return proc.terminate(
             new SandboxError({
               reason: "Crashed",
@@ -241,7 +271,7 @@ export const makeSession = (
         Effect.gen(function* () {
           const proc = yield* alive
           const startedAt = Date.now()
-          const { raw, timedOut } = yield* runExec(proc, code)
+          const { raw, timedOut } = yield* runExec(proc, code).pipe(noteDeath(proc))
           const durationMs = Date.now() - startedAt
           const stdout = view(String(raw.stdout ?? ""), Number(raw.stdoutTotal ?? 0), limit)
           const stderr = view(String(raw.stderr ?? ""), Number(raw.stderrTotal ?? 0), limit)
@@ -299,7 +329,7 @@ export const makeSession = (
       lock.withPermits(1)(
         Effect.gen(function* () {
           const proc = yield* alive
-          const result = yield* guarded(proc, message)
+          const result = yield* guarded(proc, message).pipe(noteDeath(proc))
           if (typeof result.error === "string") {
             return yield* Effect.fail(new SandboxError({ reason: "Protocol", message: result.error }))
           }
