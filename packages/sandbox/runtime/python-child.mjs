@@ -1,27 +1,30 @@
 // The sandbox child process (plain JavaScript, not compiled by tsc): runs
-// Pyodide on its main thread. Started by the host
+// Pyodide on its main thread, its only JavaScript thread. Started by the host
 // (src/internal/pythonProcess.ts) as
 //   node --disallow-code-generation-from-strings --experimental-permission
-//        --allow-fs-read=<pyodide dir>/* --allow-fs-read=<runtime dir>/* --allow-worker
+//        --allow-fs-read=<pyodide dir>/* --allow-fs-read=<runtime dir>/*
 //        python-child.mjs <json config>
 // with an empty environment and these descriptors:
 //   0  host -> child  raw bytes: the context (and the snapshot, without a disk cache)
 //   1  child -> host  the snapshot image, in snapshot mode only
 //   3  IPC, JSON      host -> child: exec, context, getVar, listVars
 //                     child -> host: ready, result, snapshot
-//   4  host -> child  JSON lines read by the I/O thread (python-io.mjs): reply, interrupt
-//   5  child -> host  JSON lines written synchronously here: call, crashed
+//   4  host -> child  JSON lines, read synchronously here: reply
+//   5  child -> host  JSON lines, written synchronously here: call, crashed
 // While a block runs, this thread is busy: a host call writes its request on
-// fd 5 and blocks on Atomics.wait until the I/O thread has posted the reply
-// and woken it; an interrupt from the host is written by the I/O thread into
-// Pyodide's interrupt buffer. Python reaches nothing of this realm except the
-// one bridge function `call` handed to the REPL module; the realm is stripped
-// of network, module loading and process access once Pyodide has loaded, in
-// case Python ever finds a way into JavaScript.
+// fd 5 and blocks reading fd 4 until the reply has arrived. The block's time
+// limit is kept here too: Pyodide polls its "interrupt buffer" every few
+// dozen bytecodes, and that buffer answers SIGINT once the request's deadline
+// has passed (see `signalBuffer`), so no message from the
+// host is needed to stop a runaway block. The host only kills the process if
+// the block has not returned a grace period after its limit.
+// Python reaches nothing of this realm except the one bridge function `call`
+// handed to the REPL module; the realm is stripped of network, module loading
+// and process access once Pyodide has loaded, in case Python ever finds a way
+// into JavaScript.
 import { isAscii } from "node:buffer"
 import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs"
 import { pathToFileURL } from "node:url"
-import { MessageChannel, receiveMessageOnPort, Worker } from "node:worker_threads"
 import { dirtyOutsideRuns, encode, readHead, restoreInto, scanImage, withRestoreHook } from "./snapshot-image.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
@@ -30,27 +33,26 @@ const mode = config.mode === "snapshot" ? "snapshot" : "repl"
 const snapshotBytes = Number.isSafeInteger(config.snapshotBytes) && config.snapshotBytes > 0 ? config.snapshotBytes : 0
 const snapshotFile = typeof config.snapshotFile === "string" ? config.snapshotFile : undefined
 
-// --- Fail closed unless Node's permission model is active in THIS thread, with
-// no child processes, no writes and no native addons.
+// --- Fail closed unless Node's permission model is active, with no child
+// processes, no threads, no writes and no native addons.
 const permission = process.permission
 if (
   permission === undefined ||
   permission.has("child") ||
+  permission.has("worker") ||
   permission.has("fs.write") ||
   permission.has("fs.read", "/etc/passwd")
 ) {
   throw new Error("the sandbox process is not running under Node's permission model; refusing to start")
 }
 
-// ctrl[0]: 0 = waiting for a reply, 1 = reply posted; ctrl[1]: for short
-// sleeps; ctrl[2]: the id of the request running Python (interrupts for
-// others are ignored); ctrl[3]: 1 once the I/O thread is listening; ctrl[4]:
-// the lock under which ctrl[2] and the interrupt buffer change together.
-const ctrl = new Int32Array(new SharedArrayBuffer(20))
+/** For short sleeps (Atomics.wait) while a descriptor is not ready. */
+const nap = new Int32Array(new SharedArrayBuffer(4))
+const sleep = (ms) => Atomics.wait(nap, 0, 0, ms)
 /** Bytes of stdin read so far for the current context request (readInto). */
 let contextRead = 0
-// Pyodide's interrupt buffer: 2 = SIGINT
-const intr = new Uint8Array(new SharedArrayBuffer(1))
+/** Kept before the realm is stripped of process.kill (below). */
+const killSelf = process.kill.bind(process, process.pid, "SIGKILL")
 
 // The host went away: never outlive it.
 process.on("disconnect", () => process.exit(0))
@@ -82,56 +84,82 @@ const writeLine = (message) => {
       offset += writeSync(5, bytes, offset)
     } catch (error) {
       if (error?.code !== "EAGAIN") throw error
-      Atomics.wait(ctrl, 1, 0, 1)
+      sleep(1)
     }
   }
 }
 
-// The I/O thread, started first so that it boots while Pyodide loads. It
-// needs no permission beyond this process's own descriptors.
-const { port1: replies, port2: ioPort } = new MessageChannel()
-if (mode === "repl") {
-  const io = new Worker(new URL("./python-io.mjs", import.meta.url), {
-    env: {},
-    argv: [],
-    // NOTE: no `execArgv` here. On Node 20 a Worker given its own execArgv runs
-    // WITHOUT the permission model (child_process then works from the worker).
-    workerData: { ctrl, intr, port: ioPort },
-    transferList: [ioPort],
-    // Room for a large reply in transit (it is held about three times while it is parsed and posted).
-    resourceLimits: { maxOldGenerationSizeMb: 256 },
-    stdout: true,
-    stderr: true
-  })
-  io.stdout.resume()
-  io.stderr.resume()
-  io.on("error", (error) => crash(`the sandbox I/O thread failed: ${error?.message ?? error}`))
-  io.on("exit", (code) => crash(`the sandbox I/O thread exited with code ${code}`))
-  io.unref()
-}
-
+// --- Time limits. `begin(id, ms)` gives the request now running `ms`
+// milliseconds of its own time (time waiting on the host does not count, see
+// `call`). Pyodide polls its interrupt buffer (reading index 0, then writing
+// 0 there) every few dozen bytecodes of Python, also while Python sleeps or
+// waits in a regex; reading 2 raises KeyboardInterrupt in the block,
+// honouring the block's own SIGINT handler. Answered again
+// every 250 ms while the request goes on regardless. The same poll notices a
+// host that has died (this process is then re-parented) within 100 ms, even in
+// the middle of an endless block.
+const AGAIN_MS = 250
+const HOST_CHECK_MS = 100
+const hostPid = process.ppid
+/** The id of the request running Python (0: none); a host call carries it. */
+let currentId = 0
+/** performance.now() at which the running request is interrupted. */
+let deadline = Number.POSITIVE_INFINITY
+/** Whether the running request has been interrupted for its time limit. */
+let timedOut = false
+let nextHostCheck = 0
 /**
- * Mark request `id` as the one running Python (0: none), with a clear
- * interrupt buffer; under the lock the I/O thread takes to deliver an interrupt.
+ * What a poll finds. Pyodide fetches the buffer up to three times per poll
+ * (to test it, to read [0], to write 0 back), each time through the getter
+ * below, so the alarm stays up until its [0] has been read: raised on any of
+ * the three, it is delivered on the read.
  */
-function running(id) {
-  while (Atomics.compareExchange(ctrl, 4, 0, 1) !== 0) {}
-  Atomics.store(ctrl, 2, Number.isSafeInteger(id) ? id : 0)
-  intr[0] = 0
-  Atomics.store(ctrl, 4, 0)
+const QUIET = new Uint8Array(1)
+let alarm = false
+const ALARM = {
+  get 0() {
+    alarm = false
+    timedOut = true
+    deadline = performance.now() + AGAIN_MS
+    return 2 // SIGINT
+  },
+  set 0(_) {}
 }
-
-/**
- * Wait (once, normally not at all) until the I/O thread listens, so that a
- * block never runs without a way to reach it with a reply or an interrupt.
- */
-function ioListening() {
-  if (Atomics.load(ctrl, 3) === 1) return
-  const deadline = Date.now() + 30_000
-  while (Atomics.load(ctrl, 3) !== 1) {
-    if (Date.now() > deadline) crash("the sandbox I/O thread did not start within 30 s")
-    Atomics.wait(ctrl, 3, 0, 100)
+/** Fetches since the clock was last read, and how many to let pass before reading it. */
+let polls = 0
+let stride = 1
+let clockReadAt = 0
+/** The interrupt buffer, as Module.Py_EmscriptenSignalBuffer (see the setup below). */
+function signalBuffer() {
+  if (alarm) return ALARM
+  if (++polls < stride) return QUIET
+  polls = 0
+  const now = performance.now()
+  // Pure Python polls every 0.3-3 µs, and reading the clock each time would
+  // cost it 15-18%: while polls come that fast, the clock is read at every
+  // 8th fetch. Python that polls rarely (a sleep: every 50 ms) reads it at each.
+  stride = now - clockReadAt < 0.1 ? 8 : 1
+  clockReadAt = now
+  if (now >= nextHostCheck) {
+    nextHostCheck = now + HOST_CHECK_MS
+    if (process.ppid !== hostPid) killSelf()
   }
+  if (now < deadline) return QUIET
+  alarm = true
+  return ALARM
+}
+
+function begin(id, ms) {
+  currentId = Number.isSafeInteger(id) ? id : 0
+  timedOut = false
+  alarm = false
+  deadline = typeof ms === "number" && ms > 0 ? performance.now() + ms : Number.POSITIVE_INFINITY
+}
+
+function end() {
+  currentId = 0
+  alarm = false
+  deadline = Number.POSITIVE_INFINITY
 }
 
 /** Report why this process is ending, then end it (a crash of the interpreter or its I/O). */
@@ -276,21 +304,63 @@ try {
   py._module.SOCKFS.websocket_sock_ops.listen = refuse
 } catch {}
 
-py.setInterruptBuffer(intr)
+// Pyodide reads `Module.Py_EmscriptenSignalBuffer[0]` at every poll: that
+// property becomes a getter answering from this thread's own clock: a plain
+// buffer of zeros, except at the deadline. (An object with an indexed getter
+// for [0] at every poll cost CPU-bound Python 20-30%.)
+py.setInterruptBuffer(QUIET)
+Object.defineProperty(py._module, "Py_EmscriptenSignalBuffer", { get: signalBuffer, set() {}, configurable: false })
 
 // --- The bridge: the only JavaScript function Python is given. It validates
-// its arguments, writes the call, and blocks until the I/O thread has the reply.
+// its arguments, writes the call, and blocks until the reply has arrived; the
+// request's time limit stands still meanwhile.
 const KINDS = new Set(["llm", "llm_batched", "rlm", "rlm_batched"])
 const call = (kind, payload) => {
   if (typeof kind !== "string" || !KINDS.has(kind) || typeof payload !== "string") {
     return "0invalid host call"
   }
-  Atomics.store(ctrl, 0, 0)
-  writeLine({ t: "call", id: Atomics.load(ctrl, 2), kind, payload })
-  Atomics.wait(ctrl, 0, 0)
-  const reply = receiveMessageOnPort(replies)?.message
-  if (reply === undefined) return "0no reply from host"
-  return (reply.ok ? "1" : "0") + String(reply.value)
+  const left = deadline - performance.now()
+  deadline = Number.POSITIVE_INFINITY
+  try {
+    writeLine({ t: "call", id: currentId, kind, payload })
+    const reply = readReply()
+    return (reply.ok === true ? "1" : "0") + String(reply.value)
+  } finally {
+    if (currentId !== 0 && left !== Number.POSITIVE_INFINITY) deadline = performance.now() + Math.max(0, left)
+  }
+}
+
+/** Bytes read from fd 4 past the last line (normally none: one reply per call). */
+let pending = Buffer.alloc(0)
+/** The next JSON line from the host on fd 4, waiting for it; the host gone (EOF): end this process. */
+function readReply() {
+  const chunks = pending.length > 0 ? [pending] : []
+  let newline = pending.indexOf(10)
+  let size = pending.length
+  while (newline === -1) {
+    const chunk = Buffer.allocUnsafe(65536)
+    let got
+    try {
+      got = readSync(4, chunk, 0, chunk.length, null)
+    } catch (error) {
+      if (error?.code === "EAGAIN") {
+        sleep(1)
+        continue
+      }
+      throw error
+    }
+    if (got === 0) killSelf()
+    const at = chunk.subarray(0, got).indexOf(10)
+    if (at !== -1) newline = size + at
+    chunks.push(chunk.subarray(0, got))
+    size += got
+  }
+  const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
+  pending = Buffer.from(all.subarray(newline + 1))
+  const message = JSON.parse(all.toString("utf8", 0, newline))
+  return message !== null && typeof message === "object" && message.t === "reply"
+    ? message
+    : { ok: false, value: "malformed reply from host" }
 }
 
 // Take the REPL module out of sys.modules (model code finds it only through
@@ -354,9 +424,7 @@ const fatal = (error) => {
 const handleRequest = (message) => {
   switch (message.t) {
     case "exec": {
-      running(message.id)
-      // (An interrupt for this block that arrives meanwhile still counts.)
-      ioListening()
+      begin(message.id, message.timeoutMs)
       let out
       try {
         const json = execBlock(message.code, message.limit)
@@ -366,8 +434,8 @@ const handleRequest = (message) => {
         fatal(error)
         out = { stdout: "", stderr: "", stdoutTotal: 0, stderrTotal: 0, error: lastLine(error) }
       }
-      running(0)
-      send({ t: "result", id: message.id, ...out })
+      end()
+      send({ t: "result", id: message.id, ...out, timedOut })
       return
     }
     case "context": {
@@ -391,9 +459,8 @@ const handleRequest = (message) => {
     }
     case "getVar":
     case "listVars": {
-      // Python runs here too (a variable's __str__): interruptible like a block.
-      running(message.id)
-      ioListening()
+      // Python runs here too (a variable's __str__): a time limit like a block's.
+      begin(message.id, message.timeoutMs)
       try {
         const json = message.t === "getVar" ? getVar(message.name) : listVars()
         send({ t: "result", id: message.id, value: JSON.parse(json) })
@@ -401,7 +468,7 @@ const handleRequest = (message) => {
         fatal(error)
         send({ t: "result", id: message.id, error: lastLine(error) })
       } finally {
-        running(0)
+        end()
       }
       return
     }
@@ -432,7 +499,7 @@ function readInto(target) {
       got = readSync(0, target, offset, Math.min(target.length - offset, 1 << 24), null)
     } catch (error) {
       if (error?.code === "EAGAIN") {
-        Atomics.wait(ctrl, 1, 0, 1)
+        sleep(1)
         continue
       }
       throw error

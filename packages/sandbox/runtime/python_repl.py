@@ -230,18 +230,24 @@ _MAX_RECURSION = 1000
 import time as _time
 
 _orig_sleep = _time.sleep
+_POLL = range(64)
 _monotonic = _time.monotonic
 
 
 def _sleep(seconds):
     # Pyodide's sleep blocks the thread in one piece, out of reach of the
     # interrupt buffer; sleep in short slices so a time limit can stop it.
+    # The interpreter polls for interrupts once per 50 of its checks, which a
+    # loop of slices alone would reach only every second or two: the short
+    # loop after each slice makes it poll then.
     end = _monotonic() + float(seconds)
     while True:
         left = end - _monotonic()
         if left <= 0:
             return
         _orig_sleep(min(left, 0.05))
+        for _ in _POLL:
+            pass
 
 
 import os as _os

@@ -428,34 +428,39 @@ describe("PythonSandbox failures around a session", () => {
     90_000
   )
 
-  it.live(
-    "the interpreter process does not outlive its host, even in the middle of an endless block",
-    () =>
-      Effect.gen(function* () {
-        // A host in its own process: it opens a session, prints the interpreter's pid and runs `while True: pass`.
-        const script = path.join(import.meta.dirname, "fixtures", "hostThatDies.ts")
-        const root = path.resolve(import.meta.dirname, "../../..")
-        const host = spawn(process.execPath, ["--import", "tsx", script], {
-          cwd: root,
-          stdio: ["ignore", "pipe", "inherit"]
-        })
-        const pid = yield* Effect.async<number>((resume) => {
-          let out = ""
-          host.stdout?.on("data", (chunk: Buffer) => {
-            out += chunk.toString("utf8")
-            const match = /^PID (\d+)$/m.exec(out)
-            if (match?.[1] !== undefined) resume(Effect.succeed(Number(match[1])))
+  for (const [block, what] of [
+    ["loop", "an endless loop"],
+    ["wait", "a host call never answered"]
+  ] as const) {
+    it.live(
+      `the interpreter process does not outlive its host, even in the middle of ${what}`,
+      () =>
+        Effect.gen(function* () {
+          // A host in its own process: it opens a session, prints the interpreter's pid and runs the block.
+          const script = path.join(import.meta.dirname, "fixtures", "hostThatDies.ts")
+          const root = path.resolve(import.meta.dirname, "../../..")
+          const host = spawn(process.execPath, ["--import", "tsx", script, block], {
+            cwd: root,
+            stdio: ["ignore", "pipe", "inherit"]
           })
-        })
-        yield* Effect.sleep("500 millis")
-        assert.isTrue(processExists(pid), "the interpreter runs the endless block")
-        host.kill("SIGKILL")
-        const deadline = Date.now() + 10_000
-        while (processExists(pid) && Date.now() < deadline) yield* Effect.sleep("100 millis")
-        assert.isFalse(processExists(pid), `interpreter ${pid} outlived its host`)
-      }),
-    90_000
-  )
+          const pid = yield* Effect.async<number>((resume) => {
+            let out = ""
+            host.stdout?.on("data", (chunk: Buffer) => {
+              out += chunk.toString("utf8")
+              const match = /^PID (\d+)$/m.exec(out)
+              if (match?.[1] !== undefined) resume(Effect.succeed(Number(match[1])))
+            })
+          })
+          yield* Effect.sleep("500 millis")
+          assert.isTrue(processExists(pid), "the interpreter runs the block")
+          host.kill("SIGKILL")
+          const deadline = Date.now() + 10_000
+          while (processExists(pid) && Date.now() < deadline) yield* Effect.sleep("100 millis")
+          assert.isFalse(processExists(pid), `interpreter ${pid} outlived its host`)
+        }),
+      90_000
+    )
+  }
 })
 
 describe("PythonSandbox memory snapshot", () => {

@@ -8,7 +8,6 @@ const make = (limitMs: number, graceMs: number) => {
   const watchdog = new Watchdog({
     limitMs,
     graceMs,
-    interrupt: () => events.push(`interrupt@${at()}`),
     kill: () => events.push(`kill@${at()}`)
   })
   return { watchdog, events }
@@ -22,34 +21,27 @@ describe("Watchdog (the time limit of a Python request)", () => {
     vi.useRealTimers()
   })
 
-  it("interrupts at the limit, asks again every 250 ms, and kills once after the grace period", () => {
+  it("the limit passes, then the grace period, then one kill", () => {
     const { watchdog, events } = make(400, 1000)
     watchdog.start()
     vi.advanceTimersByTime(399)
-    assert.deepStrictEqual(events, [])
     assert.isFalse(watchdog.timedOut)
     vi.advanceTimersByTime(1)
-    assert.deepStrictEqual(events, ["interrupt@400"])
     assert.isTrue(watchdog.timedOut)
+    vi.advanceTimersByTime(999)
+    assert.deepStrictEqual(events, [])
     vi.advanceTimersByTime(5000)
-    assert.deepStrictEqual(events, [
-      "interrupt@400",
-      "interrupt@650",
-      "interrupt@900",
-      "interrupt@1150",
-      "interrupt@1400",
-      // (the kill waits one turn of the event loop: a fake millisecond here)
-      "kill@1401"
-    ])
+    // (the kill waits one turn of the event loop: a fake millisecond here)
+    assert.deepStrictEqual(events, ["kill@1401"])
   })
 
   it("an answer before the kill stops everything", () => {
     const { watchdog, events } = make(400, 1000)
     watchdog.start()
-    vi.advanceTimersByTime(700)
+    vi.advanceTimersByTime(1300)
     watchdog.stop()
     vi.advanceTimersByTime(10_000)
-    assert.deepStrictEqual(events, ["interrupt@400", "interrupt@650"])
+    assert.deepStrictEqual(events, [])
   })
 
   it("time while paused (waiting on the host) does not count; pauses nest", () => {
@@ -61,13 +53,14 @@ describe("Watchdog (the time limit of a Python request)", () => {
     vi.advanceTimersByTime(5000)
     watchdog.resume()
     vi.advanceTimersByTime(5000)
-    assert.deepStrictEqual(events, [])
+    assert.isFalse(watchdog.timedOut)
     watchdog.resume()
     vi.advanceTimersByTime(99)
-    assert.deepStrictEqual(events, [])
+    assert.isFalse(watchdog.timedOut)
     vi.advanceTimersByTime(1)
-    assert.deepStrictEqual(events, ["interrupt@10400"])
-    watchdog.stop()
+    assert.isTrue(watchdog.timedOut)
+    vi.advanceTimersByTime(1001)
+    assert.deepStrictEqual(events, ["kill@11401"])
   })
 
   it("a grace timer that fires late (this process stalled) gives the child one more grace period", () => {
@@ -77,14 +70,11 @@ describe("Watchdog (the time limit of a Python request)", () => {
     // The process is not scheduled for 3 s: the clock moves, every timer comes due late.
     vi.setSystemTime(Date.now() + 3000)
     vi.advanceTimersByTime(1000)
-    assert.notInclude(events.join(" "), "kill")
+    assert.deepStrictEqual(events, [])
     // Not extended twice: the next grace period ends in the kill even if late again.
     vi.setSystemTime(Date.now() + 3000)
     vi.advanceTimersByTime(1001)
-    assert.deepStrictEqual(
-      events.filter((e) => e.startsWith("kill")),
-      ["kill@8401"]
-    )
+    assert.deepStrictEqual(events, ["kill@8401"])
   })
 
   it("the kill waits for pending I/O: an answer read in the same turn prevents it", () => {
@@ -95,6 +85,6 @@ describe("Watchdog (the time limit of a Python request)", () => {
     // time (standing in for I/O read after the timers) stops the watchdog first.
     setTimeout(() => watchdog.stop(), 200)
     vi.advanceTimersByTime(1000)
-    assert.notInclude(events.join(" "), "kill")
+    assert.deepStrictEqual(events, [])
   })
 })

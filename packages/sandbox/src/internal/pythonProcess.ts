@@ -3,10 +3,10 @@
  * request/reply bookkeeping, raw context bytes over stdin, and its death.
  *
  * The child is `runtime/python-child.mjs` (plain JavaScript), which runs Pyodide
- * on its main thread, with an I/O thread (`runtime/python-io.mjs`) taking host
- * replies and interrupts while a block runs. Its descriptors: 0 context bytes,
- * 3 IPC (exec, context, getVar, listVars; ready, result, snapshot), 4 JSON
- * lines to the child (reply, interrupt), 5 JSON lines from it (call, crashed).
+ * on its only thread, and keeps each request's time limit itself. Its
+ * descriptors: 0 context bytes, 3 IPC (exec, context, getVar, listVars; ready,
+ * result, snapshot), 4 JSON lines to the child (reply, read while a block
+ * waits on a host call), 5 JSON lines from it (call, crashed).
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync, realpathSync } from "node:fs"
@@ -60,7 +60,7 @@ export interface PyProcess {
   ) => Effect.Effect<WorkerResult, SandboxError>
   /** A request over IPC (`exec`, `context`, `getVar`, `listVars`); read by the child between blocks. */
   readonly send: (message: Record<string, unknown>) => void
-  /** A message the child must see while a block runs (`reply`, `interrupt`). */
+  /** A message the child reads while a block waits on it (`reply`). */
   readonly control: (message: Record<string, unknown>) => void
   /** Where host calls go; replaced per exec. */
   onCall: ((call: HostCall) => void) | undefined
@@ -201,7 +201,6 @@ export const spawnChild = (
       `--allow-fs-read=${options.pyodideDir}${path.sep}*`,
       `--allow-fs-read=${runtime}*`,
       ...readable.map((file) => `--allow-fs-read=${file}`),
-      "--allow-worker",
       "--no-warnings",
       // Compile Pyodide's WebAssembly synchronously: with V8's asynchronous
       // pipeline the interpreter thread stalls ~200 ms right after loading

@@ -187,7 +187,6 @@ export const makeSession = (
         const watchdog = new Watchdog({
           limitMs: timeoutMs,
           graceMs,
-          interrupt: () => proc.control({ t: "interrupt", id }),
           kill: () =>
             proc.kill(
               new SandboxError({
@@ -238,12 +237,12 @@ export const makeSession = (
           watchdog.stop()
           proc.onCall = undefined
         }
-        Effect.runCallback(proc.request(id, { t: "exec", code, limit }), {
+        Effect.runCallback(proc.request(id, { t: "exec", code, limit, timeoutMs }), {
           onExit: (exit) => {
             finish()
             resume(
               Exit.isSuccess(exit)
-                ? Effect.succeed({ raw: exit.value, timedOut: watchdog.timedOut })
+                ? Effect.succeed({ raw: exit.value, timedOut: exit.value.timedOut === true })
                 : Effect.failCause(exit.cause)
             )
           }
@@ -308,7 +307,6 @@ export const makeSession = (
         const watchdog = new Watchdog({
           limitMs: timeoutMs,
           graceMs,
-          interrupt: () => proc.control({ t: "interrupt", id }),
           kill: () =>
             proc.kill(
               new SandboxError({
@@ -320,7 +318,7 @@ export const makeSession = (
         })
         return Effect.acquireUseRelease(
           Effect.sync(() => watchdog.start()),
-          () => proc.request(id, message),
+          () => proc.request(id, { ...message, timeoutMs }),
           () => Effect.sync(() => watchdog.stop())
         )
       })

@@ -1,12 +1,10 @@
 /**
- * The time limit of one request to the Python child (a block, or reading
- * variables): a countdown that can pause while the interpreter waits on the
- * host; at zero, interrupt; if the request is still running after the grace
- * period, kill.
+ * The host's side of the time limit of one request to the Python child (a
+ * block, or reading variables): a countdown that pauses while the interpreter
+ * waits on the host. The child interrupts the request itself at the limit
+ * (runtime/python-child.mjs); if it has not answered a grace period later,
+ * the host kills it.
  */
-
-/** How often the interrupt is sent again during the grace period. */
-const RESEND_MS = 250
 
 /** @internal */
 export interface WatchdogOptions {
@@ -14,25 +12,20 @@ export interface WatchdogOptions {
   readonly limitMs: number
   /** How long an interrupted request may take to stop before the kill. */
   readonly graceMs: number
-  /** Ask the child to interrupt the request (idempotent: sent again during the grace period). */
-  readonly interrupt: () => void
-  /** The request ignored the interrupt: kill the interpreter. */
+  /** The request did not stop when interrupted: kill the interpreter. */
   readonly kill: () => void
 }
 
 /**
  * Started with `start`, ended with `stop` once the request has answered.
  *
- * Two timing hazards are handled here rather than by callers:
- * - An interrupt that reaches the child before the request is marked running
- *   there is ignored by the child (it may belong to an earlier request): it is
- *   therefore sent again every 250 ms until the grace period ends.
- * - A timer of a process that was not scheduled for a while (a loaded machine,
- *   a stalled VM) fires before the I/O that arrived meanwhile is read, so the
- *   request's answer may already be waiting. The kill therefore waits one turn
- *   of the event loop (`setImmediate`, which runs after pending I/O), and a grace
- *   timer that fired late by more than half the grace period gives the child
- *   one more grace period, measured while this process was running too.
+ * A timer of a process that was not scheduled for a while (a loaded machine,
+ * a stalled VM, a long synchronous callback) fires before the I/O that arrived
+ * meanwhile is read, so the request's answer may already be waiting. The kill
+ * therefore waits one turn of the event loop (`setImmediate`, which runs after
+ * pending I/O), and a grace timer that fired late by more than half the grace
+ * period gives the child one more grace period, measured while this process
+ * was running too.
  *
  * @internal
  */
@@ -40,7 +33,6 @@ export class Watchdog {
   private remaining: number
   private startedAt: number | undefined
   private timer: ReturnType<typeof setTimeout> | undefined
-  private resend: ReturnType<typeof setInterval> | undefined
   private immediate: ReturnType<typeof setImmediate> | undefined
   private paused = 0
   private extended = false
@@ -51,7 +43,7 @@ export class Watchdog {
     this.remaining = options.limitMs
   }
 
-  /** Whether the limit was reached (the request was interrupted). */
+  /** Whether the limit has passed, by this process's clock (the child interrupts at its own). */
   get timedOut(): boolean {
     return this.expired
   }
@@ -81,17 +73,12 @@ export class Watchdog {
   stop(): void {
     this.done = true
     clearTimeout(this.timer)
-    clearInterval(this.resend)
     if (this.immediate !== undefined) clearImmediate(this.immediate)
   }
 
   private expire(): void {
     if (this.done) return
     this.expired = true
-    this.options.interrupt()
-    this.resend = setInterval(() => {
-      if (!this.done) this.options.interrupt()
-    }, RESEND_MS)
     this.grace(this.options.graceMs)
   }
 
