@@ -1,8 +1,8 @@
-# The REPL that model code runs in (loaded once per interpreter by
-# python-worker.mjs as the module `_rlm_repl`; in the start-up snapshot when
+# The REPL that model code runs in (built once per interpreter by
+# python-child.mjs as the module `_rlm_repl`; in the start-up snapshot when
 # there is one, so a restored interpreter has it ready). It holds no
-# JavaScript object until the worker calls install_bridge. See /tmp/repl-semantics.md in
-# the repository docs: P/context, peek, tail, lenP, slice, find, chunk,
+# JavaScript object until the child calls install_bridge. The contract
+# (docs/protocol.md): P/context, peek, tail, lenP, slice, find, chunk,
 # llm_query(_batched), rlm_query(_batched), FINAL, FINAL_VAR, SHOW_VARS.
 #
 # Offsets and lengths are Python string indices (code points).
@@ -376,7 +376,7 @@ def exec_block(code, limit):
 
 
 def install_bridge(call):
-    """Called once from JavaScript with the bridge function (`call` in python-worker.mjs)."""
+    """Called once from JavaScript with the bridge function (`call` in python-child.mjs)."""
     if _SNAPSHOT["_bridge_call"] is not None:
         raise RuntimeError("the bridge is already installed")
     _SNAPSHOT["_bridge_call"] = call

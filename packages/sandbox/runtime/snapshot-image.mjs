@@ -1,5 +1,5 @@
 // The on-disk form of the Python sandbox's start-up snapshot (plain
-// JavaScript, not compiled by tsc; loaded by python-worker.mjs and by tests).
+// JavaScript, not compiled by tsc; loaded by python-child.mjs and by tests).
 //
 // Pyodide's own snapshot is a small prefix (magic, build id, JSON metadata)
 // followed by a full image of the WebAssembly memory, about half of which is

@@ -18,7 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { SandboxError } from "../Sandbox.js"
-import { onJsonLines } from "../../runtime/json-lines.mjs"
+import { onJsonLines } from "./jsonLines.js"
 import { writeUtf8 } from "./utf8Stream.js"
 
 /** @internal */
