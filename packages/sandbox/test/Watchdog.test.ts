@@ -87,4 +87,18 @@ describe("Watchdog (the time limit of a Python request)", () => {
     vi.advanceTimersByTime(1000)
     assert.deepStrictEqual(events, [])
   })
+
+  it("an infinite limit (or one past what a timer can hold) never fires", () => {
+    for (const limit of [Number.POSITIVE_INFINITY, 2 ** 31, 30 * 24 * 3600 * 1000]) {
+      const { watchdog, events } = make(limit, 1000)
+      watchdog.start()
+      vi.advanceTimersByTime(10_000)
+      watchdog.pause()
+      watchdog.resume()
+      vi.advanceTimersByTime(10_000)
+      assert.isFalse(watchdog.timedOut)
+      assert.deepStrictEqual(events, [])
+      watchdog.stop()
+    }
+  })
 })

@@ -6,6 +6,9 @@
  * the host kills it.
  */
 
+/** Node's timers hold at most 2^31 - 1 ms, and fire at once beyond it. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** @internal */
 export interface WatchdogOptions {
   /** The request's time limit. */
@@ -51,6 +54,8 @@ export class Watchdog {
   start(): void {
     if (this.done || this.expired) return
     this.startedAt = Date.now()
+    // No limit (an infinite duration, or past what a timer can hold: ~24.8 days).
+    if (!(this.remaining < MAX_TIMER_MS)) return
     this.timer = setTimeout(() => this.expire(), this.remaining)
   }
 
