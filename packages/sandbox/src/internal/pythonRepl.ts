@@ -180,22 +180,22 @@ export const makeSession = (
       })
     )
 
+    /** The host's side of a request's time limit: past it and the grace period, kill with `message`. */
+    const deadline = (proc: PyProcess, message: string) =>
+      new Watchdog({
+        limitMs: timeoutMs,
+        graceMs,
+        kill: () => proc.kill(new SandboxError({ reason: "Timeout", message, stateLost: true }))
+      })
+
     const runExec = (proc: PyProcess, code: string) =>
       Effect.async<{ readonly raw: Record<string, unknown>; readonly timedOut: boolean }, SandboxError>((resume) => {
         const id = proc.nextId()
         let finished = false
-        const watchdog = new Watchdog({
-          limitMs: timeoutMs,
-          graceMs,
-          kill: () =>
-            proc.kill(
-              new SandboxError({
-                reason: "Timeout",
-                message: `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`,
-                stateLost: true
-              })
-            )
-        })
+        const watchdog = deadline(
+          proc,
+          `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
+        )
         proc.onCall = (call: HostCall) => {
           if (call.id !== id) {
             proc.control({ t: "reply", ok: false, value: "stale host call" })
@@ -304,18 +304,10 @@ export const makeSession = (
     const guarded = (proc: PyProcess, message: Record<string, unknown>) =>
       Effect.suspend(() => {
         const id = proc.nextId()
-        const watchdog = new Watchdog({
-          limitMs: timeoutMs,
-          graceMs,
-          kill: () =>
-            proc.kill(
-              new SandboxError({
-                reason: "Timeout",
-                message: `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`,
-                stateLost: true
-              })
-            )
-        })
+        const watchdog = deadline(
+          proc,
+          `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
+        )
         return Effect.acquireUseRelease(
           Effect.sync(() => watchdog.start()),
           () => proc.request(id, { ...message, timeoutMs }),
