@@ -206,11 +206,10 @@ export const spawnChild = (
       // pipeline the interpreter thread stalls ~200 ms right after loading
       // (measured on Node 20), which every session start would pay.
       "--no-wasm-async-compilation",
-      // Validate each WebAssembly function when it is first compiled (V8
-      // compiles them lazily anyway) instead of all of Pyodide's 9.6 MB up
-      // front: compiling the module 93-100 -> 59-60 ms here. Invalid code is
-      // still refused before it runs.
-      "--wasm-lazy-validation",
+      // (Not --wasm-lazy-validation, though it takes Pyodide's module compile
+      // from 93-100 to 59-60 ms here: Pyodide probes WebAssembly features by
+      // compiling modules that must fail, and with lazy validation the failure
+      // comes later, uncaught, at the first call: a plain load then crashes.)
       // Tier WebAssembly up to TurboFan after 10x V8's default budget: at the
       // default, starting Pyodide and the first blocks already trigger hundreds
       // of background TurboFan compiles that compete for the CPU. Measured on 2
