@@ -230,7 +230,7 @@ _MAX_RECURSION = 1000
 import time as _time
 
 _orig_sleep = _time.sleep
-_POLL = range(64)
+_POLL = range(4096)
 _monotonic = _time.monotonic
 
 
@@ -239,7 +239,8 @@ def _sleep(seconds):
     # interrupt buffer; sleep in short slices so a time limit can stop it.
     # The interpreter polls for interrupts once per 50 of its checks, which a
     # loop of slices alone would reach only every second or two: the short
-    # loop after each slice makes it poll then.
+    # spin after each slice (~0.1 ms) makes it poll, often enough for the
+    # child to read its clock (python-child.mjs, signalBuffer).
     end = _monotonic() + float(seconds)
     while True:
         left = end - _monotonic()
