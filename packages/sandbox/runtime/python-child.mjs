@@ -163,7 +163,7 @@ function end() {
   deadline = Number.POSITIVE_INFINITY
 }
 
-/** Report why this process is ending, then end it (a crash of the interpreter or its I/O). */
+/** Report why this process is ending, then end it (a crash of the interpreter). */
 function crash(message) {
   try {
     writeLine({ t: "crashed", message: String(message).slice(0, 1000) })
@@ -358,7 +358,10 @@ function readReply() {
   }
   const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
   pending = Buffer.from(all.subarray(newline + 1))
-  const message = JSON.parse(all.toString("utf8", 0, newline))
+  let message
+  try {
+    message = JSON.parse(all.toString("utf8", 0, newline))
+  } catch {}
   return message !== null && typeof message === "object" && message.t === "reply"
     ? message
     : { ok: false, value: "malformed reply from host" }
