@@ -27,6 +27,7 @@ const counted = (sessions: Sessions, inner: Layer.Layer<Sandbox.Sandbox>) =>
     Sandbox.Sandbox,
     Effect.map(Sandbox.Sandbox, (sandbox) => ({
       language: sandbox.language,
+      isolation: sandbox.isolation,
       open: (options: Sandbox.OpenOptions) =>
         Effect.acquireRelease(
           Effect.sync(() => {

@@ -106,6 +106,7 @@ export const make = (options?: Options): Effect.Effect<Sandbox.Service> =>
     const { sessionOptions, spawn, start } = resolve(options)
     return Sandbox.of({
       language: "python",
+      isolation: "process",
       open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
         Effect.flatMap(start, ({ process, ready }) => makeSession(process, spawn, open, sessionOptions, ready))
     })
@@ -130,6 +131,7 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, n
     })
     return Sandbox.of({
       language: "python",
+      isolation: "process",
       open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {

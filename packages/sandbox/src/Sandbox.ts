@@ -26,6 +26,43 @@ export const Language = Schema.Literal("python", "javascript")
 export type Language = typeof Language.Type
 
 /**
+ * How the interpreter process is walled off from the machine:
+ * - `"namespace"`: inside an OS sandbox (bubblewrap, else `unshare`): its own
+ *   network namespace with only its own loopback, its own PID namespace, killed
+ *   with its host; with bubblewrap also a read-only view of only what the
+ *   interpreter loads. Under that, the process wall below.
+ * - `"process"`: a separate, locked-down Node process only (empty environment,
+ *   Node's permission model, in-interpreter walls); it can still open network
+ *   connections if model code ever escapes the interpreter.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const Isolation = Schema.Literal("namespace", "process")
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type Isolation = typeof Isolation.Type
+
+/**
+ * What a sandbox asks for: `"auto"` (the OS wall where the machine has it,
+ * else the process wall), `"require-namespace"` (refuse to start without the
+ * OS wall: `SandboxError` "StartFailed"), `"process"` (the process wall only).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const IsolationMode = Schema.Literal("auto", "require-namespace", "process")
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type IsolationMode = typeof IsolationMode.Type
+
+/**
  * A host function called by model code failed. Model code sees it as an
  * exception carrying `message`; the run loop may also inspect `cause`.
  *
@@ -179,6 +216,8 @@ export declare namespace Sandbox {
    */
   export interface Service {
     readonly language: Language
+    /** The wall its interpreters run behind (see {@link Isolation}). */
+    readonly isolation: Isolation
     /** Open a REPL session with the context loaded once; closed with its scope. */
     readonly open: (options: OpenOptions) => Effect.Effect<Repl, SandboxError, Scope.Scope>
   }

@@ -796,6 +796,7 @@ export const open = (options: Options) => (openOptions: Sandbox.OpenOptions) =>
 /** @internal */
 export const make = (options: Options = {}): Sandbox.Sandbox.Service => ({
   language: "javascript",
+  isolation: "process",
   open: (openOptions) =>
     open(options)({
       ...openOptions,
