@@ -52,6 +52,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as internal from "./internal/javascriptSandbox.js"
+import type { IsolationMode } from "./Sandbox.js"
 import * as Sandbox from "./Sandbox.js"
 
 /**
@@ -59,6 +60,13 @@ import * as Sandbox from "./Sandbox.js"
  * @category Models
  */
 export interface Options {
+  /**
+   * The wall asked for: `"auto"` (default: the OS wall where the machine has
+   * bubblewrap or unshare, else the process wall), `"require-namespace"`
+   * (building the layer fails with `SandboxError` "StartFailed" without the OS
+   * wall), `"process"`. The service's `isolation` says which one it got.
+   */
+  readonly isolation?: IsolationMode | undefined
   /** Memory limit of each session's interpreter, in MiB. Default 2048 (the WebAssembly heap maximum). */
   readonly memoryMb?: number | undefined
   /**

@@ -23,13 +23,20 @@ import {
 } from "./internal/pythonProcess.js"
 import { defaultExecTimeout, makeSession } from "./internal/pythonRepl.js"
 import { defaultSnapshotDir, snapshotSource } from "./internal/pythonSnapshot.js"
-import { type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandbox.js"
+import { type IsolationMode, type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandbox.js"
 
 /**
  * @since 0.1.0
  * @category Models
  */
 export interface Options {
+  /**
+   * The wall asked for: `"auto"` (default: the OS wall where the machine has
+   * bubblewrap or unshare, else the process wall), `"require-namespace"`
+   * (building the layer fails with `SandboxError` "StartFailed" without the OS
+   * wall), `"process"`. The service's `isolation` says which one it got.
+   */
+  readonly isolation?: IsolationMode | undefined
   /** Cap on the interpreter's WebAssembly heap, in MiB. Past it Python raises `MemoryError`. Default 2048. */
   readonly memoryMb?: number | undefined
   /** JavaScript heap limit of the interpreter process, in MiB. Default 512. */

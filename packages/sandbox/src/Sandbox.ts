@@ -182,6 +182,25 @@ export interface OpenOptions {
   readonly outputLimit?: number | undefined
   /** Per-block execution limit, not counting time waiting on host calls. Default 30 s. */
   readonly execTimeout?: Duration.DurationInput | undefined
+  /**
+   * Longest final answer (`FINAL(...)` value, `FINAL_VAR` variable) taken from
+   * the guest, in characters; a longer one is refused with an error shown to
+   * model code. Default {@link DEFAULT_MAX_ANSWER_CHARS}.
+   */
+  readonly maxAnswerChars?: number | undefined
+  /**
+   * Longest prompt of one host call (`llm_query` and friends, each prompt of a
+   * batch), in characters; a longer one fails that call with an error shown to
+   * model code, before the host does anything with it. Default
+   * {@link DEFAULT_MAX_PROMPT_CHARS}.
+   */
+  readonly maxPromptChars?: number | undefined
+  /**
+   * Longest message line read from the interpreter process, in bytes. A longer
+   * one is dropped unread and the request it belonged to fails. Default
+   * {@link DEFAULT_MAX_LINE_BYTES}.
+   */
+  readonly maxLineBytes?: number | undefined
 }
 
 /**
@@ -230,6 +249,30 @@ export declare namespace Sandbox {
  * @category Constants
  */
 export const DEFAULT_OUTPUT_LIMIT = 20_000
+
+/**
+ * Default longest final answer taken from the guest, in characters.
+ *
+ * @since 0.2.0
+ * @category Constants
+ */
+export const DEFAULT_MAX_ANSWER_CHARS = 1_000_000
+
+/**
+ * Default longest prompt of one host call, in characters.
+ *
+ * @since 0.2.0
+ * @category Constants
+ */
+export const DEFAULT_MAX_PROMPT_CHARS = 1_000_000
+
+/**
+ * Default longest message line read from an interpreter process: 64 MiB.
+ *
+ * @since 0.2.0
+ * @category Constants
+ */
+export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
 /**
  * Names model code may not rebind: restored after each block.

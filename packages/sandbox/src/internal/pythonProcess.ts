@@ -10,9 +10,9 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync, realpathSync } from "node:fs"
-import type { Readable, Writable } from "node:stream"
 import { createRequire } from "node:module"
 import * as path from "node:path"
+import type { Readable, Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
