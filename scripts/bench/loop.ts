@@ -17,7 +17,7 @@ const settleMs = Number(process.env.BENCH_SETTLE_MS ?? (sandboxName === "python"
 const settle = settleMs > 0 ? Effect.sleep(settleMs) : Effect.void
 const code = sandboxName === "python" ? "x = 1" : "var x = 1"
 
-const sandboxLayer: Layer.Layer<Sandbox.Sandbox> =
+const sandboxLayer: Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError> =
   sandboxName === "python" ? PythonSandbox.layerPool({ size: 2 }) : JavascriptSandbox.layer()
 
 const timeRun = (script: ReadonlyArray<string>, policy: Record<string, number>) =>

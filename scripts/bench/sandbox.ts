@@ -256,7 +256,7 @@ const loadavg = () =>
     .map((n) => n.toFixed(2))
     .join(" ")
 
-const withLayer = <A, E>(layer: Layer.Layer<Sandbox.Sandbox>, effect: Effect.Effect<A, E, Sandbox.Sandbox>) =>
+const withLayer = <A, E, LE>(layer: Layer.Layer<Sandbox.Sandbox, LE>, effect: Effect.Effect<A, E, Sandbox.Sandbox>) =>
   Effect.scoped(Effect.provide(effect, layer))
 
 const javascript = (text: string) =>

@@ -22,7 +22,7 @@ interface Sessions {
  * acquired before the session and released after it closes (finalizers run in
  * reverse order), so `open` reaches 0 only when every session is gone.
  */
-const counted = (sessions: Sessions, inner: Layer.Layer<Sandbox.Sandbox>) =>
+const counted = <E>(sessions: Sessions, inner: Layer.Layer<Sandbox.Sandbox, E>) =>
   Layer.effect(
     Sandbox.Sandbox,
     Effect.map(Sandbox.Sandbox, (sandbox) => ({

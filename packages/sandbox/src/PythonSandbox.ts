@@ -14,6 +14,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
+import { resolveWall, type Wall } from "./internal/isolation.js"
 import {
   defaultPyodideDir,
   type ProcessOptions,
@@ -81,8 +82,9 @@ export interface PoolOptions extends Options {
   readonly size: number
 }
 
-const resolve = (options: Options | undefined) => {
+const resolve = (options: Options | undefined, wall: Wall) => {
   const processOptions: ProcessOptions = {
+    wall,
     memoryMb: options?.memoryMb ?? 2048,
     heapMb: options?.heapMb ?? 512,
     startTimeout: Duration.decode(options?.startTimeout ?? Duration.seconds(60)),
@@ -108,12 +110,12 @@ const resolve = (options: Options | undefined) => {
  * @since 0.1.0
  * @category Constructors
  */
-export const make = (options?: Options): Effect.Effect<Sandbox.Service> =>
-  Effect.sync(() => {
-    const { sessionOptions, spawn, start } = resolve(options)
+export const make = (options?: Options): Effect.Effect<Sandbox.Service, SandboxError> =>
+  Effect.map(resolveWall(options?.isolation ?? "auto"), (wall) => {
+    const { sessionOptions, spawn, start } = resolve(options, wall)
     return Sandbox.of({
       language: "python",
-      isolation: "process",
+      isolation: wall.isolation,
       open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
         Effect.flatMap(start, ({ process, ready }) => makeSession(process, spawn, open, sessionOptions, ready))
     })
@@ -129,16 +131,17 @@ export const make = (options?: Options): Effect.Effect<Sandbox.Service> =>
  * @since 0.1.0
  * @category Constructors
  */
-export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, never, Scope.Scope> =>
+export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
-    const { sessionOptions, spawn } = resolve(options)
+    const wall = yield* resolveWall(options.isolation ?? "auto")
+    const { sessionOptions, spawn } = resolve(options, wall)
     const pool = yield* Pool.make<PyProcess, SandboxError, Scope.Scope>({
       acquire: spawn,
       size: Math.max(1, Math.floor(options.size))
     })
     return Sandbox.of({
       language: "python",
-      isolation: "process",
+      isolation: wall.isolation,
       open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
@@ -165,10 +168,11 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, n
  * @since 0.1.0
  * @category Layers
  */
-export const layer = (options?: Options): Layer.Layer<Sandbox> => Layer.effect(Sandbox, make(options))
+export const layer = (options?: Options): Layer.Layer<Sandbox, SandboxError> => Layer.effect(Sandbox, make(options))
 
 /**
  * @since 0.1.0
  * @category Layers
  */
-export const layerPool = (options: PoolOptions): Layer.Layer<Sandbox> => Layer.scoped(Sandbox, makePool(options))
+export const layerPool = (options: PoolOptions): Layer.Layer<Sandbox, SandboxError> =>
+  Layer.scoped(Sandbox, makePool(options))

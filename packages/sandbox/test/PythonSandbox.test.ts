@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process"
 import {
   existsSync,
   mkdtempSync,
@@ -8,7 +9,6 @@ import {
   utimesSync,
   writeFileSync
 } from "node:fs"
-import { spawn } from "node:child_process"
 import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"

@@ -31,6 +31,9 @@ const load = <A>(what: string, reason: "Sandbox" | "Model", importer: () => Prom
       })
   })
 
+const sandboxStartFailed = (e: CliError | { readonly _tag: "SandboxError"; readonly message: string }) =>
+  e._tag === "CliError" ? e : new CliError({ reason: "Sandbox", message: `the sandbox did not start: ${e.message}` })
+
 /** @internal */
 export const sandboxLayer = (settings: SandboxSettings): Layer.Layer<Sandbox, CliError> => {
   const options = {
@@ -44,14 +47,14 @@ export const sandboxLayer = (settings: SandboxSettings): Layer.Layer<Sandbox, Cl
           load("JavaScript sandbox", "Sandbox", () => import("@rlm-runtime/sandbox/JavascriptSandbox")),
           (m) => m.layer(options)
         )
-      )
+      ).pipe(Layer.mapError(sandboxStartFailed))
     case "python":
       return Layer.unwrapEffect(
         Effect.map(
           load("Python sandbox", "Sandbox", () => import("@rlm-runtime/sandbox/PythonSandbox")),
           (m) => m.layer(options)
         )
-      )
+      ).pipe(Layer.mapError(sandboxStartFailed))
   }
 }
 

@@ -18,6 +18,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { SandboxError } from "../Sandbox.js"
+import { treePeakRssMb, type Wall } from "./isolation.js"
 import { onJsonLines } from "./jsonLines.js"
 import { writeUtf8 } from "./utf8Stream.js"
 
@@ -28,6 +29,8 @@ export interface ProcessOptions {
   readonly startTimeout: Duration.Duration
   readonly pyodideDir: string
   readonly nodePath: string
+  /** The OS wall the child runs behind. */
+  readonly wall: Wall
 }
 
 /** What the child answers to a request (`exec`, `context`, `getVar`, `listVars`). */
@@ -193,9 +196,14 @@ export const spawnChild = (
   readable: ReadonlyArray<string> = []
 ): ChildProcess => {
   const runtime = runtimeDir()
-  return spawn(
-    options.nodePath,
-    [
+  const wrapped = options.wall.wrap({
+    command: options.nodePath,
+    readable: [options.pyodideDir, runtime, ...readable],
+    cwd: runtime,
+    // The whole process's writable memory: the WebAssembly heap, the
+    // JavaScript heap, and room for Node itself and the context's copies.
+    memoryBytes: (options.memoryMb + Math.max(64, options.heapMb) + 768) * 1024 * 1024,
+    args: [
       "--disallow-code-generation-from-strings",
       "--experimental-permission",
       `--allow-fs-read=${options.pyodideDir}${path.sep}*`,
@@ -227,20 +235,20 @@ export const spawnChild = (
         heapMb: options.heapMb,
         ...config
       })
-    ],
-    {
-      // Nothing of the host's environment. One setting of our own: glibc's
-      // malloc asks for transparent huge pages, so the child takes far fewer
-      // page faults while it starts (first touches of fresh memory dominate a
-      // start on a VM). Measured: Pyodide's load from the snapshot 575 -> 460 ms,
-      // page faults 37,600 -> 28,000, peak RSS +5-10 MB.
-      env: { GLIBC_TUNABLES: CHILD_GLIBC_TUNABLES },
-      cwd: runtime,
-      stdio: ["pipe", "pipe", "pipe", "ipc", "pipe", "pipe"],
-      serialization: "json",
-      windowsHide: true
-    }
-  )
+    ]
+  })
+  return spawn(wrapped.command, wrapped.args, {
+    // Nothing of the host's environment. One setting of our own: glibc's
+    // malloc asks for transparent huge pages, so the child takes far fewer
+    // page faults while it starts (first touches of fresh memory dominate a
+    // start on a VM). Measured: Pyodide's load from the snapshot 575 -> 460 ms,
+    // page faults 37,600 -> 28,000, peak RSS +5-10 MB.
+    env: { GLIBC_TUNABLES: CHILD_GLIBC_TUNABLES },
+    cwd: runtime,
+    stdio: ["pipe", "pipe", "pipe", "ipc", "pipe", "pipe"],
+    serialization: "json",
+    windowsHide: true
+  })
 }
 
 /** A start-up snapshot: a cached file the child may read, or bytes for its stdin. */
@@ -429,15 +437,7 @@ const start = (
           })
         }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
       }),
-    peakRssMb: () => {
-      try {
-        const status = readFileSync(`/proc/${child.pid}/status`, "utf8")
-        const match = /VmHWM:\s+(\d+)/.exec(status)
-        return match?.[1] === undefined ? undefined : Number(match[1]) / 1024
-      } catch {
-        return undefined
-      }
-    }
+    peakRssMb: () => (child.pid === undefined ? undefined : treePeakRssMb(child.pid))
   }
 
   const readyEffect = Effect.async<void, SandboxError>((resume) => {
