@@ -171,6 +171,9 @@ const bwrapArgs = (bwrap: string, spec: WrapSpec): Array<string> => [
   "--tmpfs",
   "/tmp",
   ...viewOf([spec.command, ...libraryPaths(spec.command), ...spec.readable]),
+  // The view's own root (where bwrap made the mount points) read-only too.
+  "--remount-ro",
+  "/",
   "--chdir",
   spec.cwd,
   "--",
