@@ -62,7 +62,7 @@ const listeners = () =>
   )
 
 /** Run the escaped guest through `wall`; its JSON report. */
-const escape = (wall: Wall, target: Record<string, unknown>, nodeFlags: ReadonlyArray<string> = []) =>
+const runEscaped = (wall: Wall, target: Record<string, unknown>, nodeFlags: ReadonlyArray<string> = []) =>
   Effect.promise(
     () =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -106,7 +106,7 @@ describe("the OS wall", () => {
   )
 
   it.effect("with no tool at all, 'require-namespace' refuses to start and says how to get the wall", () =>
-    Effect.gen(function* () {
+    Effect.sync(() => {
       const none = probeWallsWith(["bwrap", "unshare"], {
         bwrap: undefined,
         unshare: undefined,
@@ -150,7 +150,7 @@ describe("the OS wall", () => {
       () =>
         Effect.gen(function* () {
           const l = yield* listeners()
-          const report = yield* escape(wall as Wall, {
+          const report = yield* runEscaped(wall as Wall, {
             tcpPort: l.tcpPort,
             unixPath: l.unixPath,
             abstractName: l.abstractName,
@@ -179,7 +179,9 @@ describe("the OS wall", () => {
             assert.strictEqual(report.ppid, 1)
           }
           yield* Effect.sleep("200 millis")
-          assert.deepStrictEqual(l.seen, [], "no listener on the host saw a connection")
+          // unshare shares the host's file system: a Unix socket at a host path
+          // stays reachable (not promised there; bubblewrap's view hides it).
+          assert.deepStrictEqual(l.seen, name === "bubblewrap" ? [] : ["unix"], "what the host's listeners saw")
         }).pipe(Effect.scoped),
       30_000
     )
@@ -188,7 +190,7 @@ describe("the OS wall", () => {
   it.live.skipIf(bwrapWall === undefined)(
     "bubblewrap: the view holds nothing of /home, /root, the project or the host's /tmp",
     () =>
-      Effect.gen(function* () {
+      Effect.sync(() => {
         const script = [
           "const fs = require('fs')",
           "const tryList = (p) => { try { return fs.readdirSync(p) } catch (e) { return e.code } }",
