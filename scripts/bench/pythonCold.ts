@@ -1,7 +1,8 @@
 /**
  * One Python cold start in a fresh process (run by `sandbox.ts`, not alone):
  * build `PythonSandbox.layer()`, open a session with a tiny context and run
- * `pass`. Prints `COLD <ms>`, timed as `sandbox.ts` times an open.
+ * `pass`. Prints `COLD <ms>`, timed as `sandbox.ts` times an open. Argument:
+ * `process` for the process wall only, else the strongest wall (`auto`).
  */
 import { PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
 import { Effect } from "effect"
@@ -23,7 +24,9 @@ const program = Effect.gen(function* () {
   console.log(`COLD ${ms.toFixed(1)}`)
 })
 
-Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(PythonSandbox.layer()))).catch((error) => {
+const isolation = process.argv[2] === "process" ? "process" : "auto"
+
+Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(PythonSandbox.layer({ isolation })))).catch((error) => {
   console.error(error)
   process.exit(1)
 })

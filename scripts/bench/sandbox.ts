@@ -169,9 +169,39 @@ interface Child {
   readonly ticks: number
 }
 
+/** `pid` and its descendants (the spawned child may be the OS wall's launcher, the interpreter under it). */
+const tree = (pid: number, depth = 0): Array<number> => {
+  if (depth > 6) return []
+  let kids: Array<number> = []
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      kids = kids.concat(
+        readFileSync(`/proc/${pid}/task/${task}/children`, "utf8")
+          .trim()
+          .split(/\s+/)
+          .filter((x) => x !== "")
+          .map(Number)
+      )
+    }
+  } catch {
+    return []
+  }
+  return [pid, ...kids.flatMap((kid) => tree(kid, depth + 1))]
+}
+
+const ticksOf = (pid: number): number => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return 0
+  }
+}
+
 /**
- * Live (non-zombie) Python interpreter children of this process with their CPU
- * ticks so far (tsx's own esbuild child is not counted).
+ * Live (non-zombie) Python interpreter children of this process with the CPU
+ * ticks of their process trees so far (tsx's own esbuild child is not counted).
  */
 const children = (): Array<Child> => {
   const out: Array<Child> = []
@@ -180,10 +210,11 @@ const children = (): Array<Child> => {
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8")
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      // fields[0] is field 3 (state), fields[1] field 4 (ppid), fields[11..12] fields 14..15 (utime, stime)
+      // fields[0] is field 3 (state), fields[1] field 4 (ppid)
       if (Number(fields[1]) !== process.pid || fields[0] === "Z") continue
       if (!readFileSync(`/proc/${entry}/cmdline`, "utf8").includes("python-child.mjs")) continue
-      out.push({ pid: Number(entry), ticks: Number(fields[11]) + Number(fields[12]) })
+      const pid = Number(entry)
+      out.push({ pid, ticks: tree(pid).reduce((sum, p) => sum + ticksOf(p), 0) })
     } catch {
       // exited meanwhile
     }
@@ -191,13 +222,16 @@ const children = (): Array<Child> => {
   return out
 }
 
+/** The peak RSS of the interpreter: the largest VmHWM in the child's process tree. */
 const vmHwmMb = (pid: number): number | undefined => {
-  try {
-    const match = /VmHWM:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))
-    return match?.[1] === undefined ? undefined : Number(match[1]) / 1024
-  } catch {
-    return undefined
+  let best: number | undefined
+  for (const member of tree(pid)) {
+    try {
+      const match = /VmHWM:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${member}/status`, "utf8"))
+      if (match?.[1] !== undefined) best = Math.max(best ?? 0, Number(match[1]) / 1024)
+    } catch {}
   }
+  return best
 }
 
 /**
@@ -223,6 +257,7 @@ const waitIdleChildren = (count: number) =>
 // --- The benches ------------------------------------------------------------
 
 interface Figures {
+  readonly isolation: Sandbox.Isolation
   readonly cold: number
   readonly warm: number
   readonly execUs: number
@@ -234,7 +269,7 @@ interface Figures {
 
 const print = (name: Name, f: Figures) =>
   console.log(
-    `BENCH sandbox=${name} cold_start_ms=${f.cold.toFixed(0)} warm_start_ms=${f.warm.toFixed(1)} exec_overhead_us=${f.execUs.toFixed(0)} host_call_us=${f.hostUs.toFixed(0)} load_100mb_ms=${f.load.toFixed(0)} peak_rss_mb=${f.rss.toFixed(0)} find_100mb_ms=${f.find.toFixed(1)}`
+    `BENCH sandbox=${name} cold_start_ms=${f.cold.toFixed(0)} warm_start_ms=${f.warm.toFixed(1)} exec_overhead_us=${f.execUs.toFixed(0)} host_call_us=${f.hostUs.toFixed(0)} load_100mb_ms=${f.load.toFixed(0)} peak_rss_mb=${f.rss.toFixed(0)} find_100mb_ms=${f.find.toFixed(1)} isolation=${f.isolation}`
   )
 
 const checkFind = (name: Name, numbers: ReadonlyArray<number>) => {
@@ -296,30 +331,43 @@ const javascript = (text: string) =>
       )
     )
     log(`js host RSS before ${(baseline / MiB).toFixed(0)} MB, growth to peak ${big.rss.toFixed(0)} MB`)
-    print("js", { cold: cold.ms, warm, execUs, hostUs, load: big.ms - warm, rss: big.rss, find: big.find })
+    const isolation = yield* withLayer(
+      layer,
+      Effect.map(Sandbox.Sandbox, (sandbox) => sandbox.isolation)
+    )
+    print("js", { isolation, cold: cold.ms, warm, execUs, hostUs, load: big.ms - warm, rss: big.rss, find: big.find })
   })
 
 /** One cold start in a fresh host process (`pythonCold.ts`), in ms. */
-const pythonColdRun = (): number => {
+const pythonColdRun = (isolation: "auto" | "process" = "auto"): number => {
   const script = fileURLToPath(new URL("./pythonCold.ts", import.meta.url))
-  const output = execFileSync(process.execPath, [...process.execArgv, script], { encoding: "utf8" })
+  const output = execFileSync(process.execPath, [...process.execArgv, script, isolation], { encoding: "utf8" })
   const match = /^COLD ([\d.]+)$/m.exec(output)
   if (match?.[1] === undefined) throw new Error(`unexpected output of pythonCold.ts: ${output}`)
   return Number(match[1])
 }
 
-const pythonColdStart = (): number => {
+const pythonColdStart = (): { readonly walled: number; readonly bare: number } => {
   const runs = Math.max(1, Number(process.env.BENCH_COLD_RUNS ?? 7))
   log("python first start in a fresh process (builds the start-up snapshot if none is cached) ...")
   log(`python first start ${pythonColdRun().toFixed(0)} ms`)
-  const samples = Array.from({ length: runs }, pythonColdRun)
-  log(`python cold starts, each in a fresh process: ${samples.map((ms) => ms.toFixed(0)).join(" ")} ms`)
-  return median(samples)
+  // Interleaved with the same starts behind the process wall only, so that
+  // the OS wall's cost is a ratio of figures taken in the same minutes.
+  const walled: Array<number> = []
+  const bare: Array<number> = []
+  for (let i = 0; i < runs; i++) {
+    walled.push(pythonColdRun("auto"))
+    bare.push(pythonColdRun("process"))
+  }
+  log(`python cold starts, each in a fresh process: ${walled.map((ms) => ms.toFixed(0)).join(" ")} ms`)
+  log(`python cold starts, process wall only: ${bare.map((ms) => ms.toFixed(0)).join(" ")} ms`)
+  return { walled: median(walled), bare: median(bare) }
 }
 
 const python = (text: string) =>
   Effect.gen(function* () {
-    const cold = { ms: pythonColdStart() }
+    const starts = pythonColdStart()
+    const cold = { ms: starts.walled }
     const pooled = Effect.gen(function* () {
       log("python pool: waiting for the first interpreter ...")
       yield* waitIdleChildren(1)
@@ -357,7 +405,20 @@ const python = (text: string) =>
           return { ms, find, rss }
         })
       )
-      print("python", { cold: cold.ms, warm, execUs, hostUs, load: big.ms - warm, rss: big.rss, find: big.find })
+      const isolation = (yield* Sandbox.Sandbox).isolation
+      console.log(
+        `BENCH sandbox=python-wall isolation=${isolation} cold_start_ms=${starts.walled.toFixed(0)} cold_start_process_wall_ms=${starts.bare.toFixed(0)} ratio=${(starts.walled / starts.bare).toFixed(3)}`
+      )
+      print("python", {
+        isolation,
+        cold: cold.ms,
+        warm,
+        execUs,
+        hostUs,
+        load: big.ms - warm,
+        rss: big.rss,
+        find: big.find
+      })
     })
     yield* withLayer(PythonSandbox.layerPool({ size: 1 }), pooled)
   })
