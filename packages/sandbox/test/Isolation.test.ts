@@ -345,3 +345,39 @@ const sandboxTree = (): ReadonlyArray<number> => {
   }
   return out
 }
+
+describe("the OS wall's memory cap", () => {
+  const attempts = {
+    buffers:
+      "const a = []; for (let i = 0; i < 16; i++) { a.push(new ArrayBuffer(64 * 1024 * 1024)); new Uint8Array(a[i]).fill(1) }",
+    wasm: "const m = new WebAssembly.Memory({ initial: 256, maximum: 32768 }); for (let i = 0; i < 16; i++) { m.grow(1024); new Uint8Array(m.buffer).fill(1) }"
+  }
+  for (const [name, code] of Object.entries(attempts)) {
+    it.live.skipIf(process.platform !== "linux")(
+      `an escaped guest cannot take 1 GiB past a 512 MiB cap (${name}): it fails, or its own process dies`,
+      () =>
+        Effect.sync(() => {
+          const wall = probeWalls().namespace ?? probeWalls().process
+          const script = `try { ${code}; process.stdout.write("allocated") } catch (e) { process.stdout.write("refused: " + e.message) }`
+          const wrapped = wall.wrap({
+            command: process.execPath,
+            args: ["-e", script],
+            readable: [],
+            cwd: "/",
+            memoryBytes: 512 * 1024 * 1024
+          })
+          const result = spawnSync(wrapped.command, wrapped.args, { env: {}, encoding: "utf8" })
+          if (result.status === 0) {
+            assert.match(
+              result.stdout,
+              /^refused: (Array buffer allocation failed|WebAssembly\.Memory\.grow\(\): Unable to grow instance memory)/
+            )
+          } else {
+            // V8 itself could not allocate any more: the guest's own process aborted.
+            assert.notInclude(result.stdout, "allocated")
+            assert.match(result.stderr, /OOM|out of memory|allocation failed/i)
+          }
+        })
+    )
+  }
+})
