@@ -181,32 +181,65 @@ const bwrapArgs = (bwrap: string, spec: WrapSpec): Array<string> => [
   ...spec.args
 ]
 
-/** The `unshare` wall, as root or through a user namespace. */
-const unshareArgs = (unshare: string, asRoot: boolean, spec: WrapSpec): Array<string> => [
-  unshare,
-  ...(asRoot ? [] : ["--user", "--map-root-user"]),
-  "--net",
-  "--pid",
-  "--ipc",
-  "--uts",
-  "--kill-child=SIGKILL",
-  "--",
-  spec.command,
-  ...spec.args
-]
+/** Host folders an `unshare` wall covers with an empty tmpfs (where they hold nothing the interpreter reads). */
+const HIDDEN = ["/tmp", "/var/tmp", "/run", "/dev/shm", "/home", "/root", "/mnt", "/media", "/srv"]
+
+/**
+ * The shell step inside `unshare --mount`: an empty tmpfs over each folder
+ * given (Unix sockets and users' files live there), the namespace's own
+ * `/proc`, then the interpreter. Any failure ends it (the probe then tries
+ * the next wall).
+ */
+const UNSHARE_SCRIPT =
+  'set -e; n=$1; shift; while [ "$n" -gt 0 ]; do mount -t tmpfs -o mode=0755,size=1m rlm-hidden "$1"; shift; n=$((n - 1)); done; mount -t proc proc /proc; exec "$@"'
+
+const hiddenFor = (spec: WrapSpec): Array<string> => {
+  const needed = [spec.command, spec.cwd, ...spec.readable].map((p) => path.resolve(p))
+  const inside = (dir: string, p: string) => p === dir || p.startsWith(`${dir}/`)
+  return HIDDEN.filter((dir) => {
+    try {
+      if (!lstatSync(dir).isDirectory()) return false
+    } catch {
+      return false
+    }
+    const real = realpathSync(dir)
+    return !needed.some((p) => inside(dir, p) || inside(real, p) || inside(p, dir))
+  })
+}
+
+/** The `unshare` wall, as root or through a user namespace, with or without its own mounts. */
+const unshareArgs = (unshare: string, asRoot: boolean, mounts: boolean, sh: string | undefined, spec: WrapSpec) => {
+  const hidden = mounts ? hiddenFor(spec) : []
+  return [
+    unshare,
+    ...(asRoot ? [] : ["--user", "--map-root-user"]),
+    ...(mounts ? ["--mount", "--propagation", "private"] : []),
+    "--net",
+    "--pid",
+    "--ipc",
+    "--uts",
+    "--kill-child=SIGKILL",
+    "--",
+    ...(mounts && sh !== undefined ? [sh, "-c", UNSHARE_SCRIPT, "sh", String(hidden.length), ...hidden] : []),
+    spec.command,
+    ...spec.args
+  ]
+}
 
 interface Tools {
   readonly bwrap: string | undefined
   readonly unshare: string | undefined
   readonly setpriv: string | undefined
   readonly prlimit: string | undefined
+  readonly sh?: string | undefined
 }
 
 const findTools = (): Tools => ({
   bwrap: which("bwrap"),
   unshare: which("unshare"),
   setpriv: which("setpriv"),
-  prlimit: which("prlimit")
+  prlimit: which("prlimit"),
+  sh: which("sh")
 })
 
 const withPrefixes = (tools: Tools, spec: WrapSpec, inner: Array<string>, pdeathsig: boolean) => {
@@ -222,7 +255,11 @@ const withPrefixes = (tools: Tools, spec: WrapSpec, inner: Array<string>, pdeath
 }
 
 /** @internal */
-export const makeWall = (tool: WallTool, tools: Tools, unshareAsRoot = true): Wall => ({
+export const makeWall = (
+  tool: WallTool,
+  tools: Tools,
+  unshare: { readonly asRoot: boolean; readonly mounts: boolean } = { asRoot: true, mounts: true }
+): Wall => ({
   isolation: tool === "none" ? "process" : "namespace",
   tool,
   wrap: (spec) => {
@@ -231,7 +268,18 @@ export const makeWall = (tool: WallTool, tools: Tools, unshareAsRoot = true): Wa
         // bwrap itself dies with its parent (--die-with-parent); no setpriv.
         return withPrefixes(tools, spec, bwrapArgs(tools.bwrap as string, spec), false)
       case "unshare":
-        return withPrefixes(tools, spec, unshareArgs(tools.unshare as string, unshareAsRoot, spec), true)
+        return withPrefixes(
+          tools,
+          spec,
+          unshareArgs(
+            tools.unshare as string,
+            unshare.asRoot,
+            unshare.mounts && tools.sh !== undefined,
+            tools.sh,
+            spec
+          ),
+          true
+        )
       case "none":
         return withPrefixes(tools, spec, [spec.command, ...spec.args], true)
     }
@@ -305,10 +353,17 @@ export const probeWallsWith = (order: ReadonlyArray<"bwrap" | "unshare">, tools:
         tried.push("unshare is not installed")
         continue
       }
-      const asRoot = makeWall("unshare", tools, true)
-      if (probe(asRoot)) return { namespace: asRoot, process: processWall, missing: undefined }
-      const asUser = makeWall("unshare", tools, false)
-      if (probe(asUser)) return { namespace: asUser, process: processWall, missing: undefined }
+      // Best first: with its own mounts (host sockets and home folders hidden), as root or in a user namespace.
+      const variants = [
+        { asRoot: true, mounts: true },
+        { asRoot: false, mounts: true },
+        { asRoot: true, mounts: false },
+        { asRoot: false, mounts: false }
+      ]
+      for (const variant of variants) {
+        const wall = makeWall("unshare", tools, variant)
+        if (probe(wall)) return { namespace: wall, process: processWall, missing: undefined }
+      }
       tried.push(`unshare (${tools.unshare}) could not start Node in new namespaces`)
     }
   }
