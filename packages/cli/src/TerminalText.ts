@@ -54,15 +54,18 @@ const isBidiControl = (c: number) => (c >= 0x202a && c <= 0x202e) || (c >= 0x206
 export const isUnsafeChar = (code: number): boolean =>
   (code < 0x20 && code !== 0x0a && code !== 0x09) || (code >= 0x7f && code <= 0x9f) || isBidiControl(code)
 
-const unsafePattern = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/
-
 /**
  * Whether `text` has no character {@link sanitize} would remove.
  *
  * @since 0.2.0
  * @category Predicates
  */
-export const isSafe = (text: string): boolean => !unsafePattern.test(text)
+export const isSafe = (text: string): boolean => {
+  for (let i = 0; i < text.length; i++) {
+    if (isUnsafeChar(text.charCodeAt(i))) return false
+  }
+  return true
+}
 
 /** The end of a CSI whose parameters start at `i`: parameters 0x30–0x3F, intermediates 0x20–0x2F, a final 0x40–0x7E. */
 const skipCsi = (text: string, start: number): number => {
