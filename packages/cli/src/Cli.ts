@@ -28,7 +28,7 @@ import * as Policy from "@rlm-runtime/core/Policy"
 import * as Prompts from "@rlm-runtime/core/Prompts"
 import * as Rlm from "@rlm-runtime/core/Rlm"
 import type { RlmError } from "@rlm-runtime/core/RlmError"
-import { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
+import { type Isolation, Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import * as PrivateFile from "@rlm-runtime/trace/PrivateFile"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
@@ -241,6 +241,27 @@ export const makeCommand = <E, R>(execute: (flags: RunFlags) => Effect.Effect<vo
     Command.withSubcommands([runCommand])
   )
 }
+
+/**
+ * What `--isolation strict` asks of the sandbox: fails with a `CliError`
+ * "Isolation" (exit 4) when the sandbox it got runs behind the process wall
+ * only. `rlm run` checks it before the run starts, whatever the sandbox said.
+ *
+ * @since 0.2.0
+ * @category Isolation
+ */
+export const checkIsolation: (settings: backends.SandboxSettings, got: Isolation) => Effect.Effect<void, CliError> =
+  backends.checkIsolation
+
+/**
+ * The `CliError` for a sandbox that could not start: "Isolation" (exit 4, with
+ * how to get bubblewrap) for a `SandboxError` "StartFailed" under
+ * `--isolation strict`, else "Sandbox" (exit 1).
+ *
+ * @since 0.2.0
+ * @category Isolation
+ */
+export const sandboxStartError: (settings: backends.SandboxSettings, error: unknown) => CliError = backends.startError
 
 // ---------------------------------------------------------------------------
 // validation

@@ -1,6 +1,7 @@
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import type * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
@@ -28,7 +29,9 @@ const entry = (q: string) => {
 }
 
 /** Every way this package writes a file, each writing to `path`. */
-const writers: ReadonlyArray<readonly [name: string, write: (path: string) => Effect.Effect<void, unknown>]> = [
+const writers: ReadonlyArray<
+  readonly [name: string, write: (path: string) => Effect.Effect<void, unknown, FileSystem.FileSystem>]
+> = [
   ["PrivateFile.writeFileString", (path) => PrivateFile.writeFileString(path, "the whole context")],
   [
     "a trace .json (Trace.toJson through PrivateFile.writeFileString)",
@@ -53,7 +56,8 @@ const writers: ReadonlyArray<readonly [name: string, write: (path: string) => Ef
   ]
 ]
 
-const run = <E>(effect: Effect.Effect<void, E, any>) => effect.pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+const run = <E>(effect: Effect.Effect<void, E, FileSystem.FileSystem>) =>
+  effect.pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
 
 describe("files are written with mode 0600", () => {
   let umask = 0
