@@ -6,6 +6,12 @@
  * errors go to stderr. {@link run} is the whole program as an Effect, usable
  * in-process (tests) as well as from `bin.ts`.
  *
+ * Text of the model's or the guest's never reaches a terminal as control
+ * sequences: every stderr line goes through `TerminalText.sanitize`, and so
+ * does the answer when stdout is a terminal ({@link StdoutIsTerminal}) unless
+ * `--raw` is given. Piped or redirected, stdout carries the answer's exact
+ * bytes.
+ *
  * @since 0.1.0
  */
 
@@ -15,16 +21,20 @@ import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
+import { format as formatArgs } from "node:util"
 import type { Teardown } from "@effect/platform/Runtime"
 import * as FakeAdapter from "@rlm-runtime/adapters/FakeAdapter"
 import * as Policy from "@rlm-runtime/core/Policy"
 import * as Prompts from "@rlm-runtime/core/Prompts"
 import * as Rlm from "@rlm-runtime/core/Rlm"
 import type { RlmError } from "@rlm-runtime/core/RlmError"
+import { type Isolation, Sandbox } from "@rlm-runtime/sandbox/Sandbox"
+import * as PrivateFile from "@rlm-runtime/trace/PrivateFile"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -37,6 +47,7 @@ import * as Schema from "effect/Schema"
 import { CliError, interruptedExitCode } from "./CliError.js"
 import * as backends from "./internal/backends.js"
 import * as Progress from "./Progress.js"
+import * as TerminalText from "./TerminalText.js"
 
 /**
  * The version `rlm --version` prints.
@@ -62,6 +73,8 @@ export interface RunFlags {
   /** Where to write the trace JSON. */
   readonly trace: string | undefined
   readonly sandbox: "python" | "js"
+  /** The wall asked for: `strict` refuses to run without the OS wall. */
+  readonly isolation: backends.IsolationFlag
   /** Seconds per code block. */
   readonly execTimeout: number | undefined
   readonly memoryMb: number | undefined
@@ -84,6 +97,8 @@ export interface RunFlags {
   readonly subModel: string | undefined
   readonly llama: boolean
   readonly quiet: boolean
+  /** Print the answer's bytes on stdout even when it is a terminal. */
+  readonly raw: boolean
 }
 
 const optional = <A>(options: Options.Options<A>) => Options.optional(options)
@@ -109,6 +124,12 @@ const runOptions = {
   sandbox: Options.choice("sandbox", ["python", "js"]).pipe(
     Options.withDefault("python" as const),
     Options.withDescription("The REPL language.")
+  ),
+  isolation: Options.choice("isolation", ["auto", "strict", "process"]).pipe(
+    Options.withDefault("auto" as const),
+    Options.withDescription(
+      "The wall around the interpreter: auto (the OS wall, bubblewrap or unshare, where the machine has it, else the process wall), strict (refuse to run without the OS wall, exit 4), process (the process wall only). The first progress line says which one the run got."
+    )
   ),
   execTimeout: optional(
     Options.float("exec-timeout").pipe(Options.withDescription("Seconds each code block may run (default 30)."))
@@ -164,7 +185,12 @@ const runOptions = {
       "Settings for local Llama-family models: the stricter LLAMA_SYSTEM_PROMPT and no final answer before REPL output."
     )
   ),
-  quiet: Options.boolean("quiet").pipe(Options.withDescription("No progress lines on stderr."))
+  quiet: Options.boolean("quiet").pipe(Options.withDescription("No progress lines on stderr.")),
+  raw: Options.boolean("raw").pipe(
+    Options.withDescription(
+      "Print the answer's exact bytes on stdout even when it is a terminal (by default control characters and escape sequences are removed there; stderr is always cleaned)."
+    )
+  )
 } as const
 
 type ParsedRunOptions = Command.Command.ParseConfig<typeof runOptions>
@@ -175,6 +201,7 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
   fake: Option.getOrUndefined(parsed.fake),
   trace: Option.getOrUndefined(parsed.trace),
   sandbox: parsed.sandbox,
+  isolation: parsed.isolation,
   execTimeout: Option.getOrUndefined(parsed.execTimeout),
   memoryMb: Option.getOrUndefined(parsed.memoryMb),
   maxSteps: Option.getOrUndefined(parsed.maxSteps),
@@ -191,7 +218,8 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
   model: Option.getOrUndefined(parsed.model),
   subModel: Option.getOrUndefined(parsed.subModel),
   llama: parsed.llama,
-  quiet: parsed.quiet
+  quiet: parsed.quiet,
+  raw: parsed.raw
 })
 
 /**
@@ -213,6 +241,27 @@ export const makeCommand = <E, R>(execute: (flags: RunFlags) => Effect.Effect<vo
     Command.withSubcommands([runCommand])
   )
 }
+
+/**
+ * What `--isolation strict` asks of the sandbox: fails with a `CliError`
+ * "Isolation" (exit 4) when the sandbox it got runs behind the process wall
+ * only. `rlm run` checks it before the run starts, whatever the sandbox said.
+ *
+ * @since 0.2.0
+ * @category Isolation
+ */
+export const checkIsolation: (settings: backends.SandboxSettings, got: Isolation) => Effect.Effect<void, CliError> =
+  backends.checkIsolation
+
+/**
+ * The `CliError` for a sandbox that could not start: "Isolation" (exit 4, with
+ * how to get bubblewrap) for a `SandboxError` "StartFailed" under
+ * `--isolation strict`, else "Sandbox" (exit 1).
+ *
+ * @since 0.2.0
+ * @category Isolation
+ */
+export const sandboxStartError: (settings: backends.SandboxSettings, error: unknown) => CliError = backends.startError
 
 // ---------------------------------------------------------------------------
 // validation
@@ -288,6 +337,8 @@ export interface RunPlan {
   readonly sandbox: backends.SandboxSettings
   readonly trace: string | undefined
   readonly quiet: boolean
+  /** Print the answer unsanitized even on a terminal (`--raw`). */
+  readonly raw: boolean
   /** Notes for the user (ignored flags, unbounded limits), printed to stderr. */
   readonly notes: ReadonlyArray<string>
 }
@@ -406,9 +457,15 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       policy,
       options,
       adapter,
-      sandbox: { kind: flags.sandbox, execTimeout: execTimeoutDuration, memoryMb },
+      sandbox: {
+        kind: flags.sandbox,
+        execTimeout: execTimeoutDuration,
+        memoryMb,
+        isolation: backends.isolationModes[flags.isolation]
+      },
       trace: flags.trace,
       quiet: flags.quiet,
+      raw: flags.raw,
       notes
     }
   })
@@ -431,7 +488,11 @@ const flagOfLimit: Record<string, string> = {
 const messageOf = (u: unknown): string =>
   typeof u === "object" && u !== null && "message" in u && typeof u.message === "string" ? u.message : ""
 
-const fromRunError = (e: RlmError | CliError, recorded: string | undefined): CliError => {
+const fromRunError = (
+  e: RlmError | CliError,
+  recorded: string | undefined,
+  sandbox: backends.SandboxSettings
+): CliError => {
   switch (e._tag) {
     case "CliError":
       return e
@@ -449,6 +510,17 @@ const fromRunError = (e: RlmError | CliError, recorded: string | undefined): Cli
       })
     }
     case "RunFailed": {
+      // A sandbox that could not start an interpreter under --isolation strict: the Isolation advice.
+      if (
+        e.reason === "Sandbox" &&
+        sandbox.isolation === "require-namespace" &&
+        typeof e.cause === "object" &&
+        e.cause !== null &&
+        "reason" in e.cause &&
+        e.cause.reason === "StartFailed"
+      ) {
+        return backends.startError(sandbox, e.cause)
+      }
       const cause = messageOf(e.cause) || (recorded ?? "")
       const what =
         e.reason === "Sandbox"
@@ -466,6 +538,18 @@ const fromRunError = (e: RlmError | CliError, recorded: string | undefined): Cli
 
 const partialAnswerOf = (e: RlmError | CliError): Option.Option<string> =>
   e._tag === "CliError" ? Option.none() : e.partialAnswer
+
+/**
+ * Whether stdout is a terminal, which decides if the answer is sanitized
+ * (see `TerminalText`). Read from `process.stdout.isTTY` unless provided (tests
+ * provide it).
+ *
+ * @since 0.2.0
+ * @category References
+ */
+export class StdoutIsTerminal extends Context.Reference<StdoutIsTerminal>()("@rlm-runtime/cli/Cli/StdoutIsTerminal", {
+  defaultValue: () => process.stdout.isTTY === true
+}) {}
 
 /**
  * Run a validated plan: the RLM with its adapter, sandbox and a progress
@@ -490,7 +574,8 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
             catch: (e) => new CliError({ reason: "Trace", message: `could not encode the trace: ${String(e)}` })
           }).pipe(
             Effect.flatMap((json) =>
-              fs.writeFileString(path, `${json}\n`).pipe(
+              PrivateFile.writeFileString(path, `${json}\n`).pipe(
+                Effect.provideService(FileSystem.FileSystem, fs),
                 Effect.mapError(
                   (e) =>
                     new CliError({
@@ -509,20 +594,28 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           runSucceeded ? Ref.set(traceError, Option.some(e)) : Console.error(`rlm: ${oneLine(e.message)}`)
         )
       )
-    const result = yield* Rlm.run(p.query, p.context, p.options).pipe(
+    const result = yield* Effect.flatMap(Sandbox, (sandbox) =>
+      recorder
+        .setIsolation(sandbox.isolation)
+        .pipe(
+          Effect.zipRight(backends.checkIsolation(p.sandbox, sandbox.isolation)),
+          Effect.zipRight(Rlm.run(p.query, p.context, p.options))
+        )
+    ).pipe(
       Effect.provide(Layer.merge(backends.adapterLayer(p.adapter), backends.sandboxLayer(p.sandbox))),
       Effect.provideService(TraceRecorder, recorder),
       Effect.tapError((e) =>
         Option.match(partialAnswerOf(e), {
           onNone: () => Effect.void,
-          onSome: (answer) => Console.error(`rlm: best partial answer (not final): ${oneLine(answer, 300)}`)
+          onSome: (answer) =>
+            Console.error(`rlm: best partial answer (not final): ${oneLine(TerminalText.sanitize(answer), 300)}`)
         })
       ),
       Effect.catchAll((e) =>
         Effect.flatMap(recorder.events, (events) => {
           // The error the root run recorded when it finished: a fallback for an error whose message was lost.
           const finished = [...events].reverse().find((event) => event._tag === "RunFinished" && event.runId === "run")
-          return Effect.fail(fromRunError(e, finished?._tag === "RunFinished" ? finished.error : undefined))
+          return Effect.fail(fromRunError(e, finished?._tag === "RunFinished" ? finished.error : undefined, p.sandbox))
         })
       ),
       (self) => {
@@ -530,7 +623,8 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
         return path === undefined ? self : Effect.onExit(self, (exit) => writeTrace(path, Exit.isSuccess(exit)))
       }
     )
-    yield* Console.log(result.answer)
+    const terminal = yield* StdoutIsTerminal
+    yield* Console.log(terminal && !p.raw ? TerminalText.sanitize(result.answer) : result.answer)
     const failedTrace = yield* Ref.get(traceError)
     if (Option.isSome(failedTrace)) return yield* Effect.fail(failedTrace.value)
   })
@@ -599,8 +693,36 @@ export const run = (
       )
     ),
     Effect.onInterrupt(() => Console.error("rlm: interrupted")),
-    Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
+    Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))),
+    (self) => Effect.flatMap(Effect.console, (console) => Effect.withConsole(self, sanitizedStderr(console)))
   )
+
+/**
+ * `console` with every stderr method (`error`, `warn`, `debug`, `trace`, and
+ * their `unsafe` forms, which the logger uses) writing its formatted arguments
+ * through `TerminalText.sanitize`. stdout (`log`, `info`) is left alone: the
+ * answer is sanitized where it is printed, as `--raw` and the TTY decide.
+ *
+ * @since 0.2.0
+ * @category Running
+ */
+export const sanitizedStderr = (console: Console.Console): Console.Console => {
+  const clean = (args: ReadonlyArray<unknown>) => TerminalText.sanitize(formatArgs(...args))
+  return {
+    ...console,
+    error: (...args) => console.error(clean(args)),
+    warn: (...args) => console.warn(clean(args)),
+    debug: (...args) => console.debug(clean(args)),
+    trace: (...args) => console.trace(clean(args)),
+    unsafe: {
+      ...console.unsafe,
+      error: (...args) => console.unsafe.error(clean(args)),
+      warn: (...args) => console.unsafe.warn(clean(args)),
+      debug: (...args) => console.unsafe.debug(clean(args)),
+      trace: (...args) => console.unsafe.trace(clean(args))
+    }
+  }
+}
 
 /**
  * The process exit code for the outcome of {@link run}: 0 on success, the

@@ -12,13 +12,15 @@ import * as Data from "effect/Data"
  * - `Budget`: a policy limit was hit (exit 3).
  * - `Model`: the model provider failed (exit 1).
  * - `Sandbox`: the REPL failed (exit 1).
+ * - `Isolation`: `--isolation strict` and the machine cannot give the OS wall
+ *   (bubblewrap or unshare) the sandbox needs for it (exit 4).
  * - `Trace`: the `--trace` file could not be written (exit 1).
  * - `Internal`: a bug (exit 70).
  *
  * @since 0.1.0
  * @category Models
  */
-export type Reason = "Usage" | "Input" | "Budget" | "Model" | "Sandbox" | "Trace" | "Internal"
+export type Reason = "Usage" | "Input" | "Budget" | "Model" | "Sandbox" | "Isolation" | "Trace" | "Internal"
 
 /**
  * The exit code of each reason.
@@ -32,6 +34,7 @@ export const exitCodes: Readonly<Record<Reason, number>> = {
   Budget: 3,
   Model: 1,
   Sandbox: 1,
+  Isolation: 4,
   Trace: 1,
   Internal: 70
 }

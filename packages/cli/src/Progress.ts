@@ -2,6 +2,13 @@
  * A `TraceRecorder` that keeps every event in memory (for `--trace`) and
  * prints one short progress line per step to stderr: the step number, how
  * many code blocks ran and failed, the sub-calls made, and how long it took.
+ * The first line (the root run started) also says which wall the sandbox runs
+ * behind (`isolation: namespace` or `isolation: process`).
+ *
+ * The lines carry text of the model's (feedback, errors): each one goes
+ * through `TerminalText.sanitize` before it is written (and `rlm` sanitizes
+ * every stderr line again), so none of it reaches a terminal as a control
+ * sequence.
  *
  * @since 0.1.0
  */
@@ -12,6 +19,7 @@ import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
+import * as TerminalText from "./TerminalText.js"
 
 /**
  * @since 0.1.0
@@ -38,6 +46,8 @@ export interface State {
   readonly finals: ReadonlyMap<string, string>
   /** The last step printed for each run. */
   readonly steps: ReadonlyMap<string, number>
+  /** The wall the run's sandbox runs behind, once known (told on the root run's first line). */
+  readonly isolation?: string | undefined
 }
 
 /**
@@ -87,9 +97,15 @@ const tokens = (usage: TraceEvent.TokenUsage) =>
 export const format = (state: State, event: TraceEvent.TraceEvent): readonly [string | undefined, State] => {
   switch (event._tag) {
     case "RunStarted": {
-      const where = event.parentRunId === undefined ? "run started" : `child run started (depth ${event.depth})`
+      const root = event.parentRunId === undefined
+      const where = root ? "run started" : `child run started (depth ${event.depth})`
+      // `RunStarted` may carry the isolation itself; else the one the CLI read from the Sandbox service.
+      const recorded = "isolation" in event && typeof event.isolation === "string" ? event.isolation : undefined
+      const isolation = root ? (recorded ?? state.isolation) : undefined
       return [
-        `${prefix(event.runId)}${where}: model ${event.model}, ${event.language} sandbox, context ${plural(
+        `${prefix(event.runId)}${where}: model ${event.model}, ${event.language} sandbox${
+          isolation !== undefined ? `, isolation: ${isolation}` : ""
+        }, context ${plural(
           event.context.totalChars,
           "char"
         )}${event.context.type === "documents" ? ` in ${plural(event.context.documentCount, "document")}` : ""}`,
@@ -125,6 +141,7 @@ export const format = (state: State, event: TraceEvent.TraceEvent): readonly [st
       return [
         `${prefix(event.runId)}step ${event.step}: ${parts.join(", ")}${note}`,
         {
+          ...state,
           subCalls: without(state.subCalls, event.runId),
           subCallErrors: without(state.subCallErrors, event.runId),
           finals: without(state.finals, event.runId),
@@ -153,13 +170,25 @@ export const format = (state: State, event: TraceEvent.TraceEvent): readonly [st
 }
 
 /**
+ * A progress recorder: a `TraceRecorder` that can also be told the sandbox's
+ * isolation before the run starts.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export interface Recorder extends TraceRecorder.Service {
+  /** The wall the sandbox runs behind, told on the root run's first line. */
+  readonly setIsolation: (isolation: string) => Effect.Effect<void>
+}
+
+/**
  * A recorder collecting every event in memory and printing progress lines.
  * Printing never fails the run.
  *
  * @since 0.1.0
  * @category Constructors
  */
-export const make = (options: Options = {}): Effect.Effect<TraceRecorder.Service> =>
+export const make = (options: Options = {}): Effect.Effect<Recorder> =>
   Effect.gen(function* () {
     const console = yield* Effect.console
     const write = options.write ?? ((line: string) => console.error(line))
@@ -175,11 +204,12 @@ export const make = (options: Options = {}): Effect.Effect<TraceRecorder.Service
             (line) =>
               line === undefined || options.quiet === true
                 ? Effect.void
-                : Effect.catchAllCause(write(line), () => Effect.void)
+                : Effect.catchAllCause(write(TerminalText.sanitize(line)), () => Effect.void)
           )
         ),
       events: all,
-      snapshot: Effect.map(all, Trace.make)
+      snapshot: Effect.map(all, Trace.make),
+      setIsolation: (isolation) => Ref.update(state, (s) => ({ ...s, isolation }))
     }
   })
 

@@ -16,3 +16,8 @@ export * as CliError from "./CliError.js"
  * @since 0.1.0
  */
 export * as Progress from "./Progress.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as TerminalText from "./TerminalText.js"

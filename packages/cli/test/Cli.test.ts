@@ -63,6 +63,7 @@ describe("rlm run: flag parsing", () => {
         fake: undefined,
         trace: undefined,
         sandbox: "python",
+        isolation: "auto",
         execTimeout: undefined,
         memoryMb: undefined,
         maxSteps: undefined,
@@ -79,7 +80,8 @@ describe("rlm run: flag parsing", () => {
         model: undefined,
         subModel: undefined,
         llama: false,
-        quiet: false
+        quiet: false,
+        raw: false
       })
     })
   )
@@ -124,7 +126,10 @@ describe("rlm run: flag parsing", () => {
         "--sub-model",
         "small",
         "--llama",
-        "--quiet"
+        "--quiet",
+        "--isolation",
+        "strict",
+        "--raw"
       ])
       assert.deepStrictEqual(flags, {
         context: files.path("ctx.txt"),
@@ -132,6 +137,7 @@ describe("rlm run: flag parsing", () => {
         fake: "s.json",
         trace: "t.json",
         sandbox: "js",
+        isolation: "strict",
         execTimeout: 2.5,
         memoryMb: 512,
         maxSteps: 7,
@@ -148,7 +154,8 @@ describe("rlm run: flag parsing", () => {
         model: "big",
         subModel: "small",
         llama: true,
-        quiet: true
+        quiet: true,
+        raw: true
       })
     })
   )
@@ -200,7 +207,9 @@ describe("rlm run: flag parsing", () => {
         "--max-subcalls",
         "--sub-model",
         "--llama",
-        "--exec-timeout"
+        "--exec-timeout",
+        "--isolation",
+        "--raw"
       ]) {
         assert.include(r.stdout, flag)
       }

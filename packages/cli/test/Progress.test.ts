@@ -129,6 +129,29 @@ describe("Progress", () => {
     })
   )
 
+  it.effect("the root run's first line says the isolation it was told; a child's line does not repeat it", () =>
+    Effect.gen(function* () {
+      const written: Array<string> = []
+      const recorder = yield* Progress.make({ write: (line) => Effect.sync(() => void written.push(line)) })
+      yield* recorder.setIsolation("namespace")
+      yield* recorder.record(started("run", 0))
+      yield* recorder.record(started("run/1.0", 1))
+      assert.deepStrictEqual(written, [
+        "rlm: run started: model fake, python sandbox, isolation: namespace, context 45 chars",
+        "rlm:   [run/1.0] child run started (depth 1): model fake, python sandbox, context 45 chars"
+      ])
+    })
+  )
+
+  it.effect("a line is written without the control sequences of the model's text in it", () =>
+    Effect.gen(function* () {
+      const written: Array<string> = []
+      const recorder = yield* Progress.make({ write: (line) => Effect.sync(() => void written.push(line)) })
+      yield* recorder.record(step("run", 1, 0, 0, "bad \x1b]0;pwned\x07\x9b2Jreply\r"))
+      assert.deepStrictEqual(written, ["rlm: step 1: 0 blocks, 0 sub-calls, 1.5 s — told the model: bad reply"])
+    })
+  )
+
   it.effect("a failing writer never fails the run", () =>
     Effect.gen(function* () {
       const recorder = yield* Progress.make({ write: () => Effect.die("stderr is gone") })

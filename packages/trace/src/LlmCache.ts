@@ -22,6 +22,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { sha256 } from "./Hash.js"
 import { canonicalJson } from "./internal/canonicalJson.js"
+import * as PrivateFile from "./PrivateFile.js"
 
 /**
  * The part of a `ChatRequest` the cache keys on and stores: the call role and
@@ -218,8 +219,10 @@ export const readFile = (path: string): Effect.Effect<ReadonlyArray<Entry>, LlmC
   })
 
 /**
- * Write a cache file atomically (a temporary file renamed over the target).
- * The file is one JSON document with one entry per line.
+ * Write a cache file atomically (a temporary file renamed over the target),
+ * with mode `0600` whatever the umask or the old file's mode (see
+ * `PrivateFile.writeFileString`): it holds every prompt and reply. The file is
+ * one JSON document with one entry per line.
  *
  * @since 0.1.0
  * @category Files
@@ -229,12 +232,9 @@ export const writeFile = (
   entries: ReadonlyArray<Entry>
 ): Effect.Effect<void, LlmCacheError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
     const lines = yield* Effect.forEach(entries, entryToJson)
     const text = `{"version":1,"entries":[${lines.length === 0 ? "" : `\n${lines.join(",\n")}\n`}]}\n`
-    const tmp = `${path}.tmp-${process.pid}`
-    yield* fs.writeFileString(tmp, text)
-    yield* fs.rename(tmp, path)
+    yield* PrivateFile.writeFileString(path, text)
   }).pipe(
     Effect.mapError(
       (error) =>

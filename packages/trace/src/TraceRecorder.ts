@@ -6,13 +6,14 @@
  */
 
 import type { PlatformError } from "@effect/platform/Error"
-import * as FileSystem from "@effect/platform/FileSystem"
+import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
+import * as PrivateFile from "./PrivateFile.js"
 import * as Trace from "./Trace.js"
 import type * as TraceEvent from "./TraceEvent.js"
 
@@ -87,6 +88,8 @@ export interface JsonlOptions {
  * A recorder keeping events in memory and appending each one to a JSONL file
  * (one JSON event per line) as it is recorded, so a crashed or interrupted run
  * still leaves its trace behind. Read the file back with `Trace.decodeJsonl`.
+ * The file holds the whole context: it is mode `0600`, also when it existed
+ * before with a wider mode (see `PrivateFile.open`).
  *
  * Opening the file fails the constructor with a `PlatformError` (missing
  * directory, no permission). A later write failure is logged and the event is
@@ -101,8 +104,7 @@ export const makeJsonl = (
   options?: JsonlOptions
 ): Effect.Effect<TraceRecorder.Service, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const file = yield* fs.open(path, { flag: options?.append === true ? "a" : "w" })
+    const file = yield* PrivateFile.open(path, options)
     const memory = yield* makeMemory
     // One writer at a time, so lines never interleave and the file keeps the
     // recording order even when concurrent sub-calls record at once; a write is

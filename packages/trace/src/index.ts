@@ -26,3 +26,7 @@ export * as TraceEvent from "./TraceEvent.js"
  * @since 0.1.0
  */
 export * as TraceRecorder from "./TraceRecorder.js"
+/**
+ * @since 0.2.0
+ */
+export * as PrivateFile from "./PrivateFile.js"

@@ -5,7 +5,7 @@
  */
 import * as FakeAdapter from "@rlm-runtime/adapters/FakeAdapter"
 import { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
-import type { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
+import type { Isolation, IsolationMode, Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -19,7 +19,56 @@ export interface SandboxSettings {
   readonly kind: SandboxKind
   readonly execTimeout: Duration.Duration | undefined
   readonly memoryMb: number | undefined
+  /** The sandbox option (`--isolation strict` is `"require-namespace"`). */
+  readonly isolation: IsolationMode
 }
+
+/** @internal The `--isolation` flag's values and the sandbox option each one asks for. */
+export const isolationModes = {
+  auto: "auto",
+  strict: "require-namespace",
+  process: "process"
+} as const satisfies Record<string, IsolationMode>
+
+/** @internal */
+export type IsolationFlag = keyof typeof isolationModes
+
+const languageName = (kind: SandboxKind) => (kind === "python" ? "Python" : "JavaScript")
+
+const strictAdvice =
+  "--isolation strict needs the OS wall: bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or unshare from util-linux with unprivileged user namespaces enabled; --isolation auto falls back to the process wall and says so"
+
+const field = (u: unknown, key: string): unknown =>
+  typeof u === "object" && u !== null && key in u ? (u as Record<string, unknown>)[key] : undefined
+
+/**
+ * @internal The CLI error for a sandbox that did not start. A `StartFailed`
+ * under `--isolation strict` is an `Isolation` error (exit 4) with the advice
+ * to install bubblewrap; anything else is a `Sandbox` error (exit 1).
+ */
+export const startError = (settings: SandboxSettings, error: unknown): CliError => {
+  const message = typeof field(error, "message") === "string" ? (field(error, "message") as string) : String(error)
+  const what = `the ${languageName(settings.kind)} sandbox did not start`
+  if (settings.isolation === "require-namespace" && field(error, "reason") === "StartFailed") {
+    return new CliError({ reason: "Isolation", message: `${what}: ${message}. ${strictAdvice}.` })
+  }
+  return new CliError({ reason: "Sandbox", message: `${what}: ${message}` })
+}
+
+/**
+ * @internal What the sandbox got against what was asked: `--isolation strict`
+ * with a sandbox behind the process wall only is an `Isolation` error, even if
+ * the sandbox started (the CLI does not trust that it refused).
+ */
+export const checkIsolation = (settings: SandboxSettings, got: Isolation): Effect.Effect<void, CliError> =>
+  settings.isolation === "require-namespace" && got !== "namespace"
+    ? Effect.fail(
+        new CliError({
+          reason: "Isolation",
+          message: `the ${languageName(settings.kind)} sandbox runs behind the ${got} wall only, but --isolation strict asks for the OS wall (isolation: namespace). ${strictAdvice}.`
+        })
+      )
+    : Effect.void
 
 const load = <A>(what: string, reason: "Sandbox" | "Model", importer: () => Promise<A>) =>
   Effect.tryPromise({
@@ -38,21 +87,24 @@ const sandboxStartFailed = (e: CliError | { readonly _tag: "SandboxError"; reado
 export const sandboxLayer = (settings: SandboxSettings): Layer.Layer<Sandbox, CliError> => {
   const options = {
     ...(settings.execTimeout !== undefined ? { execTimeout: settings.execTimeout } : {}),
-    ...(settings.memoryMb !== undefined ? { memoryMb: settings.memoryMb } : {})
+    ...(settings.memoryMb !== undefined ? { memoryMb: settings.memoryMb } : {}),
+    isolation: settings.isolation
   }
+  // Building a layer may fail with `SandboxError` (e.g. "StartFailed" under "require-namespace").
+  const started = <E>(layer: Layer.Layer<Sandbox, E>) => Layer.mapError(layer, (e: unknown) => startError(settings, e))
   switch (settings.kind) {
     case "js":
       return Layer.unwrapEffect(
         Effect.map(
           load("JavaScript sandbox", "Sandbox", () => import("@rlm-runtime/sandbox/JavascriptSandbox")),
-          (m) => m.layer(options)
+          (m) => started(m.layer(options))
         )
       ).pipe(Layer.mapError(sandboxStartFailed))
     case "python":
       return Layer.unwrapEffect(
         Effect.map(
           load("Python sandbox", "Sandbox", () => import("@rlm-runtime/sandbox/PythonSandbox")),
-          (m) => m.layer(options)
+          (m) => started(m.layer(options))
         )
       ).pipe(Layer.mapError(sandboxStartFailed))
   }
