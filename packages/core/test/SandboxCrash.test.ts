@@ -514,6 +514,28 @@ describe("hostile Python blocks (real sandbox)", () => {
   }
 
   it.live(
+    "FINAL_VAR of a 200,000-deep list kills the interpreter reading it; the answer is rejected and the run goes on",
+    () =>
+      Effect.gen(function* () {
+        const result = yield* Rlm.run("q", "the context").pipe(
+          Effect.provide(
+            Layer.merge(
+              FakeAdapter.layer({ script: [repl(deepList), "FINAL_VAR(x)", repl("print(lenP())"), "FINAL(done)"] }),
+              PythonSandbox.layer()
+            )
+          )
+        )
+        assert.strictEqual(result.answer, "done")
+        const [, lost, after] = steps(result.trace)
+        assert.strictEqual(lost?.interpreterLost?.reason, "Crashed")
+        assert.include(lost?.feedback ?? "", "FINAL_VAR(x) could not be read: ")
+        assert.include(lost?.feedback ?? "", "[interpreter lost] The Python interpreter overflowed its stack")
+        assert.strictEqual(after?.blocks[0]?.stdout, "11\n")
+      }),
+    120_000
+  )
+
+  it.live(
     "sys.setrecursionlimit(10**6) then deep recursion is stopped by the interpreter: a RecursionError, variables kept",
     () =>
       Effect.gen(function* () {
@@ -534,19 +556,22 @@ describe("hostile Python blocks (real sandbox)", () => {
 })
 
 describe("hostile JavaScript blocks (real sandbox)", () => {
-  it.live("JSON.parse of 100,000-deep nesting is stopped by the interpreter: an error, variables kept", () =>
-    Effect.gen(function* () {
-      const { result } = yield* hostileRun(
-        JavascriptSandbox.layer(),
-        "var keep = 42",
-        "JSON.parse('['.repeat(100000) + ']'.repeat(100000))",
-        "console.log(lenP(), keep)"
-      )
-      assert.strictEqual(result.answer, "done")
-      const [, stopped, after] = steps(result.trace)
-      assert.isUndefined(stopped?.interpreterLost)
-      assert.include(stopped?.blocks[0]?.error ?? "", "stack overflow")
-      assert.strictEqual(after?.blocks[0]?.stdout, "11 42\n")
-    })
+  it.live(
+    "JSON.parse of 100,000-deep nesting is stopped by the interpreter: an error, variables kept",
+    () =>
+      Effect.gen(function* () {
+        const { result } = yield* hostileRun(
+          JavascriptSandbox.layer(),
+          "var keep = 42",
+          "JSON.parse('['.repeat(100000) + ']'.repeat(100000))",
+          "console.log(lenP(), keep)"
+        )
+        assert.strictEqual(result.answer, "done")
+        const [, stopped, after] = steps(result.trace)
+        assert.isUndefined(stopped?.interpreterLost)
+        assert.include(stopped?.blocks[0]?.error ?? "", "stack overflow")
+        assert.strictEqual(after?.blocks[0]?.stdout, "11 42\n")
+      }),
+    120_000
   )
 })
