@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
 import type { TraceEvent } from "@rlm-runtime/trace"
-import { Effect, Exit, FastCheck, Layer, Option } from "effect"
+import { Effect, Exit, FastCheck, Layer, Option, Schema } from "effect"
 import { Policy, Prompts, Rlm, type RlmError } from "../src/index.js"
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
@@ -371,6 +371,21 @@ describe("Policy caps", () => {
     assert.throws(() => Policy.make({ maxSandboxRestarts: -1 }))
     assert.strictEqual(Policy.make({ maxSandboxRestarts: 0 }).maxSandboxRestarts, 0)
   })
+
+  it.prop(
+    "a Policy with its caps survives JSON (up to absent versus undefined fields)",
+    [Policy.Policy],
+    ([policy]) => {
+      const json = JSON.stringify(Schema.encodeSync(Policy.Policy)(policy))
+      const back = Schema.decodeUnknownSync(Policy.Policy)(JSON.parse(json))
+      assert.instanceOf(back, Policy.Policy)
+      assert.strictEqual(JSON.stringify(Schema.encodeSync(Policy.Policy)(back)), json)
+      assert.deepStrictEqual(
+        [back.maxPromptChars, back.maxAnswerChars, back.maxLineBytes, back.maxSandboxRestarts],
+        [policy.maxPromptChars, policy.maxAnswerChars, policy.maxLineBytes, policy.maxSandboxRestarts]
+      )
+    }
+  )
 
   it.effect("are given to sandbox.open", () =>
     Effect.gen(function* () {
