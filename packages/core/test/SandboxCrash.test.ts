@@ -47,10 +47,10 @@ const newLog = (): Log => ({ opened: [], execs: [] })
  * `CALL prompt` / `RLM prompt` / `BATCH a|b` (host calls), `PRINT_LEN` (the context's length).
  * `getVar` of `crash_*` loses the interpreter; of `bad_*` fails it without loss.
  */
-const scripted = (log: Log) =>
+const scripted = (log: Log, isolation: Sandbox.Isolation = "process") =>
   Layer.succeed(Sandbox.Sandbox, {
     language: "python",
-    isolation: "process",
+    isolation,
     open: (options: Sandbox.OpenOptions) =>
       Effect.sync((): Sandbox.Repl => {
         log.opened.push(options)
@@ -385,6 +385,18 @@ describe("Policy caps", () => {
         [policy.maxPromptChars, policy.maxAnswerChars, policy.maxLineBytes, policy.maxSandboxRestarts]
       )
     }
+  )
+
+  it.effect("RunStarted records the sandbox's isolation", () =>
+    Effect.gen(function* () {
+      for (const isolation of ["namespace", "process"] as const) {
+        const result = yield* Rlm.run("q", "ctx").pipe(
+          Effect.provide(Layer.merge(FakeAdapter.layer({ script: ["FINAL(x)"] }), scripted(newLog(), isolation)))
+        )
+        const started = result.trace.events[0]
+        assert.strictEqual(started?._tag === "RunStarted" && started.isolation, isolation)
+      }
+    })
   )
 
   it.effect("are given to sandbox.open", () =>
