@@ -12,6 +12,7 @@ const started = (runId: string, depth: number) =>
     context: { type: "text", totalChars: 45, documentCount: 1, documentLengths: [45], preview: "p" },
     model: "fake",
     language: "python",
+    isolation: "process",
     timestamp: 0
   })
 

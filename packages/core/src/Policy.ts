@@ -1,10 +1,12 @@
 /**
  * The limits of a run: steps, sub-calls, tokens, cost, wall time, depth,
- * concurrency and consecutive errors. One budget built from a policy is shared
+ * concurrency, consecutive errors, interpreter restarts, and the sizes the
+ * host takes from the guest. One budget built from a policy is shared
  * by a whole run tree (root, batches, child RLMs).
  *
  * @since 0.1.0
  */
+import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import * as Schema from "effect/Schema"
 
 /**
@@ -60,6 +62,29 @@ export class Policy extends Schema.Class<Policy>("@rlm-runtime/core/Policy")({
   batchFailure: Schema.optionalWith(Schema.Literal("error-string", "fail-all"), {
     default: () => "error-string" as const
   }),
+  /**
+   * Longest prompt of one sub-call (`llm_query`, `rlm_query`, each prompt of a
+   * batch), in characters. A longer one fails that call, which model code sees
+   * as an error; the model is not called. Also given to the sandbox.
+   */
+  maxPromptChars: Schema.optionalWith(PositiveInt, { default: () => Sandbox.DEFAULT_MAX_PROMPT_CHARS }),
+  /**
+   * Longest final answer, in characters (from `FINAL(...)` in the reply,
+   * `FINAL_VAR`, or model code). A longer one is rejected and the model told
+   * to answer with less; the run goes on. Also given to the sandbox.
+   */
+  maxAnswerChars: Schema.optionalWith(PositiveInt, { default: () => Sandbox.DEFAULT_MAX_ANSWER_CHARS }),
+  /** Longest message line the sandbox reads from an interpreter process, in bytes (every JSON-lines channel). */
+  maxLineBytes: Schema.optionalWith(PositiveInt, { default: () => Sandbox.DEFAULT_MAX_LINE_BYTES }),
+  /**
+   * Interpreter losses (crash, out of memory, killed past its time limit,
+   * protocol violation) a run survives: each time, the model is told, and the
+   * run goes on in a fresh interpreter with the context reloaded and its
+   * variables gone. The next loss fails the run (`RunFailed`
+   * "SandboxRestarts"). Counted per run: the root and each child RLM have
+   * their own interpreter and their own count.
+   */
+  maxSandboxRestarts: Schema.optionalWith(NonNegativeInt, { default: () => 3 }),
   /** Price per model name, for `maxCostUsd`. */
   prices: Schema.optionalWith(Schema.Record({ key: Schema.String, value: ModelPrice }), { default: () => ({}) })
 }) {}

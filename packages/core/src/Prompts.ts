@@ -128,3 +128,51 @@ export const answerNow = (query: string): string =>
  */
 export const typedAnswer = (description: string): string =>
   `The answer must be JSON matching: ${description}. Build it in a variable (Python: json.dumps(...); JavaScript: JSON.stringify(...)) and answer with FINAL_VAR(name).`
+
+/**
+ * What happened to an interpreter that was lost, in words, from the sandbox
+ * error's reason and message.
+ *
+ * @since 0.2.0
+ * @category Messages
+ */
+export const interpreterLostCause = (reason: string, message: string): string => {
+  if (reason === "MemoryExceeded" || /out of memory|memory limit/i.test(message)) return "ran out of memory"
+  if (reason === "Timeout") return "ran past its time limit and did not stop when interrupted, so it was killed"
+  if (reason === "Protocol") {
+    return "broke the protocol with the host (it sent a malformed or oversized message), so it was stopped"
+  }
+  if (/stack|recursion/i.test(message)) return "overflowed its stack (recursion or nesting too deep)"
+  return "crashed"
+}
+
+/**
+ * The message telling the model its interpreter was lost and replaced.
+ *
+ * @since 0.2.0
+ * @category Messages
+ */
+export const interpreterLost = (options: {
+  readonly language: "python" | "javascript"
+  readonly reason: string
+  readonly message: string
+  /** Losses in this run so far, this one included. */
+  readonly restarts: number
+  readonly maxRestarts: number
+  /** Blocks of the reply after the lost one, which were not run. */
+  readonly skipped: number
+}): string => {
+  const name = options.language === "javascript" ? "JavaScript" : "Python"
+  const left = options.maxRestarts - options.restarts
+  return [
+    `[interpreter lost] The ${name} interpreter ${interpreterLostCause(options.reason, options.message)}, and was replaced by a fresh one.`,
+    "All your REPL variables are gone: recompute what you still need, in smaller steps.",
+    "`P`, `context` and the helper functions are loaded again, unchanged.",
+    ...(options.skipped > 0
+      ? [`The ${options.skipped === 1 ? "block" : `${options.skipped} blocks`} after the lost one did not run.`]
+      : []),
+    left > 0
+      ? `Restarts left in this run: ${left}. Avoid what crashed it (very deep recursion or nesting, huge values).`
+      : "No restarts are left: if the interpreter is lost again, the run fails."
+  ].join("\n")
+}

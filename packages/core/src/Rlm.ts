@@ -122,7 +122,7 @@ const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
   )
 
 const snapshot = (tree: Tree) =>
-  Effect.map(Ref.get(tree.events), (events) => new Trace({ version: 1, events: Chunk.toReadonlyArray(events) }))
+  Effect.map(Ref.get(tree.events), (events) => new Trace({ events: Chunk.toReadonlyArray(events) }))
 
 /** One model call under the budget and the depth level's concurrency bound. */
 const modelCall = (
@@ -190,8 +190,24 @@ const markFatal = (ctx: RunCtx, e: BudgetExceeded) =>
     Effect.zipRight(Effect.fail(hostError(e.message, e)))
   )
 
+/**
+ * A sub-call prompt over `maxPromptChars` fails that call before anything is
+ * sent or recorded (the sandbox refuses one too; this is the host's own check).
+ */
+const refusePrompt = (ctx: RunCtx, kind: "llm_query" | "rlm_query", prompt: string) => {
+  const max = ctx.tree.policy.maxPromptChars
+  return prompt.length > max
+    ? Effect.fail(
+        hostError(
+          `${kind} refused: the prompt has ${prompt.length} characters, over maxPromptChars=${max}. Pass a part of P (a chunk or a slice), not all of it.`
+        )
+      )
+    : Effect.void
+}
+
 const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
   Effect.gen(function* () {
+    yield* refusePrompt(ctx, "llm_query", prompt)
     const parentStep = yield* Ref.get(ctx.step)
     const start = Date.now()
     const model = ctx.tree.adapter.model("sub")
@@ -256,6 +272,7 @@ const batched =
 const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
   Effect.gen(function* () {
     const { tree } = ctx
+    yield* refusePrompt(ctx, "rlm_query", prompt)
     if (ctx.depth + 1 > tree.policy.maxDepth) return yield* llmQuery(ctx, prompt)
     const parentStep = yield* Ref.get(ctx.step)
     const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
@@ -383,6 +400,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           context: meta,
           model: adapter.model("root"),
           language: sandbox.language,
+          isolation: sandbox.isolation,
           timestamp: Date.now()
         })
       )
@@ -396,7 +414,10 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             rlmQueryBatched: batched(ctx, (p) => rlmQuery(ctx, p))
           },
           outputLimit: options.outputLimit,
-          execTimeout: options.execTimeout
+          execTimeout: options.execTimeout,
+          maxAnswerChars: policy.maxAnswerChars,
+          maxPromptChars: policy.maxPromptChars,
+          maxLineBytes: policy.maxLineBytes
         })
         .pipe(Effect.mapError(sandboxFailed))
 
@@ -409,6 +430,42 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       let sawOutput = false
       let consecutiveErrors = 0
       let partial: Option.Option<string> = Option.none()
+      /** Interpreters this run has lost so far (each replaced by a fresh one). */
+      const restarts = yield* Ref.make(0)
+
+      /** Count a lost interpreter (`stateLost`): what the trace records of it. */
+      const noteLoss = (e: Sandbox.SandboxError) =>
+        Effect.map(
+          Ref.updateAndGet(restarts, (n) => n + 1),
+          (n): TraceEvent.InterpreterLost => ({ reason: e.reason, message: e.message, restarts: n })
+        )
+
+      /** Past `maxSandboxRestarts` losses the run fails; before that, the model is told. */
+      const checkRestarts = (
+        e: Sandbox.SandboxError,
+        lost: TraceEvent.InterpreterLost
+      ): Effect.Effect<void, RunFailed> =>
+        lost.restarts > policy.maxSandboxRestarts
+          ? Effect.fail(
+              new RunFailed({
+                reason: "SandboxRestarts",
+                message: `The ${sandbox.language} interpreter was lost ${lost.restarts} times in run ${spec.runId}, more than maxSandboxRestarts=${policy.maxSandboxRestarts} allows. The last time: ${e.message}`,
+                cause: e,
+                trace: undefined,
+                partialAnswer: partial
+              })
+            )
+          : Effect.void
+
+      const lostNote = (lost: TraceEvent.InterpreterLost, skipped: number) =>
+        Prompts.interpreterLost({
+          language: sandbox.language,
+          reason: lost.reason,
+          message: lost.message,
+          restarts: lost.restarts,
+          maxRestarts: policy.maxSandboxRestarts,
+          skipped
+        })
 
       /**
        * The `StepCompleted` of a root call whose usage is counted but whose step
@@ -469,7 +526,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       const resolveFinal = (
         marker: Protocol.FinalMarker | undefined,
         signal: Sandbox.FinalSignal | undefined,
-        ranCodeThisStep: boolean
+        ranCodeThisStep: boolean,
+        lostThisStep: boolean
       ) =>
         Effect.gen(function* () {
           if (marker === undefined && signal === undefined) return undefined
@@ -481,7 +539,24 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             } as const
           }
           if (marker?._tag === "FinalVar") {
-            const value = yield* repl.getVar(marker.name).pipe(Effect.mapError(sandboxFailed))
+            if (lostThisStep) {
+              return {
+                rejected: `FINAL_VAR(${marker.name}) was not accepted: the interpreter was lost during this step, and its variables with it.`
+              } as const
+            }
+            const read = yield* Effect.either(repl.getVar(marker.name))
+            if (read._tag === "Left") {
+              const e = read.left
+              if (!e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")) {
+                return yield* Effect.fail(sandboxFailed(e))
+              }
+              const rejected = `FINAL_VAR(${marker.name}) could not be read: ${e.message}`
+              if (e.stateLost) return { rejected, loss: { lost: yield* noteLoss(e), error: e } } as const
+              return {
+                rejected: `${rejected}\nAnswer with FINAL(text), or put a plain string in the variable.`
+              } as const
+            }
+            const value = read.right
             if (Option.isNone(value)) {
               return {
                 rejected: `FINAL_VAR(${marker.name}) names a variable that does not exist in the REPL. Assign it first (variables: call SHOW_VARS()), or answer with FINAL(text).`
@@ -496,6 +571,11 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
 
       const accept = (step: number, text: string, source: Answer["source"]) =>
         Effect.gen(function* () {
+          if (text.length > policy.maxAnswerChars) {
+            return {
+              rejected: `Your final answer was not accepted: it has ${text.length} characters, over maxAnswerChars=${policy.maxAnswerChars}. Answer with a shorter text (what the question asks for, not all the data).`
+            } as const
+          }
           const decoded = yield* Effect.either(decodeAnswer(options.output, text))
           if (decoded._tag === "Left") {
             partial = Option.some(text)
@@ -549,7 +629,10 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           let text = response.text.trim()
           if (parsed.final?._tag === "FinalText") text = parsed.final.text
           else if (parsed.final?._tag === "FinalVar") {
-            const value = yield* repl.getVar(parsed.final.name).pipe(Effect.mapError(sandboxFailed))
+            // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
+            const value = yield* repl
+              .getVar(parsed.final.name)
+              .pipe(Effect.catchTag("SandboxError", () => Effect.succeed(Option.none<string>())))
             if (Option.isSome(value)) text = value.value
           }
           yield* recordOnce(
@@ -573,9 +656,9 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
                 limit: "maxSteps",
                 value: policy.maxSteps,
                 used: step,
-                message: `Budget exceeded: the last answer after maxSteps=${policy.maxSteps} did not decode. ${accepted.rejected}`,
+                message: `Budget exceeded: the last answer after maxSteps=${policy.maxSteps} was not accepted. ${accepted.rejected}`,
                 trace: undefined,
-                partialAnswer: Option.some(text)
+                partialAnswer: text.length > policy.maxAnswerChars ? Option.none() : Option.some(text)
               })
             )
           }
@@ -595,22 +678,37 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           const feedback: Array<string> = [...parsed.warnings]
           let signal: Sandbox.FinalSignal | undefined
           let errors = 0
+          /** Set when the interpreter was lost during this step; the blocks after the lost one are skipped. */
+          let lost: TraceEvent.InterpreterLost | undefined
+          let skipped = 0
           for (const [i, code] of parsed.code.entries()) {
-            const result = yield* repl.exec(code).pipe(
-              Effect.catchTag("SandboxError", (e) =>
-                e.reason === "Timeout"
-                  ? Effect.succeed(
-                      new Sandbox.ExecResult({
-                        stdout: "",
-                        stderr: "",
-                        error: e.message,
-                        truncated: false,
-                        durationMs: 0
-                      })
-                    )
-                  : Effect.fail(sandboxFailed(e))
-              )
-            )
+            if (lost !== undefined) {
+              skipped++
+              continue
+            }
+            const ran = yield* Effect.either(repl.exec(code))
+            let result: Sandbox.ExecResult
+            let lostBy: Sandbox.SandboxError | undefined
+            if (ran._tag === "Right") result = ran.right
+            else {
+              // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
+              // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
+              const e = ran.left
+              if (!e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")) {
+                return yield* Effect.fail(sandboxFailed(e))
+              }
+              result = new Sandbox.ExecResult({
+                stdout: "",
+                stderr: "",
+                error: e.message,
+                truncated: false,
+                durationMs: 0
+              })
+              if (e.stateLost) {
+                lostBy = e
+                lost = yield* noteLoss(e)
+              }
+            }
             blocks.push({
               code,
               stdout: result.stdout,
@@ -622,12 +720,24 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             outputs.push(formatBlock(i, parsed.code.length, result))
             if (result.error !== undefined) errors++
             if (result.final) signal = result.final
+            if (lostBy !== undefined && lost !== undefined) {
+              yield* checkRestarts(lostBy, lost).pipe(Effect.tapError(() => recordStep()))
+            }
             yield* checkFatal.pipe(Effect.tapError(() => recordStep()))
           }
-          const final = yield* resolveFinal(parsed.final, signal, parsed.code.length > 0)
+          errors += skipped
+          if (lost !== undefined) feedback.push(lostNote(lost, skipped))
+          const final = yield* resolveFinal(parsed.final, signal, parsed.code.length > 0, lost !== undefined)
           let answer: Answer | undefined
-          if (final !== undefined && "rejected" in final) feedback.push(final.rejected)
-          else if (final !== undefined) {
+          if (final !== undefined && "rejected" in final) {
+            feedback.push(final.rejected)
+            if ("loss" in final && final.loss !== undefined) {
+              const { error, lost: loss } = final.loss
+              lost = loss
+              yield* checkRestarts(error, loss).pipe(Effect.tapError(() => recordStep()))
+              feedback.push(lostNote(loss, 0))
+            }
+          } else if (final !== undefined) {
             const accepted = yield* accept(step, final.text, final.source)
             if ("rejected" in accepted) feedback.push(accepted.rejected)
             else answer = accepted.answer
@@ -652,6 +762,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
                   reply: response.text,
                   blocks,
                   ...(feedback.length > 0 ? { feedback: feedback.join("\n") } : {}),
+                  ...(lost !== undefined ? { interpreterLost: lost } : {}),
                   usage: usageOf(response.usage),
                   model: response.model,
                   modelMs,

@@ -45,12 +45,17 @@ export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
 }> {}
 
 /**
- * Why a run failed, other than a budget.
+ * Why a run failed, other than a budget:
+ * - `Model`: the root model call failed.
+ * - `Sandbox`: the sandbox could not start, or closed.
+ * - `SandboxRestarts`: the run's interpreter was lost more than
+ *   `Policy.maxSandboxRestarts` times (`cause`: the last `SandboxError`).
+ * - `Timeout`.
  *
  * @since 0.1.0
  * @category Errors
  */
-export type RunFailedReason = "Model" | "Sandbox" | "Timeout"
+export type RunFailedReason = "Model" | "Sandbox" | "SandboxRestarts" | "Timeout"
 
 /**
  * A run failed: the model provider or the sandbox broke. `cause` is the

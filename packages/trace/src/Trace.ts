@@ -1,5 +1,5 @@
 /**
- * The trace document — `{ version: 1, events }` — its JSON and JSONL forms, and
+ * The trace document — `{ version: 2, events }` — its JSON and JSONL forms, and
  * small queries over it (events of a run, child runs of a step, usage totals).
  *
  * @since 0.1.0
@@ -11,12 +11,32 @@ import * as Schema from "effect/Schema"
 import * as TraceEvent from "./TraceEvent.js"
 
 /**
- * The trace format version this module writes and reads.
+ * The trace format version this module writes.
+ *
+ * - 2: `RunStarted.isolation`, `StepCompleted.interpreterLost`.
+ * - 1: the first format. Still read: a format-1 document decodes as a
+ *   format-2 trace (its runs' `isolation` read as `"process"`, the only wall
+ *   there was), and is written back as format 2.
  *
  * @since 0.1.0
  * @category Constants
  */
-export const currentVersion = 1 as const
+export const currentVersion = 2 as const
+
+/**
+ * The trace format versions this module reads.
+ *
+ * @since 0.2.0
+ * @category Constants
+ */
+export const readableVersions: ReadonlyArray<number> = [1, 2]
+
+/** Any readable version in the document, the current one in memory. */
+const Version = Schema.transform(Schema.Literal(1, currentVersion), Schema.Literal(currentVersion), {
+  strict: true,
+  decode: () => currentVersion,
+  encode: (version) => version
+})
 
 /**
  * A whole trace: the events of a run and of every child run it started, in the
@@ -26,7 +46,7 @@ export const currentVersion = 1 as const
  * @category Models
  */
 export class Trace extends Schema.Class<Trace>("@rlm-runtime/trace/Trace")({
-  version: Schema.Literal(currentVersion).pipe(
+  version: Version.pipe(
     Schema.propertySignature,
     Schema.withConstructorDefault(() => currentVersion)
   ),
@@ -209,11 +229,11 @@ const schemaMismatch = (what: string, error: ParseResult.ParseError, line?: numb
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
 const decodeDocument = (json: unknown): Effect.Effect<Trace, TraceDecodeError> => {
-  if (isRecord(json) && "version" in json && json.version !== currentVersion) {
+  if (isRecord(json) && "version" in json && !readableVersions.includes(json.version as number)) {
     return Effect.fail(
       new TraceDecodeError({
         reason: "UnsupportedVersion",
-        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads version ${currentVersion}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
+        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.join(" and ")}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
       })
     )
   }
@@ -263,7 +283,7 @@ export const decodeJsonl = (text: string): Effect.Effect<Trace, TraceDecodeError
   })
 
 /**
- * Read a trace in either format: a JSON document (`{ "version": 1, ... }`) or
+ * Read a trace in either format: a JSON document (`{ "version": 2, ... }`) or
  * JSONL events. Useful for tools that accept any trace file.
  *
  * @since 0.1.0

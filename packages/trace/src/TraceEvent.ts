@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 
 /**
@@ -86,6 +87,23 @@ export const CodeBlock = Schema.Struct({
 export type CodeBlock = typeof CodeBlock.Type
 
 /**
+ * The wall a run's interpreter ran behind (the sandbox service's
+ * `isolation`): `"namespace"`, an OS sandbox (own network and PID
+ * namespaces) under the process wall; `"process"`, a locked-down separate
+ * process only.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const Isolation = Schema.Literal("namespace", "process")
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type Isolation = typeof Isolation.Type
+
+/**
  * A run (root or child) started. `parentRunId`/`parentStep` place a child RLM
  * under the step of its parent that started it.
  *
@@ -101,8 +119,39 @@ export class RunStarted extends Schema.TaggedClass<RunStarted>()("RunStarted", {
   context: ContextMetadata,
   model: Schema.String,
   language: Schema.String,
+  /**
+   * The wall its interpreter ran behind. Required when built and always
+   * written; read as `"process"` when absent, as in format-1 traces, which
+   * were all written before the OS wall existed.
+   */
+  isolation: Schema.optionalToRequired(Isolation, Isolation, {
+    decode: Option.getOrElse(() => "process" as const),
+    encode: Option.some
+  }),
   timestamp: Schema.JsonNumber
 }) {}
+
+/**
+ * The interpreter died during a step (a crash such as a stack overflow, out of
+ * memory, killed past its time limit, a protocol violation) and was replaced
+ * with a fresh one, its variables lost. `reason` is the sandbox error's
+ * reason, `message` its text, `restarts` the run's interpreter losses so far,
+ * this one included.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const InterpreterLost = Schema.Struct({
+  reason: Schema.String,
+  message: Schema.String,
+  restarts: Schema.JsonNumber
+})
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type InterpreterLost = typeof InterpreterLost.Type
 
 /**
  * One root iteration: the model's reply and the code blocks run from it.
@@ -117,6 +166,8 @@ export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepComp
   blocks: Schema.Array(CodeBlock),
   /** A message told to the model that is not REPL output (a rejected final answer, a parse problem). */
   feedback: Schema.optional(Schema.String),
+  /** Set when the interpreter was lost during this step (blocks after the lost one were not run). */
+  interpreterLost: Schema.optional(InterpreterLost),
   usage: TokenUsage,
   model: Schema.String,
   modelMs: Schema.JsonNumber,

@@ -57,6 +57,7 @@ const sample = Trace.make([
     context,
     model: "m",
     language: "python",
+    isolation: "namespace",
     timestamp: 1
   }),
   new TraceEvent.SubCall({
@@ -82,6 +83,7 @@ const sample = Trace.make([
     context,
     model: "m",
     language: "python",
+    isolation: "process",
     timestamp: 2
   }),
   new TraceEvent.StepCompleted({
@@ -185,7 +187,7 @@ describe("Trace round-trips", () => {
   it.effect("the JSON document names its version and tags each event", () =>
     Effect.gen(function* () {
       const json = JSON.parse(yield* Trace.encodeJson(sample))
-      assert.strictEqual(json.version, 1)
+      assert.strictEqual(json.version, 2)
       assert.deepStrictEqual(
         json.events.map((event: { _tag: string }) => event._tag),
         sample.events.map((event) => event._tag)
@@ -215,6 +217,110 @@ describe("Trace round-trips", () => {
   })
 })
 
+/** What format 1 wrote for a trace: no `RunStarted.isolation`, no `StepCompleted.interpreterLost`. */
+const asVersion1 = (events: ReadonlyArray<Record<string, unknown>>) =>
+  events.map((event) => {
+    const { interpreterLost: _lost, isolation: _isolation, ...rest } = event
+    return rest
+  })
+
+/** The trace format 2 reads a format-1 document as: every run behind the process wall. */
+const readAsVersion1 = (trace: Trace.Trace): Trace.Trace =>
+  Trace.make(
+    trace.events.map((event) =>
+      event._tag === "RunStarted"
+        ? new TraceEvent.RunStarted({ ...event, isolation: "process" })
+        : event._tag === "StepCompleted"
+          ? (({ interpreterLost: _lost, ...rest }) => new TraceEvent.StepCompleted(rest))(event)
+          : event
+    )
+  )
+
+describe("Trace format versions", () => {
+  it.effect("format 2 writes isolation on RunStarted and keeps it", () =>
+    Effect.gen(function* () {
+      const json = JSON.parse(yield* Trace.encodeJson(sample))
+      assert.strictEqual(Trace.currentVersion, 2)
+      assert.deepStrictEqual(
+        json.events
+          .filter((e: { _tag: string }) => e._tag === "RunStarted")
+          .map((e: { isolation: string }) => e.isolation),
+        ["namespace", "process"]
+      )
+      const back = yield* Trace.decodeJson(JSON.stringify(json))
+      assert.strictEqual(back.version, 2)
+      assert.deepStrictEqual(
+        Trace.runs(back).map((run) => run.isolation),
+        ["namespace", "process"]
+      )
+    })
+  )
+
+  it.effect("a format-1 document decodes, its runs read as isolation 'process', and is written back as format 2", () =>
+    Effect.gen(function* () {
+      const v2 = JSON.parse(Trace.toJson(sample))
+      const v1 = JSON.stringify({ version: 1, events: asVersion1(v2.events) })
+      assert.notInclude(v1, "isolation")
+      const back = yield* Trace.decodeJson(v1)
+      assert.strictEqual(back.version, 2)
+      assert.deepStrictEqual(
+        Trace.runs(back).map((run) => run.isolation),
+        ["process", "process"]
+      )
+      assert.isTrue(sameTrace(back, readAsVersion1(sample)))
+      assert.isTrue(sameTrace(yield* Trace.decodeText(v1), readAsVersion1(sample)))
+      const rewritten = JSON.parse(Trace.toJson(back))
+      assert.strictEqual(rewritten.version, 2)
+      assert.strictEqual(rewritten.events[0].isolation, "process")
+    })
+  )
+
+  it.effect("format-1 JSONL lines decode", () =>
+    Effect.gen(function* () {
+      const lines = asVersion1(
+        Trace.toJsonl(sample)
+          .trimEnd()
+          .split("\n")
+          .map((line) => JSON.parse(line))
+      )
+      const jsonl = lines.map((line) => `${JSON.stringify(line)}\n`).join("")
+      assert.isTrue(sameTrace(yield* Trace.decodeJsonl(jsonl), readAsVersion1(sample)))
+      assert.isTrue(sameTrace(yield* Trace.decodeText(jsonl), readAsVersion1(sample)))
+    })
+  )
+
+  it.effect.prop("every Trace, written as format 1, reads back with isolation 'process'", [Trace.Trace], ([trace]) =>
+    Effect.gen(function* () {
+      const v2 = JSON.parse(yield* Trace.encodeJson(trace))
+      const v1 = JSON.stringify({ version: 1, events: asVersion1(v2.events) })
+      assert.isTrue(sameTrace(yield* Trace.decodeJson(v1), readAsVersion1(trace)))
+    })
+  )
+
+  it.effect("a step that lost its interpreter round-trips", () =>
+    Effect.gen(function* () {
+      const step = new TraceEvent.StepCompleted({
+        runId: "root",
+        step: 1,
+        reply: "```repl\nrepr(x)\n```",
+        blocks: [{ code: "repr(x)", stdout: "", stderr: "", error: "died", truncated: false, durationMs: 0 }],
+        interpreterLost: { reason: "Crashed", message: "died", restarts: 1 },
+        usage: {},
+        model: "m",
+        modelMs: 1,
+        durationMs: 1
+      })
+      const back = yield* Trace.decodeJsonl(Trace.eventToJsonLine(step))
+      assert.isTrue(sameEvent(back.events[0] as TraceEvent.TraceEvent, step))
+      assert.deepStrictEqual((back.events[0] as TraceEvent.StepCompleted).interpreterLost, {
+        reason: "Crashed",
+        message: "died",
+        restarts: 1
+      })
+    })
+  )
+})
+
 describe("Trace decode errors", () => {
   it.effect("not JSON", () =>
     Effect.gen(function* () {
@@ -226,9 +332,10 @@ describe("Trace decode errors", () => {
 
   it.effect("an unknown format version", () =>
     Effect.gen(function* () {
-      const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ version: 2, events: [] })))
+      const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ version: 3, events: [] })))
       assert.strictEqual(error.reason, "UnsupportedVersion")
-      assert.include(error.message, "version 2")
+      assert.include(error.message, "version 3")
+      assert.include(error.message, "versions 1 and 2")
     })
   )
 

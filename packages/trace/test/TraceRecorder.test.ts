@@ -23,7 +23,7 @@ describe("TraceRecorder.layerMemory", () => {
       )
       const trace = yield* TraceRecorder.snapshot
       assert.instanceOf(trace, Trace.Trace)
-      assert.strictEqual(trace.version, 1)
+      assert.strictEqual(trace.version, Trace.currentVersion)
       assert.strictEqual(trace.events.length, 50)
     }).pipe(Effect.provide(TraceRecorder.layerMemory))
   )
