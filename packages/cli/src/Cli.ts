@@ -15,13 +15,13 @@
  * @since 0.1.0
  */
 
+import { format as formatArgs } from "node:util"
 import type * as CliApp from "@effect/cli/CliApp"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Path from "@effect/platform/Path"
-import { format as formatArgs } from "node:util"
 import type { Teardown } from "@effect/platform/Runtime"
 import * as FakeAdapter from "@rlm-runtime/adapters/FakeAdapter"
 import * as Policy from "@rlm-runtime/core/Policy"
@@ -522,14 +522,14 @@ const fromRunError = (
         return backends.startError(sandbox, e.cause)
       }
       const cause = messageOf(e.cause) || (recorded ?? "")
-      const what =
-        e.reason === "Sandbox"
-          ? "the sandbox failed"
-          : e.reason === "Model"
-            ? "the model call failed"
-            : "the run failed"
+      const sandboxFailure = e.reason === "Sandbox" || e.reason === "SandboxRestarts"
+      const what = sandboxFailure
+        ? "the sandbox failed"
+        : e.reason === "Model"
+          ? "the model call failed"
+          : "the run failed"
       return new CliError({
-        reason: e.reason === "Sandbox" ? "Sandbox" : "Model",
+        reason: sandboxFailure ? "Sandbox" : "Model",
         message: e.message.length > 0 ? e.message : cause.length > 0 ? cause : `${what} (no details were given).`
       })
     }

@@ -15,6 +15,10 @@ export * as Hash from "./Hash.js"
  */
 export * as LlmCache from "./LlmCache.js"
 /**
+ * @since 0.2.0
+ */
+export * as PrivateFile from "./PrivateFile.js"
+/**
  * @since 0.1.0
  */
 export * as Trace from "./Trace.js"
@@ -26,7 +30,3 @@ export * as TraceEvent from "./TraceEvent.js"
  * @since 0.1.0
  */
 export * as TraceRecorder from "./TraceRecorder.js"
-/**
- * @since 0.2.0
- */
-export * as PrivateFile from "./PrivateFile.js"
