@@ -3,7 +3,7 @@ import * as Progress from "@rlm-runtime/cli/Progress"
 import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { Effect } from "effect"
 
-const started = (runId: string, depth: number) =>
+const started = (runId: string, depth: number, isolation: "namespace" | "process" = "process") =>
   new TraceEvent.RunStarted({
     runId,
     ...(depth > 0 ? { parentRunId: "run", parentStep: 1 } : {}),
@@ -12,7 +12,7 @@ const started = (runId: string, depth: number) =>
     context: { type: "text", totalChars: 45, documentCount: 1, documentLengths: [45], preview: "p" },
     model: "fake",
     language: "python",
-    isolation: "process",
+    isolation,
     timestamp: 0
   })
 
@@ -88,7 +88,7 @@ describe("Progress", () => {
         finished("run")
       ]),
       [
-        "rlm: run started: model fake, python sandbox, context 45 chars",
+        "rlm: run started: model fake, python sandbox, isolation: process, context 45 chars",
         "rlm: step 1: 2 blocks (1 failed), 2 sub-calls (1 failed), 1.5 s",
         "rlm: step 2: 0 blocks, 0 sub-calls, 1.5 s — told the model: FINAL_VAR(x) names a variable that does not exist",
         "rlm: step 3: 0 blocks, 0 sub-calls, 1.5 s — final answer (FINAL_VAR, 12 chars)",
@@ -130,13 +130,14 @@ describe("Progress", () => {
     })
   )
 
-  it.effect("the root run's first line says the isolation it was told; a child's line does not repeat it", () =>
+  it.effect("the root run's first line says the isolation RunStarted records; a child's line does not repeat it", () =>
     Effect.gen(function* () {
       const written: Array<string> = []
       const recorder = yield* Progress.make({ write: (line) => Effect.sync(() => void written.push(line)) })
-      yield* recorder.setIsolation("namespace")
-      yield* recorder.record(started("run", 0))
-      yield* recorder.record(started("run/1.0", 1))
+      // What the CLI read from the Sandbox service is only a fallback: the trace's record wins.
+      yield* recorder.setIsolation("process")
+      yield* recorder.record(started("run", 0, "namespace"))
+      yield* recorder.record(started("run/1.0", 1, "namespace"))
       assert.deepStrictEqual(written, [
         "rlm: run started: model fake, python sandbox, isolation: namespace, context 45 chars",
         "rlm:   [run/1.0] child run started (depth 1): model fake, python sandbox, context 45 chars"

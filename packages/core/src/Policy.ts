@@ -9,6 +9,9 @@
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import * as Schema from "effect/Schema"
 
+/** A finite, non-negative number: what a price or a cost limit can be, and what JSON can carry. */
+const FiniteNonNegative = Schema.Number.pipe(Schema.finite(), Schema.nonNegative())
+
 /**
  * USD per million tokens, by direction.
  *
@@ -16,8 +19,8 @@ import * as Schema from "effect/Schema"
  * @category Models
  */
 export const ModelPrice = Schema.Struct({
-  inputPerMillion: Schema.NonNegative,
-  outputPerMillion: Schema.NonNegative
+  inputPerMillion: FiniteNonNegative,
+  outputPerMillion: FiniteNonNegative
 })
 
 /**
@@ -45,7 +48,7 @@ export class Policy extends Schema.Class<Policy>("@rlm-runtime/core/Policy")({
   maxOutputTokens: Schema.optional(NonNegativeInt),
   maxTotalTokens: Schema.optional(NonNegativeInt),
   /** Bounded only for models with a known price. */
-  maxCostUsd: Schema.optional(Schema.NonNegative),
+  maxCostUsd: Schema.optional(FiniteNonNegative),
   /** Wall-clock limit of the whole run tree, in milliseconds. */
   timeoutMs: Schema.optional(PositiveInt),
   /** Per model call, in milliseconds. */
