@@ -421,6 +421,9 @@ _ModuleNotFoundError = ModuleNotFoundError
 
 
 def _unavailable(name):
+    if name.split(".", 1)[0] in ("js", "pyodide_js"):
+        # Never there (unregistered at start-up): what Python says of any missing module.
+        return _ModuleNotFoundError(f"No module named '{name}'", name=name)
     return _ModuleNotFoundError(f"module '{name}' is not available in the sandbox", name=name)
 
 
@@ -478,7 +481,7 @@ def harden():
     if core is not None:
         bad = [
             v for k, v in list(core.__dict__.items())
-            if _type(v) is _types.BuiltinFunctionType and k != "trigger_fatal_error"
+            if _type(v) is _types.BuiltinFunctionType and k not in ("trigger_fatal_error", "can_run_sync")
         ]
         ids = {id(v) for v in bad}
         for holder in gc.get_referrers(*bad):
@@ -489,6 +492,16 @@ def harden():
             elif _type(holder) is _types.CellType and id(holder.cell_contents) in ids:
                 holder.cell_contents = _no_js
         bad = None
+    # JavaScript objects Pyodide's own modules keep (webloop's
+    # scheduleCallback): only the bridge stays.
+    proxy = getattr(_sys.modules.get("pyodide.ffi"), "JsProxy", None)
+    for module in list(_sys.modules.values()):
+        d = getattr(module, "__dict__", None)
+        if _type(d) is not dict or d is _GLOBALS:
+            continue
+        for key, value in list(d.items()):
+            if proxy is not None and _isinstance(value, proxy):
+                d[key] = _no_js
     _restore()
 
 
