@@ -295,15 +295,35 @@ if (py === undefined) {
   buildRepl(py)
 }
 
-// --- No sockets: Emscripten's socket layer would speak WebSocket to the host.
+// --- No sockets: Emscripten's socket layer would speak WebSocket to the host,
+// and Pyodide ships a socket layer over node:net/node:tls (useNodeSockFS,
+// API.initializeNodeSockFS, Module._nodeSock): all of it refuses or is gone.
+// `wasm` is the Emscripten module, kept here only: the API object loses its
+// reference below.
+const wasm = py._module
 const refuse = () => {
-  throw new py._module.FS.ErrnoError(111 /* ECONNREFUSED */)
+  throw new wasm.FS.ErrnoError(111 /* ECONNREFUSED */)
+}
+const denied = () => {
+  throw new Error("not available in the sandbox")
 }
 try {
-  py._module.SOCKFS.websocket_sock_ops.createPeer = refuse
-  py._module.SOCKFS.websocket_sock_ops.connect = refuse
-  py._module.SOCKFS.websocket_sock_ops.listen = refuse
+  wasm.SOCKFS.websocket_sock_ops.createPeer = refuse
+  wasm.SOCKFS.websocket_sock_ops.connect = refuse
+  wasm.SOCKFS.websocket_sock_ops.listen = refuse
 } catch {}
+try {
+  delete py._api.initializeNodeSockFS
+  delete wasm._nodeSock
+  delete wasm.FS.filesystems.NODESOCKFS
+} catch {}
+// No host file system either: NODEFS (and the other mountable kinds) refuse.
+for (const kind of ["NODEFS", "PROXYFS", "WORKERFS", "IDBFS"]) {
+  try {
+    if (wasm[kind] !== undefined) wasm[kind].mount = denied
+    delete wasm.FS.filesystems[kind]
+  } catch {}
+}
 
 // Pyodide reads `Module.Py_EmscriptenSignalBuffer[0]` at every poll: that
 // property becomes a getter answering from this thread's own clock: a plain
@@ -370,7 +390,20 @@ function readReply() {
 // Take the REPL module out of sys.modules (model code finds it only through
 // its helpers' globals, as before) and hand it the bridge.
 const setup = py.runPython(`import sys\nsys.modules.pop("_rlm_repl")`)
-setup.install_bridge(call)
+// What Python holds of the bridge: a function with no prototype (so no
+// `.constructor`, `.call`, `__proto__`: nothing of the realm is reachable
+// from it) that never throws into Python (a thrown Error would hand Python
+// that Error object).
+const bridge = (kind, payload) => {
+  try {
+    return call(kind, payload)
+  } catch {
+    return "0the host call failed"
+  }
+}
+Object.setPrototypeOf(bridge, null)
+Object.freeze(bridge)
+setup.install_bridge(bridge)
 const execBlock = setup.exec_block
 const loadContext = setup.load_context
 const asciiSlot = setup.ascii_slot
@@ -393,7 +426,13 @@ import pyodide._package_loader
 pyodide._package_loader.loadedPackages = None
 del _name
 `)
-for (const name of ["mountNodeFS", "mountNativeFS", "loadPackage", "loadPackagesFromImports", "registerJsModule"]) {
+// Then no JavaScript value can be created from Python any more (the REPL
+// module's harden: no ctypes, no to_js/create_proxy), and the API object keeps
+// nothing a JavaScript escape could use: not `_module`, `_api`, `FS`, the
+// mount functions, the interrupt-buffer setter, runPython...
+setup.harden()
+for (const name of Object.getOwnPropertyNames(py)) {
+  if (name === "length" || name === "name" || name === "prototype") continue
   try {
     delete py[name]
   } catch {}
@@ -414,6 +453,20 @@ for (const name of ["getBuiltinModule", "dlopen", "_linkedBinding", "kill", "chd
   } catch {}
 }
 process.binding = deny
+try {
+  delete globalThis.require
+} catch {}
+// Node's socket, TLS, UDP, DNS, inspector, worker and child-process modules
+// are emptied (node-wall.mjs): a JavaScript escape finds no socket API.
+{
+  const { createRequire, syncBuiltinESMExports } = await import("node:module")
+  const { cutNodeNetwork } = await import("./node-wall.mjs")
+  cutNodeNetwork(createRequire(import.meta.url), syncBuiltinESMExports, [
+    process.channel,
+    process.stdout?._handle,
+    process.stderr?._handle
+  ])
+}
 
 // --- Requests from the host. Anything other than a Python exception escaping
 // the REPL (a fatal interpreter error: WebAssembly stack overflow, os._exit, a
@@ -543,7 +596,7 @@ function readSegment(n) {
     return small
   }
   const address = asciiSlot(n)
-  const view = py._module.HEAPU8.subarray(address, address + n)
+  const view = wasm.HEAPU8.subarray(address, address + n)
   readInto(view)
   if (isAscii(view)) return undefined
   const bytes = view.slice()

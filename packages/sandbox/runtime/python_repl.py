@@ -292,6 +292,13 @@ def _restore():
     _time.sleep = _sleep
     _os.system = _no_system
     _posix.system = _no_system
+    meta = _sys.meta_path
+    if _type(meta) is not list:
+        meta = _sys.meta_path = []
+    if not meta or meta[0] is not _Blocker:
+        while _Blocker in meta:
+            meta.remove(_Blocker)
+        meta.insert(0, _Blocker)
 
 
 def ascii_slot(n):
@@ -398,6 +405,104 @@ def get_var(name):
 
 def list_vars():
     return _dumps([{"name": n, "type": t} for n, t in _user_vars()])
+
+
+# --- The in-interpreter wall (second layer under the OS wall). No module that
+# reads or writes raw memory (ctypes, CPython's test modules) can be imported,
+# and no function that creates a JavaScript value (pyodide.ffi.to_js,
+# create_proxy, ...) is left: with either, Python could reach Pyodide's API
+# object and, from there, the child's JavaScript realm.
+_BLOCKED = frozenset((
+    "ctypes", "_ctypes", "_testcapi", "_testinternalcapi", "_testlimitedcapi", "_testbuffer",
+    "_testclinic", "_testclinic_limited", "_testmultiphase", "_testsinglephase", "_testimportmultiple",
+    "_testexternalinspection", "_xxtestfuzz", "_remote_debugging", "js", "pyodide_js", "_pyodide_core",
+))
+_ModuleNotFoundError = ModuleNotFoundError
+
+
+def _unavailable(name):
+    if name.split(".", 1)[0] in ("js", "pyodide_js"):
+        # Never there (unregistered at start-up): what Python says of any missing module.
+        return _ModuleNotFoundError(f"No module named '{name}'", name=name)
+    return _ModuleNotFoundError(f"module '{name}' is not available in the sandbox", name=name)
+
+
+class _Blocker:
+    """First on sys.meta_path (put back after every block): refuses _BLOCKED."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        name = _str(name)
+        if name in _BLOCKED or name.split(".", 1)[0] in _BLOCKED:
+            raise _unavailable(name)
+        return None
+
+
+# Every builtin module this interpreter may ever import, created now (in the
+# start-up snapshot when there is one): `_imp.create_builtin` is replaced
+# after start-up by a lookup in this table, so the C function that could
+# create `_ctypes` or `_testcapi` is gone.
+_BUILTIN_MODULES = {}
+for _name in _sys.builtin_module_names:
+    if _name not in _BLOCKED:
+        _BUILTIN_MODULES[_name] = _sys.modules.get(_name) or __import__(_name)
+del _name
+
+
+def _create_builtin(spec):
+    name = _str(getattr(spec, "name", ""))
+    module = _BUILTIN_MODULES.get(name)
+    if module is None:
+        raise _unavailable(name)
+    return module
+
+
+def _create_dynamic(spec, file=None):
+    raise _unavailable(_str(getattr(spec, "name", "")))
+
+
+def _no_js(*args, **kwargs):
+    raise RuntimeError("JavaScript values cannot be created in the sandbox")
+
+
+def harden():
+    """Called once from JavaScript after start-up (after every snapshot restore)."""
+    import _imp
+    import gc
+
+    _imp.create_builtin = _create_builtin
+    _imp.create_dynamic = _create_dynamic
+    _imp.exec_dynamic = _create_dynamic
+    _sys.modules.pop("ctypes", None)
+    _sys.modules.pop("_ctypes", None)
+    # Pyodide's FFI: every function of _pyodide_core that makes a JavaScript
+    # value, wherever a module (or the module's cached init copy) holds it.
+    core = _sys.modules.get("_pyodide_core")
+    if core is not None:
+        bad = [
+            v for k, v in list(core.__dict__.items())
+            if _type(v) is _types.BuiltinFunctionType and k not in ("trigger_fatal_error", "can_run_sync")
+        ]
+        ids = {id(v) for v in bad}
+        for holder in gc.get_referrers(*bad):
+            if _type(holder) is dict:
+                for key, value in list(holder.items()):
+                    if id(value) in ids:
+                        holder[key] = _no_js
+            elif _type(holder) is _types.CellType and id(holder.cell_contents) in ids:
+                holder.cell_contents = _no_js
+        bad = None
+    # JavaScript objects Pyodide's own modules keep (webloop's
+    # scheduleCallback): only the bridge stays.
+    proxy = getattr(_sys.modules.get("pyodide.ffi"), "JsProxy", None)
+    for module in list(_sys.modules.values()):
+        d = getattr(module, "__dict__", None)
+        if _type(d) is not dict or d is _GLOBALS:
+            continue
+        for key, value in list(d.items()):
+            if proxy is not None and _isinstance(value, proxy):
+                d[key] = _no_js
+    _restore()
 
 
 def _clean_environment():
