@@ -40,7 +40,7 @@ RESERVED = (
     "FINAL", "FINAL_VAR", "SHOW_VARS",
 )
 
-_state = {"P": "", "context": "", "final": None, "slots": []}
+_state = {"P": "", "context": "", "final": None, "slots": [], "max_answer": -1, "max_prompt": -1}
 _ns = {"__name__": "__main__", "__builtins__": _builtins}
 
 
@@ -96,10 +96,33 @@ def _host(kind, payload):
     raise RuntimeError(reply[1:])
 
 
+def _prompt(prompt):
+    # Refused before it crosses to the host (which checks again): `maxPromptChars`.
+    prompt = _str(prompt)
+    cap = _state["max_prompt"]
+    if cap >= 0 and _len(prompt) > cap:
+        raise ValueError(f"the prompt has {_len(prompt)} characters; the limit is {cap}")
+    return prompt
+
+
 def _prompts(prompts):
     if _isinstance(prompts, (_str, bytes)):
         raise TypeError("expected a list of prompts, got a single string")
-    return [_str(p) for p in prompts]
+    out = [_str(p) for p in prompts]
+    cap = _state["max_prompt"]
+    if cap >= 0:
+        for i, p in enumerate(out):
+            if _len(p) > cap:
+                raise ValueError(f"prompt {i} of the batch has {_len(p)} characters; the limit is {cap}")
+    return out
+
+
+def _answer(value):
+    # Refused in the interpreter (the host checks again): `maxAnswerChars`.
+    cap = _state["max_answer"]
+    if cap >= 0 and _len(value) > cap:
+        raise ValueError(f"the final answer has {_len(value)} characters; the limit is {cap}")
+    return value
 
 
 # --- helpers --------------------------------------------------------------
@@ -155,7 +178,7 @@ def chunk(size, overlap=0):
 
 def llm_query(prompt):
     """Ask a sub-model; returns its reply text."""
-    return _host("llm", _str(prompt))
+    return _host("llm", _prompt(prompt))
 
 
 def llm_query_batched(prompts):
@@ -168,7 +191,7 @@ def llm_query_batched(prompts):
 
 def rlm_query(prompt):
     """Ask a recursive RLM; returns its answer."""
-    return _host("rlm", _str(prompt))
+    return _host("rlm", _prompt(prompt))
 
 
 def rlm_query_batched(prompts):
@@ -181,7 +204,7 @@ def rlm_query_batched(prompts):
 
 def FINAL(value):
     """Record the final answer."""
-    _state["final"] = {"source": "FINAL", "value": _str(value)}
+    _state["final"] = {"source": "FINAL", "value": _answer(_str(value))}
 
 
 def FINAL_VAR(name):
@@ -189,7 +212,7 @@ def FINAL_VAR(name):
     name = _str(name).strip().strip("'\"")
     if name not in _ns or name in RESERVED and name not in ("P", "context"):
         raise NameError(f"FINAL_VAR: variable '{name}' does not exist")
-    _state["final"] = {"source": "FINAL_VAR", "name": name, "value": _str(_ns[name])}
+    _state["final"] = {"source": "FINAL_VAR", "name": name, "value": _answer(_str(_ns[name]))}
 
 
 class _Shown(dict):
@@ -336,7 +359,10 @@ def _format_error(e):
     return "".join(_format_exception(_type(e), e, tb))
 
 
-def exec_block(code, limit):
+def exec_block(code, limit, max_answer=-1, max_prompt=-1):
+    # The caps of this session (-1: none), kept for the helpers to check.
+    _state["max_answer"] = int(max_answer)
+    _state["max_prompt"] = int(max_prompt)
     out = _Capture(int(limit))
     err = _Capture(int(limit))
     _state["final"] = None
@@ -386,14 +412,18 @@ def install_bridge(call):
     _restore()
 
 
-def get_var(name):
+def get_var(name, max_chars=-1):
     name = _str(name)
     if name not in _ns or name in RESERVED or name.startswith("__"):
         return "null"
     try:
-        return _dumps(_str(_ns[name]))
+        text = _str(_ns[name])
     except _BaseException as e:  # noqa: BLE001
-        return _dumps(f"<unprintable {_type(_ns[name]).__name__}: {e}>")
+        return _dumps(f"<unprintable {_type(_ns[name]).__name__}: {e}>"[:1000])
+    if max_chars >= 0 and _len(text) > max_chars:
+        # Never sent: the host asked for at most `max_chars` (its `maxAnswerChars`).
+        raise ValueError(f"the variable '{name[:100]}' has {_len(text)} characters; the limit is {max_chars}")
+    return _dumps(text)
 
 
 def list_vars():

@@ -1,0 +1,117 @@
+/**
+ * What the Python sandbox child may send the host, as Schemas. Every line the
+ * child writes (fd 5) is decoded by one of these before the host acts on it;
+ * nothing of it is trusted (the child runs model code, and a JavaScript escape
+ * inside it could write anything). Sizes are capped twice: by the line reader
+ * (`maxLineBytes`, before anything is parsed) and here (`maxAnswerChars`,
+ * `maxPromptChars`, the output limit cut by the host).
+ */
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+
+/** A count the child reports (characters written, bytes): a non-negative safe integer. */
+const Count = Schema.Int.pipe(Schema.nonNegative())
+
+/** @internal */
+export const Ready = Schema.Struct({
+  t: Schema.Literal("ready"),
+  snapshot: Schema.optional(Schema.String.pipe(Schema.maxLength(2000)))
+})
+
+/** The envelope of a request's result; its body is decoded by the request's kind. @internal */
+export const ResultEnvelope = Schema.Struct({ t: Schema.Literal("result"), id: Schema.Int })
+
+/** @internal */
+export const HostCallKind = Schema.Literal("llm", "llm_batched", "rlm", "rlm_batched")
+
+/** @internal */
+export const Call = Schema.Struct({
+  t: Schema.Literal("call"),
+  id: Schema.Int,
+  kind: HostCallKind,
+  payload: Schema.String
+})
+
+/** @internal */
+export type Call = typeof Call.Type
+
+/** @internal */
+export const Crashed = Schema.Struct({ t: Schema.Literal("crashed"), message: Schema.String })
+
+/** @internal */
+export const SnapshotAnnounce = Schema.Struct({ t: Schema.Literal("snapshot"), bytes: Count })
+
+/** Every message a REPL child writes, by its `t`. @internal */
+export const ChildMessage = Schema.Union(Ready, ResultEnvelope, Call, Crashed)
+
+/** @internal */
+export type ChildMessage = typeof ChildMessage.Type
+
+/** The body of an exec result (the final signal is decoded on its own, see {@link FinalWire}). @internal */
+export const ExecBody = Schema.Struct({
+  stdout: Schema.String,
+  stderr: Schema.String,
+  /** Characters written in all, as the child counts them (only the marker's count trusts it). */
+  stdoutTotal: Schema.optional(Count),
+  stderrTotal: Schema.optional(Count),
+  error: Schema.optional(Schema.String),
+  errorTotal: Schema.optional(Count),
+  timedOut: Schema.Boolean
+})
+
+/** A final signal as the child sends it; the value's length is checked against the session's cap after. @internal */
+export const FinalWire = Schema.Union(
+  Schema.Struct({ source: Schema.Literal("FINAL"), value: Schema.String }),
+  Schema.Struct({
+    source: Schema.Literal("FINAL_VAR"),
+    name: Schema.String.pipe(Schema.maxLength(1000)),
+    value: Schema.String
+  })
+)
+
+/** @internal */
+export const ContextBody = Schema.Struct({ ok: Schema.Boolean, error: Schema.optional(Schema.String) })
+
+/** A variable read: its string form (`null`: no such variable), or the error reading it. @internal */
+export const GetVarBody = Schema.Union(
+  Schema.Struct({ value: Schema.NullOr(Schema.String) }),
+  Schema.Struct({ error: Schema.String })
+)
+
+/** @internal */
+export const ListVarsBody = Schema.Union(
+  Schema.Struct({
+    value: Schema.Array(
+      Schema.Struct({
+        name: Schema.String.pipe(Schema.maxLength(1000)),
+        type: Schema.String.pipe(Schema.maxLength(1000))
+      })
+    )
+  }),
+  Schema.Struct({ error: Schema.String })
+)
+
+/** The prompts of a batched host call: a JSON array of strings. @internal */
+export const BatchPrompts = Schema.parseJson(Schema.Array(Schema.String))
+
+/**
+ * Decode `input` with `schema`: the value, or a short description of what is
+ * wrong (at most 300 characters: the input is the guest's, never echoed whole).
+ *
+ * @internal
+ */
+export const decode =
+  <A, I>(schema: Schema.Schema<A, I>) =>
+  (input: unknown): Either.Either<A, string> => {
+    const result = Schema.decodeUnknownEither(schema, { errors: "first" })(input)
+    return Either.mapLeft(result, (error) => describe(error))
+  }
+
+const describe = (error: ParseResult.ParseError): string => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const first = issues[0]
+  if (first === undefined) return "invalid"
+  const at = first.path.length === 0 ? "" : `at ${first.path.map((p) => JSON.stringify(p)).join(".")}: `
+  return `${at}${first.message}`.slice(0, 300)
+}
