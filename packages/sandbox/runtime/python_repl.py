@@ -27,6 +27,8 @@ _eval = eval
 _repr = repr
 _str = str
 _len = len
+_int = int
+_join = "".join
 _isinstance = isinstance
 _type = type
 _format_exception = _traceback.format_exception
@@ -389,17 +391,42 @@ def exec_block(code, limit, max_answer=-1, max_prompt=-1):
         _sys.stdout = _SYS["stdout"]
         _sys.stderr = _SYS["stderr"]
         _restore()
+    # Model code could reach the capture objects (sys.stdout during the block)
+    # and the state: cut again here with this call's own arguments, so that a
+    # raised limit or a bypassed FINAL check never builds a huge message. (The
+    # host cuts and checks once more, whatever arrives.)
+    lim = int(limit)
+    cap = int(max_answer)
     result = {
-        "stdout": out.getvalue(),
-        "stderr": err.getvalue(),
-        "stdoutTotal": out.total,
-        "stderrTotal": err.total,
+        "stdout": _captured(out, lim),
+        "stderr": _captured(err, lim),
+        "stdoutTotal": _written(out),
+        "stderrTotal": _written(err),
     }
+    final = _state["final"]
+    _state["final"] = None
+    if final is not None:
+        value = final.get("value") if _isinstance(final, dict) else None
+        if cap >= 0 and _isinstance(value, _str) and _len(value) > cap:
+            error = (error or "") + f"ValueError: the final answer has {_len(value)} characters; the limit is {cap}\n"
+        else:
+            result["final"] = final
     if error is not None:
         result["error"] = error
-    if _state["final"] is not None:
-        result["final"] = _state["final"]
     return _dumps(result)
+
+
+def _captured(stream, limit):
+    try:
+        text = _join(stream._parts)
+    except _BaseException:  # noqa: BLE001 - model code replaced the parts
+        return ""
+    return text[:limit]
+
+
+def _written(stream):
+    total = stream.total
+    return total if _type(total) is _int and total >= 0 else 0
 
 
 def install_bridge(call):
