@@ -349,12 +349,18 @@ const KINDS = new Set(["llm", "llm_batched", "rlm", "rlm_batched"])
 let promptCap = Number.POSITIVE_INFINITY
 let answerCap = Number.POSITIVE_INFINITY
 const capOf = (value) => (Number.isSafeInteger(value) && value >= 0 ? value : Number.POSITIVE_INFINITY)
+/** Characters as Python counts them (code points), when `text` may be over `max`; else its length. */
+const charCount = (text, max) => {
+  if (text.length <= max) return text.length
+  let n = 0
+  for (const _ of text) n++
+  return n
+}
 /** Why a call's prompts are refused before they cross (the host checks again), or undefined. */
 const refusePrompts = (kind, payload) => {
   if (kind === "llm" || kind === "rlm") {
-    return payload.length > promptCap
-      ? `the prompt has ${payload.length} characters; the limit is ${promptCap}`
-      : undefined
+    const n = charCount(payload, promptCap)
+    return n > promptCap ? `the prompt has ${n} characters; the limit is ${promptCap}` : undefined
   }
   let prompts
   try {
@@ -364,10 +370,10 @@ const refusePrompts = (kind, payload) => {
   }
   if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === "string"))
     return "a batch must be a list of strings"
-  const at = prompts.findIndex((p) => p.length > promptCap)
+  const at = prompts.findIndex((p) => charCount(p, promptCap) > promptCap)
   return at === -1
     ? undefined
-    : `prompt ${at} of the batch has ${prompts[at].length} characters; the limit is ${promptCap}`
+    : `prompt ${at} of the batch has ${charCount(prompts[at], promptCap)} characters; the limit is ${promptCap}`
 }
 const call = (kind, payload) => {
   if (typeof kind !== "string" || !KINDS.has(kind) || typeof payload !== "string") {
@@ -635,9 +641,10 @@ function shrink(out, limit) {
     result.errorTotal = out.error.length
   }
   const value = out.final?.value
-  if (typeof value === "string" && value.length > answerCap) {
+  const n = typeof value === "string" ? charCount(value, answerCap) : 0
+  if (n > answerCap) {
     delete result.final
-    result.error = `${result.error ?? ""}ValueError: the final answer has ${value.length} characters; the limit is ${answerCap}\n`
+    result.error = `${result.error ?? ""}ValueError: the final answer has ${n} characters; the limit is ${answerCap}\n`
   }
   return result
 }

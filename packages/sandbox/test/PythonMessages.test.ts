@@ -422,6 +422,20 @@ layer(pyLayer, { excludeTestServices: true, timeout: Duration.minutes(3) })("Pyt
     })
   )
 
+  it.effect(
+    "the caps count characters as Python does: 600,000 emoji (1.2 million UTF-16 units) pass a 1,000,000 cap",
+    () =>
+      Effect.gen(function* () {
+        const { calls } = yield* Py
+        const emoji = "\u{1F600}".repeat(600_000)
+        const r = yield* exec("s = '\\U0001F600' * 600_000\nprint(len(llm_query(s)))\nFINAL(s)\ndel s")
+        assert.isUndefined(r.error)
+        assert.strictEqual(r.stdout, "600004\n")
+        assert.deepStrictEqual(r.final, new Sandbox.FinalSignal({ source: "FINAL", value: emoji }))
+        assert.deepStrictEqual(calls.at(-1), { kind: "llm", prompts: [emoji] })
+      })
+  )
+
   it.effect("a huge traceback is cut by the host; the interpreter is kept", () =>
     Effect.gen(function* () {
       const r = yield* exec("raise ValueError('v' * 10_000_000)")

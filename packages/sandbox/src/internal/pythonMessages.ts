@@ -83,10 +83,8 @@ export const GetVarBody = Schema.Union(
 export const ListVarsBody = Schema.Union(
   Schema.Struct({
     value: Schema.Array(
-      Schema.Struct({
-        name: Schema.String.pipe(Schema.maxLength(1000)),
-        type: Schema.String.pipe(Schema.maxLength(1000))
-      })
+      // (Names and type names are cut to 1,000 characters where they are shown.)
+      Schema.Struct({ name: Schema.String, type: Schema.String })
     )
   }),
   Schema.Struct({ error: Schema.String })

@@ -86,6 +86,16 @@ const cap = (value: number | undefined, fallback: number, min = 0) =>
   Math.max(min, Math.floor(value === undefined || Number.isNaN(value) ? fallback : value))
 
 /**
+ * How far `text` is over `max` characters as Python counts them (code
+ * points): its count when over, else undefined.
+ */
+const overCap = (text: string, max: number): number | undefined => {
+  if (text.length <= max) return undefined
+  const n = codePoints(text)
+  return n > max ? n : undefined
+}
+
+/**
  * A host call's answer. Its prompts are decoded first (a string of at most
  * `maxPromptChars`; a batch, a JSON array of such strings): anything else
  * fails the call, shown to Python as an exception, before the host does
@@ -98,19 +108,22 @@ const hostReply = (
   maxPromptChars: number
 ): Effect.Effect<string, HostCallError | string> => {
   const single = (run: (prompt: string) => Effect.Effect<string, HostCallError>) =>
-    payload.length > maxPromptChars
-      ? Effect.fail(`the prompt has ${payload.length} characters; the limit is ${maxPromptChars}`)
-      : run(payload)
+    Effect.suspend((): Effect.Effect<string, HostCallError | string> => {
+      const over = overCap(payload, maxPromptChars)
+      return over === undefined
+        ? run(payload)
+        : Effect.fail(`the prompt has ${over} characters; the limit is ${maxPromptChars}`)
+    })
   const batch = (run: (prompts: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, HostCallError>) =>
     Effect.suspend(() => {
       const decoded = decodeBatch(payload)
       if (Either.isLeft(decoded)) return Effect.fail("a batch must be a list of strings")
       const prompts = decoded.right
-      const over = prompts.findIndex((p) => p.length > maxPromptChars)
-      if (over !== -1) {
-        return Effect.fail(
-          `prompt ${over} of the batch has ${prompts[over]?.length} characters; the limit is ${maxPromptChars}`
-        )
+      for (const [index, prompt] of prompts.entries()) {
+        const over = overCap(prompt, maxPromptChars)
+        if (over !== undefined) {
+          return Effect.fail(`prompt ${index} of the batch has ${over} characters; the limit is ${maxPromptChars}`)
+        }
       }
       return run(prompts).pipe(
         Effect.flatMap((replies) =>
@@ -367,6 +380,13 @@ export const makeSession = (
         })
       )
 
+    const answerRefused = (value: string) => {
+      const over = overCap(value, caps.maxAnswerChars)
+      return over === undefined
+        ? undefined
+        : `ValueError: the final answer has ${over} characters; the limit is ${caps.maxAnswerChars}`
+    }
+
     /**
      * The block's result as the model sees it, decoded from what the child
      * sent: a malformed result or final signal becomes an error in it.
@@ -397,9 +417,7 @@ export const makeSession = (
         const decoded = decodeFinal(raw.final)
         const refused = Either.isLeft(decoded)
           ? `the interpreter sent a malformed final answer: ${decoded.left}`
-          : decoded.right.value.length > caps.maxAnswerChars
-            ? `ValueError: the final answer has ${decoded.right.value.length} characters; the limit is ${caps.maxAnswerChars}`
-            : undefined
+          : answerRefused(decoded.right.value)
         if (refused !== undefined) error = `${error ?? ""}${refused}\n`
         else if (Either.isRight(decoded)) final = new FinalSignal(decoded.right)
       }
@@ -460,19 +478,22 @@ export const makeSession = (
       // child refuses a longer value, and the host checks again.
       getVar: (name) =>
         query({ t: "getVar", name, maxChars: caps.maxAnswerChars }, decodeGetVar).pipe(
-          Effect.flatMap((value) =>
-            value === null
-              ? Effect.succeed(Option.none())
-              : value.length > caps.maxAnswerChars
-                ? new SandboxError({
-                    reason: "Protocol",
-                    message: `ValueError: the variable '${name.slice(0, 100)}' has ${value.length} characters; the limit is ${caps.maxAnswerChars}`
-                  })
-                : Effect.succeed(Option.some(value))
-          )
+          Effect.flatMap((value) => {
+            if (value === null) return Effect.succeed(Option.none())
+            const over = overCap(value, caps.maxAnswerChars)
+            return over === undefined
+              ? Effect.succeed(Option.some(value))
+              : new SandboxError({
+                  reason: "Protocol",
+                  message: `ValueError: the variable '${name.slice(0, 100)}' has ${over} characters; the limit is ${caps.maxAnswerChars}`
+                })
+          })
         ),
       listVars: query({ t: "listVars" }, decodeListVars).pipe(
-        Effect.map((vars): ReadonlyArray<VarInfo> => vars.map((v) => ({ name: v.name, type: v.type })))
+        Effect.map(
+          (vars): ReadonlyArray<VarInfo> =>
+            vars.map((v) => ({ name: v.name.slice(0, 1000), type: v.type.slice(0, 1000) }))
+        )
       )
     }
     return repl
