@@ -120,7 +120,7 @@ describe("PythonSandbox: a child that escaped to JavaScript", () => {
       Effect.gen(function* () {
         const r = yield* repl.exec("badbody")
         assert.strictEqual(r.stdout, "")
-        assert.strictEqual(r.error, 'the interpreter sent a malformed result: at "stdout": Expected string, actual 5\n')
+        assert.strictEqual(r.error, 'the interpreter sent a malformed result: at "stdout": expected string, got 5\n')
         assert.isUndefined(r.final)
         assert.strictEqual((yield* repl.exec("after")).stdout, "ok:after")
       })
@@ -158,6 +158,31 @@ describe("PythonSandbox: a child that escaped to JavaScript", () => {
         )
       })
     )
+  )
+
+  it.live(
+    "values nested 200,000 deep (a final's name, a call's kind, an unknown message) never overflow the host's stack",
+    () =>
+      withFake({}, (repl) =>
+        Effect.gen(function* () {
+          const final = yield* repl.exec("deep:final")
+          assert.strictEqual(final.stdout, "s")
+          assert.isUndefined(final.final)
+          assert.strictEqual(
+            final.error,
+            'the interpreter sent a malformed final answer: at "name": expected string, got an array\n'
+          )
+          const call = yield* repl.exec("deep:call")
+          assert.deepStrictEqual(JSON.parse(call.stdout), { t: "reply", ok: false, value: "invalid host call" })
+          const error = yield* failure(repl.exec("deep:message"))
+          assert.strictEqual(error.reason, "Protocol")
+          assert.match(
+            error.message,
+            /^The Python interpreter sent a malformed message \(at "t": expected "ready" \| "result" \| "call" \| "crashed", got "hello"\)/
+          )
+          assert.strictEqual((yield* repl.exec("after")).stdout, "ok:after")
+        })
+      )
   )
 
   it.live("the output limit is the host's: more than the limit, or a lie about the total, is cut here", () =>

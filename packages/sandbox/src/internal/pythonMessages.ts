@@ -7,7 +7,7 @@
  * `maxPromptChars`, the output limit cut by the host).
  */
 import * as Either from "effect/Either"
-import * as ParseResult from "effect/ParseResult"
+import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
 /** A count the child reports (characters written, bytes): a non-negative safe integer. */
@@ -95,21 +95,60 @@ export const BatchPrompts = Schema.parseJson(Schema.Array(Schema.String))
 
 /**
  * Decode `input` with `schema`: the value, or a short description of what is
- * wrong (at most 300 characters: the input is the guest's, never echoed whole).
+ * wrong (at most 300 characters). It never throws and never formats the
+ * guest's value as a whole: Effect's own formatters print the actual value,
+ * recursively, and a value nested 200,000 deep overflows the host's stack.
  *
  * @internal
  */
-export const decode =
-  <A, I>(schema: Schema.Schema<A, I>) =>
-  (input: unknown): Either.Either<A, string> => {
-    const result = Schema.decodeUnknownEither(schema, { errors: "first" })(input)
-    return Either.mapLeft(result, (error) => describe(error))
+export const decode = <A, I>(schema: Schema.Schema<A, I>) => {
+  const run = Schema.decodeUnknownEither(schema, { errors: "first" })
+  return (input: unknown): Either.Either<A, string> => {
+    try {
+      return Either.mapLeft(run(input), (error) => describe(error.issue, []).slice(0, 300))
+    } catch {
+      return Either.left("the message could not be checked")
+    }
   }
+}
 
-const describe = (error: ParseResult.ParseError): string => {
-  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
-  const first = issues[0]
-  if (first === undefined) return "invalid"
-  const at = first.path.length === 0 ? "" : `at ${first.path.map((p) => JSON.stringify(p)).join(".")}: `
-  return `${at}${first.message}`.slice(0, 300)
+/** The first issue, with its path; the actual value only as its kind or a short preview. */
+const describe = (issue: ParseResult.ParseIssue, path: ReadonlyArray<PropertyKey>): string => {
+  switch (issue._tag) {
+    case "Pointer":
+      return describe(issue.issue, [...path, ...(Array.isArray(issue.path) ? issue.path : [issue.path])])
+    case "Composite": {
+      const first = Array.isArray(issue.issues) ? issue.issues[0] : issue.issues
+      return first === undefined ? at(path, "invalid") : describe(first as ParseResult.ParseIssue, path)
+    }
+    case "Refinement":
+    case "Transformation":
+      return describe(issue.issue, path)
+    case "Type":
+      return at(path, `expected ${String(issue.ast)}, got ${preview(issue.actual)}`)
+    case "Missing":
+      return at(path, "is missing")
+    case "Unexpected":
+      return at(path, "is unexpected")
+    case "Forbidden":
+      return at(path, "is forbidden")
+  }
+}
+
+const at = (path: ReadonlyArray<PropertyKey>, message: string) =>
+  path.length === 0 ? message : `at ${path.map((p) => JSON.stringify(String(p).slice(0, 50))).join(".")}: ${message}`
+
+const preview = (actual: unknown): string => {
+  if (actual === null) return "null"
+  if (Array.isArray(actual)) return "an array"
+  switch (typeof actual) {
+    case "string":
+      return JSON.stringify(actual.slice(0, 40)) + (actual.length > 40 ? "..." : "")
+    case "number":
+    case "boolean":
+    case "undefined":
+      return String(actual)
+    default:
+      return `an ${typeof actual}`
+  }
 }

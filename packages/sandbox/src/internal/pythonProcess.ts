@@ -333,7 +333,16 @@ const start = (
       stateLost: true
     })
   const decodeMessage = decode(ChildMessage)
+  // Nothing the child sends may throw here (the host would abort): a failure
+  // of our own handling is a protocol error too.
   const onMessage = (raw: Record<string, unknown>) => {
+    try {
+      handleMessage(raw)
+    } catch (error) {
+      handle.kill(protocolError(`a message the host could not handle (${String(error).slice(0, 200)})`))
+    }
+  }
+  const handleMessage = (raw: Record<string, unknown>) => {
     const decoded = decodeMessage(raw)
     if (Either.isLeft(decoded)) {
       if (raw.t === "call") {
