@@ -7,6 +7,7 @@
  * JSON, lines past the cap, forged results and host calls). Each case asserts
  * the exact outcome and that the session goes on.
  */
+import { spawn } from "node:child_process"
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -15,7 +16,7 @@ import { Context, Duration, Effect, Exit, Layer, Option, type Scope } from "effe
 import * as Output from "../src/Output.js"
 import * as PythonSandbox from "../src/PythonSandbox.js"
 import * as Sandbox from "../src/Sandbox.js"
-import { type Recorded, recordingHost } from "./pythonTestkit.js"
+import { processExists, type Recorded, recordingHost } from "./pythonTestkit.js"
 
 // --- A child that escaped to JavaScript ------------------------------------
 
@@ -265,6 +266,34 @@ describe("PythonSandbox: a child that escaped to JavaScript", () => {
       assert.match(error.message, /over the limit of 1000 \(maxLineBytes\)/)
       assert.strictEqual((yield* repl.exec("after")).stdout, "ok:after")
     }).pipe(Effect.scoped)
+  )
+})
+
+describe("PythonSandbox: the request pipe", () => {
+  it.live(
+    "an interpreter waiting between blocks exits when its host is killed (the request pipe's end)",
+    () =>
+      Effect.gen(function* () {
+        const script = path.join(import.meta.dirname, "fixtures", "hostThatDies.ts")
+        const host = spawn(process.execPath, ["--import", "tsx", script, "idle"], {
+          cwd: path.resolve(import.meta.dirname, "../../.."),
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+        const pid = yield* Effect.async<number>((resume) => {
+          let out = ""
+          host.stdout?.on("data", (chunk: Buffer) => {
+            out += chunk.toString("utf8")
+            const match = /^PID (\d+)$/m.exec(out)
+            if (match?.[1] !== undefined) resume(Effect.succeed(Number(match[1])))
+          })
+        })
+        assert.isTrue(processExists(pid))
+        host.kill("SIGKILL")
+        const deadline = Date.now() + 10_000
+        while (processExists(pid) && Date.now() < deadline) yield* Effect.sleep("50 millis")
+        assert.isFalse(processExists(pid), `interpreter ${pid} outlived its host`)
+      }),
+    60_000
   )
 })
 
