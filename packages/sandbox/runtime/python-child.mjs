@@ -630,7 +630,9 @@ function readSegment(n) {
  * stdout, stderr at `limit`, the error at max(`limit`, 20,000) characters.
  */
 function shrink(out, limit) {
-  if (out === null || typeof out !== "object") return { error: "the interpreter returned no result" }
+  if (out === null || typeof out !== "object") {
+    return { stdout: "", stderr: "", error: "the interpreter returned no result" }
+  }
   // (Python counts code points: `limit` of them are at most 2 * limit UTF-16 units.)
   const cut = (text) => (typeof text === "string" && text.length > 2 * limit ? text.slice(0, 2 * limit) : text)
   const result = { ...out, stdout: cut(out.stdout), stderr: cut(out.stderr) }
