@@ -177,7 +177,7 @@ const headCodePoints = (text: string, limit: number): string => {
  * the child sent or claims. `claimed` (the child's count of what was written)
  * only feeds the marker's count, and only when above what it sent.
  */
-export const view = (
+const view = (
   text: string,
   claimed: number | undefined,
   limit: number
