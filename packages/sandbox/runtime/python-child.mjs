@@ -7,10 +7,15 @@
 // with an empty environment and these descriptors:
 //   0  host -> child  raw bytes: the context (and the snapshot, without a disk cache)
 //   1  child -> host  the snapshot image, in snapshot mode only
-//   3  IPC, JSON      host -> child: exec, context, getVar, listVars
-//                     child -> host: ready, result, snapshot
+//   3  host -> child  JSON lines, read asynchronously here (between blocks, on
+//                     this thread's event loop): exec, context, getVar, listVars.
+//                     Its end (EOF) means the host is gone: this process exits.
 //   4  host -> child  JSON lines, read synchronously here: reply
-//   5  child -> host  JSON lines, written synchronously here: call, crashed
+//   5  child -> host  JSON lines, written synchronously here: ready, result,
+//                     snapshot, call, crashed
+// (No Node IPC channel: its parser would accumulate a message of any size on
+// the host. The host reads fd 5 with a capped line reader and decodes every
+// message by a Schema; nothing this process writes is trusted there.)
 // While a block runs, this thread is busy: a host call writes its request on
 // fd 5 and blocks reading fd 4 until the reply has arrived. The block's time
 // limit is kept here too: Pyodide polls its "interrupt buffer" every few
@@ -24,6 +29,7 @@
 // into JavaScript.
 import { isAscii } from "node:buffer"
 import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs"
+import { Socket } from "node:net"
 import { pathToFileURL } from "node:url"
 import { dirtyOutsideRuns, encode, readHead, restoreInto, scanImage, withRestoreHook } from "./snapshot-image.mjs"
 
@@ -54,26 +60,43 @@ let contextRead = 0
 /** Kept before the realm is stripped of process.kill (below). */
 const killSelf = process.kill.bind(process, process.pid, "SIGKILL")
 
-// The host went away: never outlive it.
-process.on("disconnect", () => process.exit(0))
-// ...including when it went away before this listener existed ("disconnect"
-// is emitted once; a host dying right after the spawn would otherwise leave
-// this process running forever).
-if (!process.connected) process.exit(0)
-
 // Requests may arrive before the interpreter is ready (the host sends the
 // context right after the spawn): they wait here, in order.
 let onRequest
 const early = []
-process.on("message", (message) => {
-  if (message === null || typeof message !== "object") return
+const dispatch = (line) => {
+  let message
+  try {
+    message = JSON.parse(line)
+  } catch {
+    return
+  }
+  if (message === null || typeof message !== "object" || Array.isArray(message)) return
   if (onRequest === undefined) early.push(message)
   else onRequest(message)
-})
-
-const send = (message) => {
-  if (process.connected) process.send(message)
 }
+// Requests: JSON lines on fd 3, read on this thread's event loop, so only
+// between blocks (a block holds the thread). The host is trusted; its lines
+// are split as they come.
+const requests = new Socket({ fd: 3, readable: true, writable: false })
+let partial = []
+requests.on("data", (chunk) => {
+  let start = 0
+  for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, start)) {
+    partial.push(chunk.subarray(start, newline))
+    const line = Buffer.concat(partial).toString("utf8")
+    partial = []
+    start = newline + 1
+    dispatch(line)
+  }
+  if (start < chunk.length) partial.push(Buffer.from(chunk.subarray(start)))
+})
+// The host went away (the request pipe's end, also when it went away before
+// this listener existed): never outlive it. In the middle of a block the
+// time-limit poll notices instead (see signalBuffer), and a wait on a reply
+// sees fd 4 end.
+requests.on("end", () => process.exit(0))
+requests.on("error", () => process.exit(0))
 
 /** One JSON line on fd 5, written before this returns (the thread may block or exit next). */
 const writeLine = (message) => {
@@ -83,11 +106,17 @@ const writeLine = (message) => {
     try {
       offset += writeSync(5, bytes, offset)
     } catch (error) {
-      if (error?.code !== "EAGAIN") throw error
-      sleep(1)
+      if (error?.code === "EAGAIN") {
+        sleep(1)
+        continue
+      }
+      // EPIPE: nobody reads this any more, the host is gone.
+      killSelf()
     }
   }
 }
+
+const send = writeLine
 
 // --- Time limits. `begin(id, ms)` gives the request now running `ms`
 // milliseconds of its own time (time waiting on the host does not count, see
@@ -336,10 +365,42 @@ Object.defineProperty(py._module, "Py_EmscriptenSignalBuffer", { get: signalBuff
 // its arguments, writes the call, and blocks until the reply has arrived; the
 // request's time limit stands still meanwhile.
 const KINDS = new Set(["llm", "llm_batched", "rlm", "rlm_batched"])
+/** The running request's caps (its `maxPromptChars`, `maxAnswerChars`), set by each exec. */
+let promptCap = Number.POSITIVE_INFINITY
+let answerCap = Number.POSITIVE_INFINITY
+const capOf = (value) => (Number.isSafeInteger(value) && value >= 0 ? value : Number.POSITIVE_INFINITY)
+/** Characters as Python counts them (code points), when `text` may be over `max`; else its length. */
+const charCount = (text, max) => {
+  if (text.length <= max) return text.length
+  let n = 0
+  for (const _ of text) n++
+  return n
+}
+/** Why a call's prompts are refused before they cross (the host checks again), or undefined. */
+const refusePrompts = (kind, payload) => {
+  if (kind === "llm" || kind === "rlm") {
+    const n = charCount(payload, promptCap)
+    return n > promptCap ? `the prompt has ${n} characters; the limit is ${promptCap}` : undefined
+  }
+  let prompts
+  try {
+    prompts = JSON.parse(payload)
+  } catch {
+    return "a batch must be a list of strings"
+  }
+  if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === "string"))
+    return "a batch must be a list of strings"
+  const at = prompts.findIndex((p) => charCount(p, promptCap) > promptCap)
+  return at === -1
+    ? undefined
+    : `prompt ${at} of the batch has ${charCount(prompts[at], promptCap)} characters; the limit is ${promptCap}`
+}
 const call = (kind, payload) => {
   if (typeof kind !== "string" || !KINDS.has(kind) || typeof payload !== "string") {
     return "0invalid host call"
   }
+  const refused = refusePrompts(kind, payload)
+  if (refused !== undefined) return `0${refused}`
   const left = deadline - performance.now()
   deadline = Number.POSITIVE_INFINITY
   try {
@@ -462,7 +523,7 @@ try {
   const { createRequire, syncBuiltinESMExports } = await import("node:module")
   const { cutNodeNetwork } = await import("./node-wall.mjs")
   cutNodeNetwork(createRequire(import.meta.url), syncBuiltinESMExports, [
-    process.channel,
+    requests._handle,
     process.stdout?._handle,
     process.stderr?._handle
   ])
@@ -482,9 +543,17 @@ const handleRequest = (message) => {
   switch (message.t) {
     case "exec": {
       begin(message.id, message.timeoutMs)
+      promptCap = capOf(message.maxPromptChars)
+      answerCap = capOf(message.maxAnswerChars)
+      const limit = capOf(message.limit)
       let out
       try {
-        const json = execBlock(message.code, message.limit)
+        const json = execBlock(
+          message.code,
+          limit === Number.POSITIVE_INFINITY ? 20_000 : limit,
+          answerCap === Number.POSITIVE_INFINITY ? -1 : answerCap,
+          promptCap === Number.POSITIVE_INFINITY ? -1 : promptCap
+        )
         if (typeof json !== "string") throw new Error("the interpreter returned no result")
         out = JSON.parse(json)
       } catch (error) {
@@ -492,7 +561,7 @@ const handleRequest = (message) => {
         out = { stdout: "", stderr: "", stdoutTotal: 0, stderrTotal: 0, error: lastLine(error) }
       }
       end()
-      send({ t: "result", id: message.id, ...out, timedOut })
+      send({ t: "result", id: message.id, ...shrink(out, limit), timedOut })
       return
     }
     case "context": {
@@ -519,7 +588,10 @@ const handleRequest = (message) => {
       // Python runs here too (a variable's __str__): a time limit like a block's.
       begin(message.id, message.timeoutMs)
       try {
-        const json = message.t === "getVar" ? getVar(message.name) : listVars()
+        const json =
+          message.t === "getVar"
+            ? getVar(message.name, Number.isSafeInteger(message.maxChars) ? message.maxChars : -1)
+            : listVars()
         send({ t: "result", id: message.id, value: JSON.parse(json) })
       } catch (error) {
         fatal(error)
@@ -602,6 +674,34 @@ function readSegment(n) {
   const bytes = view.slice()
   dropSlot()
   return bytes
+}
+
+/**
+ * An exec result cut to what the host will show, so that no more than that
+ * crosses (the host cuts again, whatever this sends; the totals are kept), a final answer past the
+ * answer cap replaced by an error. Only saves bytes: the walls are the host's.
+ * stdout, stderr at `limit`, the error at max(`limit`, 20,000) characters.
+ */
+function shrink(out, limit) {
+  if (out === null || typeof out !== "object") {
+    return { stdout: "", stderr: "", error: "the interpreter returned no result" }
+  }
+  // (Python counts code points: `limit` of them are at most 2 * limit UTF-16 units.)
+  const cut = (text) => (typeof text === "string" && text.length > 2 * limit ? text.slice(0, 2 * limit) : text)
+  const result = { ...out, stdout: cut(out.stdout), stderr: cut(out.stderr) }
+  // A traceback is shown up to the larger of the output limit and 20,000.
+  const errorLimit = Math.max(limit, 20_000)
+  if (typeof out.error === "string" && out.error.length > errorLimit) {
+    result.error = out.error.slice(0, errorLimit)
+    result.errorTotal = out.error.length
+  }
+  const value = out.final?.value
+  const n = typeof value === "string" ? charCount(value, answerCap) : 0
+  if (n > answerCap) {
+    delete result.final
+    result.error = `${result.error ?? ""}ValueError: the final answer has ${n} characters; the limit is ${answerCap}\n`
+  }
+  return result
 }
 
 function lastLine(error) {

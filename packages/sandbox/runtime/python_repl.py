@@ -27,6 +27,8 @@ _eval = eval
 _repr = repr
 _str = str
 _len = len
+_int = int
+_join = "".join
 _isinstance = isinstance
 _type = type
 _format_exception = _traceback.format_exception
@@ -40,7 +42,7 @@ RESERVED = (
     "FINAL", "FINAL_VAR", "SHOW_VARS",
 )
 
-_state = {"P": "", "context": "", "final": None, "slots": []}
+_state = {"P": "", "context": "", "final": None, "slots": [], "max_answer": -1, "max_prompt": -1}
 _ns = {"__name__": "__main__", "__builtins__": _builtins}
 
 
@@ -96,10 +98,33 @@ def _host(kind, payload):
     raise RuntimeError(reply[1:])
 
 
+def _prompt(prompt):
+    # Refused before it crosses to the host (which checks again): `maxPromptChars`.
+    prompt = _str(prompt)
+    cap = _state["max_prompt"]
+    if cap >= 0 and _len(prompt) > cap:
+        raise ValueError(f"the prompt has {_len(prompt)} characters; the limit is {cap}")
+    return prompt
+
+
 def _prompts(prompts):
     if _isinstance(prompts, (_str, bytes)):
         raise TypeError("expected a list of prompts, got a single string")
-    return [_str(p) for p in prompts]
+    out = [_str(p) for p in prompts]
+    cap = _state["max_prompt"]
+    if cap >= 0:
+        for i, p in enumerate(out):
+            if _len(p) > cap:
+                raise ValueError(f"prompt {i} of the batch has {_len(p)} characters; the limit is {cap}")
+    return out
+
+
+def _answer(value):
+    # Refused in the interpreter (the host checks again): `maxAnswerChars`.
+    cap = _state["max_answer"]
+    if cap >= 0 and _len(value) > cap:
+        raise ValueError(f"the final answer has {_len(value)} characters; the limit is {cap}")
+    return value
 
 
 # --- helpers --------------------------------------------------------------
@@ -155,7 +180,7 @@ def chunk(size, overlap=0):
 
 def llm_query(prompt):
     """Ask a sub-model; returns its reply text."""
-    return _host("llm", _str(prompt))
+    return _host("llm", _prompt(prompt))
 
 
 def llm_query_batched(prompts):
@@ -168,7 +193,7 @@ def llm_query_batched(prompts):
 
 def rlm_query(prompt):
     """Ask a recursive RLM; returns its answer."""
-    return _host("rlm", _str(prompt))
+    return _host("rlm", _prompt(prompt))
 
 
 def rlm_query_batched(prompts):
@@ -181,7 +206,7 @@ def rlm_query_batched(prompts):
 
 def FINAL(value):
     """Record the final answer."""
-    _state["final"] = {"source": "FINAL", "value": _str(value)}
+    _state["final"] = {"source": "FINAL", "value": _answer(_str(value))}
 
 
 def FINAL_VAR(name):
@@ -189,7 +214,7 @@ def FINAL_VAR(name):
     name = _str(name).strip().strip("'\"")
     if name not in _ns or name in RESERVED and name not in ("P", "context"):
         raise NameError(f"FINAL_VAR: variable '{name}' does not exist")
-    _state["final"] = {"source": "FINAL_VAR", "name": name, "value": _str(_ns[name])}
+    _state["final"] = {"source": "FINAL_VAR", "name": name, "value": _answer(_str(_ns[name]))}
 
 
 class _Shown(dict):
@@ -343,7 +368,10 @@ def _format_error(e):
     return "".join(_format_exception(_type(e), e, tb))
 
 
-def exec_block(code, limit):
+def exec_block(code, limit, max_answer=-1, max_prompt=-1):
+    # The caps of this session (-1: none), kept for the helpers to check.
+    _state["max_answer"] = int(max_answer)
+    _state["max_prompt"] = int(max_prompt)
     out = _Capture(int(limit))
     err = _Capture(int(limit))
     _state["final"] = None
@@ -370,17 +398,42 @@ def exec_block(code, limit):
         _sys.stdout = _SYS["stdout"]
         _sys.stderr = _SYS["stderr"]
         _restore()
+    # Model code could reach the capture objects (sys.stdout during the block)
+    # and the state: cut again here with this call's own arguments, so that a
+    # raised limit or a bypassed FINAL check never builds a huge message. (The
+    # host cuts and checks once more, whatever arrives.)
+    lim = int(limit)
+    cap = int(max_answer)
     result = {
-        "stdout": out.getvalue(),
-        "stderr": err.getvalue(),
-        "stdoutTotal": out.total,
-        "stderrTotal": err.total,
+        "stdout": _captured(out, lim),
+        "stderr": _captured(err, lim),
+        "stdoutTotal": _written(out),
+        "stderrTotal": _written(err),
     }
+    final = _state["final"]
+    _state["final"] = None
+    if final is not None:
+        value = final.get("value") if _isinstance(final, dict) else None
+        if cap >= 0 and _isinstance(value, _str) and _len(value) > cap:
+            error = (error or "") + f"ValueError: the final answer has {_len(value)} characters; the limit is {cap}\n"
+        else:
+            result["final"] = final
     if error is not None:
         result["error"] = error
-    if _state["final"] is not None:
-        result["final"] = _state["final"]
     return _dumps(result)
+
+
+def _captured(stream, limit):
+    try:
+        text = _join(stream._parts)
+    except _BaseException:  # noqa: BLE001 - model code replaced the parts
+        return ""
+    return text[:limit]
+
+
+def _written(stream):
+    total = stream.total
+    return total if _type(total) is _int and total >= 0 else 0
 
 
 def install_bridge(call):
@@ -393,14 +446,18 @@ def install_bridge(call):
     _restore()
 
 
-def get_var(name):
+def get_var(name, max_chars=-1):
     name = _str(name)
     if name not in _ns or name in RESERVED or name.startswith("__"):
         return "null"
     try:
-        return _dumps(_str(_ns[name]))
+        text = _str(_ns[name])
     except _BaseException as e:  # noqa: BLE001
-        return _dumps(f"<unprintable {_type(_ns[name]).__name__}: {e}>")
+        return _dumps(f"<unprintable {_type(_ns[name]).__name__}: {e}>"[:1000])
+    if max_chars >= 0 and _len(text) > max_chars:
+        # Never sent: the host asked for at most `max_chars` (its `maxAnswerChars`).
+        raise ValueError(f"the variable '{name[:100]}' has {_len(text)} characters; the limit is {max_chars}")
+    return _dumps(text)
 
 
 def list_vars():

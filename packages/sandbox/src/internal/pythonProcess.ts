@@ -1,14 +1,25 @@
 /**
- * Host side of one sandbox child process: spawning it locked down, the IPC
+ * Host side of one sandbox child process: spawning it locked down, the
  * request/reply bookkeeping, raw context bytes over stdin, and its death.
  *
  * The child is `runtime/python-child.mjs` (plain JavaScript), which runs Pyodide
  * on its only thread, and keeps each request's time limit itself. Its
- * descriptors: 0 context bytes, 3 IPC (exec, context, getVar, listVars; ready,
- * result, snapshot), 4 JSON lines to the child (reply, read while a block
- * waits on a host call), 5 JSON lines from it (call, crashed).
+ * descriptors, all plain pipes (no Node IPC channel, whose parser would
+ * accumulate a message of any size here):
+ *   0  to the child: context bytes (and the snapshot, without a disk cache)
+ *   1  from it: the snapshot image (snapshot mode only)
+ *   3  to the child, JSON lines: requests (exec, context, getVar, listVars),
+ *      read between blocks; its end tells the child the host is gone
+ *   4  to the child, JSON lines: reply, read while a block waits on a host call
+ *   5  from it, JSON lines: ready, result, snapshot, call, crashed
+ * Everything on fd 5 is the guest's: read with a capped line reader
+ * (`maxLineBytes`, settable per session) and decoded by the Schemas of
+ * `pythonMessages.ts`. A line that cannot be attributed to a request (over the
+ * cap, not JSON, not a known message) kills the child with a "Protocol"
+ * error (`stateLost`): what it was in the middle of is unknown.
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { EventEmitter } from "node:events"
 import { readFileSync, realpathSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as path from "node:path"
@@ -16,10 +27,12 @@ import type { Readable, Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
-import { SandboxError } from "../Sandbox.js"
+import { DEFAULT_MAX_LINE_BYTES, SandboxError } from "../Sandbox.js"
 import { treePeakRssMb, type Wall } from "./isolation.js"
 import { onJsonLines } from "./jsonLines.js"
+import { type Call, ChildMessage, decode, HostCallKind } from "./pythonMessages.js"
 import { writeUtf8 } from "./utf8Stream.js"
 
 /** @internal */
@@ -33,17 +46,21 @@ export interface ProcessOptions {
   readonly wall: Wall
 }
 
-/** What the child answers to a request (`exec`, `context`, `getVar`, `listVars`). */
+/**
+ * What the child answers to a request (`exec`, `context`, `getVar`,
+ * `listVars`): its envelope decoded (`t`, `id`), the rest still the guest's,
+ * for the request's own Schema.
+ */
 export interface WorkerResult {
   readonly t: "result"
   readonly id: number
   readonly [key: string]: unknown
 }
 
-/** A host call posted by model code (`llm_query` and friends). */
+/** A host call posted by model code (`llm_query` and friends); the payload is still unchecked. */
 export interface HostCall {
   readonly id: number
-  readonly kind: string
+  readonly kind: typeof HostCallKind.Type
   readonly payload: string
 }
 
@@ -61,8 +78,14 @@ export interface PyProcess {
     message: Record<string, unknown>,
     input?: ReadonlyArray<string>
   ) => Effect.Effect<WorkerResult, SandboxError>
-  /** A request over IPC (`exec`, `context`, `getVar`, `listVars`); read by the child between blocks. */
+  /** A request (`exec`, `context`, `getVar`, `listVars`) on fd 3; read by the child between blocks. */
   readonly send: (message: Record<string, unknown>) => void
+  /**
+   * The longest line read from the child from now on (a session's
+   * `maxLineBytes`; a pooled child starts with the default). Takes effect at
+   * the next line boundary.
+   */
+  readonly setMaxLineBytes: (bytes: number) => void
   /** A message the child reads while a block waits on it (`reply`). */
   readonly control: (message: Record<string, unknown>) => void
   /** Where host calls go; replaced per exec. */
@@ -245,8 +268,7 @@ export const spawnChild = (
     // page faults 37,600 -> 28,000, peak RSS +5-10 MB.
     env: { GLIBC_TUNABLES: CHILD_GLIBC_TUNABLES },
     cwd: runtime,
-    stdio: ["pipe", "pipe", "pipe", "ipc", "pipe", "pipe"],
-    serialization: "json",
+    stdio: ["pipe", "pipe", "pipe", "pipe", "pipe", "pipe"],
     windowsHide: true
   })
 }
@@ -311,13 +333,46 @@ const start = (
     readyWaiter = undefined
   }
 
-  child.on("message", (message: any) => {
-    if (message === null || typeof message !== "object") return
+  // Everything from the child: JSON lines on fd 5, each decoded by a Schema.
+  const protocolError = (what: string) =>
+    new SandboxError({
+      reason: "Protocol",
+      message: `The Python interpreter sent ${what}, so it was stopped. REPL variables were lost; the next block starts a fresh interpreter with the context reloaded.`,
+      stateLost: true
+    })
+  const decodeMessage = decode(ChildMessage)
+  // Nothing the child sends may throw here (the host would abort): a failure
+  // of our own handling is a protocol error too.
+  const onMessage = (raw: Record<string, unknown>) => {
+    try {
+      handleMessage(raw)
+    } catch (error) {
+      handle.kill(protocolError(`a message the host could not handle (${String(error).slice(0, 200)})`))
+    }
+  }
+  const handleMessage = (raw: Record<string, unknown>) => {
+    const decoded = decodeMessage(raw)
+    if (Either.isLeft(decoded)) {
+      if (raw.t === "call") {
+        // The child waits on fd 4 for the answer: a malformed call fails, the block goes on.
+        const kind = decode(HostCallKind)(raw.kind)
+        handle.control({
+          t: "reply",
+          ok: false,
+          value: Either.isLeft(kind) ? "invalid host call" : `malformed host call (${decoded.left})`
+        })
+        return
+      }
+      handle.kill(protocolError(`a malformed message (${decoded.left})`))
+      return
+    }
+    const message = decoded.right
     switch (message.t) {
       case "ready": {
-        if (typeof message.snapshot === "string" && message.snapshot.startsWith("failed")) {
-          snapshotFailure = message.snapshot.slice(0, 300)
-          onSnapshotFailed(message.snapshot)
+        const status = message.snapshot ?? ""
+        if (status.startsWith("failed")) {
+          snapshotFailure = status.slice(0, 300)
+          onSnapshotFailed(status)
         }
         ready = true
         readyWaiter?.(undefined)
@@ -328,25 +383,34 @@ const start = (
         const callback = pending.get(message.id)
         if (callback !== undefined) {
           pending.delete(message.id)
-          callback(message as WorkerResult)
+          callback(raw as WorkerResult)
         }
         return
       }
-    }
-  })
-  // Host calls and crash reports: JSON lines on fd 5.
-  const fromChild = (child.stdio as ReadonlyArray<unknown>)[5] as Readable | null | undefined
-  const onMessage = (message: Record<string, any>) => {
-    if (message.t === "call") {
-      const call: HostCall = { id: message.id, kind: String(message.kind), payload: String(message.payload) }
-      if (handle.onCall !== undefined) handle.onCall(call)
-      else handle.control({ t: "reply", ok: false, value: "no block is running" })
-    } else if (message.t === "crashed") {
-      crashMessage = String(message.message).slice(0, 1000)
+      case "call": {
+        const call: Call = message
+        if (handle.onCall !== undefined) handle.onCall({ id: call.id, kind: call.kind, payload: call.payload })
+        else handle.control({ t: "reply", ok: false, value: "no block is running" })
+        return
+      }
+      case "crashed": {
+        crashMessage = message.message.slice(0, 1000)
+        return
+      }
     }
   }
-  if (fromChild) onJsonLines(fromChild, onMessage)
+  const fromChild = (child.stdio as ReadonlyArray<unknown>)[5] as Readable | null | undefined
+  const lines = fromChild
+    ? cappedLines(fromChild, DEFAULT_MAX_LINE_BYTES, onMessage, {
+        onOversize: (bytes, max) =>
+          handle.kill(protocolError(`a message of ${bytes} bytes, over the limit of ${max} (maxLineBytes)`)),
+        onMalformed: (excerpt) =>
+          handle.kill(protocolError(`a line that is not a JSON object (${JSON.stringify(excerpt)})`))
+      })
+    : undefined
   fromChild?.on("error", () => {})
+  const requests = (child.stdio as ReadonlyArray<unknown>)[3] as Writable | null | undefined
+  requests?.on("error", () => {})
   const toChild = (child.stdio as ReadonlyArray<unknown>)[4] as Writable | null | undefined
   toChild?.on("error", () => {})
   child.on("error", (error) => {
@@ -387,14 +451,10 @@ const start = (
     nextId: () => nextId++,
     deathReason: () => death,
     send: (message) => {
-      if (death === undefined && child.connected) {
-        try {
-          child.send(message)
-        } catch {
-          // The exit handler reports the death.
-        }
-      }
+      // (A write to a dead child fails on the pipe's error handler; the exit handler reports the death.)
+      if (death === undefined && requests?.writable === true) requests.write(`${JSON.stringify(message)}\n`)
     },
+    setMaxLineBytes: (bytes) => lines?.setMax(bytes),
     control: (message) => {
       if (death === undefined && toChild?.writable === true) toChild.write(`${JSON.stringify(message)}\n`)
     },
@@ -450,4 +510,77 @@ const start = (
   })
 
   return { process: handle, ready: readyEffect, snapshotFailure: () => snapshotFailure }
+}
+
+/**
+ * `onJsonLines` over `stream` with a cap that can change: each cap gets its
+ * own reader, and a new one takes over at the next line boundary (a pooled
+ * child is read with the default cap until a session sets its own).
+ */
+const cappedLines = (
+  stream: Readable,
+  initial: number,
+  onMessage: (message: Record<string, unknown>) => void,
+  handlers: {
+    readonly onOversize: (bytes: number, max: number) => void
+    readonly onMalformed: (excerpt: string) => void
+  }
+): { readonly setMax: (bytes: number) => void } => {
+  const reader = (max: number): EventEmitter => {
+    const feed = new EventEmitter()
+    onJsonLines(feed as unknown as Readable, onMessage, {
+      maxLineBytes: max,
+      onOversize: (bytes) => handlers.onOversize(bytes, max),
+      onMalformed: handlers.onMalformed
+    })
+    return feed
+  }
+  let current = reader(initial)
+  let currentMax = Math.max(1, Math.floor(initial))
+  let next: number | undefined
+  /** Whether the last byte given to `current` ended a line (or it was given none). */
+  let atBoundary = true
+  /** Bytes of the line being read so far, to report a line past the cap at once, not only at its end. */
+  let lineBytes = 0
+  let reported = false
+  const measure = (chunk: Buffer) => {
+    const last = chunk.lastIndexOf(10)
+    if (last === -1) lineBytes += chunk.length
+    else {
+      lineBytes = chunk.length - last - 1
+      reported = false
+    }
+    if (lineBytes > currentMax && !reported) {
+      reported = true
+      handlers.onOversize(lineBytes, currentMax)
+    }
+  }
+  stream.on("data", (chunk: Buffer) => {
+    measure(chunk)
+    let rest = chunk
+    if (next !== undefined && !atBoundary) {
+      const newline = rest.indexOf(10)
+      if (newline === -1) {
+        current.emit("data", rest)
+        return
+      }
+      current.emit("data", rest.subarray(0, newline + 1))
+      rest = rest.subarray(newline + 1)
+      atBoundary = true
+    }
+    if (next !== undefined) {
+      current = reader(next)
+      currentMax = next
+      next = undefined
+    }
+    if (rest.length === 0) return
+    current.emit("data", rest)
+    atBoundary = rest[rest.length - 1] === 10
+  })
+  return {
+    setMax: (bytes) => {
+      const max = Math.max(1, Math.floor(bytes))
+      next = max === currentMax ? undefined : max
+    }
+  }
 }

@@ -6,6 +6,7 @@
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
@@ -13,6 +14,9 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Output from "../Output.js"
 import {
+  DEFAULT_MAX_ANSWER_CHARS,
+  DEFAULT_MAX_LINE_BYTES,
+  DEFAULT_MAX_PROMPT_CHARS,
   DEFAULT_OUTPUT_LIMIT,
   ExecResult,
   FinalSignal,
@@ -24,7 +28,8 @@ import {
   SandboxError,
   type VarInfo
 } from "../Sandbox.js"
-import type { HostCall, PyProcess } from "./pythonProcess.js"
+import { BatchPrompts, ContextBody, decode, ExecBody, FinalWire, GetVarBody, ListVarsBody } from "./pythonMessages.js"
+import type { HostCall, PyProcess, WorkerResult } from "./pythonProcess.js"
 import { Watchdog } from "./watchdog.js"
 
 /** @internal */
@@ -52,25 +57,73 @@ export const loadContext = (proc: PyProcess, context: ReplContext): Effect.Effec
     const { input, message } = contextRequest(context)
     return proc.request(proc.nextId(), message, input)
   }).pipe(
-    Effect.flatMap((result) =>
-      result.ok === true
-        ? Effect.void
-        : Effect.fail(
-            new SandboxError({ reason: "Protocol", message: `Loading the context failed: ${String(result.error)}` })
-          )
-    )
+    Effect.flatMap((result) => {
+      const body = decodeContext(result)
+      if (Either.isRight(body) && body.right.ok) return Effect.void
+      const why = Either.isLeft(body)
+        ? `the interpreter sent a malformed result: ${body.left}`
+        : (body.right.error ?? "unknown error").slice(0, 2000)
+      return Effect.fail(new SandboxError({ reason: "Protocol", message: `Loading the context failed: ${why}` }))
+    })
   )
 
+const decodeContext = decode(ContextBody)
+const decodeExec = decode(ExecBody)
+const decodeFinal = decode(FinalWire)
+const decodeGetVar = decode(GetVarBody)
+const decodeListVars = decode(ListVarsBody)
+const decodeBatch = decode(BatchPrompts)
+
+/** The caps of one session on what it takes from the guest. */
+interface Caps {
+  readonly outputLimit: number
+  readonly maxAnswerChars: number
+  readonly maxPromptChars: number
+  readonly maxLineBytes: number
+}
+
+const cap = (value: number | undefined, fallback: number, min = 0) =>
+  Math.max(min, Math.floor(value === undefined || Number.isNaN(value) ? fallback : value))
+
+/**
+ * How far `text` is over `max` characters as Python counts them (code
+ * points): its count when over, else undefined.
+ */
+const overCap = (text: string, max: number): number | undefined => {
+  if (text.length <= max) return undefined
+  const n = codePoints(text)
+  return n > max ? n : undefined
+}
+
+/**
+ * A host call's answer. Its prompts are decoded first (a string of at most
+ * `maxPromptChars`; a batch, a JSON array of such strings): anything else
+ * fails the call, shown to Python as an exception, before the host does
+ * anything with it.
+ */
 const hostReply = (
-  kind: string,
+  kind: HostCall["kind"],
   payload: string,
-  host: HostFunctions
+  host: HostFunctions,
+  maxPromptChars: number
 ): Effect.Effect<string, HostCallError | string> => {
+  const single = (run: (prompt: string) => Effect.Effect<string, HostCallError>) =>
+    Effect.suspend((): Effect.Effect<string, HostCallError | string> => {
+      const over = overCap(payload, maxPromptChars)
+      return over === undefined
+        ? run(payload)
+        : Effect.fail(`the prompt has ${over} characters; the limit is ${maxPromptChars}`)
+    })
   const batch = (run: (prompts: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, HostCallError>) =>
     Effect.suspend(() => {
-      const prompts: unknown = JSON.parse(payload)
-      if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === "string")) {
-        return Effect.fail("a batch must be a list of strings")
+      const decoded = decodeBatch(payload)
+      if (Either.isLeft(decoded)) return Effect.fail("a batch must be a list of strings")
+      const prompts = decoded.right
+      for (const [index, prompt] of prompts.entries()) {
+        const over = overCap(prompt, maxPromptChars)
+        if (over !== undefined) {
+          return Effect.fail(`prompt ${index} of the batch has ${over} characters; the limit is ${maxPromptChars}`)
+        }
       }
       return run(prompts).pipe(
         Effect.flatMap((replies) =>
@@ -82,20 +135,60 @@ const hostReply = (
     })
   switch (kind) {
     case "llm":
-      return host.llmQuery(payload)
+      return single(host.llmQuery)
     case "rlm":
-      return host.rlmQuery(payload)
+      return single(host.rlmQuery)
     case "llm_batched":
       return batch(host.llmQueryBatched)
     case "rlm_batched":
       return batch(host.rlmQueryBatched)
-    default:
-      return Effect.fail(`unknown host call ${kind}`)
   }
 }
 
-const view = (text: string, total: number, limit: number) =>
-  total > limit ? { text: text + Output.truncationMarker(total - limit), truncated: true } : { text, truncated: false }
+/** The number of code points in `text` (Python counts output in code points). */
+const codePoints = (text: string): number => {
+  let n = text.length
+  for (let i = 0; i < text.length - 1; i++) {
+    const c = text.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = text.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n--
+        i++
+      }
+    }
+  }
+  return n
+}
+
+/** The first `limit` code points of `text`. */
+const headCodePoints = (text: string, limit: number): string => {
+  let units = 0
+  for (let kept = 0; kept < limit && units < text.length; kept++) {
+    const c = text.charCodeAt(units)
+    const d = text.charCodeAt(units + 1)
+    units += c >= 0xd800 && c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff ? 2 : 1
+  }
+  return text.slice(0, units)
+}
+
+/**
+ * What the model sees of a stream: cut here, at `limit` characters, whatever
+ * the child sent or claims. `claimed` (the child's count of what was written)
+ * only feeds the marker's count, and only when above what it sent.
+ */
+const view = (
+  text: string,
+  claimed: number | undefined,
+  limit: number
+): { readonly text: string; readonly truncated: boolean } => {
+  const sent = text.length <= limit ? text.length : codePoints(text)
+  const total = Math.max(sent, claimed ?? 0)
+  if (total <= limit && sent === total) return { text, truncated: false }
+  const shown = sent > limit ? headCodePoints(text, limit) : text
+  const kept = Math.min(sent, limit)
+  return { text: shown + Output.truncationMarker(total - kept), truncated: true }
+}
 
 /**
  * Build a session over `initial` (started, context not loaded). `ready`, if
@@ -113,7 +206,14 @@ export const makeSession = (
   ready: Effect.Effect<void, SandboxError> = Effect.void
 ): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
-    const limit = Math.max(0, Math.floor(open.outputLimit ?? DEFAULT_OUTPUT_LIMIT))
+    const caps: Caps = {
+      outputLimit: cap(open.outputLimit, DEFAULT_OUTPUT_LIMIT),
+      maxAnswerChars: cap(open.maxAnswerChars, DEFAULT_MAX_ANSWER_CHARS),
+      maxPromptChars: cap(open.maxPromptChars, DEFAULT_MAX_PROMPT_CHARS),
+      maxLineBytes: cap(open.maxLineBytes, DEFAULT_MAX_LINE_BYTES, 1)
+    }
+    const limit = caps.outputLimit
+    initial.setMaxLineBytes(caps.maxLineBytes)
     const execTimeout = open.execTimeout === undefined ? options.execTimeout : Duration.decode(open.execTimeout)
     const timeoutMs = Duration.toMillis(execTimeout)
     const graceMs = Duration.toMillis(options.gracePeriod)
@@ -159,6 +259,7 @@ export const makeSession = (
         if (reason !== undefined) return Effect.fail(reason)
       }
       return respawn.pipe(
+        Effect.tap((proc) => Effect.sync(() => proc.setMaxLineBytes(caps.maxLineBytes))),
         Effect.tap((proc) => loadContext(proc, open.context)),
         Effect.tap((proc) =>
           Effect.sync(() => {
@@ -189,7 +290,7 @@ export const makeSession = (
       })
 
     const runExec = (proc: PyProcess, code: string) =>
-      Effect.async<{ readonly raw: Record<string, unknown>; readonly timedOut: boolean }, SandboxError>((resume) => {
+      Effect.async<WorkerResult, SandboxError>((resume) => {
         const id = proc.nextId()
         let finished = false
         const watchdog = deadline(
@@ -208,7 +309,7 @@ export const makeSession = (
           }
           watchdog.pause()
           runHost(
-            hostReply(call.kind, call.payload, open.host).pipe(
+            hostReply(call.kind, call.payload, open.host, caps.maxPromptChars).pipe(
               Effect.exit,
               Effect.flatMap((exit) =>
                 Effect.sync(() => {
@@ -237,14 +338,18 @@ export const makeSession = (
           watchdog.stop()
           proc.onCall = undefined
         }
-        Effect.runCallback(proc.request(id, { t: "exec", code, limit, timeoutMs }), {
+        const request = {
+          t: "exec",
+          code,
+          limit,
+          timeoutMs,
+          maxAnswerChars: caps.maxAnswerChars,
+          maxPromptChars: caps.maxPromptChars
+        }
+        Effect.runCallback(proc.request(id, request), {
           onExit: (exit) => {
             finish()
-            resume(
-              Exit.isSuccess(exit)
-                ? Effect.succeed({ raw: exit.value, timedOut: exit.value.timedOut === true })
-                : Effect.failCause(exit.cause)
-            )
+            resume(exit)
           }
         })
         watchdog.start()
@@ -270,33 +375,61 @@ export const makeSession = (
         Effect.gen(function* () {
           const proc = yield* alive
           const startedAt = Date.now()
-          const { raw, timedOut } = yield* runExec(proc, code).pipe(noteDeath(proc))
-          const durationMs = Date.now() - startedAt
-          const stdout = view(String(raw.stdout ?? ""), Number(raw.stdoutTotal ?? 0), limit)
-          const stderr = view(String(raw.stderr ?? ""), Number(raw.stderrTotal ?? 0), limit)
-          let error = typeof raw.error === "string" ? raw.error : undefined
-          if (timedOut && error !== undefined) {
-            error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${Duration.format(execTimeout)} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
-          }
-          const final = raw.final as { source: "FINAL" | "FINAL_VAR"; name?: string; value: string } | undefined
-          return new ExecResult({
-            stdout: stdout.text,
-            stderr: stderr.text,
-            ...(error !== undefined ? { error } : {}),
-            truncated: stdout.truncated || stderr.truncated,
-            durationMs,
-            ...(final !== undefined
-              ? {
-                  final: new FinalSignal({
-                    source: final.source,
-                    value: String(final.value),
-                    ...(typeof final.name === "string" ? { name: final.name } : {})
-                  })
-                }
-              : {})
-          })
+          const raw = yield* runExec(proc, code).pipe(noteDeath(proc))
+          return toExecResult(raw, Date.now() - startedAt)
         })
       )
+
+    const answerRefused = (value: string) => {
+      const over = overCap(value, caps.maxAnswerChars)
+      return over === undefined
+        ? undefined
+        : `ValueError: the final answer has ${over} characters; the limit is ${caps.maxAnswerChars}`
+    }
+
+    /**
+     * The block's result as the model sees it, decoded from what the child
+     * sent: a malformed result or final signal becomes an error in it.
+     */
+    const toExecResult = (raw: WorkerResult, durationMs: number): ExecResult => {
+      const body = decodeExec(raw)
+      if (Either.isLeft(body)) {
+        return new ExecResult({
+          stdout: "",
+          stderr: "",
+          error: `the interpreter sent a malformed result: ${body.left}\n`,
+          truncated: false,
+          durationMs
+        })
+      }
+      const { stdout, stderr, stdoutTotal, stderrTotal, timedOut, errorTotal } = body.right
+      const out = view(stdout, stdoutTotal, limit)
+      const err = view(stderr, stderrTotal, limit)
+      let error =
+        body.right.error === undefined
+          ? undefined
+          : view(body.right.error, errorTotal, Math.max(limit, DEFAULT_OUTPUT_LIMIT)).text
+      if (timedOut && error !== undefined) {
+        error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${Duration.format(execTimeout)} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
+      }
+      let final: FinalSignal | undefined
+      if (raw.final !== undefined) {
+        const decoded = decodeFinal(raw.final)
+        const refused = Either.isLeft(decoded)
+          ? `the interpreter sent a malformed final answer: ${decoded.left}`
+          : answerRefused(decoded.right.value)
+        if (refused !== undefined) error = `${error ?? ""}${refused}\n`
+        else if (Either.isRight(decoded)) final = new FinalSignal(decoded.right)
+      }
+      return new ExecResult({
+        stdout: out.text,
+        stderr: err.text,
+        ...(error !== undefined ? { error } : {}),
+        truncated: out.truncated || err.truncated,
+        durationMs,
+        ...(final !== undefined ? { final } : {})
+      })
+    }
 
     // getVar/listVars run Python too (a variable's own __str__, say): the same
     // time limit as a block. Interrupted, they answer; ignoring the interrupt,
@@ -315,30 +448,51 @@ export const makeSession = (
         )
       })
 
-    const query = (message: Record<string, unknown>) =>
+    /** A read of the REPL's variables, its result decoded by `decodeBody`. */
+    const query = <A>(
+      message: Record<string, unknown>,
+      decodeBody: (raw: WorkerResult) => Either.Either<{ readonly value: A } | { readonly error: string }, string>
+    ) =>
       lock.withPermits(1)(
         Effect.gen(function* () {
           const proc = yield* alive
           const result = yield* guarded(proc, message).pipe(noteDeath(proc))
-          if (typeof result.error === "string") {
-            return yield* Effect.fail(new SandboxError({ reason: "Protocol", message: result.error }))
+          const body = decodeBody(result)
+          if (Either.isLeft(body)) {
+            return yield* new SandboxError({
+              reason: "Protocol",
+              message: `the interpreter sent a malformed result: ${body.left}`
+            })
           }
-          return result.value
+          if ("error" in body.right) {
+            return yield* new SandboxError({ reason: "Protocol", message: body.right.error.slice(0, 2000) })
+          }
+          return body.right.value
         })
       )
 
     const repl: Repl = {
       language: "python",
       exec,
+      // Capped like a final answer (FINAL_VAR reads a variable this way): the
+      // child refuses a longer value, and the host checks again.
       getVar: (name) =>
-        query({ t: "getVar", name }).pipe(
-          Effect.map((value) => (typeof value === "string" ? Option.some(value) : Option.none()))
+        query({ t: "getVar", name, maxChars: caps.maxAnswerChars }, decodeGetVar).pipe(
+          Effect.flatMap((value) => {
+            if (value === null) return Effect.succeed(Option.none())
+            const over = overCap(value, caps.maxAnswerChars)
+            return over === undefined
+              ? Effect.succeed(Option.some(value))
+              : new SandboxError({
+                  reason: "Protocol",
+                  message: `ValueError: the variable '${name.slice(0, 100)}' has ${over} characters; the limit is ${caps.maxAnswerChars}`
+                })
+          })
         ),
-      listVars: query({ t: "listVars" }).pipe(
-        Effect.map((value) =>
-          Array.isArray(value)
-            ? value.map((v): VarInfo => ({ name: String(v?.name), type: String(v?.type) }))
-            : ([] as Array<VarInfo>)
+      listVars: query({ t: "listVars" }, decodeListVars).pipe(
+        Effect.map(
+          (vars): ReadonlyArray<VarInfo> =>
+            vars.map((v) => ({ name: v.name.slice(0, 1000), type: v.type.slice(0, 1000) }))
         )
       )
     }

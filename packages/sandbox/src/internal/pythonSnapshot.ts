@@ -30,11 +30,15 @@ import {
 } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import type { Readable } from "node:stream"
 import { fileURLToPath } from "node:url"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as FiberId from "effect/FiberId"
+import { onJsonLines } from "./jsonLines.js"
+import { decode, SnapshotAnnounce } from "./pythonMessages.js"
 import { type ProcessOptions, type Snapshot, type SnapshotSource, spawnChild } from "./pythonProcess.js"
 
 type State =
@@ -156,9 +160,16 @@ const build = (options: ProcessOptions): Effect.Effect<Uint8Array | undefined> =
         child.stdin?.on("error", () => {})
         child.stderr?.resume()
         child.stdout?.on("data", (chunk: Buffer) => chunks.push(chunk))
-        child.on("message", (message: any) => {
-          if (message?.t === "snapshot" && typeof message.bytes === "number") expected = message.bytes
-        })
+        // The size announced on fd 5 (a JSON line, decoded like every message from a child).
+        const announce = decode(SnapshotAnnounce)
+        const fromChild = (child.stdio as ReadonlyArray<unknown>)[5] as Readable | null | undefined
+        fromChild?.on("error", () => {})
+        if (fromChild) {
+          onJsonLines(fromChild, (message) => {
+            const decoded = announce(message)
+            if (Either.isRight(decoded)) expected = decoded.right.bytes
+          })
+        }
         child.on("error", () => resume(Effect.succeed(undefined)))
         child.on("close", (code) => {
           const bytes = Buffer.concat(chunks)
