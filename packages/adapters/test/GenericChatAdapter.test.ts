@@ -58,7 +58,11 @@ describe("GenericChatAdapter.anthropicMessages over loopback HTTP", () => {
       })
       const response = yield* llm.chat(request)
       assert.strictEqual(response.text, "Short.")
-      assert.deepStrictEqual({ ...response.usage }, { inputTokens: 2110, outputTokens: 503, totalTokens: 2613 })
+      assert.strictEqual(response.finishReason, "stop")
+      assert.deepStrictEqual(
+        { ...response.usage },
+        { cachedInputTokens: 5, inputTokens: 2110, outputTokens: 503, totalTokens: 2613 }
+      )
       const seen = at(server.requests, 0)
       assert.strictEqual(seen.path, "/v1/messages")
       assert.strictEqual(seen.headers["x-api-key"], "sk-ant-test")
@@ -117,12 +121,13 @@ describe("GenericChatAdapter.anthropicMessages over loopback HTTP", () => {
     })
   )
 
-  it.scopedLive("404 model, prompt too long, and a reply without a text block", () =>
+  it.scopedLive("404 model, prompt too long, a max_tokens stop without a text block, and one with no reason", () =>
     Effect.gen(function* () {
       const server = yield* loopback([
         json(404, anthropicError("not_found_error", "model: claude-nope")),
         json(400, anthropicError("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")),
-        json(200, { ...anthropicReply("x"), content: [], stop_reason: "max_tokens" })
+        json(200, { ...anthropicReply("x"), content: [], stop_reason: "max_tokens" }),
+        json(200, { ...anthropicReply("x"), content: [], stop_reason: null })
       ])
       const llm = yield* make(GenericChatAdapter.anthropicMessages, {
         model: "claude-nope",
@@ -134,9 +139,14 @@ describe("GenericChatAdapter.anthropicMessages over loopback HTTP", () => {
       assert.include(notFound.message, "model: claude-nope")
       const tooLong = yield* Effect.flip(llm.chat(request))
       assert.strictEqual(tooLong.reason, "ContextTooLong")
+      // The cap was spent before any text: an empty reply whose tokens still count, not an error.
+      const cut = yield* llm.chat(request)
+      assert.strictEqual(cut.text, "")
+      assert.strictEqual(cut.finishReason, "length")
+      assert.strictEqual(cut.usage.outputTokens, 503)
       const empty = yield* Effect.flip(llm.chat(request))
       assert.strictEqual(empty.reason, "MalformedResponse")
-      assert.include(empty.message, "no text block (stop_reason: max_tokens); raise maxTokens")
+      assert.include(empty.message, "no text block (stop_reason: none)")
     })
   )
 
