@@ -305,6 +305,40 @@ describe("dialect request Schemas", () => {
   }
 })
 
+describe("dialect response Schemas keep the finish reason and usage", () => {
+  const counts = FastCheck.record(
+    {
+      input: FastCheck.integer({ min: 100, max: 10_000 }),
+      output: FastCheck.integer({ min: 0, max: 10_000 }),
+      cached: FastCheck.integer({ min: 0, max: 100 })
+    },
+    { requiredKeys: ["input", "output"] }
+  )
+  for (const [dialect, cachedKept] of [
+    [GenericChatAdapter.openaiChatCompletions(), true],
+    [GenericChatAdapter.anthropicMessages, true],
+    [GenericChatAdapter.ollamaChat, false]
+  ] as ReadonlyArray<readonly [GenericChatAdapter.Dialect, boolean]>) {
+    it.prop(
+      `${dialect.name}: decode(encode(output)) keeps stop/length and the token counts`,
+      [FastCheck.constantFrom("stop" as const, "length" as const), counts],
+      ([finishReason, c]) => {
+        const usage = new Usage({
+          inputTokens: c.input,
+          outputTokens: c.output,
+          totalTokens: c.input + c.output,
+          ...(cachedKept && c.cached !== undefined ? { cachedInputTokens: c.cached } : {})
+        })
+        const output = new GenericChatAdapter.ChatOutput({ text: "t", usage, finishReason })
+        const wire = Schema.encodeSync(dialect.response)(output)
+        const back = Schema.decodeUnknownSync(dialect.response)(JSON.parse(JSON.stringify(wire)))
+        assert.strictEqual(back.finishReason, finishReason)
+        assert.deepStrictEqual({ ...back.usage }, { ...usage })
+      }
+    )
+  }
+})
+
 describe("a custom dialect (the one in docs/adapters.md)", () => {
   const Body = Schema.Struct({
     model: Schema.String,
