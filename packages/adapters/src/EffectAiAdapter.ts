@@ -11,9 +11,17 @@
  * ```
  *
  * Chat messages become a `Prompt`, the reply is `.text`, usage fields the
- * provider did not report stay unknown, and every `AiError` becomes an
+ * provider did not report stay unknown, `.finishReason` is the response's
+ * (`"length"` when the output cap was hit), and every `AiError` becomes an
  * `LlmError` (an HTTP status is classified like the HTTP adapters do).
  * Retries are left to the provider's own client.
+ *
+ * The output cap: `LanguageModel.generateText` in `@effect/ai` 0.37 has no
+ * max-tokens option — each provider reads it from its own config service —
+ * so pass `withMaxOutputTokens`, which applies a request's cap to the call,
+ * e.g. `(n) => OpenAiLanguageModel.withConfigOverride({ max_output_tokens: n })`
+ * or `(n) => AnthropicLanguageModel.withConfigOverride({ max_tokens: n })`.
+ * Without it the cap is not sent, and a debug log says so once per adapter.
  *
  * @since 0.1.0
  */
@@ -42,6 +50,14 @@ export interface Options {
   readonly model: string
   /** Provider name used in error messages (default `"@effect/ai LanguageModel"`). */
   readonly provider?: string | undefined
+  /**
+   * Send a request's `maxOutputTokens` in the provider's own field, e.g.
+   * `(n) => OpenAiLanguageModel.withConfigOverride({ max_output_tokens: n })`.
+   * Called only for requests with a cap.
+   */
+  readonly withMaxOutputTokens?:
+    | ((maxOutputTokens: number) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>)
+    | undefined
 }
 
 /**
@@ -110,27 +126,48 @@ export const fromAiError = (error: AiError.AiError, options: Options): LlmError 
  * @since 0.1.0
  * @category Constructors
  */
-export const fromLanguageModel = (model: LanguageModel.Service, options: Options): LlmAdapter.Service =>
-  makeAdapter({
+export const fromLanguageModel = (model: LanguageModel.Service, options: Options): LlmAdapter.Service => {
+  let warned = false
+  const capped = <A, E, R>(request: ChatRequest, self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    const cap = request.maxOutputTokens
+    if (cap === undefined) return self
+    if (options.withMaxOutputTokens !== undefined) {
+      return options.withMaxOutputTokens(Math.max(1, Math.floor(cap)))(self)
+    }
+    if (warned) return self
+    warned = true
+    return Effect.zipRight(
+      Effect.logDebug(
+        `EffectAiAdapter for "${options.model}": a call has an output cap (${cap}) but no withMaxOutputTokens ` +
+          `option was given, so the cap is not sent to the provider`
+      ),
+      self
+    )
+  }
+  return makeAdapter({
     model: () => options.model,
     chat: (request: ChatRequest) =>
-      model.generateText({ prompt: toPrompt(request.messages) }).pipe(
+      capped(request, model.generateText({ prompt: toPrompt(request.messages) })).pipe(
         Effect.mapError((error) => fromAiError(error, options)),
-        Effect.map(
-          (response) =>
-            new ChatResponse({
-              text: response.text,
-              model: options.model,
-              usage: new Usage({
-                ...(response.usage.inputTokens !== undefined ? { inputTokens: response.usage.inputTokens } : {}),
-                ...(response.usage.outputTokens !== undefined ? { outputTokens: response.usage.outputTokens } : {}),
-                ...(response.usage.totalTokens !== undefined ? { totalTokens: response.usage.totalTokens } : {})
-              })
-            })
-        ),
+        Effect.map((response) => {
+          const usage = response.usage
+          return new ChatResponse({
+            text: response.text,
+            model: options.model,
+            usage: new Usage({
+              ...(usage.inputTokens !== undefined ? { inputTokens: usage.inputTokens } : {}),
+              ...(usage.outputTokens !== undefined ? { outputTokens: usage.outputTokens } : {}),
+              ...(usage.totalTokens !== undefined ? { totalTokens: usage.totalTokens } : {}),
+              ...(usage.cachedInputTokens !== undefined ? { cachedInputTokens: usage.cachedInputTokens } : {}),
+              ...(usage.reasoningTokens !== undefined ? { reasoningTokens: usage.reasoningTokens } : {})
+            }),
+            ...(response.finishReason !== "unknown" ? { finishReason: response.finishReason } : {})
+          })
+        }),
         Effect.withSpan("EffectAiAdapter.chat", { attributes: { model: options.model, role: request.role } })
       )
   })
+}
 
 /**
  * An adapter over the `LanguageModel` in the context.

@@ -30,7 +30,17 @@ import * as Schema from "effect/Schema"
 import * as httpChat from "./internal/httpChat.js"
 import * as errors from "./internal/httpErrors.js"
 import * as retry from "./internal/httpRetry.js"
-import { byRole, ChatMessage, ChatResponse, LlmAdapter, LlmError, make as makeAdapter, Usage } from "./LlmAdapter.js"
+import {
+  byRole,
+  ChatMessage,
+  type ChatRequest,
+  ChatResponse,
+  FinishReason,
+  LlmAdapter,
+  LlmError,
+  make as makeAdapter,
+  Usage
+} from "./LlmAdapter.js"
 
 // -----------------------------------------------------------------------------
 // Models
@@ -58,7 +68,9 @@ export class ChatInput extends Schema.Class<ChatInput>("@rlm-runtime/adapters/Ge
 export class ChatOutput extends Schema.Class<ChatOutput>("@rlm-runtime/adapters/GenericChatAdapter/ChatOutput")({
   text: Schema.String,
   model: Schema.optionalWith(Schema.String, { exact: true }),
-  usage: Usage
+  usage: Usage,
+  /** Why the model stopped, when the reply says; `"length"` when it hit the output cap. */
+  finishReason: Schema.optionalWith(FinishReason, { exact: true })
 }) {}
 
 /**
@@ -82,12 +94,21 @@ export interface Dialect<Body = any, Reply = any> {
   readonly request: Schema.Schema<ChatInput, Body>
   /** `ChatOutput` ⇄ response body. Decoding is used to read the reply. */
   readonly response: Schema.Schema<ChatOutput, Reply>
-  /** Parameters filled in when the options leave them out (e.g. Anthropic requires `max_tokens`). */
+  /**
+   * Parameters filled in when neither the options nor the request give them
+   * (e.g. Anthropic requires `max_tokens`).
+   */
   readonly defaults?: { readonly temperature?: number | undefined; readonly maxTokens?: number | undefined } | undefined
   /** Environment variables read by `layerConfig`, first present wins. */
   readonly env: { readonly apiKey: ReadonlyArray<string>; readonly baseUrl: ReadonlyArray<string> }
   /** Advice shown when the URL looks wrong (404, refused connection). */
   readonly urlHint?: string | undefined
+  /**
+   * Specialise the dialect for the base URL it will talk to, once per adapter
+   * (e.g. OpenAI's own API wants `max_completion_tokens`, local servers
+   * `max_tokens`).
+   */
+  readonly forBaseUrl?: ((baseUrl: string) => Dialect<Body, Reply>) | undefined
 }
 
 /**
@@ -103,6 +124,11 @@ export interface Options {
   /** Defaults to the dialect's `defaultBaseUrl`. */
   readonly baseUrl?: string | undefined
   readonly temperature?: number | undefined
+  /**
+   * A cap on the output tokens of every call. Each call is sent with the
+   * lower of this and its request's `maxOutputTokens` (the run's remaining
+   * budget); with neither, the dialect's default (Anthropic: 4096) or none.
+   */
   readonly maxTokens?: number | undefined
   /**
    * Merged into the request body after encoding: nested objects are merged,
@@ -151,17 +177,37 @@ const decodeError = (ctx: errors.ErrorContext, text: string) => (error: ParseRes
   errors.malformed(ctx, ParseResult.TreeFormatter.formatErrorSync(error), text)
 
 /**
+ * The output cap one call is sent with: the lower of the configured
+ * `maxTokens` and the request's `maxOutputTokens`, as a whole number of at
+ * least 1 (every provider rejects 0), else the dialect's default.
+ *
+ * @since 0.1.0
+ * @category Utils
+ */
+export const outputCap = (
+  configured: number | undefined,
+  requested: number | undefined,
+  fallback?: number | undefined
+): number | undefined => {
+  const caps = [configured, requested].filter((n): n is number => n !== undefined && !Number.isNaN(n))
+  const cap = caps.length === 0 ? fallback : Math.min(...caps)
+  return cap === undefined || !Number.isFinite(cap) ? undefined : Math.max(1, Math.floor(cap))
+}
+
+/**
  * Build an adapter for one model of a dialect.
  *
  * @since 0.1.0
  * @category Constructors
  */
 export const make = <Body, Reply>(
-  dialect: Dialect<Body, Reply>,
+  generic: Dialect<Body, Reply>,
   options: Options
 ): Effect.Effect<LlmAdapter.Service, never, HttpClient.HttpClient> =>
   Effect.map(HttpClient.HttpClient, (client) => {
-    const url = httpChat.joinUrl(options.baseUrl ?? dialect.defaultBaseUrl, dialect.path)
+    const baseUrl = options.baseUrl ?? generic.defaultBaseUrl
+    const dialect = generic.forBaseUrl?.(baseUrl) ?? generic
+    const url = httpChat.joinUrl(baseUrl, dialect.path)
     const apiKey = Option.fromNullable(options.apiKey)
     const context: errors.ErrorContext = {
       provider: dialect.name,
@@ -180,12 +226,12 @@ export const make = <Body, Reply>(
     }
     const timeout = Duration.decode(options.timeout ?? defaultTimeout)
     const temperature = options.temperature ?? dialect.defaults?.temperature
-    const maxTokens = options.maxTokens ?? dialect.defaults?.maxTokens
     const encodeBody = Schema.encode(dialect.request)
     const decodeReply = Schema.decodeUnknown(dialect.response)
 
-    const chat = (request: { readonly messages: ReadonlyArray<ChatMessage> }) =>
+    const chat = (request: ChatRequest) =>
       Effect.gen(function* () {
+        const maxTokens = outputCap(options.maxTokens, request.maxOutputTokens, dialect.defaults?.maxTokens)
         const input = new ChatInput({
           model: options.model,
           messages: request.messages,
@@ -212,7 +258,12 @@ export const make = <Body, Reply>(
           context
         })
         const output = yield* Effect.mapError(decodeReply(reply.json), decodeError(context, reply.text))
-        return new ChatResponse({ text: output.text, model: options.model, usage: output.usage })
+        return new ChatResponse({
+          text: output.text,
+          model: options.model,
+          usage: output.usage,
+          ...(output.finishReason !== undefined ? { finishReason: output.finishReason } : {})
+        })
       })
 
     return makeAdapter({
@@ -345,14 +396,21 @@ export const layerConfig = <Body, Reply>(
 
 type UsageEncoded = typeof Usage.Encoded
 
-const usageOf = (input: number | undefined, output: number | undefined, total?: number | undefined): UsageEncoded => ({
+const usageOf = (
+  input: number | undefined,
+  output: number | undefined,
+  total?: number | undefined,
+  details: { readonly cached?: number | undefined; readonly reasoning?: number | undefined } = {}
+): UsageEncoded => ({
   ...(input !== undefined ? { inputTokens: input } : {}),
   ...(output !== undefined ? { outputTokens: output } : {}),
   ...(total !== undefined
     ? { totalTokens: total }
     : input !== undefined && output !== undefined
       ? { totalTokens: input + output }
-      : {})
+      : {}),
+  ...(details.cached !== undefined ? { cachedInputTokens: details.cached } : {}),
+  ...(details.reasoning !== undefined ? { reasoningTokens: details.reasoning } : {})
 })
 
 const sumDefined = (...values: ReadonlyArray<number | null | undefined>): number | undefined => {
@@ -360,7 +418,26 @@ const sumDefined = (...values: ReadonlyArray<number | null | undefined>): number
   return defined.length === 0 ? undefined : defined.reduce((a, b) => a + b, 0)
 }
 
+/** `{ [key]: value }` when `value` is defined, else `{}`. */
+const present = <K extends string, V>(key: K, value: V | null | undefined): { [P in K]?: V } =>
+  (value === undefined || value === null ? {} : { [key]: value }) as { [P in K]?: V }
+
+/** A provider's stop reason in our vocabulary: absent stays absent, an unlisted one is `"other"`. */
+const finishReasonFrom =
+  (table: Readonly<Record<string, FinishReason>>) =>
+  (raw: string | null | undefined): FinishReason | undefined =>
+    raw === undefined || raw === null ? undefined : (table[raw] ?? "other")
+
+/** The inverse of a table, for the response Schemas' encode side. */
+const finishReasonTo =
+  (table: Readonly<Record<string, FinishReason>>) =>
+  (reason: FinishReason | undefined): string | undefined => {
+    if (reason === undefined || reason === "unknown") return undefined
+    return Object.entries(table).find(([, r]) => r === reason)?.[0] ?? reason
+  }
+
 const optionalNumber = Schema.optionalWith(Schema.Number, { exact: true })
+const nullableNumber = Schema.optional(Schema.NullOr(Schema.Number))
 const WireMessage = Schema.Struct({ role: Schema.Literal("system", "user", "assistant"), content: Schema.String })
 
 // --- OpenAI chat completions -------------------------------------------------
@@ -388,27 +465,79 @@ const OpenAiResponse = Schema.Struct({
   usage: Schema.optional(
     Schema.NullOr(
       Schema.Struct({
-        prompt_tokens: Schema.optional(Schema.NullOr(Schema.Number)),
-        completion_tokens: Schema.optional(Schema.NullOr(Schema.Number)),
-        total_tokens: Schema.optional(Schema.NullOr(Schema.Number))
+        prompt_tokens: nullableNumber,
+        completion_tokens: nullableNumber,
+        total_tokens: nullableNumber,
+        prompt_tokens_details: Schema.optional(Schema.NullOr(Schema.Struct({ cached_tokens: nullableNumber }))),
+        completion_tokens_details: Schema.optional(Schema.NullOr(Schema.Struct({ reasoning_tokens: nullableNumber })))
       })
     )
+  ),
+  /** llama.cpp's `llama-server`: `prompt_n` tokens evaluated, `cache_n` reused from the cache, `predicted_n` generated. */
+  timings: Schema.optional(
+    Schema.NullOr(Schema.Struct({ prompt_n: nullableNumber, cache_n: nullableNumber, predicted_n: nullableNumber }))
   )
 })
+
+const openAiFinishReasons: Readonly<Record<string, FinishReason>> = {
+  stop: "stop",
+  length: "length",
+  content_filter: "content-filter",
+  tool_calls: "tool-calls",
+  function_call: "tool-calls",
+  error: "error"
+}
+
+/**
+ * Where the chat-completions output cap goes: `max_tokens` (read by
+ * llama.cpp's `llama-server`, vLLM, Ollama's `/v1`, LM Studio, OpenRouter)
+ * or `max_completion_tokens` (OpenAI's own API, where `max_tokens` is
+ * deprecated and rejected by its reasoning models). `"auto"` picks by the
+ * base URL, see {@link maxTokensFieldFor}.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export type MaxTokensField = "max_tokens" | "max_completion_tokens" | "auto"
+
+/**
+ * The field `"auto"` sends for a base URL: `max_completion_tokens` for
+ * OpenAI's own API (`api.openai.com`), `max_tokens` for every other server.
+ *
+ * @since 0.1.0
+ * @category Utils
+ */
+export const maxTokensFieldFor = (baseUrl: string): "max_tokens" | "max_completion_tokens" => {
+  let host: string
+  try {
+    host = new URL(baseUrl).hostname.toLowerCase()
+  } catch {
+    return "max_tokens"
+  }
+  return host === "api.openai.com" ? "max_completion_tokens" : "max_tokens"
+}
 
 /**
  * OpenAI's chat completions (`POST {baseUrl}/chat/completions`, bearer key),
  * spoken by OpenAI, OpenRouter, llama.cpp, vLLM, Ollama (`/v1`) and LM
- * Studio. `maxTokensField` picks `max_tokens` (default; understood by local
- * servers) or `max_completion_tokens` (required by OpenAI's reasoning models).
+ * Studio. The output cap goes in `maxTokensField` (default `"auto"`:
+ * `max_completion_tokens` for `api.openai.com`, `max_tokens` elsewhere; used
+ * without a base URL, `"auto"` sends `max_tokens`). Usage comes from `usage`
+ * (with `prompt_tokens_details.cached_tokens` and
+ * `completion_tokens_details.reasoning_tokens` when sent), else from
+ * llama.cpp's `timings`; `finish_reason: "length"` is a `"length"` stop, and
+ * a length stop with no content is an empty reply, not an error.
  *
  * @since 0.1.0
  * @category Dialects
  */
 export const openaiChatCompletions = (
-  options: { readonly maxTokensField?: "max_tokens" | "max_completion_tokens" | undefined } = {}
+  options: { readonly maxTokensField?: MaxTokensField | undefined } = {}
 ): Dialect<typeof OpenAiRequest.Encoded, typeof OpenAiResponse.Encoded> => {
-  const maxTokensField = options.maxTokensField ?? "max_tokens"
+  const configured = options.maxTokensField ?? "auto"
+  const maxTokensField = configured === "auto" ? "max_tokens" : configured
+  const toFinish = finishReasonFrom(openAiFinishReasons)
+  const fromFinish = finishReasonTo(openAiFinishReasons)
   return {
     name: "OpenAI-compatible server",
     path: "/chat/completions",
@@ -419,6 +548,9 @@ export const openaiChatCompletions = (
       "OpenAI-compatible servers answer POST <base URL>/chat/completions, so the base URL usually ends in /v1 " +
       "(llama.cpp http://localhost:8080/v1, vLLM http://localhost:8000/v1, Ollama http://localhost:11434/v1, " +
       "LM Studio http://localhost:1234/v1).",
+    ...(configured === "auto"
+      ? { forBaseUrl: (baseUrl: string) => openaiChatCompletions({ maxTokensField: maxTokensFieldFor(baseUrl) }) }
+      : {}),
     request: Schema.transform(OpenAiRequest, ChatInput, {
       strict: true,
       decode: (body) => ({
@@ -445,49 +577,78 @@ export const openaiChatCompletions = (
             new ParseResult.Type(ast, reply, 'the "choices" list is empty, so there is no reply text')
           )
         }
+        const finishReason = toFinish(choice.finish_reason)
         const content = choice.message.content
-        if (typeof content !== "string") {
+        // A reasoning model can spend the whole cap before writing: that is a length stop, not a broken reply.
+        const text = typeof content === "string" ? content : finishReason === "length" ? "" : undefined
+        if (text === undefined) {
           return ParseResult.fail(
             new ParseResult.Type(
               ast,
               reply,
               typeof choice.message.refusal === "string"
                 ? `the model refused: ${choice.message.refusal}`
-                : `the first choice has no text content (finish_reason: ${choice.finish_reason ?? "none"})` +
-                    (choice.finish_reason === "length" ? "; raise maxTokens" : "")
+                : `the first choice has no text content (finish_reason: ${choice.finish_reason ?? "none"})`
             )
           )
         }
         const usage = reply.usage
+        const timings = reply.timings
         return ParseResult.succeed({
-          text: content,
+          text,
           ...(reply.model !== undefined ? { model: reply.model } : {}),
           usage:
-            usage === undefined || usage === null
-              ? {}
-              : usageOf(
+            usage !== undefined && usage !== null
+              ? usageOf(
                   usage.prompt_tokens ?? undefined,
                   usage.completion_tokens ?? undefined,
-                  usage.total_tokens ?? undefined
+                  usage.total_tokens ?? undefined,
+                  {
+                    cached: usage.prompt_tokens_details?.cached_tokens ?? timings?.cache_n ?? undefined,
+                    reasoning: usage.completion_tokens_details?.reasoning_tokens ?? undefined
+                  }
                 )
+              : timings !== undefined && timings !== null
+                ? usageOf(sumDefined(timings.prompt_n, timings.cache_n), timings.predicted_n ?? undefined, undefined, {
+                    cached: timings.cache_n ?? undefined
+                  })
+                : {},
+          ...(finishReason !== undefined ? { finishReason } : {})
         })
       },
-      encode: (output) =>
-        ParseResult.succeed({
+      encode: (output) => {
+        const u = output.usage
+        const hasUsage =
+          u.inputTokens !== undefined ||
+          u.outputTokens !== undefined ||
+          u.totalTokens !== undefined ||
+          u.cachedInputTokens !== undefined ||
+          u.reasoningTokens !== undefined
+        return ParseResult.succeed({
           ...(output.model !== undefined ? { model: output.model } : {}),
-          choices: [{ message: { role: "assistant", content: output.text }, finish_reason: "stop" }],
-          ...(output.usage.inputTokens !== undefined ||
-          output.usage.outputTokens !== undefined ||
-          output.usage.totalTokens !== undefined
+          choices: [
+            {
+              message: { role: "assistant", content: output.text },
+              finish_reason: fromFinish(output.finishReason) ?? null
+            }
+          ],
+          ...(hasUsage
             ? {
                 usage: {
-                  ...(output.usage.inputTokens !== undefined ? { prompt_tokens: output.usage.inputTokens } : {}),
-                  ...(output.usage.outputTokens !== undefined ? { completion_tokens: output.usage.outputTokens } : {}),
-                  ...(output.usage.totalTokens !== undefined ? { total_tokens: output.usage.totalTokens } : {})
+                  ...present("prompt_tokens", u.inputTokens),
+                  ...present("completion_tokens", u.outputTokens),
+                  ...present("total_tokens", u.totalTokens),
+                  ...(u.cachedInputTokens !== undefined
+                    ? { prompt_tokens_details: { cached_tokens: u.cachedInputTokens } }
+                    : {}),
+                  ...(u.reasoningTokens !== undefined
+                    ? { completion_tokens_details: { reasoning_tokens: u.reasoningTokens } }
+                    : {})
                 }
               }
             : {})
         })
+      }
     })
   }
 }
@@ -508,28 +669,43 @@ const AnthropicResponse = Schema.Struct({
   stop_reason: Schema.optional(Schema.NullOr(Schema.String)),
   usage: Schema.optional(
     Schema.Struct({
-      input_tokens: Schema.optional(Schema.NullOr(Schema.Number)),
-      output_tokens: Schema.optional(Schema.NullOr(Schema.Number)),
-      cache_creation_input_tokens: Schema.optional(Schema.NullOr(Schema.Number)),
-      cache_read_input_tokens: Schema.optional(Schema.NullOr(Schema.Number))
+      input_tokens: nullableNumber,
+      output_tokens: nullableNumber,
+      cache_creation_input_tokens: nullableNumber,
+      cache_read_input_tokens: nullableNumber
     })
   )
 })
 
+const anthropicStopReasons: Readonly<Record<string, FinishReason>> = {
+  end_turn: "stop",
+  stop_sequence: "stop",
+  max_tokens: "length",
+  tool_use: "tool-calls",
+  refusal: "content-filter",
+  pause_turn: "pause"
+}
+
 /**
- * The default `max_tokens` sent to Anthropic, which requires the field.
+ * The default `max_tokens` sent to Anthropic, which requires the field, when
+ * neither the options nor the request cap the output.
  *
  * @since 0.1.0
  * @category Defaults
  */
 export const anthropicDefaultMaxTokens = 4096
 
+const anthropicToFinish = finishReasonFrom(anthropicStopReasons)
+const anthropicFromFinish = finishReasonTo(anthropicStopReasons)
+
 /**
  * Anthropic's Messages API: `POST {baseUrl}/v1/messages`, the key in
  * `x-api-key`, `anthropic-version: 2023-06-01`, system messages joined into
- * the separate `system` field, the reply read from `content[].text` and usage
- * from `usage.input_tokens` (plus cache reads and writes) / `output_tokens`.
- * Keys come from `LLM_API_KEY`, else `ANTHROPIC_API_KEY`.
+ * the separate `system` field, the output cap in the required `max_tokens`,
+ * the reply read from `content[].text`, usage from `usage.input_tokens` (plus
+ * cache reads and writes) / `output_tokens`, and `stop_reason: "max_tokens"`
+ * as a `"length"` stop. Keys come from `LLM_API_KEY`, else
+ * `ANTHROPIC_API_KEY`.
  *
  * @since 0.1.0
  * @category Dialects
@@ -570,17 +746,13 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
   response: Schema.transformOrFail(AnthropicResponse, ChatOutput, {
     strict: true,
     decode: (reply, _, ast) => {
+      const finishReason = anthropicToFinish(reply.stop_reason)
       const texts = reply.content.flatMap((block) =>
         block.type === "text" && typeof block.text === "string" ? [block.text] : []
       )
-      if (texts.length === 0) {
+      if (texts.length === 0 && finishReason !== "length") {
         return ParseResult.fail(
-          new ParseResult.Type(
-            ast,
-            reply,
-            `"content" has no text block (stop_reason: ${reply.stop_reason ?? "none"})` +
-              (reply.stop_reason === "max_tokens" ? "; raise maxTokens" : "")
-          )
+          new ParseResult.Type(ast, reply, `"content" has no text block (stop_reason: ${reply.stop_reason ?? "none"})`)
         )
       }
       const usage = reply.usage
@@ -594,24 +766,35 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
                 typeof usage.input_tokens === "number"
                   ? sumDefined(usage.input_tokens, usage.cache_creation_input_tokens, usage.cache_read_input_tokens)
                   : undefined,
-                usage.output_tokens ?? undefined
-              )
+                usage.output_tokens ?? undefined,
+                undefined,
+                { cached: usage.cache_read_input_tokens ?? undefined }
+              ),
+        ...(finishReason !== undefined ? { finishReason } : {})
       })
     },
-    encode: (output) =>
-      ParseResult.succeed({
+    encode: (output) => {
+      const u = output.usage
+      // Cache reads are part of inputTokens here; on the wire they are counted apart.
+      const uncached =
+        u.inputTokens !== undefined && u.cachedInputTokens !== undefined
+          ? u.inputTokens - u.cachedInputTokens
+          : u.inputTokens
+      return ParseResult.succeed({
         ...(output.model !== undefined ? { model: output.model } : {}),
         content: [{ type: "text", text: output.text }],
-        stop_reason: "end_turn",
-        ...(output.usage.inputTokens !== undefined || output.usage.outputTokens !== undefined
+        stop_reason: anthropicFromFinish(output.finishReason) ?? null,
+        ...(u.inputTokens !== undefined || u.outputTokens !== undefined
           ? {
               usage: {
-                ...(output.usage.inputTokens !== undefined ? { input_tokens: output.usage.inputTokens } : {}),
-                ...(output.usage.outputTokens !== undefined ? { output_tokens: output.usage.outputTokens } : {})
+                ...present("input_tokens", uncached),
+                ...present("output_tokens", u.outputTokens),
+                ...(u.inputTokens !== undefined ? present("cache_read_input_tokens", u.cachedInputTokens) : {})
               }
             }
           : {})
       })
+    }
   })
 }
 
@@ -630,14 +813,20 @@ const OllamaResponse = Schema.Struct({
   model: Schema.optional(Schema.String),
   message: Schema.Struct({ role: Schema.optional(Schema.String), content: Schema.String }),
   done: Schema.optional(Schema.Boolean),
-  prompt_eval_count: Schema.optional(Schema.NullOr(Schema.Number)),
-  eval_count: Schema.optional(Schema.NullOr(Schema.Number))
+  done_reason: Schema.optional(Schema.NullOr(Schema.String)),
+  prompt_eval_count: nullableNumber,
+  eval_count: nullableNumber
 })
+
+const ollamaDoneReasons: Readonly<Record<string, FinishReason>> = { stop: "stop", length: "length" }
+const ollamaToFinish = finishReasonFrom(ollamaDoneReasons)
+const ollamaFromFinish = finishReasonTo(ollamaDoneReasons)
 
 /**
  * Ollama's native chat endpoint: `POST {baseUrl}/api/chat` with
- * `stream: false`, temperature and `num_predict` under `options`, the reply
- * from `message.content` and usage from `prompt_eval_count` / `eval_count`
+ * `stream: false`, temperature and the output cap (`num_predict`) under
+ * `options`, the reply from `message.content`, `done_reason: "length"` as a
+ * `"length"` stop, and usage from `prompt_eval_count` / `eval_count`
  * (Ollama omits `prompt_eval_count` when the prompt was cached: that input is
  * then unknown). Base URL from `LLM_BASE_URL`, else `http://localhost:11434`.
  *
@@ -676,17 +865,22 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
   }),
   response: Schema.transform(OllamaResponse, ChatOutput, {
     strict: true,
-    decode: (reply) => ({
-      text: reply.message.content,
-      ...(reply.model !== undefined ? { model: reply.model } : {}),
-      usage: usageOf(reply.prompt_eval_count ?? undefined, reply.eval_count ?? undefined)
-    }),
+    decode: (reply) => {
+      const finishReason = ollamaToFinish(reply.done_reason)
+      return {
+        text: reply.message.content,
+        ...(reply.model !== undefined ? { model: reply.model } : {}),
+        usage: usageOf(reply.prompt_eval_count ?? undefined, reply.eval_count ?? undefined),
+        ...(finishReason !== undefined ? { finishReason } : {})
+      }
+    },
     encode: (output) => ({
       ...(output.model !== undefined ? { model: output.model } : {}),
       message: { role: "assistant", content: output.text },
       done: true,
-      ...(output.usage.inputTokens !== undefined ? { prompt_eval_count: output.usage.inputTokens } : {}),
-      ...(output.usage.outputTokens !== undefined ? { eval_count: output.usage.outputTokens } : {})
+      ...present("done_reason", ollamaFromFinish(output.finishReason)),
+      ...present("prompt_eval_count", output.usage.inputTokens),
+      ...present("eval_count", output.usage.outputTokens)
     })
   })
 }

@@ -50,7 +50,20 @@ export type CallRole = typeof CallRole.Type
 export class Usage extends Schema.Class<Usage>("@rlm-runtime/adapters/Usage")({
   inputTokens: Schema.optional(Schema.Number),
   outputTokens: Schema.optional(Schema.Number),
-  totalTokens: Schema.optional(Schema.Number)
+  totalTokens: Schema.optional(Schema.Number),
+  /**
+   * The part of `inputTokens` the provider served from its prompt cache
+   * (OpenAI `prompt_tokens_details.cached_tokens`, Anthropic
+   * `cache_read_input_tokens`, llama.cpp `timings.cache_n`). Already counted
+   * in `inputTokens`.
+   */
+  cachedInputTokens: Schema.optional(Schema.Number),
+  /**
+   * The part of `outputTokens` spent on hidden reasoning (OpenAI
+   * `completion_tokens_details.reasoning_tokens`). Already counted in
+   * `outputTokens`.
+   */
+  reasoningTokens: Schema.optional(Schema.Number)
 }) {
   /**
    * @since 0.1.0
@@ -67,10 +80,42 @@ export class ChatRequest extends Schema.Class<ChatRequest>("@rlm-runtime/adapter
   messages: Schema.Array(ChatMessage),
   /**
    * The most output tokens this call may produce (the run's remaining budget).
-   * Providers send it as `max_tokens`; the Fake adapter cuts its reply to it.
+   * Every adapter sends it in its provider's field — chat completions
+   * `max_tokens` / `max_completion_tokens`, Anthropic `max_tokens`, Ollama
+   * `options.num_predict`, `@effect/ai` through `EffectAiAdapter`'s
+   * `withMaxOutputTokens` — and the Fake adapter cuts its reply to it. A reply
+   * cut there has `finishReason: "length"`.
    */
   maxOutputTokens: Schema.optional(Schema.Number)
 }) {}
+
+/**
+ * Why the model stopped, in `@effect/ai`'s vocabulary: `"stop"` (a natural
+ * end or a stop sequence), `"length"` (the output cap was reached: chat
+ * completions `finish_reason: "length"`, Anthropic `stop_reason:
+ * "max_tokens"`, Ollama `done_reason: "length"`), `"content-filter"`,
+ * `"tool-calls"`, `"error"`, `"pause"`, `"other"` (a reason this library does
+ * not know) and `"unknown"` (the provider said nothing).
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export const FinishReason = Schema.Literal(
+  "stop",
+  "length",
+  "content-filter",
+  "tool-calls",
+  "error",
+  "pause",
+  "other",
+  "unknown"
+)
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export type FinishReason = typeof FinishReason.Type
 
 /**
  * The token estimate used for budget reservations before a call is sent:
@@ -98,7 +143,9 @@ export const estimateRequestTokens = (messages: ReadonlyArray<ChatMessage>): num
 export class ChatResponse extends Schema.Class<ChatResponse>("@rlm-runtime/adapters/ChatResponse")({
   text: Schema.String,
   model: Schema.String,
-  usage: Usage
+  usage: Usage,
+  /** Why the model stopped; absent when the adapter cannot tell. `"length"`: the reply hit the output cap. */
+  finishReason: Schema.optional(FinishReason)
 }) {}
 
 /**

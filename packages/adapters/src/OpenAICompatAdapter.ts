@@ -13,6 +13,11 @@
  * - base URL: `LLM_BASE_URL`, else `OPENAI_BASE_URL`, else
  *   `https://api.openai.com/v1`.
  *
+ * Budgets: every call is sent with an output cap (`max_tokens`, or
+ * `max_completion_tokens` for OpenAI's own API, see `maxTokensField`), and a
+ * `finish_reason: "length"` reply is a `ChatResponse` with
+ * `finishReason: "length"`.
+ *
  * Faults: 429, 5xx, timeouts and dropped connections are retried with
  * exponential backoff and jitter, honouring `Retry-After`, at most
  * `maxRetries` times; 400/401/403/404 never are. Every failure is an
@@ -36,10 +41,15 @@ import type { LlmAdapter } from "./LlmAdapter.js"
  */
 export interface Options extends GenericChatAdapter.Options {
   /**
-   * `max_tokens` (default, understood by every local server) or
-   * `max_completion_tokens` (required by OpenAI's reasoning models).
+   * The request field carrying the output cap (the lower of `maxTokens` and
+   * the run's remaining budget). `"auto"` (default): `max_completion_tokens`
+   * when the base URL is OpenAI's own API (where `max_tokens` is deprecated
+   * and rejected by reasoning models), `max_tokens` for every other server
+   * (llama.cpp's `llama-server`, vLLM, Ollama's `/v1`, LM Studio,
+   * OpenRouter). Force one for a server that reads only the other (e.g. an
+   * OpenAI proxy on another host: `"max_completion_tokens"`).
    */
-  readonly maxTokensField?: "max_tokens" | "max_completion_tokens" | undefined
+  readonly maxTokensField?: GenericChatAdapter.MaxTokensField | undefined
 }
 
 /**

@@ -3,7 +3,7 @@ import * as LanguageModel from "@effect/ai/LanguageModel"
 import type * as Prompt from "@effect/ai/Prompt"
 import type * as Response from "@effect/ai/Response"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option, Stream } from "effect"
+import { Context, Effect, Layer, Option, Stream } from "effect"
 import * as EffectAiAdapter from "../src/EffectAiAdapter.js"
 import { ChatMessage, ChatRequest, LlmAdapter } from "../src/LlmAdapter.js"
 import { at } from "./utils/loopback.js"
@@ -80,6 +80,57 @@ describe("EffectAiAdapter", () => {
       const user = at(prompt.content, 1)
       assert.isTrue(user.role === "user" && user.content[0]?.type === "text" && user.content[0].text === "question")
     }).pipe(Effect.provide(EffectAiAdapter.layer({ model: "fake-model" })), Effect.provide(fake.layer))
+  })
+
+  it.effect("sends the output cap through withMaxOutputTokens and surfaces a length stop", () => {
+    // Stands for a provider's config service, e.g. OpenAiLanguageModel.Config read by its generateText.
+    class ProviderConfig extends Context.Tag("test/ProviderConfig")<
+      ProviderConfig,
+      { readonly max_tokens: number }
+    >() {}
+    const seen: Array<number | undefined> = []
+    const layer = Layer.effect(
+      LanguageModel.LanguageModel,
+      LanguageModel.make({
+        generateText: () =>
+          Effect.map(Effect.serviceOption(ProviderConfig), (config) => {
+            seen.push(Option.getOrUndefined(config)?.max_tokens)
+            return [
+              { type: "text", text: "cut" },
+              {
+                type: "finish",
+                reason: "length",
+                usage: {
+                  inputTokens: 9,
+                  outputTokens: 7,
+                  totalTokens: 16,
+                  cachedInputTokens: 4,
+                  reasoningTokens: 2
+                }
+              }
+            ] satisfies Array<Response.PartEncoded>
+          }),
+        streamText: () => Stream.empty
+      })
+    )
+    const capped = new ChatRequest({ ...request, maxOutputTokens: 7.5 })
+    return Effect.gen(function* () {
+      const bound = yield* EffectAiAdapter.make({
+        model: "m",
+        withMaxOutputTokens: (n) => Effect.provideService(ProviderConfig, { max_tokens: n })
+      })
+      const response = yield* bound.chat(capped)
+      assert.strictEqual(response.finishReason, "length")
+      assert.deepStrictEqual(
+        { ...response.usage },
+        { inputTokens: 9, outputTokens: 7, totalTokens: 16, cachedInputTokens: 4, reasoningTokens: 2 }
+      )
+      yield* bound.chat(request)
+      // Without the option the cap cannot be sent (the call still works).
+      const unbound = yield* EffectAiAdapter.make({ model: "m" })
+      yield* unbound.chat(capped)
+      assert.deepStrictEqual(seen, [7, undefined, undefined])
+    }).pipe(Effect.provide(layer))
   })
 
   it.effect("usage fields the provider leaves undefined stay unknown; no finish part → all unknown", () =>

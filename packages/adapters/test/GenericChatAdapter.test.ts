@@ -58,7 +58,11 @@ describe("GenericChatAdapter.anthropicMessages over loopback HTTP", () => {
       })
       const response = yield* llm.chat(request)
       assert.strictEqual(response.text, "Short.")
-      assert.deepStrictEqual({ ...response.usage }, { inputTokens: 2110, outputTokens: 503, totalTokens: 2613 })
+      assert.strictEqual(response.finishReason, "stop")
+      assert.deepStrictEqual(
+        { ...response.usage },
+        { cachedInputTokens: 5, inputTokens: 2110, outputTokens: 503, totalTokens: 2613 }
+      )
       const seen = at(server.requests, 0)
       assert.strictEqual(seen.path, "/v1/messages")
       assert.strictEqual(seen.headers["x-api-key"], "sk-ant-test")
@@ -117,12 +121,13 @@ describe("GenericChatAdapter.anthropicMessages over loopback HTTP", () => {
     })
   )
 
-  it.scopedLive("404 model, prompt too long, and a reply without a text block", () =>
+  it.scopedLive("404 model, prompt too long, a max_tokens stop without a text block, and one with no reason", () =>
     Effect.gen(function* () {
       const server = yield* loopback([
         json(404, anthropicError("not_found_error", "model: claude-nope")),
         json(400, anthropicError("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum")),
-        json(200, { ...anthropicReply("x"), content: [], stop_reason: "max_tokens" })
+        json(200, { ...anthropicReply("x"), content: [], stop_reason: "max_tokens" }),
+        json(200, { ...anthropicReply("x"), content: [], stop_reason: null })
       ])
       const llm = yield* make(GenericChatAdapter.anthropicMessages, {
         model: "claude-nope",
@@ -134,9 +139,14 @@ describe("GenericChatAdapter.anthropicMessages over loopback HTTP", () => {
       assert.include(notFound.message, "model: claude-nope")
       const tooLong = yield* Effect.flip(llm.chat(request))
       assert.strictEqual(tooLong.reason, "ContextTooLong")
+      // The cap was spent before any text: an empty reply whose tokens still count, not an error.
+      const cut = yield* llm.chat(request)
+      assert.strictEqual(cut.text, "")
+      assert.strictEqual(cut.finishReason, "length")
+      assert.strictEqual(cut.usage.outputTokens, 503)
       const empty = yield* Effect.flip(llm.chat(request))
       assert.strictEqual(empty.reason, "MalformedResponse")
-      assert.include(empty.message, "no text block (stop_reason: max_tokens); raise maxTokens")
+      assert.include(empty.message, "no text block (stop_reason: none)")
     })
   )
 
@@ -290,6 +300,40 @@ describe("dialect request Schemas", () => {
         const back = Schema.decodeUnknownSync(dialect.response)(JSON.parse(JSON.stringify(wire)))
         assert.strictEqual(back.text, text)
         assert.isUndefined(back.usage.inputTokens)
+      }
+    )
+  }
+})
+
+describe("dialect response Schemas keep the finish reason and usage", () => {
+  const counts = FastCheck.record(
+    {
+      input: FastCheck.integer({ min: 100, max: 10_000 }),
+      output: FastCheck.integer({ min: 0, max: 10_000 }),
+      cached: FastCheck.integer({ min: 0, max: 100 })
+    },
+    { requiredKeys: ["input", "output"] }
+  )
+  for (const [dialect, cachedKept] of [
+    [GenericChatAdapter.openaiChatCompletions(), true],
+    [GenericChatAdapter.anthropicMessages, true],
+    [GenericChatAdapter.ollamaChat, false]
+  ] as ReadonlyArray<readonly [GenericChatAdapter.Dialect, boolean]>) {
+    it.prop(
+      `${dialect.name}: decode(encode(output)) keeps stop/length and the token counts`,
+      [FastCheck.constantFrom("stop" as const, "length" as const), counts],
+      ([finishReason, c]) => {
+        const usage = new Usage({
+          inputTokens: c.input,
+          outputTokens: c.output,
+          totalTokens: c.input + c.output,
+          ...(cachedKept && c.cached !== undefined ? { cachedInputTokens: c.cached } : {})
+        })
+        const output = new GenericChatAdapter.ChatOutput({ text: "t", usage, finishReason })
+        const wire = Schema.encodeSync(dialect.response)(output)
+        const back = Schema.decodeUnknownSync(dialect.response)(JSON.parse(JSON.stringify(wire)))
+        assert.strictEqual(back.finishReason, finishReason)
+        assert.deepStrictEqual({ ...back.usage }, { ...usage })
       }
     )
   }

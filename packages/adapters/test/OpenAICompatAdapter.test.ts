@@ -68,7 +68,11 @@ describe("OpenAICompatAdapter over loopback HTTP", () => {
       assert.strictEqual(response.text, "It holds a report.")
       assert.strictEqual(response.model, "gpt-4.1")
       assert.strictEqual(llm.model("root"), "gpt-4.1")
-      assert.deepStrictEqual({ ...response.usage }, { inputTokens: 19, outputTokens: 10, totalTokens: 29 })
+      assert.deepStrictEqual(
+        { ...response.usage },
+        { inputTokens: 19, outputTokens: 10, totalTokens: 29, cachedInputTokens: 0, reasoningTokens: 0 }
+      )
+      assert.strictEqual(response.finishReason, "stop")
       assert.strictEqual(server.requests.length, 1)
       const seen = at(server.requests, 0)
       assert.strictEqual(seen.method, "POST")

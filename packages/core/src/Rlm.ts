@@ -94,7 +94,7 @@ interface RunCtx {
   /** A fatal error raised inside a host function (budget), ending the run after the block. */
   readonly fatal: Ref.Ref<Option.Option<BudgetExceeded>>
   /** Usage of this run and of every ancestor, updated on each call. */
-  readonly usage: ReadonlyArray<Ref.Ref<TraceEvent.TokenUsage>>
+  readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
   readonly subCalls: Ref.Ref<number>
   readonly children: Ref.Ref<number>
 }
@@ -112,9 +112,36 @@ const usageOf = (u: LlmAdapter.Usage): TraceEvent.TokenUsage => ({
   ...(u.totalTokens !== undefined ? { totalTokens: u.totalTokens } : {})
 })
 
-/** Add a call's usage to its run and to every ancestor run. */
-const countUsage = (ctx: RunCtx, usage: LlmAdapter.Usage) =>
-  Effect.forEach(ctx.usage, (ref) => Ref.update(ref, (u) => TraceEvent.addUsage(u, usageOf(usage))), { discard: true })
+/**
+ * What a run and its descendants used: tokens, and the cost of the calls to
+ * priced models (`RunFinished.costUsd`, given only when every call was priced).
+ */
+interface RunUsage {
+  readonly tokens: TraceEvent.TokenUsage
+  readonly costUsd: number
+  readonly calls: number
+  readonly unpricedCalls: number
+}
+
+const emptyRunUsage: RunUsage = { tokens: {}, costUsd: 0, calls: 0, unpricedCalls: 0 }
+
+/** `RunFinished.costUsd`: the run's cost when at least one call was made and every call's model is priced. */
+const runCost = (u: RunUsage): { readonly costUsd?: number } =>
+  u.calls > 0 && u.unpricedCalls === 0 ? { costUsd: u.costUsd } : {}
+
+/** Add a call's usage and cost (from `Budget.commit`; `undefined`: unpriced) to its run and every ancestor run. */
+const countUsage = (ctx: RunCtx, usage: LlmAdapter.Usage, cost: number | undefined) =>
+  Effect.forEach(
+    ctx.usage,
+    (ref) =>
+      Ref.update(ref, (u) => ({
+        tokens: TraceEvent.addUsage(u.tokens, usageOf(usage)),
+        costUsd: u.costUsd + (cost ?? 0),
+        calls: u.calls + 1,
+        unpricedCalls: u.unpricedCalls + (cost === undefined ? 1 : 0)
+      })),
+    { discard: true }
+  )
 
 const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
   Ref.update(tree.events, Chunk.append(event)).pipe(
@@ -171,9 +198,10 @@ const modelCall = (
       restore(timed).pipe(
         Effect.onError(() => budget.release(reservation)),
         Effect.tap((response) =>
-          budget
-            .commit(reservation, response.usage)
-            .pipe(Effect.zipRight(countUsage(ctx, response.usage)), Effect.zipRight(onResponse(response)))
+          budget.commit(reservation, response.usage).pipe(
+            Effect.flatMap((cost) => countUsage(ctx, response.usage, cost)),
+            Effect.zipRight(onResponse(response))
+          )
         )
       )
     )
@@ -353,14 +381,14 @@ interface RunSpec {
   readonly parentStep?: number
   readonly query: string
   readonly context: RlmContext.RlmContext
-  readonly usage: ReadonlyArray<Ref.Ref<TraceEvent.TokenUsage>>
+  readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
 }
 
 const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
   Effect.gen(function* () {
     const { adapter, options, policy, sandbox } = tree
     const started = Date.now()
-    const ownUsage = yield* Ref.make<TraceEvent.TokenUsage>({})
+    const ownUsage = yield* Ref.make<RunUsage>(emptyRunUsage)
     const ctx: RunCtx = {
       tree,
       runId: spec.runId,
@@ -374,6 +402,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
     const meta = RlmContext.metadata(spec.context, { previewChars: options.previewChars ?? 200 })
     const finish = (status: TraceEvent.RunFinished["status"], error?: string) =>
       Effect.gen(function* () {
+        const used = yield* Ref.get(ownUsage)
         yield* emit(
           tree,
           new TraceEvent.RunFinished({
@@ -381,7 +410,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             status,
             steps: yield* Ref.get(ctx.step),
             subCalls: yield* Ref.get(ctx.subCalls),
-            usage: yield* Ref.get(ownUsage),
+            usage: used.tokens,
+            ...runCost(used),
             durationMs: Date.now() - started,
             ...(error !== undefined ? { error } : {})
           })
@@ -608,7 +638,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
               Effect.tap((response) =>
                 tree.budget.grant({ kind: "root", model: response.model }).pipe(
                   Effect.flatMap((granted) => tree.budget.commit(granted, response.usage)),
-                  Effect.zipRight(countUsage(ctx, response.usage)),
+                  Effect.flatMap((cost) => countUsage(ctx, response.usage, cost)),
                   Effect.zipRight(setPending(step, stepStart, response, []))
                 )
               )

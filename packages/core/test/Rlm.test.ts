@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { FakeAdapter } from "@rlm-runtime/adapters"
+import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox } from "@rlm-runtime/sandbox"
 import { Trace } from "@rlm-runtime/trace"
 import { Effect, Exit, Fiber, Layer, Logger, Option, Schema, TestClock } from "effect"
@@ -277,6 +277,47 @@ describe("Rlm.run (JavaScript sandbox, Fake model)", () => {
       assert.strictEqual(result.totals.rootCalls, 3)
       const finished = result.trace.events.at(-1)
       assert.strictEqual(finished?._tag === "RunFinished" ? finished.usage.inputTokens : -1, sum.inputTokens)
+    })
+  )
+
+  it.live("RunFinished.costUsd is the run's cost (children included) when its models are priced", () =>
+    Effect.gen(function* () {
+      const script = {
+        script: [repl("var child = rlm_query('child task')", "var s = llm_query('d')"), "FINAL(c)", "FINAL_VAR(s)"],
+        rules: [{ match: "", reply: "reply text" }]
+      }
+      const price = { inputPerMillion: 2_000_000, outputPerMillion: 4_000_000 }
+      const priced = yield* Rlm.run("q", "ctx", { policy: { maxDepth: 1, prices: { fake: price } } }).pipe(
+        Effect.provide(fake(script))
+      )
+      const finished = priced.trace.events.filter((e) => e._tag === "RunFinished")
+      assert.strictEqual(finished.length, 2)
+      const [child, root] = finished
+      assert.isTrue(priced.totals.costUsd > 0)
+      assert.strictEqual(root?.runId, "run")
+      assert.closeTo(root?.costUsd ?? -1, priced.totals.costUsd, 1e-9)
+      const childUsage = child?.usage ?? {}
+      assert.closeTo(child?.costUsd ?? -1, (childUsage.inputTokens ?? 0) * 2 + (childUsage.outputTokens ?? 0) * 4, 1e-9)
+      // No price: no cost is claimed.
+      const unpriced = yield* Rlm.run("q", "ctx", { policy: { maxDepth: 1 } }).pipe(Effect.provide(fake(script)))
+      for (const e of unpriced.trace.events) if (e._tag === "RunFinished") assert.isUndefined(e.costUsd)
+      // A priced root with an unpriced sub model: a partial sum would understate the cost, so none is given.
+      const mixed = Layer.effect(
+        LlmAdapter.LlmAdapter,
+        Effect.map(
+          Effect.all({
+            root: FakeAdapter.make({ ...script, model: "big" }),
+            sub: FakeAdapter.make({ ...script, model: "small" })
+          }),
+          LlmAdapter.byRole
+        )
+      )
+      const partial = yield* Rlm.run("q", "ctx", { policy: { prices: { big: price } } }).pipe(
+        Effect.provide(Layer.merge(mixed, Js))
+      )
+      assert.strictEqual(partial.totals.unpricedCalls, 1)
+      const last = partial.trace.events.at(-1)
+      assert.isTrue(last?._tag === "RunFinished" && last.costUsd === undefined)
     })
   )
 

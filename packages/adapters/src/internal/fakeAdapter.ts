@@ -65,11 +65,11 @@ export const response = (
   usageMode: "estimated" | "unknown"
 ): ChatResponse => {
   // Like a provider's max_tokens: the reply stops at the output cap.
-  if (request.maxOutputTokens !== undefined && estimateTokens(text) > request.maxOutputTokens) {
-    text = text.slice(0, Math.max(0, request.maxOutputTokens) * 4)
-  }
+  const cut = request.maxOutputTokens !== undefined && estimateTokens(text) > request.maxOutputTokens
+  if (cut) text = text.slice(0, Math.max(0, request.maxOutputTokens ?? 0) * 4)
+  const finishReason = cut ? "length" : "stop"
   if (usageMode === "unknown") {
-    return new ChatResponse({ text, model, usage: Usage.unknown }, true)
+    return new ChatResponse({ text, model, usage: Usage.unknown, finishReason }, true)
   }
   const inputTokens = estimateRequestTokens(request.messages)
   const outputTokens = estimateTokens(text)
@@ -77,7 +77,8 @@ export const response = (
     {
       text,
       model,
-      usage: new Usage({ inputTokens, outputTokens, totalTokens: inputTokens + outputTokens }, true)
+      usage: new Usage({ inputTokens, outputTokens, totalTokens: inputTokens + outputTokens }, true),
+      finishReason
     },
     true
   )

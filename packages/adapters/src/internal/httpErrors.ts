@@ -146,10 +146,14 @@ export const fromStatus = (status: number, body: string, ctx: ErrorContext): Llm
     )
   }
   if (status === 400 || status === 413 || status === 422) {
+    const capField = /max_completion_tokens|max_tokens/i.test(text)
+      ? " If it is about the output cap's field, set maxTokensField to the other one (max_tokens or " +
+        "max_completion_tokens)."
+      : ""
     return make(
       "BadRequest",
       `${where} rejected the request (${status}). Check the model name and parameters (temperature, max tokens, ` +
-        `extra body fields).${said(text)}`
+        `extra body fields).${capField}${said(text)}`
     )
   }
   return make("Unknown", `${where} answered with unexpected status ${status}.${said(text)}`)
