@@ -1,7 +1,8 @@
+// The guest side of the JavaScript REPL (plain JavaScript, read by
+// runtime/javascript-child.mjs), evaluated once per session inside QuickJS.
 /**
- * The guest side of the JavaScript REPL, evaluated once per session inside
- * QuickJS. It is a function expression called with the prompt, the documents,
- * the raw host functions and the output limit; it installs the helpers on the
+ * It is a function expression called with the prompt, the documents, the raw
+ * host functions, the output limit and the answer and prompt caps; it installs the helpers on the
  * global object as non-configurable accessors (read-only for model code) and
  * returns a control object the host uses between blocks. The raw host
  * functions stay in this closure; they never appear on the global object.
@@ -11,8 +12,7 @@
  * change what the helpers return.
  */
 
-/** @internal */
-export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
+export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, maxAnswerChars, maxPromptChars) {
   "use strict";
   const G = globalThis;
   const apply = Reflect.apply;
@@ -226,21 +226,35 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
     return result;
   };
   // Prompts and replies cross the bridge JSON-encoded (C strings would stop at a NUL).
-  const llm_query = function llm_query(prompt) { return jsonParse(hostQuery("llm", jsonStringify(StringC(prompt)))); };
-  const rlm_query = function rlm_query(prompt) { return jsonParse(hostQuery("rlm", jsonStringify(StringC(prompt)))); };
+  // The caps are checked here for a clear error; the child and the host check them again.
+  const promptString = (name, prompt) => {
+    const s = StringC(prompt);
+    if (s.length > maxPromptChars) {
+      throw new RangeErrorC(name + ": the prompt has " + s.length + " characters, more than the limit of " + maxPromptChars);
+    }
+    return s;
+  };
+  const llm_query = function llm_query(prompt) { return jsonParse(hostQuery("llm", jsonStringify(promptString("llm_query", prompt)))); };
+  const rlm_query = function rlm_query(prompt) { return jsonParse(hostQuery("rlm", jsonStringify(promptString("rlm_query", prompt)))); };
   const batched = (kind, name) => function (prompts) {
     if (!isArray(prompts)) throw new TypeErrorC(name + "(prompts): prompts must be an array of strings, got " + show(prompts));
     const list = [];
-    for (let i = 0; i < prompts.length; i++) push(list, StringC(prompts[i]));
+    for (let i = 0; i < prompts.length; i++) push(list, promptString(name, prompts[i]));
     return jsonParse(hostQuery(kind, jsonStringify(list)));
   };
   const llm_query_batched = batched("llm_batched", "llm_query_batched");
   const rlm_query_batched = batched("rlm_batched", "rlm_query_batched");
 
   let finalAnswer = undefined;
-  const answerString = (v) => typeof v === "string" ? v : show(v);
+  const answerString = (name, v) => {
+    const s = typeof v === "string" ? v : show(v);
+    if (s.length > maxAnswerChars) {
+      throw new RangeErrorC(name + ": the answer has " + s.length + " characters, more than the limit of " + maxAnswerChars + "; answer with a shorter value");
+    }
+    return s;
+  };
   const FINAL = function FINAL(value) {
-    finalAnswer = { source: "FINAL", value: answerString(value) };
+    finalAnswer = { source: "FINAL", value: answerString("FINAL", value) };
   };
 
   // Reserved names, plus the other names the REPL defines, are not user variables.
@@ -266,7 +280,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
     if (typeof name !== "string") throw new TypeErrorC("FINAL_VAR(name): name must be a string (the variable's name), got " + show(name));
     const r = lookup(name);
     if (!r.found) throw new ReferenceErrorC("FINAL_VAR: variable '" + name + "' does not exist; define it first, e.g. const " + (isIdent(name) ? name : "answer") + " = ...");
-    finalAnswer = { source: "FINAL_VAR", name, value: answerString(r.value) };
+    finalAnswer = { source: "FINAL_VAR", name, value: answerString("FINAL_VAR", r.value) };
   };
   const userVars = () => {
     const names = getOwnPropertyNames(G);
