@@ -550,7 +550,11 @@ const handle = async (message) => {
         writeLine({ t: "result", id: message.id, ...result })
       } catch (e) {
         // The interpreter itself broke (its native stack, its heap): this process is done.
-        writeLine({ t: "crashed", id: message.id, message: errorMessage(e).slice(0, 1000) })
+        writeLine({
+          t: "crashed",
+          id: message.id,
+          message: (e instanceof InterpreterCrash ? e.message : errorMessage(e)).slice(0, 1000)
+        })
         process.exit(70)
       }
       return

@@ -58,6 +58,9 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
   const hostFind = raw.find;
   const IDENT = /^[A-Za-z_$][\w$]*$/;
   const reTest = RegExp.prototype.test;
+  const hasOwn = Object.prototype.hasOwnProperty;
+  // Guest objects are read through own data properties (an inherited getter could loop).
+  const own = (o, k) => apply(hasOwn, o, [k]);
 
   const push = (array, value) => {
     defineProperty(array, array.length, { value, writable: true, enumerable: true, configurable: true });
@@ -66,7 +69,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
 
   // --- output capture: keep a prefix up to the limit, count the rest --------
   const limit = outputLimit;
-  const newStream = () => ({ parts: [], used: 0, omitted: 0 });
+  const newStream = () => ({ __proto__: null, parts: [], used: 0, omitted: 0 });
   let out = newStream();
   let err = newStream();
   const write = (stream, s) => {
@@ -99,7 +102,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
       const proto = getPrototypeOf(v);
       if (proto === null) return "object";
       const ctor = getOwnPropertyDescriptor(proto, "constructor");
-      const name = ctor && typeof ctor.value === "function" ? ctor.value.name : "";
+      const name = ctor && own(ctor, "value") && typeof ctor.value === "function" ? ctor.value.name : "";
       return typeof name === "string" && name !== "" && name !== "Object" ? name : "object";
     } catch (e) {
       return "object";
@@ -254,7 +257,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
     return s;
   };
   const FINAL = function FINAL(value) {
-    finalAnswer = { source: "FINAL", value: answerString("FINAL", value) };
+    finalAnswer = { __proto__: null, source: "FINAL", value: answerString("FINAL", value) };
   };
 
   // Reserved names, plus the other names the REPL defines, are not user variables.
@@ -265,14 +268,14 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
   hidden.print = true;
 
   const lookup = (name) => {
-    if (typeof name !== "string" || hidden[name] === true) return { found: false };
+    if (typeof name !== "string" || hidden[name] === true) return { __proto__: null, found: false };
     const d = getOwnPropertyDescriptor(G, name);
-    if (d !== undefined) return { found: true, value: "value" in d ? d.value : G[name] };
-    if (!isIdent(name)) return { found: false };
+    if (d !== undefined) return { __proto__: null, found: true, value: own(d, "value") ? d.value : G[name] };
+    if (!isIdent(name)) return { __proto__: null, found: false };
     try {
-      return { found: true, value: globalEval(name) };
+      return { __proto__: null, found: true, value: globalEval(name) };
     } catch (e) {
-      if (e instanceof ReferenceErrorC) return { found: false };
+      if (e instanceof ReferenceErrorC) return { __proto__: null, found: false };
       throw e;
     }
   };
@@ -280,7 +283,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
     if (typeof name !== "string") throw new TypeErrorC("FINAL_VAR(name): name must be a string (the variable's name), got " + show(name));
     const r = lookup(name);
     if (!r.found) throw new ReferenceErrorC("FINAL_VAR: variable '" + name + "' does not exist; define it first, e.g. const " + (isIdent(name) ? name : "answer") + " = ...");
-    finalAnswer = { source: "FINAL_VAR", name, value: answerString("FINAL_VAR", r.value) };
+    finalAnswer = { __proto__: null, source: "FINAL_VAR", name, value: answerString("FINAL_VAR", r.value) };
   };
   const userVars = () => {
     const names = getOwnPropertyNames(G);
@@ -289,7 +292,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
       const name = names[i];
       if (hidden[name] === true) continue;
       const d = getOwnPropertyDescriptor(G, name);
-      push(result, { name, type: d && "value" in d ? typeName(d.value) : "accessor" });
+      push(result, { __proto__: null, name, type: d && own(d, "value") ? typeName(d.value) : "accessor" });
     }
     return result;
   };

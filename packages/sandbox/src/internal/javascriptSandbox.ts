@@ -133,7 +133,12 @@ const schemas = (caps: Caps) => {
       message: Schema.optional(capped(1000))
     }),
     Call: Schema.Union(
-      Schema.Struct({ t: Schema.Literal("call"), id: Schema.Number, kind: Schema.Literal("llm", "rlm"), prompt: Prompt }),
+      Schema.Struct({
+        t: Schema.Literal("call"),
+        id: Schema.Number,
+        kind: Schema.Literal("llm", "rlm"),
+        prompt: Prompt
+      }),
       Schema.Struct({
         t: Schema.Literal("call"),
         id: Schema.Number,
@@ -202,7 +207,9 @@ interface JsProcess {
   readonly isAlive: () => boolean
   readonly deathReason: () => Sandbox.SandboxError | undefined
   readonly nextId: () => number
-  readonly request: (message: Record<string, unknown>) => Effect.Effect<Record<string, unknown> | Fault, Sandbox.SandboxError>
+  readonly request: (
+    message: Record<string, unknown>
+  ) => Effect.Effect<Record<string, unknown> | Fault, Sandbox.SandboxError>
   readonly reply: (ok: boolean, value: string) => void
   onCall: ((call: HostCall | { readonly id: number; readonly invalid: string }) => void) | undefined
   readonly kill: (reason?: Sandbox.SandboxError) => void
@@ -641,7 +648,11 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
         })
       })
 
-    const toResult = (raw: Record<string, unknown> | Fault, proc: JsProcess, durationMs: number): Sandbox.ExecResult => {
+    const toResult = (
+      raw: Record<string, unknown> | Fault,
+      proc: JsProcess,
+      durationMs: number
+    ): Sandbox.ExecResult => {
       const failed = (detail: string) =>
         new Sandbox.ExecResult({ stdout: "", stderr: "", error: detail, truncated: false, durationMs })
       if ("fault" in raw) {
