@@ -64,7 +64,7 @@
  * @since 0.1.0
  */
 import type * as Duration from "effect/Duration"
-import * as Effect from "effect/Effect"
+import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as internal from "./internal/javascriptSandbox.js"
 import type { IsolationMode, SandboxError } from "./Sandbox.js"

@@ -5,7 +5,8 @@
  * on the host, that the host's event loop was never blocked for more than
  * 50 ms while the block ran.
  */
-import { readdirSync, readFileSync } from "node:fs"
+import { spawn } from "node:child_process"
+import * as path from "node:path"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { afterAll, assert, describe, it } from "@effect/vitest"
@@ -14,16 +15,16 @@ import * as internal from "../src/internal/javascriptSandbox.js"
 import * as JavascriptSandbox from "../src/JavascriptSandbox.js"
 import * as Output from "../src/Output.js"
 import * as Sandbox from "../src/Sandbox.js"
+import { alive, childPids } from "./javascriptTestkit.js"
 import { makeFakeHost } from "./ReplContract.js"
 
 const TEXT = "Hello needle world"
 const LIMIT = 200
 const MAX_GAP_MS = 50
 const layer = JavascriptSandbox.layer({ memoryMb: 64 })
-const forger = Effect.map(
-  internal.make({ childScript: fileURLToPath(new URL("./fixtures/forged-javascript-child.mjs", import.meta.url)) }),
-  (service) => service
-)
+const forger = internal.make({
+  childScript: fileURLToPath(new URL("./fixtures/forged-javascript-child.mjs", import.meta.url))
+})
 
 type Outcome = Either.Either<Sandbox.ExecResult, Sandbox.SandboxError>
 
@@ -121,41 +122,6 @@ const hostile = (
       yield* assertStillWorks(repl)
     }).pipe(Effect.scoped, Effect.provide(sandbox))
   )
-
-/** The pids of this process's descendants whose command line names the JavaScript child. */
-const childPids = (): Array<number> => {
-  const found: Array<number> = []
-  const walk = (pid: number) => {
-    let children: Array<number> = []
-    try {
-      for (const task of readdirSync(`/proc/${pid}/task`)) {
-        const text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim()
-        if (text !== "") children = children.concat(text.split(/\s+/).map(Number))
-      }
-    } catch {
-      return
-    }
-    for (const child of children) {
-      try {
-        if (readFileSync(`/proc/${child}/cmdline`, "utf8").includes("javascript-child.mjs")) found.push(child)
-      } catch {
-        // gone meanwhile
-      }
-      walk(child)
-    }
-  }
-  walk(process.pid)
-  return found
-}
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"))
-  } catch {
-    return false
-  }
-}
 
 describe("JavascriptSandbox child process: guest values the host never reads", () => {
   hostile(
@@ -442,6 +408,43 @@ describe("JavascriptSandbox child process: crashes, kills and the session's end"
       assert.strictEqual(next.stdout, `"undefined"\n`)
     }).pipe(Effect.scoped, Effect.provide(layer))
   )
+})
+
+describe("JavascriptSandbox child process: it does not outlive its host", () => {
+  for (const [block, what] of [
+    ["loop", "an endless loop"],
+    ["wait", "a host call never answered"]
+  ] as const) {
+    it.live(
+      `the interpreter process is gone soon after its host is SIGKILLed in the middle of ${what}`,
+      () =>
+        Effect.gen(function* () {
+          const script = path.join(import.meta.dirname, "fixtures", "jsHostThatDies.ts")
+          const root = path.resolve(import.meta.dirname, "../../..")
+          const host = spawn(process.execPath, ["--import", "tsx", script, block], {
+            cwd: root,
+            stdio: ["ignore", "pipe", "inherit"]
+          })
+          const pid = yield* Effect.async<number>((resume) => {
+            let out = ""
+            host.stdout?.on("data", (chunk: Buffer) => {
+              out += chunk.toString("utf8")
+              const match = /^PID (\d+)$/m.exec(out)
+              if (match?.[1] !== undefined) resume(Effect.succeed(Number(match[1])))
+            })
+          })
+          yield* Effect.sleep("500 millis")
+          assert.isTrue(alive(pid), "the interpreter runs the block")
+          host.kill("SIGKILL")
+          const killedAt = performance.now()
+          while (alive(pid) && performance.now() - killedAt < 3_000) yield* Effect.sleep("20 millis")
+          const goneMs = performance.now() - killedAt
+          console.log(`BENCH-NOTE js child_gone_after_host_kill_ms=${goneMs.toFixed(0)} (${block})`)
+          assert.isFalse(alive(pid), `interpreter ${pid} outlived its host`)
+        }),
+      60_000
+    )
+  }
 })
 
 describe("JavascriptSandbox child process: a forged child's messages are refused", () => {
