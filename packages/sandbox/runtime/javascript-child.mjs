@@ -588,23 +588,25 @@ const onLine = (line) => {
 
 // --- stdin: the context bytes, then lines.
 const contextBytes = textBytes + (docBytes?.reduce((a, b) => a + b, 0) ?? 0)
-const contextBuffer = Buffer.allocUnsafe(contextBytes)
+let contextBuffer = Buffer.allocUnsafe(contextBytes)
 let contextRead = 0
 let contextDone
 const contextLoaded = new Promise((resolve) => {
   contextDone = resolve
 })
 if (contextBytes === 0) contextDone()
-let partial = ""
+// Pieces of the line being read; a newline is searched for in each new chunk only.
+let pieces = []
 const takeLines = (chunk) => {
-  let text = partial + chunk.toString("utf8")
-  let newline = text.indexOf("\n")
-  while (newline !== -1) {
-    onLine(text.slice(0, newline))
-    text = text.slice(newline + 1)
-    newline = text.indexOf("\n")
+  let start = 0
+  for (let newline = chunk.indexOf(10); newline !== -1; newline = chunk.indexOf(10, start)) {
+    pieces.push(chunk.subarray(start, newline))
+    const line = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces)
+    pieces = []
+    onLine(line.toString("utf8"))
+    start = newline + 1
   }
-  partial = text
+  if (start < chunk.length) pieces.push(chunk.subarray(start))
 }
 process.stdin.on("data", (chunk) => {
   if (contextRead < contextBytes) {
@@ -629,6 +631,7 @@ try {
     offset += n
     return doc
   })
+  contextBuffer = undefined // the strings hold the context now
   interp = await Interpreter.create(text, documents)
 } catch (e) {
   writeLine({ t: "failed", message: errorMessage(e).slice(0, 1000) })

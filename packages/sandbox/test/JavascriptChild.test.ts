@@ -270,6 +270,21 @@ describe("JavascriptSandbox child process: guest values the host never reads", (
     120_000
   )
 
+  // (Encoding and writing a 20 MB reply is the host's own work, ~200 ms here: not timed by the ticker.)
+  it.live("a 20 MB host reply containing NUL crosses the pipe whole", () =>
+    Effect.gen(function* () {
+      const reply = `${"r".repeat(20e6)}\u0000end`
+      const { repl } = yield* openRepl({
+        host: { ...makeFakeHost().host, llmQuery: () => Effect.succeed(reply) },
+        execTimeout: "30 seconds"
+      })
+      const r = ok(
+        yield* Effect.either(repl.exec(`const a = llm_query("big"); [a.length, a.slice(-4) === "\\u0000end"]`))
+      )
+      assert.strictEqual(r.stdout, `[${reply.length}, true]\n`)
+    }).pipe(Effect.scoped, Effect.provide(layer))
+  )
+
   it.live("no socket API reaches a loopback listener on the host", () =>
     Effect.gen(function* () {
       let connections = 0
