@@ -576,6 +576,29 @@ describe("JavascriptSandbox child process: a forged child's messages are refused
     { maxPromptChars: 10, outputLimit: 10_000 }
   )
 
+  forged(
+    "a burst of host calls at once: only one runs, the others are refused",
+    [
+      {
+        burst: [
+          { kind: "llm", prompt: "sleep:200 first" },
+          { kind: "llm", prompt: "second" },
+          { kind: "rlm", prompt: "third" }
+        ]
+      },
+      { reply: true }
+    ],
+    (r) => {
+      const replies = JSON.parse(r.stdout) as Array<{ ok: boolean; value: string }>
+      assert.deepStrictEqual(replies, [
+        { ok: false, value: "host call refused: another host call is still running" },
+        { ok: false, value: "host call refused: another host call is still running" },
+        { ok: true, value: JSON.stringify("llm:sleep:200 first") }
+      ])
+    },
+    { outputLimit: 10_000 }
+  )
+
   it.live("a forged getVar answer over the caps fails with a typed error, not a defect", () =>
     Effect.gen(function* () {
       const sandbox = yield* forger

@@ -346,9 +346,14 @@ const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsPro
         return
       }
       case "result": {
-        const callback = message.id === undefined ? undefined : pending.get(message.id)
-        if (callback === undefined) return fault("a result for no request")
-        pending.delete(message.id as number)
+        const id = message.id
+        const callback = id === undefined ? undefined : pending.get(id)
+        if (callback === undefined) {
+          // The answer to a request the caller gave up on (an interrupted getVar): dropped.
+          if (id !== undefined && Number.isInteger(id) && id > 0 && id < nextId) return
+          return fault("a result for no request")
+        }
+        pending.delete(id as number)
         callback(raw)
         return
       }
@@ -374,7 +379,16 @@ const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsPro
       onMalformed: () => fault("a line that is not a JSON object")
     })
   }
-  child.on("error", (error) => die(crashed(`process error: ${error.message}`)))
+  child.on("error", (error) =>
+    die(
+      ready
+        ? crashed(`process error: ${error.message}`)
+        : new Sandbox.SandboxError({
+            reason: "StartFailed",
+            message: `Could not start the JavaScript sandbox process: ${error.message}`
+          })
+    )
+  )
   // Why it died is decided once its output is read to the end ("close").
   let exitStatus: string | undefined
   const classify = () => {
@@ -587,10 +601,14 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
           proc,
           `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
         )
+        // The interpreter waits on one host call at a time; more at once is not the child's protocol.
+        let inFlight = false
         proc.onCall = (call) => {
           if (call.id !== id) return proc.reply(false, "stale host call")
           if ("invalid" in call) return proc.reply(false, `host call refused: ${call.invalid}`)
+          if (inFlight) return proc.reply(false, "host call refused: another host call is still running")
           if (watchdog.timedOut) return proc.reply(false, "the block exceeded its time limit")
+          inFlight = true
           watchdog.pause()
           runHost(
             hostReply(call, open.host).pipe(
@@ -610,6 +628,7 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
                           : "host call interrupted"
                     )
                   }
+                  inFlight = false
                   watchdog.resume()
                 })
               )
