@@ -410,7 +410,14 @@ class Interpreter {
   async exec(code, rewritten, timeoutMs) {
     const ctx = this.context
     let error
-    const begun = this.callSync(this.fns.begin)
+    // Guest code may run in the prelude's own calls (a getter model code planted): always under a budget.
+    this.startBudget(DESCRIBE_BUDGET_MS)
+    let begun
+    try {
+      begun = this.callSync(this.fns.begin)
+    } finally {
+      this.pauseBudget()
+    }
     if ("error" in begun) throw new InterpreterCrash(`REPL prelude failed: ${begun.error}`)
     begun.value.dispose()
 
@@ -540,7 +547,8 @@ const queue = []
 let running = false
 const handle = async (message) => {
   currentRequest = message.id
-  const timeoutMs = Number(message.timeoutMs)
+  // No limit is sent as null (JSON has no Infinity).
+  const timeoutMs = typeof message.timeoutMs === "number" ? message.timeoutMs : Number.POSITIVE_INFINITY
   switch (message.t) {
     case "exec": {
       try {

@@ -63,7 +63,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
   const own = (o, k) => apply(hasOwn, o, [k]);
 
   const push = (array, value) => {
-    defineProperty(array, array.length, { value, writable: true, enumerable: true, configurable: true });
+    defineProperty(array, array.length, { __proto__: null, value, writable: true, enumerable: true, configurable: true });
   };
   const isIdent = (name) => apply(reTest, IDENT, [name]);
 
@@ -321,6 +321,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
     if (typeof value === "function") freeze(value);
     hidden[name] = true;
     defineProperty(G, name, {
+      __proto__: null,
       get: freeze(function () { return value; }),
       set: freeze(function () {
         throw new TypeErrorC("'" + name + "' is reserved by the REPL and cannot be reassigned; use another name");
@@ -332,10 +333,10 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
   const restoreGlobals = () => {
     // Fails only if model code froze the global object; then its own console stays.
     try {
-      defineProperty(G, "console", { value: consoleObject(), writable: true, enumerable: false, configurable: true });
+      defineProperty(G, "console", { __proto__: null, value: consoleObject(), writable: true, enumerable: false, configurable: true });
     } catch (e) {}
     try {
-      defineProperty(G, "print", { value: consoleObject().log, writable: true, enumerable: false, configurable: true });
+      defineProperty(G, "print", { __proto__: null, value: consoleObject().log, writable: true, enumerable: false, configurable: true });
     } catch (e) {}
   };
   restoreGlobals();

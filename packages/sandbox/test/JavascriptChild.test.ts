@@ -10,7 +10,7 @@ import * as path from "node:path"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Option } from "effect"
+import { Duration, Effect, Either, Option } from "effect"
 import * as internal from "../src/internal/javascriptSandbox.js"
 import * as JavascriptSandbox from "../src/JavascriptSandbox.js"
 import * as Output from "../src/Output.js"
@@ -135,6 +135,19 @@ describe("JavascriptSandbox child process: guest values the host never reads", (
       assert.isUndefined(r.error)
       assert.strictEqual(r.stdout, "out\n")
       assert.deepStrictEqual(r.final, new Sandbox.FinalSignal({ source: "FINAL", value: "answer" }))
+    }
+  )
+  hostile(
+    "looping getters on Object.prototype's descriptor fields (get, set, value, writable) do not break the REPL",
+    `for (const k of ["get", "set", "value", "writable", "enumerable", "configurable", "parts", "used", "omitted"]) {
+       Object.defineProperty(Object.prototype, k, { __proto__: null, get() { while (true) {} }, configurable: true })
+     }
+     var ans = "kept"; console.log("still printing"); FINAL_VAR("ans")`,
+    (outcome) => {
+      const r = ok(outcome)
+      assert.isUndefined(r.error)
+      assert.strictEqual(r.stdout, "still printing\n")
+      assert.deepStrictEqual(r.final, new Sandbox.FinalSignal({ source: "FINAL_VAR", name: "ans", value: "kept" }))
     }
   )
   hostile(
@@ -282,6 +295,14 @@ describe("JavascriptSandbox child process: guest values the host never reads", (
         yield* Effect.either(repl.exec(`const a = llm_query("big"); [a.length, a.slice(-4) === "\\u0000end"]`))
       )
       assert.strictEqual(r.stdout, `[${reply.length}, true]\n`)
+    }).pipe(Effect.scoped, Effect.provide(layer))
+  )
+
+  it.live("an infinite execTimeout means no limit, not an instant one", () =>
+    Effect.gen(function* () {
+      const { repl } = yield* openRepl({ execTimeout: Duration.infinity })
+      const r = yield* repl.exec(`let n = 0; for (let i = 0; i < 1e6; i++) n += i; n`)
+      assert.strictEqual(r.stdout, "499999500000\n")
     }).pipe(Effect.scoped, Effect.provide(layer))
   )
 
