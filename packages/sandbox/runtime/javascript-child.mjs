@@ -37,9 +37,14 @@ if (
   throw new Error("the sandbox process is not running under Node's permission model; refusing to start")
 }
 
-const DESCRIBE_BUDGET_MS = 1000
+// Past a block's limit the child may still spend DRAIN_GRACE_MS on promise jobs
+// and, on hostile values, up to four prelude calls of DESCRIBE_BUDGET_MS each
+// (describing the job error, the block's error, the echo's error; collecting
+// the output): 1.5 s in all, inside the host's default grace period of 2 s.
+/** The budget of one prelude call that may run guest code (formatting a thrown value, say). */
+const DESCRIBE_BUDGET_MS = 250
 /** Extra time given to promise jobs past the limit so the interrupt can stop them. */
-const DRAIN_GRACE_MS = 1000
+const DRAIN_GRACE_MS = 500
 const MAX_STACK_LINES = 12
 const HOST_CHECK_MS = 100
 const PAGE = 65536

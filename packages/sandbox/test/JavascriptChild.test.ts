@@ -203,6 +203,23 @@ describe("JavascriptSandbox child process: guest values the host never reads", (
     `throw Object.create(Error.prototype, { name: { get() { while (true) {} } }, message: { get() { while (true) {} } } })`,
     (outcome) => assert.strictEqual(ok(outcome).error, "Uncaught exception (its description could not be computed)")
   )
+  it.live("a hostile job error, an endless job chain and a hostile thrown error: one answer in time, state kept", () =>
+    Effect.gen(function* () {
+      const { repl } = yield* openRepl()
+      yield* repl.exec(`var kept = "yes"`)
+      const hostileError = `Object.create(Error.prototype, { name: { get() { while (true) {} } }, message: { get() { while (true) {} } }, stack: { get() { while (true) {} } } })`
+      const r = ok(
+        yield* execTicked(
+          repl,
+          `Promise.resolve().then(() => { throw ${hostileError} });
+           function again() { Promise.resolve().then(again) }; again();
+           throw ${hostileError}`
+        )
+      )
+      assert.strictEqual(r.error, "Uncaught exception (its description could not be computed)")
+      assert.strictEqual((yield* repl.exec(`kept`)).stdout, `"yes"\n`)
+    }).pipe(Effect.scoped, Effect.provide(layer))
+  )
   hostile(
     "FINAL_VAR with an object as the name is refused in the guest",
     `FINAL_VAR({ toString() { return "P" } })`,
