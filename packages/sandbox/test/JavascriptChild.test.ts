@@ -509,6 +509,33 @@ describe("JavascriptSandbox child process: it does not outlive its host", () => 
   }
 })
 
+describe("JavascriptSandbox child process: start-up", () => {
+  it.live("a child that never says it is ready fails the open with StartFailed and is killed at once", () =>
+    Effect.gen(function* () {
+      const before = new Set(childPids())
+      const sandbox = yield* internal.make({
+        childScript: fileURLToPath(new URL("./fixtures/forged-javascript-child.mjs", import.meta.url)),
+        startTimeout: "300 millis"
+      })
+      // maxAnswerChars 7 tells the forger to stay silent.
+      const r = yield* Effect.either(
+        sandbox.open({ context: { text: TEXT }, host: makeFakeHost().host, maxAnswerChars: 7 })
+      )
+      assert.isTrue(Either.isLeft(r))
+      if (Either.isLeft(r)) {
+        assert.strictEqual(r.left.reason, "StartFailed")
+        assert.strictEqual(r.left.message, "The JavaScript sandbox did not start within 300ms.")
+      }
+      // Still inside the scope that opened it: the child is already gone.
+      for (let i = 0; i < 50 && childPids().some((pid) => !before.has(pid)); i++) yield* Effect.sleep("20 millis")
+      assert.deepStrictEqual(
+        childPids().filter((pid) => !before.has(pid)),
+        []
+      )
+    }).pipe(Effect.scoped)
+  )
+})
+
 describe("JavascriptSandbox child process: a forged child's messages are refused", () => {
   const forged = (
     name: string,

@@ -494,7 +494,9 @@ const spawnReady = (
               reason: "StartFailed",
               message: `The JavaScript sandbox did not start within ${Duration.format(settings.startTimeout)}.`
             })
-        })
+        }),
+        // One that did not start is killed now, not when the session closes.
+        Effect.tapError(() => proc.terminate())
       )
     )
   )
