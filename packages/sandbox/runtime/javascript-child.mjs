@@ -56,6 +56,7 @@ const outputLimit = Number(config.outputLimit)
 const maxAnswerChars = Number(config.maxAnswerChars)
 const maxPromptChars = Number(config.maxPromptChars)
 const maxStack = Number(config.maxStackSizeBytes)
+const heapMb = Number(config.heapMb)
 const textBytes = Number(config.textBytes)
 const docBytes = Array.isArray(config.docBytes) ? config.docBytes.map(Number) : undefined
 
@@ -261,9 +262,10 @@ class Interpreter {
     const find = ctx.newFunction("find", (needleHandle, startHandle) => {
       const needle = ctx.getString(needleHandle)
       const start = ctx.getNumber(startHandle)
-      // The guest array costs ~16 bytes per hit: stop before building a result
-      // that could not fit under the memory cap anyway.
-      const maxHits = Math.floor(memoryBytes / 24)
+      // The guest array costs ~16 bytes per hit, and this process's own list
+      // ~24 (a growing array, then a Float64Array copy): stop before building a
+      // result that could not fit under the memory cap or this process's heap.
+      const maxHits = Math.floor(Math.min(memoryBytes / 24, (heapMb * 1024 * 1024) / 48))
       const hits = []
       if (needle.length > 0) {
         let i = text.indexOf(needle, Number.isFinite(start) ? Math.max(0, start) : 0)

@@ -315,6 +315,19 @@ describe("JavascriptSandbox child process: guest values the host never reads", (
     }).pipe(Effect.scoped, Effect.provide(layer))
   )
 
+  it.live("find with more hits than the interpreter process's heap can hold is refused, not a crash", () =>
+    Effect.gen(function* () {
+      // 12 MiB context: the child's heap is 256 + 3 * 12 MiB, so at most 292 MiB / 48 = 6,378,837 hits.
+      const { repl } = yield* openRepl({ context: { text: "a".repeat(12 * 1024 * 1024) }, execTimeout: "30 seconds" })
+      const r = ok(yield* Effect.either(repl.exec(`var kept = 1; find("a")`)))
+      assert.match(
+        r.error ?? "",
+        /^RangeError: find: more than 6378837 matches would not fit in the sandbox memory limit/
+      )
+      assert.strictEqual((yield* repl.exec(`[kept, find("a", 12 * 1024 * 1024 - 3).length]`)).stdout, "[1, 3]\n")
+    }).pipe(Effect.scoped, Effect.provide(JavascriptSandbox.layer()))
+  )
+
   it.live("an infinite execTimeout means no limit, not an instant one", () =>
     Effect.gen(function* () {
       const { repl } = yield* openRepl({ execTimeout: Duration.infinity })

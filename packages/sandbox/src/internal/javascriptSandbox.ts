@@ -269,6 +269,7 @@ const spawnChild = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps, c
       quickjsWasm: files.wasm,
       memoryBytes: Math.round(settings.memoryMb * MIB),
       maxStackSizeBytes: settings.maxStack,
+      heapMb,
       outputLimit: caps.outputLimit,
       maxAnswerChars: caps.maxAnswerChars,
       maxPromptChars: caps.maxPromptChars,
