@@ -13,13 +13,12 @@
  *   fresh host process each time (`pythonCold.ts`): the median of
  *   BENCH_COLD_RUNS (default 7) runs, after one untimed run that builds the
  *   start-up snapshot if this machine has none cached yet.
- *   JS: `JavascriptSandbox.layer()`, first session of this process (includes
- *   compiling the WebAssembly module, which later sessions reuse).
+ *   JS: `JavascriptSandbox.layer()`, first session of this process: spawns the
+ *   interpreter's child process, which compiles the WebAssembly module.
  * - warm_start_ms: the same, when a warm interpreter is available; median.
  *   Python: `PythonSandbox.layerPool({ size: 1 })`, measured once the pool is
  *   full (its interpreter started and idle). JS: there is no pool; this is a
- *   later `open` in the same process (fresh WebAssembly instance, module
- *   already compiled) — NOT pooled.
+ *   later `open` in the same process (a fresh child process too) — NOT pooled.
  * - exec_overhead_us: median host-side time of `Repl.exec` of a trivial block
  *   (`pass` / `0`) on an open session.
  * - host_call_us: per-call time of `llm_query("x")` to a host function that
@@ -30,9 +29,9 @@
  * - peak_rss_mb: the interpreter's peak RSS while holding the 100 MiB context,
  *   after the load and the find runs. Python: VmHWM of the interpreter child
  *   process (`/proc/<pid>/status`; the child found as this process's only
- *   pooled child before the open). JS: the host process's RSS growth
- *   (`resourceUsage().maxRSS` after, minus `memoryUsage().rss` before the open;
- *   the host's own copy of the context string is already in the baseline).
+ *   pooled child before the open). JS: VmHWM of the session's interpreter
+ *   process (the largest of this process's descendants running
+ *   `javascript-child.mjs`).
  * - find_100mb_ms: median of 5 `find(needle)` calls timed inside the REPL,
  *   the needle having 3 hits in the 100 MiB context.
  *
@@ -222,6 +221,31 @@ const children = (): Array<Child> => {
   return out
 }
 
+/** This process's descendants running the JavaScript interpreter's child script. */
+const jsChildren = (): Array<number> => {
+  const found: Array<number> = []
+  const walk = (pid: number) => {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      let text = ""
+      try {
+        text = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim()
+      } catch {
+        continue
+      }
+      for (const child of text === "" ? [] : text.split(/\s+/).map(Number)) {
+        try {
+          if (readFileSync(`/proc/${child}/cmdline`, "utf8").includes("javascript-child.mjs")) found.push(child)
+          walk(child)
+        } catch {
+          // exited meanwhile
+        }
+      }
+    }
+  }
+  walk(process.pid)
+  return found
+}
+
 /** The peak RSS of the interpreter: the largest VmHWM in the child's process tree. */
 const vmHwmMb = (pid: number): number | undefined => {
   let best: number | undefined
@@ -325,12 +349,12 @@ const javascript = (text: string) =>
           const { repl, ms } = yield* openTimed("js", text)
           log(`js open with 100 MiB context ${ms.toFixed(0)} ms`)
           const find = yield* Effect.flatMap(execNumbers(repl, findCode("js")), (n) => checkFind("js", n))
-          const peak = process.resourceUsage().maxRSS * 1024
-          return { ms, find, rss: (peak - baseline) / MiB }
+          const rss = Math.max(0, ...jsChildren().map((pid) => vmHwmMb(pid) ?? 0))
+          return { ms, find, rss }
         })
       )
     )
-    log(`js host RSS before ${(baseline / MiB).toFixed(0)} MB, growth to peak ${big.rss.toFixed(0)} MB`)
+    log(`js host RSS ${(baseline / MiB).toFixed(0)} MB, interpreter process peak ${big.rss.toFixed(0)} MB`)
     const isolation = yield* withLayer(
       layer,
       Effect.map(Sandbox.Sandbox, (sandbox) => sandbox.isolation)

@@ -11,8 +11,9 @@
  * `Retry-After`), 5xx, a timeout and a non-JSON body become the right typed
  * `LlmError`, and the API key is in no error.
  */
-import type * as HttpClient from "@effect/platform/HttpClient"
+
 import { FetchHttpClient } from "@effect/platform"
+import type * as HttpClient from "@effect/platform/HttpClient"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Duration, Effect, Redacted, Schema } from "effect"
 import * as GenericChatAdapter from "../src/GenericChatAdapter.js"

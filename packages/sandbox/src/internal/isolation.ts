@@ -459,3 +459,58 @@ const childPids = (pid: number): ReadonlyArray<number> => {
     return []
   }
 }
+
+/**
+ * SIGKILL a spawned interpreter and every process under it at once (under an
+ * OS wall the spawned process is the wall's launcher: killing only it would
+ * leave the interpreter to die a moment later, through the parent-death
+ * signal). Returns the pids killed below the spawned one. Never throws.
+ *
+ * @internal
+ */
+export const killTree = (child: {
+  readonly pid?: number | undefined
+  readonly kill: (signal: NodeJS.Signals) => boolean
+}): ReadonlyArray<number> => {
+  const below = child.pid === undefined ? [] : treePids(child.pid).slice(1)
+  try {
+    child.kill("SIGKILL")
+  } catch {}
+  for (const pid of below) {
+    try {
+      process.kill(pid, "SIGKILL")
+    } catch {}
+  }
+  return below
+}
+
+/** Whether `pid` still runs: it exists and is not a zombie. */
+const running = (pid: number): boolean => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Wait until none of `pids` runs any more (gone, or a zombie its own parent
+ * reaps), checking every 5 ms, for at most `timeoutMs`.
+ *
+ * @internal
+ */
+export const awaitStopped = (pids: ReadonlyArray<number>, timeoutMs: number): Effect.Effect<void> =>
+  // Real timers, not Effect's Clock: a scope closing under a TestClock must not hang here.
+  Effect.async<void>((resume) => {
+    const until = Date.now() + timeoutMs
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const check = () => {
+      if (!pids.some(running) || Date.now() > until) resume(Effect.void)
+      else timer = setTimeout(check, 5)
+    }
+    check()
+    return Effect.sync(() => {
+      if (timer !== undefined) clearTimeout(timer)
+    })
+  })

@@ -1,805 +1,800 @@
-import { readFile } from "node:fs/promises"
+/**
+ * Host side of the JavaScript sandbox: each session's QuickJS interpreter runs
+ * in its own locked-down child Node process (`runtime/javascript-child.mjs`),
+ * behind the OS wall where the machine has one. The host talks to it over
+ * plain pipes carrying JSON lines, read with a cap on every line, and decodes
+ * every message with a Schema capped in size: nothing the child sends is
+ * trusted, and no guest code ever runs on the host's thread.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { existsSync, readFileSync, realpathSync } from "node:fs"
 import { createRequire } from "node:module"
-import * as v8 from "node:v8"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
-import * as Runtime from "effect/Runtime"
-import {
-  newQuickJSAsyncWASMModuleFromVariant,
-  newVariant,
-  type QuickJSAsyncContext,
-  type QuickJSAsyncRuntime,
-  type QuickJSAsyncWASMModule,
-  type QuickJSHandle,
-  RELEASE_ASYNC
-} from "quickjs-emscripten"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as Output from "../Output.js"
 import * as Sandbox from "../Sandbox.js"
-import { PRELUDE } from "./javascriptPrelude.js"
+import { awaitStopped, killTree, resolveWall, type Wall } from "./isolation.js"
 import { rewriteTopLevel } from "./javascriptRewrite.js"
+import { onJsonLines } from "./jsonLines.js"
+import { writeUtf8 } from "./utf8Stream.js"
+import { Watchdog } from "./watchdog.js"
 
 /** @internal */
 export interface Options {
+  readonly isolation?: Sandbox.IsolationMode | undefined
   readonly memoryMb?: number | undefined
   readonly execTimeout?: Duration.DurationInput | undefined
   readonly maxStackSizeBytes?: number | undefined
+  readonly gracePeriod?: Duration.DurationInput | undefined
+  readonly startTimeout?: Duration.DurationInput | undefined
+  readonly nodePath?: string | undefined
+  /** Tests only: another child script speaking the same protocol (a forger). */
+  readonly childScript?: string | undefined
 }
 
 const DEFAULT_MEMORY_MB = 2048
 const DEFAULT_EXEC_TIMEOUT = Duration.seconds(30)
 /**
  * QuickJS measures its own (emscripten) stack, but its frames also use the
- * host's native stack, ~4x as much: beyond ~1,000 nested JS calls the host V8
- * stack overflows first. 128 KiB stops plain recursion at ~680 frames.
+ * child's native stack, ~4x as much: beyond ~1,000 nested JS calls V8's stack
+ * overflows first. 128 KiB stops plain recursion at ~680 frames.
  */
 const DEFAULT_MAX_STACK = 128 * 1024
-const MAX_STACK_LINES = 12
-const DESCRIBE_BUDGET_MS = 1000
-/** Extra time given to promise jobs past the limit so the interrupt can stop them. */
-const DRAIN_GRACE_MS = 1000
-
-// ---------------------------------------------------------------------------
-// The WebAssembly module is compiled once per process; each session gets its
-// own instance (asyncify allows one suspended call per instance, and child
-// RLM sessions run concurrently).
-
-/**
- * V8 flags that make the QuickJS module baseline-compiled (Liftoff) eagerly,
- * with no later tier-up. Measured here: once V8 tiers the interpreter loop up
- * to TurboFan, each nested JS call costs ~30 KB of the host's native stack, so
- * ~35 nested calls overflow it (a host RangeError that kills the interpreter)
- * before QuickJS's own stack check can fire; with Liftoff code the check fires
- * first (~680 nested calls at 128 KiB), and speed was the same or better.
- * The flags are set only around a synchronous compile and restored at once.
- */
-const LIFTOFF_ONLY_FLAGS = ["wasm-tier-up", "wasm-dynamic-tiering", "wasm-lazy-compilation"]
-
-const compileLiftoffOnly = (bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module => {
-  const startup = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)]
-  const setFlags = (on: boolean) => {
-    for (const flag of LIFTOFF_ONLY_FLAGS) {
-      // Restore to the process's own setting (V8's default unless it was started with --no-<flag>).
-      const startedOff = startup.includes(`--no-${flag}`) || startup.includes(`--no-${flag.replace(/-/g, "_")}`)
-      v8.setFlagsFromString(on && !startedOff ? `--${flag}` : `--no-${flag}`)
-    }
-  }
-  setFlags(false)
-  try {
-    return new WebAssembly.Module(bytes)
-  } finally {
-    setFlags(true)
-  }
-}
-
-let compiled: Promise<WebAssembly.Module | undefined> | undefined
-const compiledModule = (): Promise<WebAssembly.Module | undefined> => {
-  if (compiled === undefined) {
-    compiled = (async () => {
-      try {
-        const require = createRequire(import.meta.url)
-        const core = require.resolve("quickjs-emscripten")
-        const wasmPath = createRequire(core).resolve("@jitl/quickjs-wasmfile-release-asyncify/wasm")
-        return compileLiftoffOnly(new Uint8Array(await readFile(wasmPath)))
-      } catch {
-        return undefined // fall back to the variant's own loader
-      }
-    })()
-  }
-  return compiled
-}
-
-const PAGE = 65536
-const INITIAL_PAGES = 256 // the module's INITIAL_MEMORY, 16 MiB
-const MAX_PAGES = 32768 // the module's own maximum, 2 GiB
-
-/**
- * A fresh instance whose WebAssembly memory cannot grow past `memoryBytes`.
- * This is the memory limit that holds: QuickJS's own malloc limit counts only
- * 8 bytes per allocation in this build (malloc_usable_size is unavailable), so
- * on its own it let a block allocate 2 GB. At the cap, malloc returns NULL and
- * QuickJS throws a catchable `InternalError: out of memory`.
- */
-const newModule = async (memoryBytes: number): Promise<QuickJSAsyncWASMModule> => {
-  const wasm = await compiledModule()
-  const maximum = Math.max(INITIAL_PAGES, Math.min(MAX_PAGES, Math.floor(memoryBytes / PAGE)))
-  const wasmMemory = new WebAssembly.Memory({ initial: INITIAL_PAGES, maximum })
-  return newQuickJSAsyncWASMModuleFromVariant(
-    newVariant(RELEASE_ASYNC, wasm === undefined ? { wasmMemory } : { wasmModule: wasm, wasmMemory })
-  )
-}
-
-// Private members of quickjs-emscripten used for the fast path that loads a
-// 100 MB string without the library's per-character JS encoder.
-interface EmscriptenInternals {
-  readonly HEAPU8: Uint8Array
-  _malloc(size: number): number
-  _free(ptr: number): void
-}
-interface FfiInternals {
-  QTS_NewString(ctx: number, ptr: number): number
-}
-interface ContextInternals {
-  readonly module: EmscriptenInternals
-  readonly ffi: FfiInternals
-  readonly ctx: { readonly value: number }
-  readonly memory: { heapValueHandle(ptr: number): QuickJSHandle }
-}
+/** Longest error text taken from the child, in characters. */
+const MAX_ERROR_CHARS = 100_000
+/** Longest variable name or type name taken from the child. */
+const MAX_NAME_CHARS = 1_000
+const MAX_VARS = 100_000
+/** How long a finalizer waits for a SIGKILLed child to be reaped (normally a few ms). */
+const EXIT_WAIT = Duration.seconds(5)
+const MIB = 1024 * 1024
 
 const errorMessage = (u: unknown): string => (u instanceof Error ? `${u.name}: ${u.message}` : String(u))
 
-interface Budget {
-  active: boolean
-  used: number
-  since: number
-  limitMs: number
-  tripped: boolean
-  aborted: boolean
+// ---------------------------------------------------------------------------
+// What the child loads, resolved once per process.
+
+const runtimeDir = (): string => realpathSync(fileURLToPath(new URL("../../runtime/", import.meta.url)))
+
+const packageDir = (require: NodeJS.Require, name: string): string => {
+  let dir = path.dirname(realpathSync(require.resolve(name)))
+  for (;;) {
+    const manifest = path.join(dir, "package.json")
+    if (existsSync(manifest) && (JSON.parse(readFileSync(manifest, "utf8")) as { name?: unknown }).name === name) {
+      return dir
+    }
+    const parent = path.dirname(dir)
+    if (parent === dir) throw new Error(`cannot find the package folder of ${name}`)
+    dir = parent
+  }
 }
 
-interface Drained {
-  readonly stdout: string
-  readonly stdoutOmitted: number
-  readonly stderr: string
-  readonly stderrOmitted: number
-  readonly final: { readonly source: "FINAL" | "FINAL_VAR"; readonly name?: string; readonly value: string } | null
+interface QuickjsFiles {
+  readonly core: string
+  readonly variant: string
+  readonly wasm: string
+  /** Folders the child reads: each package's `node_modules` folder (with its dependencies' links). */
+  readonly folders: ReadonlyArray<string>
 }
 
-/** Thrown (as a rejected promise) when the interpreter itself broke. */
-class InterpreterCrash extends Error {}
+let quickjsFiles: QuickjsFiles | undefined
+const resolveQuickjs = (): QuickjsFiles => {
+  if (quickjsFiles !== undefined) return quickjsFiles
+  const own = createRequire(import.meta.url)
+  const main = createRequire(own.resolve("quickjs-emscripten"))
+  const coreDir = packageDir(main, "quickjs-emscripten-core")
+  const variantDir = packageDir(main, "@jitl/quickjs-wasmfile-release-asyncify")
+  const ffiDir = packageDir(createRequire(path.join(coreDir, "package.json")), "@jitl/quickjs-ffi-types")
+  const container = (dir: string, name: string) =>
+    dir.endsWith(`${path.sep}${name.split("/").join(path.sep)}`) ? dir.slice(0, dir.length - name.length - 1) : dir
+  const folders = [
+    container(coreDir, "quickjs-emscripten-core"),
+    container(variantDir, "@jitl/quickjs-wasmfile-release-asyncify"),
+    container(ffiDir, "@jitl/quickjs-ffi-types")
+  ]
+  quickjsFiles = {
+    core: path.join(coreDir, "dist", "index.mjs"),
+    variant: path.join(variantDir, "dist", "index.mjs"),
+    wasm: path.join(variantDir, "dist", "emscripten-module.wasm"),
+    folders: [...new Set(folders)]
+  }
+  return quickjsFiles
+}
 
-/**
- * One interpreter: a WebAssembly instance, a runtime with its limits, a
- * context with the helpers installed.
- */
-class Interpreter {
-  readonly budget: Budget
-  private mode: "idle" | "async" | "sync" | "job" = "idle"
-  private hostAbort: AbortController | undefined
-  private ctl!: QuickJSHandle
-  private fns!: {
-    begin: QuickJSHandle
-    echo: QuickJSHandle
-    end: QuickJSHandle
-    describe: QuickJSHandle
-    getVar: QuickJSHandle
-    listVars: QuickJSHandle
-  }
-  private hostRuntime: Runtime.Runtime<never> = Runtime.defaultRuntime
-  broken = false
+// ---------------------------------------------------------------------------
+// Messages from the child, decoded with caps.
 
-  private constructor(
-    readonly module: QuickJSAsyncWASMModule,
-    readonly runtime: QuickJSAsyncRuntime,
-    readonly context: QuickJSAsyncContext,
-    private readonly open: Sandbox.OpenOptions,
-    private readonly settings: { readonly memoryBytes: number; readonly outputLimit: number }
-  ) {
-    this.budget = {
-      active: false,
-      used: 0,
-      since: 0,
-      limitMs: Duration.toMillis(Duration.decode(open.execTimeout ?? DEFAULT_EXEC_TIMEOUT)),
-      tripped: false,
-      aborted: false
-    }
-  }
+interface Caps {
+  readonly outputLimit: number
+  readonly maxAnswerChars: number
+  readonly maxPromptChars: number
+  readonly maxLineBytes: number
+}
 
-  static async create(open: Sandbox.OpenOptions, options: Options): Promise<Interpreter> {
-    const memoryBytes = Math.round((options.memoryMb ?? DEFAULT_MEMORY_MB) * 1024 * 1024)
-    const module = await newModule(memoryBytes)
-    const runtime = module.newRuntime()
-    const interp = new Interpreter(module, runtime, runtime.newContext(), open, {
-      memoryBytes,
-      outputLimit: Math.max(0, Math.floor(open.outputLimit ?? Sandbox.DEFAULT_OUTPUT_LIMIT))
-    })
-    try {
-      runtime.setMemoryLimit(Math.min(memoryBytes, 2 ** 31 - 1))
-      runtime.setMaxStackSize(options.maxStackSizeBytes ?? DEFAULT_MAX_STACK)
-      runtime.setInterruptHandler(() => interp.shouldInterrupt())
-      interp.install()
-      return interp
-    } catch (e) {
-      interp.dispose()
-      throw e
-    }
-  }
+const capped = (max: number) => Schema.String.pipe(Schema.maxLength(max))
+const Count = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 
-  private get internals(): ContextInternals {
-    return this.context as unknown as ContextInternals
-  }
-
-  shouldInterrupt(): boolean {
-    const b = this.budget
-    if (b.aborted) return true
-    if (!b.active) return false
-    if (b.used + (performance.now() - b.since) > b.limitMs) {
-      b.tripped = true
-      return true
-    }
-    return false
-  }
-
-  private startBudget() {
-    const b = this.budget
-    b.active = true
-    b.used = 0
-    b.since = performance.now()
-    b.tripped = false
-  }
-  private pauseBudget() {
-    const b = this.budget
-    if (b.active) {
-      b.used += performance.now() - b.since
-      b.active = false
-    }
-  }
-  private resumeBudget() {
-    this.budget.since = performance.now()
-    this.budget.active = true
-  }
-
-  /** A guest string built in C from UTF-8 bytes (the library's own path encodes char by char in JS). */
-  private newLargeString(text: string): QuickJSHandle {
-    const ctx = this.context
-    if (text.includes("\u0000")) {
-      // The C entry point takes a NUL-terminated string: load the pieces and join them inside.
-      const parts = text.split("\u0000")
-      const array = ctx.newArray()
-      try {
-        parts.forEach((part, i) => {
-          const h = this.newLargeString(part)
-          ctx.setProp(array, i, h)
-          h.dispose()
+const schemas = (caps: Caps) => {
+  const Prompt = capped(caps.maxPromptChars)
+  return {
+    Envelope: Schema.Struct({
+      t: Schema.Literal("ready", "failed", "result", "call", "crashed"),
+      id: Schema.optional(Schema.Number),
+      message: Schema.optional(capped(1000))
+    }),
+    Call: Schema.Union(
+      Schema.Struct({
+        t: Schema.Literal("call"),
+        id: Schema.Number,
+        kind: Schema.Literal("llm", "rlm"),
+        prompt: Prompt
+      }),
+      Schema.Struct({
+        t: Schema.Literal("call"),
+        id: Schema.Number,
+        kind: Schema.Literal("llm_batched", "rlm_batched"),
+        prompts: Schema.Array(Prompt)
+      })
+    ),
+    Exec: Schema.Struct({
+      t: Schema.Literal("result"),
+      id: Schema.Number,
+      stdout: Schema.String,
+      stdoutOmitted: Count,
+      stderr: Schema.String,
+      stderrOmitted: Count,
+      error: Schema.optional(Schema.String),
+      final: Schema.optional(
+        Schema.Struct({
+          source: Schema.Literal("FINAL", "FINAL_VAR"),
+          name: Schema.optional(capped(MAX_NAME_CHARS)),
+          value: capped(caps.maxAnswerChars)
         })
-        const join = ctx.unwrapResult(ctx.evalCode(`(function (a) { return a.join("\\u0000") })`))
-        try {
-          return ctx.unwrapResult(ctx.callFunction(join, ctx.undefined, array))
-        } finally {
-          join.dispose()
-        }
-      } finally {
-        array.dispose()
-      }
-    }
-    const internals = this.internals
-    if (typeof internals.ffi?.QTS_NewString !== "function" || typeof internals.module?._malloc !== "function") {
-      return ctx.newString(text)
-    }
-    const capacity = Buffer.byteLength(text, "utf8") + 1
-    const ptr = internals.module._malloc(capacity)
-    if (ptr === 0) throw new RangeError(`out of memory loading a string of ${text.length} characters`)
-    try {
-      const heap = internals.module.HEAPU8
-      const { written } = new TextEncoder().encodeInto(text, heap.subarray(ptr, ptr + capacity - 1))
-      internals.module.HEAPU8[ptr + written] = 0
-      const valuePtr = internals.ffi.QTS_NewString(internals.ctx.value, ptr)
-      return internals.memory.heapValueHandle(valuePtr)
-    } finally {
-      internals.module._free(ptr)
-    }
-  }
-
-  private install() {
-    const ctx = this.context
-    const text = this.open.context.text
-    const documents = this.open.context.documents
-
-    const query = ctx.newAsyncifiedFunction("query", (kindHandle, payloadHandle) => {
-      const kind = ctx.getString(kindHandle)
-      const payload = ctx.getString(payloadHandle)
-      if (this.mode !== "async") {
-        // Not under an asyncify-aware entry point (a getter or toString run by the
-        // REPL itself): answer at once instead of suspending.
-        const name = kind.startsWith("llm") ? "llm_query" : "rlm_query"
-        const message =
-          this.mode === "job"
-            ? `${name} cannot run inside a promise job (after an await, or in a .then callback): it is synchronous in this REPL. Call it directly (const a = ${name}(p)); for parallel calls use ${name}_batched([...]).`
-            : `${name} can only be called from the code of a block, not from a getter or toString run by the REPL`
-        return {
-          error: ctx.newError({ name: "Error", message })
-        } as unknown as Promise<QuickJSHandle>
-      }
-      return this.callHost(kind, payload).then(
-        (reply) => ctx.newString(reply),
-        (message: string) => ({ error: ctx.newError({ name: "Error", message }) })
+      )
+    }),
+    GetVar: Schema.Struct({ t: Schema.Literal("result"), id: Schema.Number, value: Schema.NullOr(Schema.String) }),
+    ListVars: Schema.Struct({
+      t: Schema.Literal("result"),
+      id: Schema.Number,
+      vars: Schema.Array(Schema.Struct({ name: capped(MAX_NAME_CHARS), type: capped(MAX_NAME_CHARS) })).pipe(
+        Schema.maxItems(MAX_VARS)
       )
     })
-    const find = ctx.newFunction("find", (needleHandle, startHandle) => {
-      const needle = ctx.getString(needleHandle)
-      const start = ctx.getNumber(startHandle)
-      // The guest array costs ~16 bytes per hit: stop before building a result
-      // that could not fit under the memory cap anyway.
-      const maxHits = Math.floor(this.settings.memoryBytes / 24)
-      const hits: Array<number> = []
-      if (needle.length > 0) {
-        let i = text.indexOf(needle, Number.isFinite(start) ? Math.max(0, start) : 0)
-        while (i !== -1) {
-          if (hits.length >= maxHits) {
-            return {
-              error: ctx.newError({
-                name: "RangeError",
-                message: `find: more than ${maxHits} matches would not fit in the sandbox memory limit; search a longer needle or a slice of P`
-              })
-            }
-          }
-          hits.push(i)
-          i = text.indexOf(needle, i + 1)
-        }
-      }
-      return ctx.newArrayBuffer(new Float64Array(hits).buffer)
-    })
-    const raw = ctx.newObject()
-    ctx.setProp(raw, "query", query)
-    ctx.setProp(raw, "find", find)
-    query.dispose()
-    find.dispose()
+  }
+}
 
-    const handles: Array<QuickJSHandle> = [raw]
-    try {
-      const p = this.newLargeString(text)
-      handles.push(p)
-      let docs: QuickJSHandle = ctx.undefined
-      if (documents !== undefined) {
-        docs = ctx.newArray()
-        handles.push(docs)
-        documents.forEach((doc, i) => {
-          const h = this.newLargeString(doc)
-          ctx.setProp(docs, i, h)
-          h.dispose()
-        })
-      }
-      const limit = ctx.newNumber(this.settings.outputLimit)
-      handles.push(limit)
-      const installer = ctx.unwrapResult(ctx.evalCode(PRELUDE, "<prelude>", { type: "global", strict: true }))
-      handles.push(installer)
-      this.ctl = ctx.unwrapResult(ctx.callFunction(installer, ctx.undefined, p, docs, raw, limit))
-      const fn = (name: string) => ctx.getProp(this.ctl, name)
-      this.fns = {
-        begin: fn("begin"),
-        echo: fn("echo"),
-        end: fn("end"),
-        describe: fn("describe"),
-        getVar: fn("getVar"),
-        listVars: fn("listVars")
-      }
-    } finally {
-      for (const h of handles) if (h.alive) h.dispose()
-    }
+/** A decode failure as one short line (a refinement's message may quote the whole offending value). */
+const describeIssue = (error: ParseResult.ParseError): string => {
+  const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+  const first = issues[0]
+  if (first === undefined) return "malformed message"
+  const at = first.path.length === 0 ? "" : ` at ${first.path.map(String).join(".")}`
+  const text = first.message.length > 200 ? `${first.message.slice(0, 200)}...` : first.message
+  return `${text}${at}`
+}
+
+const decode = <A, I>(schema: Schema.Schema<A, I>, value: unknown): Either.Either<A, string> =>
+  Either.mapLeft(Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })(value), describeIssue)
+
+// ---------------------------------------------------------------------------
+// One child process.
+
+/** A message that could not be read: the child is killed, the request gets this. */
+interface Fault {
+  readonly fault: string
+}
+
+type Answer = Record<string, unknown> | Fault | Sandbox.SandboxError
+
+interface HostCall {
+  readonly id: number
+  readonly kind: "llm" | "rlm" | "llm_batched" | "rlm_batched"
+  readonly prompt?: string
+  readonly prompts?: ReadonlyArray<string>
+}
+
+interface JsProcess {
+  readonly isAlive: () => boolean
+  readonly deathReason: () => Sandbox.SandboxError | undefined
+  readonly nextId: () => number
+  readonly request: (
+    message: Record<string, unknown>
+  ) => Effect.Effect<Record<string, unknown> | Fault, Sandbox.SandboxError>
+  readonly reply: (ok: boolean, value: string) => void
+  onCall: ((call: HostCall | { readonly id: number; readonly invalid: string }) => void) | undefined
+  readonly kill: (reason?: Sandbox.SandboxError) => void
+  readonly terminate: (reason?: Sandbox.SandboxError) => Effect.Effect<void>
+  readonly ready: Effect.Effect<void, Sandbox.SandboxError>
+}
+
+const crashed = (detail: string) =>
+  new Sandbox.SandboxError({
+    reason: "Crashed",
+    message: `The JavaScript interpreter crashed (${detail}); the next block runs in a fresh interpreter (restarted with P and context reloaded), but all variables from earlier blocks were lost.`,
+    stateLost: true
+  })
+
+const outOfMemory = (detail: string) =>
+  new Sandbox.SandboxError({
+    reason: "MemoryExceeded",
+    message: `The JavaScript interpreter process ran out of memory and was stopped (${detail}); the next block runs in a fresh interpreter (restarted with P and context reloaded), but all variables from earlier blocks were lost.`,
+    stateLost: true
+  })
+
+interface Settings {
+  readonly wall: Wall
+  readonly nodePath: string
+  readonly script: string
+  readonly memoryMb: number
+  readonly maxStack: number
+  readonly startTimeout: Duration.Duration
+}
+
+const spawnChild = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps, contextBytes: ReadonlyArray<number>) => {
+  const files = resolveQuickjs()
+  const runtime = runtimeDir()
+  const scriptDir = path.dirname(settings.script)
+  const readable = [...new Set([runtime, scriptDir, ...files.folders])]
+  const total = contextBytes.reduce((a, b) => a + b, 0)
+  // The child's own heap holds the context as strings (UTF-16 at worst) and the find results.
+  const heapMb = 256 + 3 * Math.ceil(total / MIB)
+  const memoryBytes = Math.round((settings.memoryMb + heapMb + 256) * MIB + total)
+  const args = [
+    "--disallow-code-generation-from-strings",
+    "--experimental-permission",
+    ...readable.map((dir) => `--allow-fs-read=${dir}${path.sep}*`),
+    "--no-warnings",
+    // QuickJS's frames use the native stack too: V8's optimized WebAssembly
+    // code used ~30 KB of it per nested JS call (a native overflow past ~35
+    // calls, before QuickJS's own check); baseline code only, compiled eagerly.
+    "--liftoff",
+    "--no-wasm-tier-up",
+    "--no-wasm-dynamic-tiering",
+    "--no-wasm-lazy-compilation",
+    `--max-old-space-size=${heapMb}`,
+    settings.script,
+    JSON.stringify({
+      quickjsCore: files.core,
+      quickjsVariant: files.variant,
+      quickjsWasm: files.wasm,
+      memoryBytes: Math.round(settings.memoryMb * MIB),
+      maxStackSizeBytes: settings.maxStack,
+      heapMb,
+      outputLimit: caps.outputLimit,
+      maxAnswerChars: caps.maxAnswerChars,
+      maxPromptChars: caps.maxPromptChars,
+      textBytes: contextBytes[0] ?? 0,
+      ...(open.context.documents !== undefined ? { docBytes: contextBytes.slice(1) } : {})
+    })
+  ]
+  const wrapped = settings.wall.wrap({ command: settings.nodePath, args, readable, cwd: runtime, memoryBytes })
+  return spawn(wrapped.command, [...wrapped.args], {
+    env: {},
+    cwd: runtime,
+    stdio: ["pipe", "pipe", "pipe"],
+    windowsHide: true
+  })
+}
+
+const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsProcess => {
+  const texts = [open.context.text, ...(open.context.documents ?? [])]
+  const contextBytes = texts.map((text) => Buffer.byteLength(text, "utf8"))
+  const child: ChildProcess = spawnChild(settings, open, caps, contextBytes)
+  const decoders = schemas(caps)
+  const pending = new Map<number, (answer: Answer) => void>()
+  let nextId = 1
+  let ready = false
+  let readyWaiter: ((error: Sandbox.SandboxError | undefined) => void) | undefined
+  let death: Sandbox.SandboxError | undefined
+  let crashMessage: string | undefined
+  let failedMessage: string | undefined
+  let stderrTail = ""
+  let sawOutOfMemory = false
+  let exited = false
+  const exitWaiters = new Set<() => void>()
+
+  child.stderr?.on("data", (chunk: Buffer) => {
+    const text = chunk.toString("utf8")
+    if (/OUT_OF_MEMORY|out of memory/i.test(text)) sawOutOfMemory = true
+    stderrTail = (stderrTail + text).slice(-2000)
+  })
+  child.stdin?.on("error", () => {})
+  child.stdout?.on("error", () => {})
+
+  const die = (error: Sandbox.SandboxError) => {
+    if (death === undefined) death = error
+    for (const callback of pending.values()) callback(death)
+    pending.clear()
+    readyWaiter?.(death)
+    readyWaiter = undefined
   }
 
-  private callHost(kind: string, payload: string): Promise<string> {
-    const host = this.open.host
-    const effect: Effect.Effect<string, Sandbox.HostCallError> = (() => {
-      switch (kind) {
-        case "llm":
-        case "rlm": {
-          let prompt: unknown
-          try {
-            prompt = JSON.parse(payload)
-          } catch {
-            prompt = undefined
-          }
-          if (typeof prompt !== "string") {
-            return Effect.fail(new Sandbox.HostCallError({ message: "query: the prompt must be a string" }))
-          }
-          const call = kind === "llm" ? host.llmQuery(prompt) : host.rlmQuery(prompt)
-          return Effect.map(call, (reply) => JSON.stringify(String(reply)))
+  /** The child sent something unreadable: it no longer follows the protocol, so it is stopped. */
+  const fault = (detail: string) => {
+    const message = `the interpreter sent ${detail}`
+    for (const callback of pending.values()) callback({ fault: message })
+    pending.clear()
+    handle.kill(crashed(message))
+  }
+
+  const onMessage = (raw: Record<string, unknown>) => {
+    const envelope = decode(decoders.Envelope, raw)
+    if (Either.isLeft(envelope)) return fault(`a malformed message (${envelope.left})`)
+    const message = envelope.right
+    switch (message.t) {
+      case "ready": {
+        ready = true
+        readyWaiter?.(undefined)
+        readyWaiter = undefined
+        return
+      }
+      case "failed": {
+        failedMessage = message.message ?? "no reason given"
+        return
+      }
+      case "crashed": {
+        crashMessage = message.message ?? "no reason given"
+        return
+      }
+      case "result": {
+        const id = message.id
+        const callback = id === undefined ? undefined : pending.get(id)
+        if (callback === undefined) {
+          // The answer to a request the caller gave up on (an interrupted getVar): dropped.
+          if (id !== undefined && Number.isInteger(id) && id > 0 && id < nextId) return
+          return fault("a result for no request")
         }
-        case "llm_batched":
-        case "rlm_batched": {
-          let prompts: Array<string>
-          try {
-            const parsed: unknown = JSON.parse(payload)
-            if (!Array.isArray(parsed) || !parsed.every((p) => typeof p === "string")) throw new Error()
-            prompts = parsed
-          } catch {
-            return Effect.fail(new Sandbox.HostCallError({ message: "batched query: prompts must be strings" }))
-          }
-          const call = kind === "llm_batched" ? host.llmQueryBatched(prompts) : host.rlmQueryBatched(prompts)
-          return call.pipe(
-            Effect.flatMap((replies) =>
-              replies.length === prompts.length
-                ? Effect.succeed(JSON.stringify(replies.map(String)))
-                : Effect.fail(
-                    new Sandbox.HostCallError({
-                      message: `batched query: host returned ${replies.length} replies for ${prompts.length} prompts`
-                    })
-                  )
+        pending.delete(id as number)
+        callback(raw)
+        return
+      }
+      case "call": {
+        const call = decode(decoders.Call, raw)
+        if (handle.onCall === undefined) {
+          handle.reply(false, "no block is running")
+          return
+        }
+        if (Either.isLeft(call)) {
+          handle.onCall({ id: typeof raw.id === "number" ? raw.id : -1, invalid: call.left })
+          return
+        }
+        handle.onCall(call.right)
+        return
+      }
+    }
+  }
+  if (child.stdout) {
+    onJsonLines(child.stdout, onMessage, {
+      maxLineBytes: caps.maxLineBytes,
+      onOversize: (bytes) => fault(`a message of ${bytes} bytes, over the limit of ${caps.maxLineBytes}`),
+      onMalformed: () => fault("a line that is not a JSON object")
+    })
+  }
+  child.on("error", (error) =>
+    die(
+      ready
+        ? crashed(`process error: ${error.message}`)
+        : new Sandbox.SandboxError({
+            reason: "StartFailed",
+            message: `Could not start the JavaScript sandbox process: ${error.message}`
+          })
+    )
+  )
+  // Why it died is decided once its output is read to the end ("close").
+  let exitStatus: string | undefined
+  const classify = () => {
+    if (exitStatus === undefined || death !== undefined) return
+    const detail = crashMessage ?? failedMessage ?? `${exitStatus}${stderrTail ? `: ${stderrTail.trim()}` : ""}`
+    const oom = sawOutOfMemory || /OUT_OF_MEMORY|out of memory/i.test(detail)
+    if (!ready) {
+      die(
+        new Sandbox.SandboxError({
+          reason: oom ? "MemoryExceeded" : "StartFailed",
+          message: `Could not start the JavaScript REPL: ${detail.slice(-1000)}`
+        })
+      )
+    } else {
+      die(oom ? outOfMemory(detail.slice(-1000)) : crashed(detail.slice(-1000)))
+    }
+  }
+  child.on("exit", (code, signal) => {
+    exited = true
+    for (const waiter of exitWaiters) waiter()
+    exitWaiters.clear()
+    exitStatus = `the process exited: code ${code}, signal ${signal}`
+    setTimeout(classify, 250).unref()
+  })
+  child.on("close", () => classify())
+
+  const write = (message: Record<string, unknown>) => {
+    if (death === undefined && child.stdin?.writable === true) child.stdin.write(`${JSON.stringify(message)}\n`)
+  }
+
+  /** The processes under the spawned one, SIGKILLed with it (see `killTree`). */
+  const killedBelow: Array<number> = []
+  const handle: JsProcess = {
+    onCall: undefined,
+    isAlive: () => death === undefined,
+    deathReason: () => death,
+    nextId: () => nextId++,
+    request: (message) =>
+      Effect.async<Record<string, unknown> | Fault, Sandbox.SandboxError>((resume) => {
+        if (death !== undefined) return resume(Effect.fail(death))
+        const id = message.id as number
+        pending.set(id, (answer) =>
+          resume(answer instanceof Sandbox.SandboxError ? Effect.fail(answer) : Effect.succeed(answer))
+        )
+        write(message)
+        return Effect.sync(() => {
+          pending.delete(id)
+        })
+      }),
+    reply: (ok, value) => write({ t: "reply", ok, value }),
+    kill: (reason) => {
+      if (death === undefined && reason !== undefined) die(reason)
+      if (child.exitCode === null && child.signalCode === null) killedBelow.push(...killTree(child))
+    },
+    terminate: (reason) =>
+      Effect.suspend(() => {
+        handle.kill(reason)
+        const exit = exited
+          ? Effect.void
+          : Effect.async<void>((resume) => {
+              if (exited) return resume(Effect.void)
+              const waiter = () => resume(Effect.void)
+              exitWaiters.add(waiter)
+              return Effect.sync(() => {
+                exitWaiters.delete(waiter)
+              })
+            }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
+        // And what ran under the spawned process (the interpreter, under an OS wall's launcher).
+        return Effect.zipRight(
+          exit,
+          Effect.suspend(() => awaitStopped(killedBelow, Duration.toMillis(EXIT_WAIT)))
+        )
+      }),
+    ready: Effect.async<void, Sandbox.SandboxError>((resume) => {
+      if (death !== undefined) return resume(Effect.fail(death))
+      if (ready) return resume(Effect.void)
+      readyWaiter = (error) => resume(error === undefined ? Effect.void : Effect.fail(error))
+      return Effect.sync(() => {
+        readyWaiter = undefined
+      })
+    })
+  }
+  // The context's bytes first on stdin (the child knows their lengths), then lines.
+  if (child.stdin) Effect.runFork(writeUtf8(child.stdin, texts, () => death !== undefined))
+  return handle
+}
+
+/** Spawn a child in the current scope (killed when it closes) and wait until it has loaded the context. */
+const spawnReady = (
+  settings: Settings,
+  open: Sandbox.OpenOptions,
+  caps: Caps
+): Effect.Effect<JsProcess, Sandbox.SandboxError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => start(settings, open, caps),
+      catch: (cause) =>
+        new Sandbox.SandboxError({
+          reason: "StartFailed",
+          message: `Could not start the JavaScript sandbox process: ${errorMessage(cause)}`
+        })
+    }),
+    (proc) => proc.terminate()
+  ).pipe(
+    Effect.tap((proc) =>
+      proc.ready.pipe(
+        Effect.timeoutFail({
+          duration: settings.startTimeout,
+          onTimeout: () =>
+            new Sandbox.SandboxError({
+              reason: "StartFailed",
+              message: `The JavaScript sandbox did not start within ${Duration.format(settings.startTimeout)}.`
+            })
+        }),
+        // One that did not start is killed now, not when the session closes.
+        Effect.tapError(() => proc.terminate())
+      )
+    )
+  )
+
+// ---------------------------------------------------------------------------
+// A session.
+
+const cut = (text: string, omitted: number, limit: number) => {
+  const kept = text.length > limit ? text.slice(0, limit) : text
+  const more = omitted + (text.length - kept.length)
+  return more > 0 ? { text: kept + Output.truncationMarker(more), truncated: true } : { text: kept, truncated: false }
+}
+
+const hostReply = (call: HostCall, host: Sandbox.HostFunctions): Effect.Effect<string, Sandbox.HostCallError> => {
+  switch (call.kind) {
+    case "llm":
+    case "rlm": {
+      const prompt = call.prompt ?? ""
+      const run = call.kind === "llm" ? host.llmQuery(prompt) : host.rlmQuery(prompt)
+      return Effect.map(run, (reply) => JSON.stringify(String(reply)))
+    }
+    case "llm_batched":
+    case "rlm_batched": {
+      const prompts = call.prompts ?? []
+      const run = call.kind === "llm_batched" ? host.llmQueryBatched(prompts) : host.rlmQueryBatched(prompts)
+      return Effect.flatMap(run, (replies) =>
+        replies.length === prompts.length
+          ? Effect.succeed(JSON.stringify(replies.map(String)))
+          : Effect.fail(
+              new Sandbox.HostCallError({
+                message: `batched query: host returned ${replies.length} replies for ${prompts.length} prompts`
+              })
+            )
+      )
+    }
+  }
+}
+
+const faultText = (detail: string) =>
+  `SandboxError: ${detail}; the interpreter was stopped and replaced. All REPL variables were lost; P, context and the helpers are back.`
+
+const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout: Duration.Duration, graceMs: number) =>
+  Effect.gen(function* () {
+    const caps: Caps = {
+      outputLimit: Math.max(0, Math.floor(open.outputLimit ?? Sandbox.DEFAULT_OUTPUT_LIMIT)),
+      maxAnswerChars: Math.max(0, Math.floor(open.maxAnswerChars ?? Sandbox.DEFAULT_MAX_ANSWER_CHARS)),
+      maxPromptChars: Math.max(0, Math.floor(open.maxPromptChars ?? Sandbox.DEFAULT_MAX_PROMPT_CHARS)),
+      maxLineBytes: Math.max(1, Math.floor(open.maxLineBytes ?? Sandbox.DEFAULT_MAX_LINE_BYTES))
+    }
+    const decoders = schemas(caps)
+    const timeoutMs = Duration.toMillis(execTimeout)
+    const lock = yield* Effect.makeSemaphore(1)
+    const runHost = yield* FiberSet.makeRuntime<never>()
+    const scope = yield* Effect.scope
+    let closed = false
+    let current = yield* spawnReady(settings, open, caps)
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+      })
+    )
+    // The dead process whose death the caller has been told of (see pythonRepl.ts).
+    let reported: JsProcess | undefined
+    const noteDeath =
+      (proc: JsProcess) =>
+      <A, E, R>(request: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+        Effect.tapError(request, () =>
+          Effect.sync(() => {
+            if (!proc.isAlive()) reported = proc
+          })
+        )
+    const alive: Effect.Effect<JsProcess, Sandbox.SandboxError> = Effect.suspend(() => {
+      if (closed) {
+        return Effect.fail(new Sandbox.SandboxError({ reason: "Closed", message: "the JavaScript REPL is closed" }))
+      }
+      if (current.isAlive()) return Effect.succeed(current)
+      if (reported !== current) {
+        reported = current
+        const reason = current.deathReason()
+        if (reason !== undefined) return Effect.fail(reason)
+      }
+      return spawnReady(settings, open, caps).pipe(
+        Effect.tap((proc) =>
+          Effect.sync(() => {
+            current = proc
+          })
+        ),
+        Scope.extend(scope)
+      )
+    })
+
+    const deadline = (proc: JsProcess, message: string) =>
+      new Watchdog({
+        limitMs: timeoutMs,
+        graceMs,
+        kill: () => proc.kill(new Sandbox.SandboxError({ reason: "Timeout", message, stateLost: true }))
+      })
+
+    const runExec = (proc: JsProcess, code: string) =>
+      Effect.async<Record<string, unknown> | Fault, Sandbox.SandboxError>((resume) => {
+        const id = proc.nextId()
+        let finished = false
+        const watchdog = deadline(
+          proc,
+          `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
+        )
+        // The interpreter waits on one host call at a time; more at once is not the child's protocol.
+        let inFlight = false
+        proc.onCall = (call) => {
+          if (call.id !== id) return proc.reply(false, "stale host call")
+          if ("invalid" in call) return proc.reply(false, `host call refused: ${call.invalid}`)
+          if (inFlight) return proc.reply(false, "host call refused: another host call is still running")
+          if (watchdog.timedOut) return proc.reply(false, "the block exceeded its time limit")
+          inFlight = true
+          watchdog.pause()
+          runHost(
+            hostReply(call, open.host).pipe(
+              Effect.exit,
+              Effect.flatMap((exit) =>
+                Effect.sync(() => {
+                  if (Exit.isSuccess(exit)) proc.reply(true, exit.value)
+                  else {
+                    const failure = Cause.failureOption(exit.cause)
+                    const defect = Cause.dieOption(exit.cause)
+                    proc.reply(
+                      false,
+                      Option.isSome(failure)
+                        ? failure.value.message
+                        : Option.isSome(defect)
+                          ? `host call failed: ${errorMessage(defect.value)}`
+                          : "host call interrupted"
+                    )
+                  }
+                  inFlight = false
+                  watchdog.resume()
+                })
+              )
             )
           )
         }
-        default:
-          return Effect.fail(new Sandbox.HostCallError({ message: `unknown host function ${kind}` }))
-      }
-    })()
-    this.pauseBudget()
-    const abort = new AbortController()
-    this.hostAbort = abort
-    return Runtime.runPromiseExit(this.hostRuntime)(effect, { signal: abort.signal }).then((exit) => {
-      this.hostAbort = undefined
-      this.resumeBudget()
-      if (Exit.isSuccess(exit)) return exit.value
-      const failure = Cause.failureOption(exit.cause)
-      if (Option.isSome(failure)) throw failure.value.message
-      const defect = Cause.dieOption(exit.cause)
-      if (Option.isSome(defect)) throw `host call failed: ${errorMessage(defect.value)}`
-      throw "host call interrupted"
-    })
-  }
-
-  /** Abort the running block (the fiber running it was interrupted, or the scope closed). */
-  abort() {
-    this.budget.aborted = true
-    this.hostAbort?.abort()
-  }
-
-  private callSync(fn: QuickJSHandle, ...args: Array<QuickJSHandle>): QuickJSHandle | { error: string } {
-    const ctx = this.context
-    const result = ctx.callFunction(fn, ctx.undefined, ...args)
-    if (result.error) {
-      const text = this.describe(result.error)
-      result.error.dispose()
-      return { error: text }
-    }
-    return result.value
-  }
-
-  /**
-   * Format a thrown value inside the guest, under a fresh short budget (the
-   * value may have hostile getters); never falls back to code that could loop.
-   */
-  private describe(error: QuickJSHandle): string {
-    const ctx = this.context
-    const b = this.budget
-    const saved = { active: b.active, used: b.used, since: b.since, limitMs: b.limitMs, tripped: b.tripped }
-    b.active = true
-    b.used = 0
-    b.since = performance.now()
-    b.limitMs = Math.min(saved.limitMs, DESCRIBE_BUDGET_MS)
-    try {
-      const result = ctx.callFunction(this.fns.describe, ctx.undefined, error)
-      if (result.error) {
-        result.error.dispose()
-        return "Uncaught exception (its description could not be computed)"
-      }
-      const text = ctx.typeof(result.value) === "string" ? ctx.getString(result.value) : "Uncaught exception"
-      result.value.dispose()
-      return trimStack(text)
-    } catch {
-      return "Uncaught exception (its description could not be computed)"
-    } finally {
-      Object.assign(b, saved)
-      if (saved.active) b.since = performance.now()
-    }
-  }
-
-  /**
-   * Run pending promise jobs (async functions, `.then` callbacks) after the
-   * block. Host calls are refused inside jobs: suspending the interpreter in a
-   * job corrupted QuickJS's heap in testing. Past the time limit the interrupt
-   * handler stops each job, so a job chain that keeps re-queuing itself dies.
-   */
-  private drainJobs(): string | undefined {
-    let firstError: string | undefined
-    this.mode = "job"
-    try {
-      while (this.runtime.hasPendingJob()) {
-        const b = this.budget
-        if (b.aborted) break
-        if (b.used + (b.active ? performance.now() - b.since : 0) > b.limitMs + DRAIN_GRACE_MS) {
-          b.tripped = true
-          firstError ??= "InternalError: interrupted (promise jobs were still pending)"
-          break
+        const finish = () => {
+          finished = true
+          watchdog.stop()
+          proc.onCall = undefined
         }
-        const result = this.runtime.executePendingJobs(1)
-        if (result.error) {
-          firstError ??= this.describe(result.error)
-          result.error.dispose()
-        }
-      }
-    } finally {
-      this.mode = "async"
-    }
-    // An interrupted promise reaction becomes a rejected promise, not a job error.
-    if (firstError === undefined && this.budget.tripped) firstError = "InternalError: interrupted (in a promise job)"
-    return firstError
-  }
-
-  async exec(code: string, hostRuntime: Runtime.Runtime<never>): Promise<Sandbox.ExecResult> {
-    const ctx = this.context
-    const started = performance.now()
-    this.hostRuntime = hostRuntime
-    this.budget.aborted = false
-    let error: string | undefined
-    const begun = this.callSync(this.fns.begin)
-    if ("error" in begun) throw new InterpreterCrash(`REPL prelude failed: ${begun.error}`)
-    begun.dispose()
-
-    this.startBudget()
-    this.mode = "async"
-    let evalResult: Awaited<ReturnType<QuickJSAsyncContext["evalCodeAsync"]>> | undefined
-    try {
-      const rewritten = rewriteTopLevel(code)
-      evalResult = await ctx.evalCodeAsync(rewritten, "<repl>", { type: "global" })
-      if (evalResult.error && rewritten !== code && this.isSyntaxError(evalResult.error)) {
-        evalResult.error.dispose()
-        evalResult = await ctx.evalCodeAsync(code, "<repl>", { type: "global" })
-      }
-      const jobError = this.drainJobs()
-      if (jobError !== undefined) error = `Unhandled error in a promise job: ${jobError}`
-    } catch (e) {
-      this.broken = true
-      throw new InterpreterCrash(errorMessage(e), { cause: e })
-    } finally {
-      this.mode = "sync"
-    }
-    try {
-      if (evalResult.error) {
-        error = this.describe(evalResult.error)
-        evalResult.error.dispose()
-        if (/^SyntaxError/.test(error) && /\bawait\b/.test(code)) {
-          error +=
-            "\nHint: llm_query/rlm_query are synchronous here; call them without await (top-level await is not supported)."
-        }
-      } else {
-        let value = evalResult.value
-        const state = ctx.getPromiseState(value)
-        if (state.type === "fulfilled" && state.notAPromise === true) {
-          // not a promise: echo the value itself
-        } else {
-          value.dispose()
-          value = ctx.undefined
-          if (state.type === "fulfilled") value = state.value
-          else if (state.type === "rejected") {
-            error = `Uncaught (in promise) ${this.describe(state.error)}`
-            state.error.dispose()
+        const rewritten = rewriteTopLevel(code)
+        Effect.runCallback(
+          proc.request({ t: "exec", id, code, ...(rewritten !== code ? { rewritten } : {}), timeoutMs }),
+          {
+            onExit: (exit) => {
+              finish()
+              resume(exit)
+            }
           }
-        }
-        const echoed = this.callSync(this.fns.echo, value)
-        if (value.alive) value.dispose()
-        if ("error" in echoed) error = echoed.error
-        else echoed.dispose()
+        )
+        watchdog.start()
+        // Interrupted mid-block (the caller gave up): the interpreter's state is unknown, replace it.
+        return Effect.suspend(() => {
+          if (finished) return Effect.void
+          finish()
+          reported = proc
+          return proc.terminate(
+            new Sandbox.SandboxError({
+              reason: "Crashed",
+              message:
+                "The previous code block was interrupted by the host, so the interpreter was replaced; REPL variables were lost.",
+              stateLost: true
+            })
+          )
+        })
+      })
+
+    const toResult = (
+      raw: Record<string, unknown> | Fault,
+      proc: JsProcess,
+      durationMs: number
+    ): Sandbox.ExecResult => {
+      const failed = (detail: string) =>
+        new Sandbox.ExecResult({ stdout: "", stderr: "", error: detail, truncated: false, durationMs })
+      if ("fault" in raw) {
+        reported = proc
+        return failed(faultText(String(raw.fault)))
       }
-    } finally {
-      this.mode = "idle"
-      this.pauseBudget()
+      const decoded = decode(decoders.Exec, raw)
+      if (Either.isLeft(decoded)) {
+        return failed(`SandboxError: the interpreter's result was refused (${decoded.left}).`)
+      }
+      const r = decoded.right
+      const stdout = cut(r.stdout, r.stdoutOmitted, caps.outputLimit)
+      const stderr = cut(r.stderr, r.stderrOmitted, caps.outputLimit)
+      const error =
+        r.error === undefined
+          ? undefined
+          : r.error.length > MAX_ERROR_CHARS
+            ? r.error.slice(0, MAX_ERROR_CHARS) + Output.truncationMarker(r.error.length - MAX_ERROR_CHARS)
+            : r.error
+      return new Sandbox.ExecResult({
+        stdout: stdout.text,
+        stderr: stderr.text,
+        ...(error !== undefined ? { error } : {}),
+        truncated: stdout.truncated || stderr.truncated,
+        durationMs,
+        ...(r.final !== undefined
+          ? {
+              final: new Sandbox.FinalSignal({
+                source: r.final.source,
+                value: r.final.value,
+                ...(r.final.name !== undefined ? { name: r.final.name } : {})
+              })
+            }
+          : {})
+      })
     }
-    if (error !== undefined) error = this.explain(error)
-    const ended = this.callSync(this.fns.end)
-    if ("error" in ended) throw new InterpreterCrash(`REPL output collection failed: ${ended.error}`)
-    const drained = JSON.parse(ctx.getString(ended)) as Drained
-    ended.dispose()
-    const stdout =
-      drained.stdoutOmitted > 0 ? drained.stdout + Output.truncationMarker(drained.stdoutOmitted) : drained.stdout
-    const stderr =
-      drained.stderrOmitted > 0 ? drained.stderr + Output.truncationMarker(drained.stderrOmitted) : drained.stderr
-    return new Sandbox.ExecResult({
-      stdout,
-      stderr,
-      ...(error !== undefined ? { error } : {}),
-      truncated: drained.stdoutOmitted > 0 || drained.stderrOmitted > 0,
-      durationMs: performance.now() - started,
-      ...(drained.final !== null
-        ? {
-            final: new Sandbox.FinalSignal({
-              source: drained.final.source,
-              value: drained.final.value,
-              ...(drained.final.name !== undefined ? { name: drained.final.name } : {})
+
+    const exec = (code: string): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError> =>
+      lock.withPermits(1)(
+        Effect.gen(function* () {
+          const proc = yield* alive
+          const startedAt = performance.now()
+          const raw = yield* runExec(proc, code).pipe(noteDeath(proc))
+          return toResult(raw, proc, Math.max(performance.now() - startedAt, Number.MIN_VALUE))
+        })
+      )
+
+    // getVar/listVars run guest code too (a getter): the same limit as a block.
+    const query = <A, I>(message: Record<string, unknown>, schema: Schema.Schema<A, I>) =>
+      lock.withPermits(1)(
+        Effect.gen(function* () {
+          const proc = yield* alive
+          const id = proc.nextId()
+          const watchdog = deadline(
+            proc,
+            `Reading REPL variables ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
+          )
+          const raw = yield* Effect.acquireUseRelease(
+            Effect.sync(() => watchdog.start()),
+            () => proc.request({ ...message, id, timeoutMs }),
+            () => Effect.sync(() => watchdog.stop())
+          ).pipe(noteDeath(proc))
+          if ("fault" in raw) {
+            reported = proc
+            return yield* new Sandbox.SandboxError({ reason: "Protocol", message: faultText(String(raw.fault)) })
+          }
+          const decoded = decode(schema, raw)
+          if (Either.isLeft(decoded)) {
+            return yield* new Sandbox.SandboxError({
+              reason: "Protocol",
+              message: `the interpreter's answer was refused (${decoded.left})`
             })
           }
-        : {})
-    })
-  }
-
-  private isSyntaxError(error: QuickJSHandle): boolean {
-    const ctx = this.context
-    try {
-      const name = ctx.getProp(error, "name")
-      const s = ctx.typeof(name) === "string" ? ctx.getString(name) : ""
-      name.dispose()
-      return s === "SyntaxError"
-    } catch {
-      return false
-    }
-  }
-
-  private explain(error: string): string {
-    if (this.budget.aborted) return `${error}\nThe block was cancelled.`
-    if (this.budget.tripped && /interrupted/.test(error)) {
-      return `${error}\nTimeoutError: the block ran longer than ${Math.round(
-        this.budget.limitMs
-      )} ms of execution time (time waiting on llm_query/rlm_query is not counted) and was stopped. Variables assigned before the interruption are kept.`
-    }
-    if (/out of memory/.test(error)) {
-      return `${error}\nMemoryError: the block exceeded the sandbox memory limit of ${Math.round(
-        this.settings.memoryBytes / 1024 / 1024
-      )} MB and was stopped. Variables are kept; release large values (x = null) before retrying.`
-    }
-    if (/stack overflow/.test(error)) {
-      return `${error}\nRecursionError: maximum call depth exceeded; use a loop or an explicit stack.`
-    }
-    return error
-  }
-
-  /** Run a synchronous guest call under the time budget. */
-  private guarded<A>(f: () => A): A {
-    this.budget.aborted = false
-    this.startBudget()
-    this.mode = "sync"
-    try {
-      return f()
-    } finally {
-      this.mode = "idle"
-      this.pauseBudget()
-    }
-  }
-
-  getVar(name: string): Option.Option<string> {
-    const ctx = this.context
-    return this.guarded(() => {
-      const nameHandle = ctx.newString(name)
-      const result = this.callSync(this.fns.getVar, nameHandle)
-      nameHandle.dispose()
-      if ("error" in result) return Option.none()
-      const value = ctx.typeof(result) === "string" ? Option.some(ctx.getString(result)) : Option.none()
-      result.dispose()
-      return value
-    })
-  }
-
-  listVars(): ReadonlyArray<Sandbox.VarInfo> {
-    const ctx = this.context
-    return this.guarded(() => {
-      const result = this.callSync(this.fns.listVars)
-      if ("error" in result) return []
-      const vars = JSON.parse(ctx.getString(result)) as Array<Sandbox.VarInfo>
-      result.dispose()
-      return vars
-    })
-  }
-
-  dispose() {
-    if (this.broken) return // a trapped instance is not touched again; the GC frees its memory
-    try {
-      if (this.fns) for (const h of Object.values(this.fns)) if (h.alive) h.dispose()
-      if (this.ctl?.alive) this.ctl.dispose()
-      this.context.dispose()
-      this.runtime.dispose()
-    } catch {
-      // leaked handles inside a dying interpreter: nothing left to protect
-    }
-  }
-}
-
-const freshStack = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
-
-const trimStack = (text: string): string => {
-  const lines = text.split("\n")
-  const kept = lines.filter((line) => !/<prelude>/.test(line))
-  if (kept.length <= MAX_STACK_LINES + 1) return kept.join("\n").trimEnd()
-  return [...kept.slice(0, MAX_STACK_LINES + 1), `    ... ${kept.length - MAX_STACK_LINES - 1} more frames`].join("\n")
-}
-
-/**
- * A session: the current interpreter, replaced by a fresh one (state lost)
- * when it crashes. Operations run one at a time, even when a caller was
- * interrupted mid-block.
- */
-class Session {
-  private queue: Promise<unknown> = Promise.resolve()
-  private closed = false
-
-  constructor(
-    private interp: Interpreter,
-    private readonly open: Sandbox.OpenOptions,
-    private readonly options: Options
-  ) {}
-
-  private enqueue<A>(f: () => Promise<A>): Promise<A> {
-    const run = this.queue.then(async () => {
-      if (this.closed) throw new Sandbox.SandboxError({ reason: "Closed", message: "the JavaScript REPL is closed" })
-      // Start from a fresh host stack: QuickJS frames also live on the host's
-      // native stack, and a deep caller stack leaves less room for recursion.
-      await freshStack()
-      return f()
-    })
-    this.queue = run.catch(() => undefined)
-    return run
-  }
-
-  abort() {
-    this.interp.abort()
-  }
-
-  exec(code: string, hostRuntime: Runtime.Runtime<never>): Promise<Sandbox.ExecResult> {
-    return this.enqueue(async () => {
-      try {
-        return await this.interp.exec(code, hostRuntime)
-      } catch (e) {
-        const message = errorMessage(e)
-        this.interp.broken = true
-        this.interp.dispose()
-        try {
-          this.interp = await Interpreter.create(this.open, this.options)
-        } catch (restart) {
-          this.closed = true
-          throw new Sandbox.SandboxError({
-            reason: "Crashed",
-            message: `The JavaScript interpreter crashed (${message}) and could not be restarted: ${errorMessage(restart)}`,
-            stateLost: true
-          })
-        }
-        throw new Sandbox.SandboxError({
-          reason: "Crashed",
-          message: `The JavaScript interpreter crashed (${message}); it was restarted with P/context reloaded, but all variables from earlier blocks were lost.`,
-          stateLost: true
+          return decoded.right
         })
-      }
-    })
-  }
+      )
 
-  getVar(name: string) {
-    return this.enqueue(async () => this.interp.getVar(name))
-  }
-
-  listVars() {
-    return this.enqueue(async () => this.interp.listVars())
-  }
-
-  async close() {
-    this.interp.abort()
-    await this.queue
-    this.closed = true
-    this.interp.dispose()
-  }
-}
-
-const toSandboxError = (reason: typeof Sandbox.SandboxErrorReason.Type) => (u: unknown) =>
-  u instanceof Sandbox.SandboxError ? u : new Sandbox.SandboxError({ reason, message: errorMessage(u) })
-
-const runSession = <A>(session: Session, f: () => Promise<A>): Effect.Effect<A, Sandbox.SandboxError> =>
-  Effect.async<A, Sandbox.SandboxError>((resume) => {
-    f().then(
-      (a) => resume(Effect.succeed(a)),
-      (e) => resume(Effect.fail(toSandboxError("Protocol")(e)))
-    )
-    return Effect.sync(() => session.abort())
-  })
-
-/** @internal */
-export const open = (options: Options) => (openOptions: Sandbox.OpenOptions) =>
-  Effect.gen(function* () {
-    const session = yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: async () => new Session(await Interpreter.create(openOptions, options), openOptions, options),
-        catch: (e) =>
-          new Sandbox.SandboxError({
-            reason: /out of memory/i.test(errorMessage(e)) ? "MemoryExceeded" : "StartFailed",
-            message: `Could not start the JavaScript REPL: ${errorMessage(e)}`
-          })
-      }),
-      (session) => Effect.promise(() => session.close())
-    )
     const repl: Sandbox.Repl = {
       language: "javascript",
-      exec: (code) =>
-        Effect.flatMap(Effect.runtime<never>(), (runtime) => runSession(session, () => session.exec(code, runtime))),
-      getVar: (name) => runSession(session, () => session.getVar(name)),
-      listVars: runSession(session, () => session.listVars())
+      exec,
+      getVar: (name) =>
+        Effect.map(query({ t: "getVar", name }, decoders.GetVar), (r) =>
+          r.value === null ? Option.none() : Option.some(r.value)
+        ),
+      listVars: Effect.map(query({ t: "listVars" }, decoders.ListVars), (r) =>
+        r.vars.map((v): Sandbox.VarInfo => ({ name: v.name, type: v.type }))
+      )
     }
     return repl
   })
 
 /** @internal */
-export const make = (options: Options = {}): Sandbox.Sandbox.Service => ({
-  language: "javascript",
-  isolation: "process",
-  open: (openOptions) =>
-    open(options)({
-      ...openOptions,
-      execTimeout: openOptions.execTimeout ?? options.execTimeout
-    })
-})
+export const make = (options: Options = {}): Effect.Effect<Sandbox.Sandbox.Service, Sandbox.SandboxError> =>
+  Effect.map(resolveWall(options.isolation ?? "auto"), (wall) => {
+    const settings: Settings = {
+      wall,
+      nodePath: options.nodePath ?? process.execPath,
+      script: options.childScript ?? path.join(runtimeDir(), "javascript-child.mjs"),
+      memoryMb: options.memoryMb ?? DEFAULT_MEMORY_MB,
+      maxStack: options.maxStackSizeBytes ?? DEFAULT_MAX_STACK,
+      startTimeout: Duration.decode(options.startTimeout ?? Duration.seconds(30))
+    }
+    const graceMs = Duration.toMillis(Duration.decode(options.gracePeriod ?? Duration.seconds(2)))
+    return {
+      language: "javascript",
+      isolation: wall.isolation,
+      open: (openOptions: Sandbox.OpenOptions) =>
+        makeSession(
+          settings,
+          openOptions,
+          Duration.decode(openOptions.execTimeout ?? options.execTimeout ?? DEFAULT_EXEC_TIMEOUT),
+          graceMs
+        )
+    }
+  })

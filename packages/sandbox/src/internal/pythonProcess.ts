@@ -30,7 +30,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import { DEFAULT_MAX_LINE_BYTES, SandboxError } from "../Sandbox.js"
-import { treePeakRssMb, type Wall } from "./isolation.js"
+import { awaitStopped, killTree, treePeakRssMb, type Wall } from "./isolation.js"
 import { onJsonLines } from "./jsonLines.js"
 import { type Call, ChildMessage, decode, HostCallKind } from "./pythonMessages.js"
 import { writeUtf8 } from "./utf8Stream.js"
@@ -443,6 +443,8 @@ const start = (
   })
   child.on("close", () => classify())
 
+  /** The processes under the spawned one, SIGKILLed with it (see `killTree`). */
+  const killedBelow: Array<number> = []
   const handle: PyProcess = {
     pid: child.pid ?? -1,
     onCall: undefined,
@@ -482,20 +484,26 @@ const start = (
     },
     kill: (reason) => {
       if (death === undefined && reason !== undefined) die(reason)
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+      if (child.exitCode === null && child.signalCode === null) killedBelow.push(...killTree(child))
     },
     terminate: (reason) =>
       Effect.suspend(() => {
         handle.kill(reason)
-        if (exited) return Effect.void
-        return Effect.async<void>((resume) => {
-          if (exited) return resume(Effect.void)
-          const waiter = () => resume(Effect.void)
-          exitWaiters.add(waiter)
-          return Effect.sync(() => {
-            exitWaiters.delete(waiter)
-          })
-        }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
+        const exit = exited
+          ? Effect.void
+          : Effect.async<void>((resume) => {
+              if (exited) return resume(Effect.void)
+              const waiter = () => resume(Effect.void)
+              exitWaiters.add(waiter)
+              return Effect.sync(() => {
+                exitWaiters.delete(waiter)
+              })
+            }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
+        // And what ran under the spawned process (the interpreter, under an OS wall's launcher).
+        return Effect.zipRight(
+          exit,
+          Effect.suspend(() => awaitStopped(killedBelow, Duration.toMillis(EXIT_WAIT)))
+        )
       }),
     peakRssMb: () => (child.pid === undefined ? undefined : treePeakRssMb(child.pid))
   }

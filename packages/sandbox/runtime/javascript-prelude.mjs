@@ -1,7 +1,8 @@
+// The guest side of the JavaScript REPL (plain JavaScript, read by
+// runtime/javascript-child.mjs), evaluated once per session inside QuickJS.
 /**
- * The guest side of the JavaScript REPL, evaluated once per session inside
- * QuickJS. It is a function expression called with the prompt, the documents,
- * the raw host functions and the output limit; it installs the helpers on the
+ * It is a function expression called with the prompt, the documents, the raw
+ * host functions, the output limit and the answer and prompt caps; it installs the helpers on the
  * global object as non-configurable accessors (read-only for model code) and
  * returns a control object the host uses between blocks. The raw host
  * functions stay in this closure; they never appear on the global object.
@@ -11,8 +12,7 @@
  * change what the helpers return.
  */
 
-/** @internal */
-export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
+export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, maxAnswerChars, maxPromptChars) {
   "use strict";
   const G = globalThis;
   const apply = Reflect.apply;
@@ -58,15 +58,18 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
   const hostFind = raw.find;
   const IDENT = /^[A-Za-z_$][\w$]*$/;
   const reTest = RegExp.prototype.test;
+  const hasOwn = Object.prototype.hasOwnProperty;
+  // Guest objects are read through own data properties (an inherited getter could loop).
+  const own = (o, k) => apply(hasOwn, o, [k]);
 
   const push = (array, value) => {
-    defineProperty(array, array.length, { value, writable: true, enumerable: true, configurable: true });
+    defineProperty(array, array.length, { __proto__: null, value, writable: true, enumerable: true, configurable: true });
   };
   const isIdent = (name) => apply(reTest, IDENT, [name]);
 
   // --- output capture: keep a prefix up to the limit, count the rest --------
   const limit = outputLimit;
-  const newStream = () => ({ parts: [], used: 0, omitted: 0 });
+  const newStream = () => ({ __proto__: null, parts: [], used: 0, omitted: 0 });
   let out = newStream();
   let err = newStream();
   const write = (stream, s) => {
@@ -99,7 +102,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
       const proto = getPrototypeOf(v);
       if (proto === null) return "object";
       const ctor = getOwnPropertyDescriptor(proto, "constructor");
-      const name = ctor && typeof ctor.value === "function" ? ctor.value.name : "";
+      const name = ctor && own(ctor, "value") && typeof ctor.value === "function" ? ctor.value.name : "";
       return typeof name === "string" && name !== "" && name !== "Object" ? name : "object";
     } catch (e) {
       return "object";
@@ -226,21 +229,35 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
     return result;
   };
   // Prompts and replies cross the bridge JSON-encoded (C strings would stop at a NUL).
-  const llm_query = function llm_query(prompt) { return jsonParse(hostQuery("llm", jsonStringify(StringC(prompt)))); };
-  const rlm_query = function rlm_query(prompt) { return jsonParse(hostQuery("rlm", jsonStringify(StringC(prompt)))); };
+  // The caps are checked here for a clear error; the child and the host check them again.
+  const promptString = (name, prompt) => {
+    const s = StringC(prompt);
+    if (s.length > maxPromptChars) {
+      throw new RangeErrorC(name + ": the prompt has " + s.length + " characters, more than the limit of " + maxPromptChars);
+    }
+    return s;
+  };
+  const llm_query = function llm_query(prompt) { return jsonParse(hostQuery("llm", jsonStringify(promptString("llm_query", prompt)))); };
+  const rlm_query = function rlm_query(prompt) { return jsonParse(hostQuery("rlm", jsonStringify(promptString("rlm_query", prompt)))); };
   const batched = (kind, name) => function (prompts) {
     if (!isArray(prompts)) throw new TypeErrorC(name + "(prompts): prompts must be an array of strings, got " + show(prompts));
     const list = [];
-    for (let i = 0; i < prompts.length; i++) push(list, StringC(prompts[i]));
+    for (let i = 0; i < prompts.length; i++) push(list, promptString(name, prompts[i]));
     return jsonParse(hostQuery(kind, jsonStringify(list)));
   };
   const llm_query_batched = batched("llm_batched", "llm_query_batched");
   const rlm_query_batched = batched("rlm_batched", "rlm_query_batched");
 
   let finalAnswer = undefined;
-  const answerString = (v) => typeof v === "string" ? v : show(v);
+  const answerString = (name, v) => {
+    const s = typeof v === "string" ? v : show(v);
+    if (s.length > maxAnswerChars) {
+      throw new RangeErrorC(name + ": the answer has " + s.length + " characters, more than the limit of " + maxAnswerChars + "; answer with a shorter value");
+    }
+    return s;
+  };
   const FINAL = function FINAL(value) {
-    finalAnswer = { source: "FINAL", value: answerString(value) };
+    finalAnswer = { __proto__: null, source: "FINAL", value: answerString("FINAL", value) };
   };
 
   // Reserved names, plus the other names the REPL defines, are not user variables.
@@ -251,14 +268,14 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
   hidden.print = true;
 
   const lookup = (name) => {
-    if (typeof name !== "string" || hidden[name] === true) return { found: false };
+    if (typeof name !== "string" || hidden[name] === true) return { __proto__: null, found: false };
     const d = getOwnPropertyDescriptor(G, name);
-    if (d !== undefined) return { found: true, value: "value" in d ? d.value : G[name] };
-    if (!isIdent(name)) return { found: false };
+    if (d !== undefined) return { __proto__: null, found: true, value: own(d, "value") ? d.value : G[name] };
+    if (!isIdent(name)) return { __proto__: null, found: false };
     try {
-      return { found: true, value: globalEval(name) };
+      return { __proto__: null, found: true, value: globalEval(name) };
     } catch (e) {
-      if (e instanceof ReferenceErrorC) return { found: false };
+      if (e instanceof ReferenceErrorC) return { __proto__: null, found: false };
       throw e;
     }
   };
@@ -266,7 +283,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
     if (typeof name !== "string") throw new TypeErrorC("FINAL_VAR(name): name must be a string (the variable's name), got " + show(name));
     const r = lookup(name);
     if (!r.found) throw new ReferenceErrorC("FINAL_VAR: variable '" + name + "' does not exist; define it first, e.g. const " + (isIdent(name) ? name : "answer") + " = ...");
-    finalAnswer = { source: "FINAL_VAR", name, value: answerString(r.value) };
+    finalAnswer = { __proto__: null, source: "FINAL_VAR", name, value: answerString("FINAL_VAR", r.value) };
   };
   const userVars = () => {
     const names = getOwnPropertyNames(G);
@@ -275,7 +292,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
       const name = names[i];
       if (hidden[name] === true) continue;
       const d = getOwnPropertyDescriptor(G, name);
-      push(result, { name, type: d && "value" in d ? typeName(d.value) : "accessor" });
+      push(result, { __proto__: null, name, type: d && own(d, "value") ? typeName(d.value) : "accessor" });
     }
     return result;
   };
@@ -304,6 +321,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
     if (typeof value === "function") freeze(value);
     hidden[name] = true;
     defineProperty(G, name, {
+      __proto__: null,
       get: freeze(function () { return value; }),
       set: freeze(function () {
         throw new TypeErrorC("'" + name + "' is reserved by the REPL and cannot be reassigned; use another name");
@@ -315,10 +333,10 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit) {
   const restoreGlobals = () => {
     // Fails only if model code froze the global object; then its own console stays.
     try {
-      defineProperty(G, "console", { value: consoleObject(), writable: true, enumerable: false, configurable: true });
+      defineProperty(G, "console", { __proto__: null, value: consoleObject(), writable: true, enumerable: false, configurable: true });
     } catch (e) {}
     try {
-      defineProperty(G, "print", { value: consoleObject().log, writable: true, enumerable: false, configurable: true });
+      defineProperty(G, "print", { __proto__: null, value: consoleObject().log, writable: true, enumerable: false, configurable: true });
     } catch (e) {}
   };
   restoreGlobals();
