@@ -543,12 +543,16 @@ try {
 // are emptied (node-wall.mjs): a JavaScript escape finds no socket API.
 {
   const { createRequire, syncBuiltinESMExports } = await import("node:module")
-  const { cutNodeNetwork } = await import("./node-wall.mjs")
+  const { cutNodeNetwork, lockIntrinsics } = await import("./node-wall.mjs")
   cutNodeNetwork(createRequire(import.meta.url), syncBuiltinESMExports, [
     process.channel,
     process.stdout?._handle,
     process.stderr?._handle
   ])
+  // And the intrinsics an escape would start from (Object.prototype,
+  // Function.prototype, Error and its prototype, Object, Reflect...) are
+  // frozen: nothing can be defined or replaced on them.
+  lockIntrinsics()
 }
 
 // --- Requests from the host. Anything other than a Python exception escaping
