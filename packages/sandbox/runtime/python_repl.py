@@ -557,50 +557,28 @@ def harden():
                 holder.cell_contents = _no_js
         bad = None
     # JavaScript objects Python could still find: the module objects of `js`
-    # and `pyodide_js` (unregistered, but Pyodide's import hook keeps them in
-    # its JsLoaders and their module specs), webloop's scheduleCallback,
-    # whatever a later Pyodide keeps. The bridge is no JavaScript function
-    # (_bridge_call), so none may stay: each is replaced where it is held, and
-    # harden fails (the interpreter does not start) if one is left.
+    # and `pyodide_js` (unregistered, but the import hook's JsLoaders keep
+    # them), webloop's scheduleCallback in its module, anything the import
+    # hook's finder still maps. The bridge is no JavaScript function
+    # (_bridge_call), so none stays: PythonWall.test.ts walks everything
+    # reachable from the gc and finds no JsProxy. (Only these holders: a walk
+    # of all the gc's objects here would cost 60-130 ms of every start.)
     proxy = getattr(_sys.modules.get("pyodide.ffi"), "JsProxy", None)
     if proxy is not None:
-        found = _js_objects(gc, proxy)
-        if found:
-            ids = {id(v) for v in found}
-            for holder in gc.get_referrers(*found):
-                if _type(holder) is dict:
-                    for key, value in list(holder.items()):
-                        if id(value) in ids:
-                            holder[key] = _no_js
-                elif _type(holder) is list:
-                    holder[:] = [_no_js if id(value) in ids else value for value in holder]
-                elif _type(holder) is _types.CellType and id(holder.cell_contents) in ids:
-                    holder.cell_contents = _no_js
-                else:
-                    # An instance whose attributes live in the object (a JsLoader).
-                    d = getattr(holder, "__dict__", None)
-                    if _type(d) is dict:
-                        for key, value in list(d.items()):
-                            if id(value) in ids:
-                                d[key] = _no_js
-            found = holder = d = None
-            if _js_objects(gc, proxy):
-                raise RuntimeError("a JavaScript object is still reachable from Python")
+        holders = [getattr(m, "__dict__", None) for m in list(_sys.modules.values())]
+        hook = _sys.modules.get("_pyodide._importhook")
+        loader = getattr(hook, "JsLoader", None)
+        if loader is not None:
+            holders += [getattr(o, "__dict__", None) for o in gc.get_referrers(loader) if _type(o) is loader]
+        holders.append(getattr(getattr(hook, "jsfinder", None), "jsproxies", None))
+        for d in holders:
+            if _type(d) is not dict:
+                continue
+            for key, value in list(d.items()):
+                if _isinstance(value, proxy):
+                    d[key] = _no_js
+        holders = d = value = None
     _restore()
-
-
-def _js_objects(gc, proxy):
-    """The JsProxies held by an object the gc tracks (or by a dict it holds)."""
-    found = {}
-    for o in gc.get_objects():
-        for v in o.values() if _type(o) is dict else gc.get_referents(o):
-            if _isinstance(v, proxy):
-                found[id(v)] = v
-            elif _type(v) is dict and not gc.is_tracked(v):
-                for w in v.values():
-                    if _isinstance(w, proxy):
-                        found[id(w)] = w
-    return list(found.values())
 
 
 def _clean_environment():
