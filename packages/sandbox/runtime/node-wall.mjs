@@ -171,3 +171,67 @@ export function cutNodeNetwork(require, syncBuiltinESMExports, handles) {
     syncBuiltinESMExports()
   } catch {}
 }
+
+/**
+ * The intrinsics a JavaScript escape would start from: the prototypes every
+ * object, function, array, error and promise inherits from, and the
+ * constructors that define properties (`Object.defineProperty` on
+ * `Object.prototype`: a getter every object then runs, `Error.prepareStackTrace`:
+ * a function Node calls with every stack).
+ */
+const intrinsics = () => {
+  const errors = [Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError, AggregateError]
+  return [
+    Object,
+    Object.prototype,
+    Function,
+    Function.prototype,
+    Array,
+    Array.prototype,
+    Promise,
+    Promise.prototype,
+    Reflect,
+    JSON,
+    ...errors,
+    ...errors.map((error) => error.prototype)
+  ]
+}
+
+/** Properties the child's own libraries assign at run time (Pyodide's PythonError sets Error.stackTraceLimit). */
+const assignable = new Map([[Error, new Set(["stackTraceLimit"])]])
+
+/**
+ * Freeze the intrinsics (`intrinsics` above), without the "override
+ * mistake": a writable data property becomes an accessor whose setter, on an
+ * object inheriting it (`error.name = ...`, `object.toString = ...`), defines
+ * an own property of that object as an assignment would, and on the
+ * intrinsic itself throws. Then no property of them can be added, deleted,
+ * redefined or assigned (but those in `assignable`, which stay plain
+ * writable data properties).
+ */
+export function lockIntrinsics() {
+  for (const object of intrinsics()) {
+    const keep = assignable.get(object)
+    for (const key of Reflect.ownKeys(object)) {
+      const d = Object.getOwnPropertyDescriptor(object, key)
+      if (d === undefined || !d.configurable) continue
+      if ("value" in d && d.writable && keep?.has(key) !== true) {
+        const value = d.value
+        Object.defineProperty(object, key, {
+          get() {
+            return value
+          },
+          set(next) {
+            if (this === object) throw new TypeError(`${String(key)} of a sandbox intrinsic cannot be changed`)
+            Object.defineProperty(this, key, { value: next, writable: true, enumerable: true, configurable: true })
+          },
+          enumerable: d.enumerable,
+          configurable: false
+        })
+      } else {
+        Object.defineProperty(object, key, { configurable: false })
+      }
+    }
+    Object.preventExtensions(object)
+  }
+}

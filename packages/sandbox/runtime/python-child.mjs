@@ -451,20 +451,71 @@ function readReply() {
 // Take the REPL module out of sys.modules (model code finds it only through
 // its helpers' globals, as before) and hand it the bridge.
 const setup = py.runPython(`import sys\nsys.modules.pop("_rlm_repl")`)
-// What Python holds of the bridge: a function with no prototype (so no
-// `.constructor`, `.call`, `__proto__`: nothing of the realm is reachable
-// from it) that never throws into Python (a thrown Error would hand Python
-// that Error object).
-const bridge = (kind, payload) => {
-  try {
-    return call(kind, payload)
-  } catch {
-    return "0the host call failed"
-  }
+// What Python holds of the bridge: nothing of JavaScript. A JsProxy of any
+// JavaScript value leads, through Pyodide's FFI, to the realm's constructors
+// (`.constructor`, `.new()`, the JsException a failed call raises: a JsProxy
+// of a TypeError, then Error, Object, Function), so the bridge is a character
+// device of the in-memory file system instead, /dev/host (`_bridge_call` in
+// python_repl.py). Python writes a request: a flag ("8" UTF-8, "6" UTF-16-LE
+// for strings with lone surrogates), the kind, a newline and the payload, in
+// one write; then it reads the reply: the same flag and the body's length in
+// 15 digits, then the body ("1"/"0" and the text of `call`). Nothing here
+// throws into the interpreter but an errno (a JavaScript error thrown from a
+// file system operation would end the interpreter), and nothing of JavaScript
+// reaches Python but bytes.
+const BRIDGE_PATH = "/dev/host"
+const EMPTY = Buffer.alloc(0)
+const decodeText = (flag, bytes, start) =>
+  flag === 0x38 ? bytes.toString("utf8", start) : flag === 0x36 ? bytes.toString("utf16le", start) : undefined
+const encodeReply = (text) => {
+  const wellFormed = text.isWellFormed()
+  const body = Buffer.from(text, wellFormed ? "utf8" : "utf16le")
+  const head = Buffer.from(`${wellFormed ? "8" : "6"}${String(body.length).padStart(15, "0")}`, "latin1")
+  return Buffer.concat([head, body])
 }
-Object.setPrototypeOf(bridge, null)
-Object.freeze(bridge)
-setup.install_bridge(bridge)
+const bridgeRequest = (bytes) => {
+  const newline = bytes.indexOf(10)
+  if (newline < 1) return "0invalid host call"
+  const payload = decodeText(bytes[0], bytes, newline + 1)
+  if (payload === undefined) return "0invalid host call"
+  return call(bytes.toString("latin1", 1, newline), payload)
+}
+{
+  const FS = wasm.FS
+  // A device number no other device uses (Emscripten's own start at 64).
+  const device = FS.makedev(211, 0)
+  FS.registerDevice(device, {
+    open(stream) {
+      stream.seekable = false
+      stream.reply = EMPTY
+      stream.replyAt = 0
+    },
+    close(stream) {
+      stream.reply = EMPTY
+    },
+    read(stream, heap, offset, length) {
+      const reply = stream.reply ?? EMPTY
+      const at = stream.replyAt ?? 0
+      const n = Math.max(0, Math.min(length, reply.length - at))
+      if (n > 0) new Uint8Array(heap.buffer, heap.byteOffset + offset, n).set(reply.subarray(at, at + n))
+      stream.replyAt = at + n
+      return n
+    },
+    write(stream, heap, offset, length) {
+      let reply
+      try {
+        reply = bridgeRequest(Buffer.from(heap.buffer, heap.byteOffset + offset, length))
+      } catch {
+        reply = "0the host call failed"
+      }
+      stream.reply = encodeReply(typeof reply === "string" ? reply : "0the host call failed")
+      stream.replyAt = 0
+      return length
+    }
+  })
+  FS.mkdev(BRIDGE_PATH, 0o600, device)
+}
+setup.install_bridge(BRIDGE_PATH)
 const execBlock = setup.exec_block
 const loadContext = setup.load_context
 const asciiSlot = setup.ascii_slot
@@ -473,6 +524,38 @@ const getVar = setup.get_var
 const listVars = setup.list_vars
 
 // Python must not reach the Pyodide API object (pyodide_js) or the JS globals.
+// Nor any JavaScript error: Pyodide turns a JavaScript error thrown into
+// Python (a failed JsProxy call or attribute read) into a JsException, a
+// JsProxy of that error (then its prototype chain, Error, Object...). Here it
+// becomes a RuntimeError carrying only a message: Python errors on their way
+// back keep Pyodide's own handling. And `JsException(name, message)` would
+// make a JavaScript Error from Python: it fails (through the same path).
+{
+  const api = py._api
+  const PythonError = api.PythonError
+  const Propagate = wasm._PropagatePythonError
+  const original = wasm.handle_js_error
+  const runtimeError = wasm.HEAPU32[wasm._PyExc_RuntimeError >>> 2]
+  const messageOf = (error) => {
+    try {
+      const text = error instanceof Error ? `${error.name}: ${error.message}` : typeof error
+      return `JavaScript error: ${String(text).slice(0, 300)}`
+    } catch {
+      return "JavaScript error"
+    }
+  }
+  wasm.handle_js_error = (error) => {
+    if (error?.pyodide_fatal_error || error instanceof Propagate || error instanceof PythonError) {
+      return original(error)
+    }
+    const message = wasm.stringToNewUTF8(messageOf(error))
+    wasm._PyErr_SetString(runtimeError, message)
+    wasm._free(message)
+  }
+  api.deserializeError = () => {
+    throw new TypeError("JavaScript errors cannot be created in the sandbox")
+  }
+}
 try {
   py.unregisterJsModule("pyodide_js")
 } catch {}
@@ -521,12 +604,16 @@ try {
 // are emptied (node-wall.mjs): a JavaScript escape finds no socket API.
 {
   const { createRequire, syncBuiltinESMExports } = await import("node:module")
-  const { cutNodeNetwork } = await import("./node-wall.mjs")
+  const { cutNodeNetwork, lockIntrinsics } = await import("./node-wall.mjs")
   cutNodeNetwork(createRequire(import.meta.url), syncBuiltinESMExports, [
     requests._handle,
     process.stdout?._handle,
     process.stderr?._handle
   ])
+  // And the intrinsics an escape would start from (Object.prototype,
+  // Function.prototype, Error and its prototype, Object, Reflect...) are
+  // frozen: nothing can be defined or replaced on them.
+  lockIntrinsics()
 }
 
 // --- Requests from the host. Anything other than a Python exception escaping

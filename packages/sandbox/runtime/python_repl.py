@@ -1,7 +1,8 @@
 # The REPL that model code runs in (built once per interpreter by
 # python-child.mjs as the module `_rlm_repl`; in the start-up snapshot when
-# there is one, so a restored interpreter has it ready). It holds no
-# JavaScript object until the child calls install_bridge. The contract
+# there is one, so a restored interpreter has it ready). It never holds a
+# JavaScript object: the host calls go through a character device (see
+# _bridge_call), not a JavaScript function. The contract
 # (docs/protocol.md): P/context, peek, tail, lenP, slice, find, chunk,
 # llm_query(_batched), rlm_query(_batched), FINAL, FINAL_VAR, SHOW_VARS.
 #
@@ -12,8 +13,6 @@ import json as _json
 import sys as _sys
 import traceback as _traceback
 import types as _types
-
-_bridge_call = None
 
 _dumps = _json.dumps
 _loads = _json.loads
@@ -348,14 +347,19 @@ def load_context(text, docs):
     (UTF-8, SharedArrayBuffer-backed) or None when filled through ascii_slot."""
     slots = _state.pop("slots", [])
     _state["slots"] = []
-    if text is None:
-        _state["P"] = slots.pop(0)
-    else:
-        _state["P"] = text.to_bytes().decode("utf-8")
-    if docs is None:
-        _state["context"] = _state["P"]
-    else:
-        _state["context"] = [slots.pop(0) if d is None else d.to_bytes().decode("utf-8") for d in docs]
+    try:
+        if text is None:
+            _state["P"] = slots.pop(0)
+        else:
+            _state["P"] = text.to_bytes().decode("utf-8")
+        if docs is None:
+            _state["context"] = _state["P"]
+        else:
+            _state["context"] = [slots.pop(0) if d is None else d.to_bytes().decode("utf-8") for d in docs]
+    finally:
+        # The arguments are JsProxies of Uint8Arrays: a traceback (a
+        # MemoryError) would keep them reachable through this frame.
+        text = docs = None
     _restore()
 
 
@@ -436,11 +440,11 @@ def _written(stream):
     return total if _type(total) is _int and total >= 0 else 0
 
 
-def install_bridge(call):
-    """Called once from JavaScript with the bridge function (`call` in python-child.mjs)."""
-    if _SNAPSHOT["_bridge_call"] is not None:
+def install_bridge(path):
+    """Called once from JavaScript with the path of the bridge device (python-child.mjs)."""
+    if _SNAPSHOT["_bridge_path"] is not None:
         raise RuntimeError("the bridge is already installed")
-    _SNAPSHOT["_bridge_call"] = call
+    _SNAPSHOT["_bridge_path"] = _str(path)
     # Pyodide sets variables of its own while it starts or restores.
     _clean_environment()
     _restore()
@@ -462,6 +466,66 @@ def get_var(name, max_chars=-1):
 
 def list_vars():
     return _dumps([{"name": n, "type": t} for n, t in _user_vars()])
+
+
+# --- The bridge to the host: a character device of the in-memory file system
+# (python-child.mjs registers it), not a JavaScript function, so that Python
+# never holds a JsProxy (from any JsProxy, Pyodide's FFI leads to the realm's
+# constructors: `.constructor`, `new`, the errors it raises). One write per
+# call: a flag (b"8": UTF-8, b"6": UTF-16-LE, for strings with lone
+# surrogates), the kind, a newline, the payload. Then the reply: 16 bytes of
+# header (the same flag and the body's length in 15 decimal digits), and the
+# body, a "1" (ok) or "0" (error) and the text. The device validates like the
+# host does; anything malformed answers "0...". The os functions are the ones
+# of start-up (model code may rebind posix.open and friends: only its own
+# calls then fail).
+_bridge_path = None
+_os_open = _posix.open
+_os_read = _posix.read
+_os_write = _posix.write
+_os_close = _posix.close
+_O_RDWR = _posix.O_RDWR
+_UnicodeEncodeError = UnicodeEncodeError
+_int = int
+_bytes = bytes
+
+
+def _encode(text):
+    try:
+        return b"8", text.encode("utf-8")
+    except _UnicodeEncodeError:
+        return b"6", text.encode("utf-16-le", "surrogatepass")
+
+
+def _bridge_call(kind=None, payload=None):
+    if _type(kind) is not _str or _type(payload) is not _str or _bridge_path is None:
+        return "0invalid host call"
+    flag, body = _encode(payload)
+    request = b"".join((flag, kind.encode("utf-8", "replace"), b"\n", body))
+    body = None
+    fd = _os_open(_bridge_path, _O_RDWR)
+    try:
+        if _os_write(fd, request) != _len(request):
+            return "0the host call failed"
+        request = None
+        head = _os_read(fd, 16)
+        if _len(head) != 16 or head[:1] not in (b"8", b"6"):
+            return "0the host call failed"
+        n = _int(head[1:])
+        parts = []
+        while n > 0:
+            part = _os_read(fd, n)
+            if not part:
+                return "0the host call failed"
+            parts.append(part)
+            n -= _len(part)
+        reply = parts[0] if _len(parts) == 1 else b"".join(parts)
+        parts = None
+        if head[:1] == b"8":
+            return reply.decode("utf-8")
+        return reply.decode("utf-16-le", "surrogatepass")
+    finally:
+        _os_close(fd)
 
 
 # --- The in-interpreter wall (second layer under the OS wall). No module that
@@ -549,16 +613,28 @@ def harden():
             elif _type(holder) is _types.CellType and id(holder.cell_contents) in ids:
                 holder.cell_contents = _no_js
         bad = None
-    # JavaScript objects Pyodide's own modules keep (webloop's
-    # scheduleCallback): only the bridge stays.
+    # JavaScript objects Python could still find: the module objects of `js`
+    # and `pyodide_js` (unregistered, but the import hook's JsLoaders keep
+    # them), webloop's scheduleCallback in its module, anything the import
+    # hook's finder still maps. The bridge is no JavaScript function
+    # (_bridge_call), so none stays: PythonWall.test.ts walks everything
+    # reachable from the gc and finds no JsProxy. (Only these holders: a walk
+    # of all the gc's objects here would cost 60-130 ms of every start.)
     proxy = getattr(_sys.modules.get("pyodide.ffi"), "JsProxy", None)
-    for module in list(_sys.modules.values()):
-        d = getattr(module, "__dict__", None)
-        if _type(d) is not dict or d is _GLOBALS:
-            continue
-        for key, value in list(d.items()):
-            if proxy is not None and _isinstance(value, proxy):
-                d[key] = _no_js
+    if proxy is not None:
+        holders = [getattr(m, "__dict__", None) for m in list(_sys.modules.values())]
+        hook = _sys.modules.get("_pyodide._importhook")
+        loader = getattr(hook, "JsLoader", None)
+        if loader is not None:
+            holders += [getattr(o, "__dict__", None) for o in gc.get_referrers(loader) if _type(o) is loader]
+        holders.append(getattr(getattr(hook, "jsfinder", None), "jsproxies", None))
+        for d in holders:
+            if _type(d) is not dict:
+                continue
+            for key, value in list(d.items()):
+                if _isinstance(value, proxy):
+                    d[key] = _no_js
+        holders = d = value = None
     _restore()
 
 

@@ -59,13 +59,49 @@ interface Case {
 }
 
 const cases: ReadonlyArray<Case> = [
-  // (First: before any case below leaves JavaScript objects of its own.)
+  // --- Python holds no JavaScript object at all (python_repl.py, _bridge_call and harden) ---
   {
-    name: "the only JavaScript function reachable through the gc is the bridge",
+    name: "no JsProxy anywhere: a transitive walk from everything the gc tracks, sys.modules and the REPL's globals",
     code: () =>
-      `import gc\nfrom pyodide.ffi import JsProxy\nb = llm_query.__globals__["_bridge_call"]\nfound = {}\nfor o in gc.get_objects():\n    for v in (list(o.values()) if isinstance(o, dict) else gc.get_referents(o)):\n        if isinstance(v, JsProxy):\n            found[id(v)] = v\nprint(sum(v.js_id == b.js_id for v in found.values()), sorted(v.typeof for v in found.values() if v.js_id != b.js_id and v.typeof == "function"))\ndel b, found, o, v`,
+      `import gc, sys\nfrom pyodide.ffi import JsProxy\nseen = set()\nstack = gc.get_objects() + [sys.modules, sys.__dict__, llm_query.__globals__]\nn = 0\nwhile stack:\n    o = stack.pop()\n    if id(o) in seen:\n        continue\n    seen.add(id(o))\n    if isinstance(o, JsProxy):\n        n += 1\n        continue\n    stack.extend(gc.get_referents(o))\nprint(n, len(seen) > 50000)\ndel seen, stack, o`,
     error: null,
-    stdout: "1 []\n"
+    stdout: "0 True\n"
+  },
+  {
+    name: "the bridge is a Python function over the /dev/host device: no closure, no JavaScript default",
+    code: () =>
+      `b = llm_query.__globals__["_bridge_call"]\nprint(type(b).__name__, b.__closure__, b.__defaults__, llm_query.__globals__["_bridge_path"])\ndel b`,
+    error: null,
+    stdout: "function None (None, None) /dev/host\n"
+  },
+  {
+    name: "the module objects of js, pyodide_js and pyodide_js._api are gone, with the import hook's JsLoaders that kept them",
+    code: () =>
+      `import gc\nfrom _pyodide._importhook import JsLoader\nloaders = [o for o in gc.get_objects() if isinstance(o, JsLoader)]\nprint(len(loaders), sorted({type(l.jsproxy).__name__ for l in loaders}))\nimport pyodide_js`,
+    error: /ModuleNotFoundError: No module named 'pyodide_js'\n$/,
+    stdout: "0 []\n"
+  },
+  {
+    name: "JsException(name, message) makes no JavaScript Error: a plain RuntimeError, whose type, args and traceback lead to no JsProxy",
+    code: () =>
+      `import gc\nfrom pyodide.ffi import JsException, JsProxy\ntry:\n    JsException("Error", "x")\nexcept BaseException as e:\n    err = e\ntb, frames = err.__traceback__, []\nwhile tb is not None:\n    frames.append(tb.tb_frame)\n    tb = tb.tb_next\nobjs = [err, err.__context__, err.__cause__, *type(err).__mro__, *err.args, *frames]\nobjs += [v for f in frames for v in f.f_locals.values()]\nobjs += [r for o in objs for r in gc.get_referents(o)]\nprint(type(err).__name__, type(err).__mro__ == RuntimeError.__mro__, err.args, len(frames), any(isinstance(o, JsProxy) for o in objs))\ndel err, objs, frames`,
+    error: null,
+    stdout:
+      "RuntimeError True ('JavaScript error: TypeError: JavaScript errors cannot be created in the sandbox',) 1 False\n"
+  },
+  {
+    name: "no JsProxy class of Pyodide can be instantiated from Python",
+    code: () =>
+      `import sys, pyodide.ffi as ffi\nc = sys.modules["_pyodide_core"]\nkinds = set(c.jsproxy_typedict.values()) | {v for v in vars(ffi).values() if isinstance(v, type) and issubclass(v, ffi.JsProxy)}\nout = set()\nfor t in kinds:\n    for args in ((), ("Error",), ("Error", "x", "s"), (1,)):\n        try:\n            t(*args)\n            out.add("made " + t.__name__)\n        except BaseException as e:\n            out.add(type(e).__name__)\nprint(len(kinds) > 3, sorted(out))`,
+    error: null,
+    stdout: "True ['RuntimeError', 'TypeError']\n"
+  },
+  {
+    name: "sys.last_exc, last_value, last_traceback after a failed block hold no JsProxy",
+    code: () =>
+      `import sys\nfrom pyodide.ffi import JsProxy\nprint([isinstance(getattr(sys, n, None), JsProxy) for n in ("last_exc", "last_value", "last_type", "last_traceback")])`,
+    error: null,
+    stdout: "[False, False, False, False]\n"
   },
   // --- ctypes and the other raw-memory modules, by every import route --------
   { name: "import ctypes", code: () => `import ctypes`, error: notAvailable("ctypes") },
@@ -147,19 +183,36 @@ const cases: ReadonlyArray<Case> = [
     code: () => `from pyodide.code import run_js\nrun_js("process")`,
     error: /ModuleNotFoundError: No module named 'js'\n$/
   },
-  // --- the only JavaScript object Python holds is the bridge -----------------------
+  // --- the bridge: a device, bytes in and out --------------------------------------
   {
     name: "the bridge reaches nothing of the realm (.constructor, __proto__, call, apply, bind, prototype)",
     code: () =>
-      `b = llm_query.__globals__["_bridge_call"]\nout = []\nfor name in ("constructor", "__proto__", "call", "apply", "bind", "prototype", "caller", "toString", "valueOf"):\n    try:\n        getattr(b, name)\n        out.append(name)\n    except AttributeError:\n        pass\nprint(out, b.object_keys().to_py() if hasattr(b, "object_keys") else [])\ndel b`,
+      `b = llm_query.__globals__["_bridge_call"]\nout = []\nfor name in ("constructor", "__proto__", "call", "apply", "bind", "prototype", "caller", "toString", "valueOf", "new", "callKwargs", "js_id", "typeof", "to_py", "as_object_map"):\n    try:\n        getattr(b, name)\n        out.append(name)\n    except AttributeError:\n        pass\nprint(out)\ndel b`,
     error: null,
-    stdout: "[] []\n"
+    stdout: "[]\n"
   },
   {
     name: "the bridge with forged arguments answers, never throws a JavaScript error",
     code: () => `b = llm_query.__globals__["_bridge_call"]\nprint(b("llm", 5), b(1, "x"), b("eval", "x"), b())\ndel b`,
     error: null,
     stdout: "0invalid host call 0invalid host call 0invalid host call 0invalid host call\n"
+  },
+  {
+    name: "the bridge device with forged bytes answers '0invalid host call' (or nothing, read before a write)",
+    code: () =>
+      `import os\nfd = os.open("/dev/host", os.O_RDWR)\nout = [os.read(fd, 64)]\nfor request in (b"8llm\\nzz", b"garbage", b"9llm\\nzz", b"8eval\\nx", b"\\n", b""):\n    os.write(fd, request)\n    out.append(os.read(fd, 64))\nos.close(fd)\nprint(out)`,
+    error: null,
+    stdout: `[b'', b'80000000000000071llm:zz', ${"b'80000000000000180invalid host call', ".repeat(5)}]\n`.replace(
+      ", ]",
+      "]"
+    )
+  },
+  {
+    name: "lone surrogates cross the bridge both ways",
+    code: () =>
+      `print(llm_query("x\\ud800y") == "llm:x\\ud800y", llm_query_batched(["\\udfff", "a"]) == ["llm:\\udfff", "llm:a"])`,
+    error: null,
+    stdout: "True True\n"
   },
   // --- the network: two listeners on the host, nothing may reach them ------------------
   {
@@ -288,5 +341,28 @@ describe("the child's Node realm (node-wall.mjs)", () => {
     assert.isAtLeast(Object.keys(outcomes ?? {}).length, 25)
     assert.strictEqual(tcpConnections, 0)
     assert.strictEqual(unixConnections, 0)
+  }, 30_000)
+})
+
+describe("the child's frozen intrinsics (node-wall.mjs lockIntrinsics)", () => {
+  it("an escape that reached Object, Function, Error... changes none of them; the child's own code still works", async () => {
+    const fixtures = fileURLToPath(new URL("./fixtures/", import.meta.url))
+    const child = spawn(process.execPath, [path.join(fixtures, "lockedRealm.mjs")], {
+      env: {},
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout?.on("data", (chunk) => (stdout += chunk))
+    child.stderr?.on("data", (chunk) => (stderr += chunk))
+    await new Promise<void>((resolve) => child.on("exit", () => resolve()))
+    const result = JSON.parse(stdout.trim().split("\n").at(-1) ?? "null") as {
+      tampered: Record<string, string>
+      works: Record<string, boolean>
+    } | null
+    assert.isNotNull(result, stderr)
+    assert.isAtLeast(Object.keys(result?.tampered ?? {}).length, 15)
+    for (const [name, outcome] of Object.entries(result?.tampered ?? {})) assert.strictEqual(outcome, "TypeError", name)
+    for (const [name, ok] of Object.entries(result?.works ?? {})) assert.isTrue(ok, name)
   }, 30_000)
 })
