@@ -22,7 +22,7 @@ import { readFileSync } from "node:fs"
 import { createRequire, syncBuiltinESMExports } from "node:module"
 import { pathToFileURL } from "node:url"
 import { PRELUDE } from "./javascript-prelude.mjs"
-import { cutNodeNetwork } from "./node-wall.mjs"
+import { cutNodeNetwork, lockIntrinsics } from "./node-wall.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
 
@@ -120,6 +120,7 @@ for (const name of ["fetch", "WebSocket", "EventSource", "XMLHttpRequest", "Requ
     process.stdout?._handle,
     process.stderr?._handle
   ])
+  lockIntrinsics()
 }
 
 /** A fresh instance whose WebAssembly memory cannot grow past `memoryBytes` (QuickJS's own malloc limit is not exact in this build). */
