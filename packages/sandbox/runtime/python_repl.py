@@ -10,6 +10,7 @@
 import ast as _ast
 import builtins as _builtins
 import json as _json
+import signal as _signal
 import sys as _sys
 import traceback as _traceback
 import types as _types
@@ -372,6 +373,19 @@ def _format_error(e):
     return "".join(_format_exception(_type(e), e, tb))
 
 
+_DEFAULT_INT = _signal.default_int_handler
+_SIG_IGN = _signal.SIG_IGN
+_SIGINT = _signal.SIGINT
+_set_signal = _signal.signal
+
+
+def _uninterruptible():
+    try:
+        _set_signal(_SIGINT, _SIG_IGN)
+    except _BaseException:  # noqa: BLE001 - an interrupt landing right here
+        _set_signal(_SIGINT, _SIG_IGN)
+
+
 def exec_block(code, limit, max_answer=-1, max_prompt=-1):
     # The caps of this session (-1: none), kept for the helpers to check.
     _state["max_answer"] = int(max_answer)
@@ -383,6 +397,9 @@ def exec_block(code, limit, max_answer=-1, max_prompt=-1):
     _sys.stdout = out
     _sys.stderr = err
     try:
+        # Each block starts interruptible (the time limit), whatever an earlier
+        # block did with SIGINT; the REPL's own work after it is not (below).
+        _set_signal(_SIGINT, _DEFAULT_INT)
         tree = _parse(_str(code), "<repl>", "exec")
         last = None
         if tree.body and _isinstance(tree.body[-1], _Expr):
@@ -393,12 +410,17 @@ def exec_block(code, limit, max_answer=-1, max_prompt=-1):
             if value is not None and not _isinstance(value, _Shown):
                 out.write(_repr(value) + "\n")
     except _BaseException as e:  # noqa: BLE001 - everything model code raises is output
+        _uninterruptible()
         try:
             error = _format_error(e)
         except _BaseException:  # noqa: BLE001
             error = _type(e).__name__ + ": " + _str(e)
         e = None
     finally:
+        # The interpreter keeps re-sending SIGINT while a timed-out request goes
+        # on: once model code is done, one landing in the REPL's own epilogue
+        # would turn its bookkeeping into a KeyboardInterrupt.
+        _uninterruptible()
         _sys.stdout = _SYS["stdout"]
         _sys.stderr = _SYS["stderr"]
         _restore()
@@ -455,9 +477,13 @@ def get_var(name, max_chars=-1):
     if name not in _ns or name in RESERVED or name.startswith("__"):
         return "null"
     try:
+        # A value's own __str__ runs under the time limit, interruptible like a block.
+        _set_signal(_SIGINT, _DEFAULT_INT)
         text = _str(_ns[name])
     except _BaseException as e:  # noqa: BLE001
+        _uninterruptible()
         return _dumps(f"<unprintable {_type(_ns[name]).__name__}: {e}>"[:1000])
+    _uninterruptible()
     if max_chars >= 0 and _len(text) > max_chars:
         # Never sent: the host asked for at most `max_chars` (its `maxAnswerChars`).
         raise ValueError(f"the variable '{name[:100]}' has {_len(text)} characters; the limit is {max_chars}")

@@ -181,9 +181,12 @@ describe("the OS wall", () => {
           // unshare with its own mounts covers /tmp, /run, /home, /root... with
           // empty tmpfs; without them (no `sh` or mounts refused), a Unix socket
           // at a host path stays reachable (not promised there).
+          // (unshare leaves a folder unhidden when the interpreter reads something in
+          // it: the host's /tmp stays when this checkout, and so the fixture, is there.)
           const ownMounts =
             name === "bubblewrap" ||
-            (wall as Wall).wrap({ command: "node", args: [], readable: [], cwd: "/" }).args.includes("--mount")
+            ((wall as Wall).wrap({ command: "node", args: [], readable: [], cwd: "/" }).args.includes("--mount") &&
+              !fixture.startsWith(`${path.dirname(l.dir)}${path.sep}`))
           if (ownMounts) {
             assert.strictEqual(report.unixPath, "ENOENT")
             assert.strictEqual(report.secretFile, "ENOENT")
@@ -281,13 +284,15 @@ describe("the OS wall", () => {
         // waits to be reaped by whoever inherits it, which is not ours to hurry).
         const running = (pid: number) => processExists(pid) && !isZombie(pid)
         const interpreter = pids[pids.length - 1] as number
-        while ((pids.some(running) || processExists(interpreter)) && Date.now() - killedAt < 5_000) {
+        while (pids.some(running) && Date.now() - killedAt < 5_000) {
           yield* Effect.sleep("10 millis")
         }
         const took = Date.now() - killedAt
         assert.deepStrictEqual(pids.filter(running), [], "no process of the interpreter runs after its host died")
+        assert.isBelow(took, 1_000, `stopped ${took} ms after the host`)
+        // Reaping is up to whoever inherits the dead (this machine's PID 1 under unshare; seen taking 1-2 s).
+        while (processExists(interpreter) && Date.now() - killedAt < 15_000) yield* Effect.sleep("50 millis")
         assert.isFalse(processExists(interpreter), "the interpreter itself is gone, reaped")
-        assert.isBelow(took, 1_000, `gone ${took} ms after the host`)
       }),
     60_000
   )
