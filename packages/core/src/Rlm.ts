@@ -24,6 +24,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Budget from "./Budget.js"
+import * as ModelCall from "./ModelCall.js"
 import * as Policy from "./Policy.js"
 import * as Prompts from "./Prompts.js"
 import * as Protocol from "./Protocol.js"
@@ -151,7 +152,7 @@ const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
 const snapshot = (tree: Tree) =>
   Effect.map(Ref.get(tree.events), (events) => new Trace({ events: Chunk.toReadonlyArray(events) }))
 
-/** One model call under the budget and the depth level's concurrency bound. */
+/** One model call through `ModelCall`, its usage counted for its run and every ancestor. */
 const modelCall = (
   ctx: RunCtx,
   role: LlmAdapter.CallRole,
@@ -160,54 +161,16 @@ const modelCall = (
    * Runs with the response, in the same uninterruptible region that counts its
    * usage: a call whose usage is counted is always recorded in the trace.
    */
-  onResponse: (response: LlmAdapter.ChatResponse) => Effect.Effect<void> = () => Effect.void
-): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> => {
-  const { adapter, budget, policy } = ctx.tree
-  const model = adapter.model(role)
-  const call = Effect.gen(function* () {
-    const reservation = yield* budget.reserve({
-      kind: role === "root" ? "root" : "sub",
-      model,
-      inputEstimate: LlmAdapter.estimateRequestTokens(messages)
-    })
-    const request = new LlmAdapter.ChatRequest(
-      {
-        role,
-        // A copy: the run loop keeps appending to its history.
-        messages: [...messages],
-        ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
-      },
-      // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.
-      true
-    )
-    const send = adapter.chat(request)
-    const timed =
-      policy.callTimeoutMs === undefined
-        ? send
-        : Effect.timeoutFail(send, {
-            duration: Duration.millis(policy.callTimeoutMs),
-            onTimeout: () =>
-              new LlmAdapter.LlmError({
-                reason: "Timeout",
-                message: `The model call took longer than callTimeoutMs=${policy.callTimeoutMs} ms and was cancelled.`,
-                retryable: true
-              })
-          })
-    // Once the reply has arrived, counting and recording it cannot be interrupted.
-    return yield* Effect.uninterruptibleMask((restore) =>
-      restore(timed).pipe(
-        Effect.onError(() => budget.release(reservation)),
-        Effect.tap((response) =>
-          budget.commit(reservation, response.usage).pipe(
-            Effect.flatMap((cost) => countUsage(ctx, response.usage, cost)),
-            Effect.zipRight(onResponse(response))
-          )
-        )
-      )
-    )
+  onResponse: (response: LlmAdapter.ChatResponse) => Effect.Effect<void> = () => Effect.void,
+  admission: "reserve" | "grant" = "reserve"
+): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> =>
+  ModelCall.call(ctx.tree, {
+    role,
+    depth: ctx.depth,
+    messages,
+    admission,
+    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response))
   })
-  return budget.permit(ctx.depth)(call)
-}
 
 const hostError = (message: string, cause?: unknown) =>
   new Sandbox.HostCallError(cause === undefined ? { message } : { message, cause })
@@ -633,16 +596,12 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             ...messages,
             new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true)
           ]
-          const response = yield* Effect.uninterruptibleMask((restore) =>
-            restore(adapter.chat(new LlmAdapter.ChatRequest({ role: "root", messages: msgs }, true))).pipe(
-              Effect.tap((response) =>
-                tree.budget.grant({ kind: "root", model: response.model }).pipe(
-                  Effect.flatMap((granted) => tree.budget.commit(granted, response.usage)),
-                  Effect.flatMap((cost) => countUsage(ctx, response.usage, cost)),
-                  Effect.zipRight(setPending(step, stepStart, response, []))
-                )
-              )
-            )
+          const response = yield* modelCall(
+            ctx,
+            "root",
+            msgs,
+            (response) => setPending(step, stepStart, response, []),
+            "grant"
           ).pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))
           return yield* forced(
             step,
