@@ -20,15 +20,15 @@ import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
-import * as Schema from "effect/Schema"
+import type * as Schema from "effect/Schema"
 import * as Budget from "./Budget.js"
 import * as ModelCall from "./ModelCall.js"
 import * as Policy from "./Policy.js"
 import * as Prompts from "./Prompts.js"
 import * as Protocol from "./Protocol.js"
 import * as RlmContext from "./RlmContext.js"
+import * as Step from "./Step.js"
 import { BudgetExceeded, type RlmError, RunFailed } from "./RlmError.js"
 
 /**
@@ -313,30 +313,6 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     return yield* Effect.fail(hostError(`rlm_query failed: ${failure.message}`, failure))
   })
 
-const formatBlock = (i: number, total: number, r: Sandbox.ExecResult): string => {
-  const parts: Array<string> = []
-  if (r.stdout.length > 0) parts.push(r.stdout.replace(/\n$/, ""))
-  if (r.stderr.length > 0) parts.push(`[stderr]\n${r.stderr.replace(/\n$/, "")}`)
-  if (r.error !== undefined) parts.push(`[error]\n${r.error.replace(/\n$/, "")}`)
-  if (parts.length === 0) parts.push("(no output)")
-  return `${total > 1 ? `Output of block ${i + 1}:` : "REPL output:"}\n${parts.join("\n")}`
-}
-
-const decodeAnswer = (schema: Schema.Schema<any, any, never> | undefined, text: string) => {
-  if (schema === undefined) return Effect.succeed(text as unknown)
-  const decode = Schema.decodeUnknown(schema)
-  return decode(text).pipe(
-    Effect.orElse(() =>
-      Effect.try(() => JSON.parse(text) as unknown).pipe(
-        Effect.mapError(() => "the answer is not valid JSON"),
-        Effect.flatMap((json) =>
-          decode(json).pipe(Effect.mapError((e) => ParseResult.TreeFormatter.formatErrorSync(e)))
-        )
-      )
-    )
-  )
-}
-
 interface RunSpec {
   readonly runId: string
   readonly depth: number
@@ -346,6 +322,353 @@ interface RunSpec {
   readonly context: RlmContext.RlmContext
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
 }
+
+/** A root call whose usage is counted but whose step is not recorded yet. */
+interface Pending {
+  readonly step: number
+  readonly stepStart: number
+  readonly modelMs: number
+  readonly response: LlmAdapter.ChatResponse
+  readonly blocks: ReadonlyArray<TraceEvent.CodeBlock>
+}
+
+/** One run of the tree (the root or a child), with its REPL open. */
+interface Run {
+  readonly ctx: RunCtx
+  readonly spec: RunSpec
+  readonly config: Step.Config
+  readonly repl: Sandbox.Repl
+  /** The latest decided state. */
+  readonly state: Ref.Ref<Step.RunState>
+  /**
+   * The `StepCompleted` of a root call whose step is not recorded yet: emitted
+   * if the step ends early (interruption, a sandbox failure), so the trace
+   * holds every call that was counted.
+   */
+  readonly pending: Ref.Ref<Option.Option<Pending>>
+  /** The last `SandboxError` that lost the interpreter (the cause of a "SandboxRestarts" failure). */
+  readonly lastLoss: Ref.Ref<Option.Option<Sandbox.SandboxError>>
+}
+
+/** A sandbox error that ends the run: the sandbox cannot go on. */
+const isFatal = (e: Sandbox.SandboxError) => !e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")
+
+const stoppedStep = (run: Run, p: Pending) =>
+  new TraceEvent.StepCompleted({
+    runId: run.spec.runId,
+    step: p.step,
+    reply: p.response.text,
+    blocks: p.blocks,
+    feedback: "The step was stopped before it finished.",
+    usage: usageOf(p.response.usage),
+    model: p.response.model,
+    modelMs: p.modelMs,
+    durationMs: Date.now() - p.stepStart
+  })
+
+const flushPending = (run: Run) =>
+  Effect.flatMap(Ref.getAndSet(run.pending, Option.none()), (p) =>
+    Option.match(p, { onNone: () => Effect.void, onSome: (p) => emit(run.ctx.tree, stoppedStep(run, p)) })
+  )
+
+/** Record a step, replacing its pending record; not interruptible half-way. */
+const recordStep = (
+  run: Run,
+  p: Pending,
+  blocks: ReadonlyArray<TraceEvent.CodeBlock>,
+  record: Step.Record,
+  stepEnd = Date.now()
+) =>
+  Effect.uninterruptible(
+    Effect.zipRight(
+      Ref.set(run.pending, Option.none()),
+      emit(
+        run.ctx.tree,
+        new TraceEvent.StepCompleted({
+          runId: run.spec.runId,
+          step: p.step,
+          reply: p.response.text,
+          blocks: [...blocks],
+          ...record,
+          usage: usageOf(p.response.usage),
+          model: p.response.model,
+          modelMs: p.modelMs,
+          durationMs: stepEnd - p.stepStart
+        })
+      )
+    )
+  )
+
+/** The root model's turn of step `step`: its reply is pending in the same region that counts its usage. */
+const rootCall = (
+  run: Run,
+  step: number,
+  messages: ReadonlyArray<LlmAdapter.ChatMessage>,
+  admission: "reserve" | "grant" = "reserve"
+): Effect.Effect<Pending, LlmAdapter.LlmError | BudgetExceeded> => {
+  const stepStart = Date.now()
+  return Effect.map(
+    modelCall(
+      run.ctx,
+      "root",
+      messages,
+      (response) =>
+        Ref.set(run.pending, Option.some({ step, stepStart, modelMs: Date.now() - stepStart, response, blocks: [] })),
+      admission
+    ),
+    (response): Pending => ({ step, stepStart, modelMs: Date.now() - stepStart, response, blocks: [] })
+  )
+}
+
+/** Run a reply's blocks in order; stop after one that lost the interpreter or hit a budget limit. */
+const runBlocks = (run: Run, code: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> =>
+  Effect.gen(function* () {
+    const outcomes: Array<Step.BlockOutcome> = []
+    for (const source of code) {
+      const outcome = yield* runBlock(run, source)
+      outcomes.push(outcome)
+      yield* Ref.update(
+        run.pending,
+        Option.map((p) => ({ ...p, blocks: outcomes.map((o) => o.block) }))
+      )
+      if (outcome.lost !== undefined || outcome.budgetExceeded !== undefined) break
+    }
+    return outcomes
+  })
+
+const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunFailed> =>
+  Effect.gen(function* () {
+    const ran = yield* Effect.either(run.repl.exec(code))
+    const fatal = yield* Ref.get(run.ctx.fatal)
+    const budgetExceeded = Option.match(fatal, {
+      onNone: () => ({}),
+      onSome: (e) => ({ budgetExceeded: { limit: e.limit, value: e.value, used: e.used, message: e.message } })
+    })
+    if (ran._tag === "Right") {
+      const r = ran.right
+      return {
+        block: {
+          code,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          ...(r.error !== undefined ? { error: r.error } : {}),
+          truncated: r.truncated,
+          durationMs: r.durationMs
+        },
+        ...(r.final !== undefined ? { final: r.final } : {}),
+        ...budgetExceeded
+      }
+    }
+    // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
+    // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
+    const e = ran.left
+    if (isFatal(e)) return yield* Effect.fail(sandboxFailed(e))
+    if (e.stateLost) yield* Ref.set(run.lastLoss, Option.some(e))
+    return {
+      block: { code, stdout: "", stderr: "", error: e.message, truncated: false, durationMs: 0 },
+      ...(e.stateLost ? { lost: { reason: e.reason, message: e.message } } : {}),
+      ...budgetExceeded
+    }
+  })
+
+/** Read the variable of a `FINAL_VAR`, as data. */
+const readVar = (run: Run, name: string): Effect.Effect<Step.VarRead, RunFailed> =>
+  Effect.flatMap(Effect.either(run.repl.getVar(name)), (read): Effect.Effect<Step.VarRead, RunFailed> => {
+    if (read._tag === "Right") {
+      return Effect.succeed(
+        Option.match(read.right, {
+          onNone: () => ({ _tag: "Missing" as const, name }),
+          onSome: (value) => ({ _tag: "Value" as const, name, value })
+        })
+      )
+    }
+    const e = read.left
+    if (isFatal(e)) return Effect.fail(sandboxFailed(e))
+    if (!e.stateLost) return Effect.succeed({ _tag: "Unreadable" as const, name, message: e.message })
+    return Effect.as(Ref.set(run.lastLoss, Option.some(e)), {
+      _tag: "Unreadable" as const,
+      name,
+      message: e.message,
+      lost: { reason: e.reason, message: e.message }
+    })
+  })
+
+/** The typed error of a failed decision. */
+const failureOf = (run: Run, failure: Step.Failure): Effect.Effect<never, RlmError> =>
+  failure._tag === "BudgetExceeded"
+    ? Effect.fail(
+        new BudgetExceeded({
+          limit: failure.limit as BudgetExceeded["limit"],
+          value: failure.value,
+          used: failure.used,
+          message: failure.message,
+          trace: undefined,
+          partialAnswer: Option.fromNullable(failure.partialAnswer)
+        })
+      )
+    : Effect.flatMap(Ref.get(run.lastLoss), (cause) =>
+        Effect.fail(
+          new RunFailed({
+            reason: "SandboxRestarts",
+            message: failure.message,
+            cause: Option.getOrUndefined(cause),
+            trace: undefined,
+            partialAnswer: Option.fromNullable(failure.partialAnswer)
+          })
+        )
+      )
+
+/** Act on a decision: record the step, then answer, go on, or fail. */
+const settle = (
+  run: Run,
+  pending: Pending,
+  blocks: ReadonlyArray<TraceEvent.CodeBlock>,
+  decided: Step.Decided
+): Effect.Effect<Step.Decided, RlmError> =>
+  Effect.gen(function* () {
+    yield* Ref.set(run.state, decided.state)
+    yield* recordStep(run, pending, blocks, decided.record)
+    const decision = decided.decision
+    if (decision._tag === "Answered") {
+      yield* emit(
+        run.ctx.tree,
+        new TraceEvent.FinalAnswer({
+          runId: run.spec.runId,
+          step: pending.step,
+          source: decision.source,
+          answer: decision.answer
+        })
+      )
+    }
+    if (decision._tag === "Fail") return yield* failureOf(run, decision.failure)
+    return decided
+  })
+
+/** One ordinary step: root call → parse → blocks → (FINAL_VAR read) → `Step.decide`. */
+const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmError> =>
+  Effect.gen(function* () {
+    const number = state.step + 1
+    yield* Ref.set(run.ctx.step, number)
+    const pending = yield* rootCall(run, number, state.messages).pipe(
+      Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
+    )
+    const parsed = Protocol.parse(pending.response.text)
+    const outcomes = yield* runBlocks(run, parsed.code)
+    const name = Step.varToRead(run.config, state, parsed, outcomes)
+    const read = name === undefined ? undefined : yield* readVar(run, name)
+    const decided = Step.decide(
+      run.config,
+      state,
+      { reply: pending.response.text, parsed, outcomes, read },
+      run.spec.runId
+    )
+    return yield* settle(
+      run,
+      pending,
+      outcomes.map((o) => o.block),
+      decided
+    )
+  })
+
+/** Ask for the answer once (no code is run) and take the reply as the answer, or fail. */
+const forcedStep = (
+  run: Run,
+  state: Step.RunState,
+  number: number,
+  note: string,
+  admission: "reserve" | "grant",
+  onModelError: (e: LlmAdapter.LlmError) => RlmError
+): Effect.Effect<Step.Decided, RlmError> =>
+  Effect.gen(function* () {
+    yield* Ref.set(run.ctx.step, number)
+    const pending = yield* rootCall(run, number, state.messages, admission).pipe(
+      Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
+    )
+    const parsed = Protocol.parse(pending.response.text)
+    const name = Step.forcedVarToRead(parsed)
+    // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
+    const read =
+      name === undefined
+        ? undefined
+        : yield* run.repl.getVar(name).pipe(
+            Effect.map(
+              Option.match({
+                onNone: (): Step.VarRead => ({ _tag: "Missing", name }),
+                onSome: (value): Step.VarRead => ({ _tag: "Value", name, value })
+              })
+            ),
+            Effect.catchTag("SandboxError", () => Effect.succeed<Step.VarRead>({ _tag: "Missing", name }))
+          )
+    const decided = Step.decideForced(
+      run.config,
+      state,
+      { reply: pending.response.text, parsed, read, step: number },
+      note
+    )
+    return yield* settle(run, pending, [], decided)
+  })
+
+/** Steps until a decision ends the run. */
+const loop = (run: Run, state: Step.RunState): Effect.Effect<Answer, RlmError> =>
+  Effect.flatMap(step(run, state), (decided): Effect.Effect<Answer, RlmError> => {
+    const d = decided.decision
+    switch (d._tag) {
+      case "Answered":
+        return Effect.succeed({ answer: d.answer, value: d.value, source: d.source, steps: decided.state.step })
+      case "Continue":
+        return loop(run, decided.state)
+      case "AskForAnswer":
+        return Effect.flatMap(
+          forcedStep(
+            run,
+            decided.state,
+            run.ctx.tree.policy.maxSteps + 1,
+            "Out of steps: the answer was requested without running more code.",
+            "reserve",
+            modelFailed
+          ),
+          (forced) => answerOf(forced)
+        )
+      case "Fail":
+        return Effect.die("unreachable: a failed decision fails its step")
+    }
+  })
+
+const answerOf = (decided: Step.Decided): Effect.Effect<Answer, RlmError> =>
+  decided.decision._tag === "Answered"
+    ? Effect.succeed({
+        answer: decided.decision.answer,
+        value: decided.decision.value,
+        source: decided.decision.source,
+        steps: decided.state.step
+      })
+    : Effect.die("unreachable: a forced step answers or fails")
+
+/** The one extra root call granted by `onBudgetExceeded: "answer-now"`, outside the budget. */
+const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError> =>
+  Effect.gen(function* () {
+    const state = yield* Ref.get(run.state)
+    const number = (yield* Ref.get(run.ctx.step)) + 1
+    const asked = new Step.RunState(
+      {
+        ...state,
+        messages: [
+          ...state.messages,
+          new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(run.spec.query) }, true)
+        ]
+      },
+      true
+    )
+    const decided = yield* forcedStep(
+      run,
+      asked,
+      number,
+      `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`,
+      "grant",
+      () => e
+    )
+    return yield* answerOf(decided)
+  })
 
 const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
   Effect.gen(function* () {
@@ -416,391 +739,35 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
 
       const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language)
       const extra = options.output ? Prompts.typedAnswer(String(options.output.ast)) : undefined
-      const messages: Array<LlmAdapter.ChatMessage> = [
-        new LlmAdapter.ChatMessage({ role: "system", content: system }, true),
-        new LlmAdapter.ChatMessage({ role: "user", content: Prompts.firstTurn(spec.query, meta, extra) }, true)
-      ]
-      let sawOutput = false
-      let consecutiveErrors = 0
-      let partial: Option.Option<string> = Option.none()
-      /** Interpreters this run has lost so far (each replaced by a fresh one). */
-      const restarts = yield* Ref.make(0)
-
-      /** Count a lost interpreter (`stateLost`): what the trace records of it. */
-      const noteLoss = (e: Sandbox.SandboxError) =>
-        Effect.map(
-          Ref.updateAndGet(restarts, (n) => n + 1),
-          (n): TraceEvent.InterpreterLost => ({ reason: e.reason, message: e.message, restarts: n })
-        )
-
-      /** Past `maxSandboxRestarts` losses the run fails; before that, the model is told. */
-      const checkRestarts = (
-        e: Sandbox.SandboxError,
-        lost: TraceEvent.InterpreterLost
-      ): Effect.Effect<void, RunFailed> =>
-        lost.restarts > policy.maxSandboxRestarts
-          ? Effect.fail(
-              new RunFailed({
-                reason: "SandboxRestarts",
-                message: `The ${sandbox.language} interpreter was lost ${lost.restarts} times in run ${spec.runId}, more than maxSandboxRestarts=${policy.maxSandboxRestarts} allows. The last time: ${e.message}`,
-                cause: e,
-                trace: undefined,
-                partialAnswer: partial
-              })
-            )
-          : Effect.void
-
-      const lostNote = (lost: TraceEvent.InterpreterLost, skipped: number) =>
-        Prompts.interpreterLost({
+      const initial = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra))
+      const run: Run = {
+        ctx,
+        spec,
+        repl,
+        config: {
+          query: spec.query,
           language: sandbox.language,
-          reason: lost.reason,
-          message: lost.message,
-          restarts: lost.restarts,
-          maxRestarts: policy.maxSandboxRestarts,
-          skipped
-        })
+          maxSteps: policy.maxSteps,
+          maxConsecutiveErrors: policy.maxConsecutiveErrors,
+          maxSandboxRestarts: policy.maxSandboxRestarts,
+          maxAnswerChars: policy.maxAnswerChars,
+          requireReplBeforeFinal: options.requireReplBeforeFinal === true,
+          output: options.output
+        },
+        state: yield* Ref.make(initial),
+        pending: yield* Ref.make(Option.none<Pending>()),
+        lastLoss: yield* Ref.make(Option.none<Sandbox.SandboxError>())
+      }
+      const partial = Effect.map(Ref.get(run.state), (s) => Option.fromNullable(s.partialAnswer))
 
-      /**
-       * The `StepCompleted` of a root call whose usage is counted but whose step
-       * is not recorded yet. Emitted if the step ends early (interruption, a
-       * sandbox failure), so the trace holds every call that was counted.
-       */
-      let pendingStep: Effect.Effect<void> | undefined
-      const flushPending = Effect.suspend(() => {
-        const pending = pendingStep
-        pendingStep = undefined
-        return pending ?? Effect.void
-      })
-      const setPending = (
-        step: number,
-        stepStart: number,
-        response: LlmAdapter.ChatResponse,
-        blocks: ReadonlyArray<TraceEvent.CodeBlock>
-      ) =>
-        Effect.sync(() => {
-          const modelMs = Date.now() - stepStart
-          pendingStep = Effect.suspend(() =>
-            emit(
-              tree,
-              new TraceEvent.StepCompleted({
-                runId: spec.runId,
-                step,
-                reply: response.text,
-                blocks: [...blocks],
-                feedback: "The step was stopped before it finished.",
-                usage: usageOf(response.usage),
-                model: response.model,
-                modelMs,
-                durationMs: Date.now() - stepStart
-              })
-            )
-          )
-        })
-      /** Record a step, replacing its pending record; not interruptible half-way. */
-      const recordOnce = (event: () => TraceEvent.StepCompleted) =>
-        Effect.uninterruptible(
-          Effect.suspend(() => {
-            pendingStep = undefined
-            return emit(tree, event())
-          })
-        )
-
-      const root = (
-        msgs: ReadonlyArray<LlmAdapter.ChatMessage>,
-        step: number,
-        stepStart: number,
-        blocks: ReadonlyArray<TraceEvent.CodeBlock> = []
-      ) =>
-        modelCall(ctx, "root", msgs, (response) => setPending(step, stepStart, response, blocks)).pipe(
-          Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
-        )
-
-      /** Resolve a final candidate to text, or the reason it is rejected. */
-      const resolveFinal = (
-        marker: Protocol.FinalMarker | undefined,
-        signal: Sandbox.FinalSignal | undefined,
-        ranCodeThisStep: boolean,
-        lostThisStep: boolean
-      ) =>
-        Effect.gen(function* () {
-          if (marker === undefined && signal === undefined) return undefined
-          if (options.requireReplBeforeFinal && !sawOutput && signal === undefined) {
-            return {
-              rejected: ranCodeThisStep
-                ? "Your final answer was not accepted: you answered before seeing the output of your code. Look at the output first, then answer."
-                : "Your final answer was not accepted: you must run code in the REPL and look at its output before answering."
-            } as const
-          }
-          if (marker?._tag === "FinalVar") {
-            if (lostThisStep) {
-              return {
-                rejected: `FINAL_VAR(${marker.name}) was not accepted: the interpreter was lost during this step, and its variables with it.`
-              } as const
-            }
-            const read = yield* Effect.either(repl.getVar(marker.name))
-            if (read._tag === "Left") {
-              const e = read.left
-              if (!e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")) {
-                return yield* Effect.fail(sandboxFailed(e))
-              }
-              const rejected = `FINAL_VAR(${marker.name}) could not be read: ${e.message}`
-              if (e.stateLost) return { rejected, loss: { lost: yield* noteLoss(e), error: e } } as const
-              return {
-                rejected: `${rejected}\nAnswer with FINAL(text), or put a plain string in the variable.`
-              } as const
-            }
-            const value = read.right
-            if (Option.isNone(value)) {
-              return {
-                rejected: `FINAL_VAR(${marker.name}) names a variable that does not exist in the REPL. Assign it first (variables: call SHOW_VARS()), or answer with FINAL(text).`
-              } as const
-            }
-            return { text: value.value, source: "FINAL_VAR" as const }
-          }
-          if (marker?._tag === "FinalText") return { text: marker.text, source: "FINAL" as const }
-          const s = signal as Sandbox.FinalSignal
-          return { text: s.value, source: s.source }
-        })
-
-      const accept = (step: number, text: string, source: Answer["source"]) =>
-        Effect.gen(function* () {
-          if (text.length > policy.maxAnswerChars) {
-            return {
-              rejected: `Your final answer was not accepted: it has ${text.length} characters, over maxAnswerChars=${policy.maxAnswerChars}. Answer with a shorter text (what the question asks for, not all the data).`
-            } as const
-          }
-          const decoded = yield* Effect.either(decodeAnswer(options.output, text))
-          if (decoded._tag === "Left") {
-            partial = Option.some(text)
-            return {
-              rejected: `Your final answer does not have the required shape: ${decoded.left}. Fix it and answer again.`
-            } as const
-          }
-          return { answer: { answer: text, value: decoded.right, source, steps: step } satisfies Answer } as const
-        })
-
-      const checkFatal = Effect.flatMap(Ref.get(ctx.fatal), (f) =>
-        Option.isSome(f) ? Effect.fail(f.value) : Effect.void
-      )
-
-      const emitFinal = (a: Answer) =>
-        emit(tree, new TraceEvent.FinalAnswer({ runId: spec.runId, step: a.steps, source: a.source, answer: a.answer }))
-
-      /** The one extra root call granted by `onBudgetExceeded: "answer-now"`, outside the budget. */
-      const answerNow = (e: BudgetExceeded) =>
-        Effect.gen(function* () {
-          const step = (yield* Ref.get(ctx.step)) + 1
-          yield* Ref.set(ctx.step, step)
-          const stepStart = Date.now()
-          const msgs = [
-            ...messages,
-            new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true)
-          ]
-          const response = yield* modelCall(
-            ctx,
-            "root",
-            msgs,
-            (response) => setPending(step, stepStart, response, []),
-            "grant"
-          ).pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))
-          return yield* forced(
-            step,
-            stepStart,
-            response,
-            `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`
-          )
-        })
-
-      /** Take the reply to an "answer now" request as the answer. */
-      const forced = (step: number, stepStart: number, response: LlmAdapter.ChatResponse, note: string) =>
-        Effect.gen(function* () {
-          const parsed = Protocol.parse(response.text)
-          let text = response.text.trim()
-          if (parsed.final?._tag === "FinalText") text = parsed.final.text
-          else if (parsed.final?._tag === "FinalVar") {
-            // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
-            const value = yield* repl
-              .getVar(parsed.final.name)
-              .pipe(Effect.catchTag("SandboxError", () => Effect.succeed(Option.none<string>())))
-            if (Option.isSome(value)) text = value.value
-          }
-          yield* recordOnce(
-            () =>
-              new TraceEvent.StepCompleted({
-                runId: spec.runId,
-                step,
-                reply: response.text,
-                blocks: [],
-                feedback: note,
-                usage: usageOf(response.usage),
-                model: response.model,
-                modelMs: Date.now() - stepStart,
-                durationMs: Date.now() - stepStart
-              })
-          )
-          const accepted = yield* accept(step, text, "forced")
-          if ("rejected" in accepted) {
-            return yield* Effect.fail(
-              new BudgetExceeded({
-                limit: "maxSteps",
-                value: policy.maxSteps,
-                used: step,
-                message: `Budget exceeded: the last answer after maxSteps=${policy.maxSteps} was not accepted. ${accepted.rejected}`,
-                trace: undefined,
-                partialAnswer: text.length > policy.maxAnswerChars ? Option.none() : Option.some(text)
-              })
-            )
-          }
-          yield* emitFinal(accepted.answer)
-          return accepted.answer
-        })
-
-      const steps = Effect.gen(function* () {
-        for (let step = 1; step <= policy.maxSteps; step++) {
-          yield* Ref.set(ctx.step, step)
-          const stepStart = Date.now()
-          const blocks: Array<TraceEvent.CodeBlock> = []
-          const response = yield* root(messages, step, stepStart, blocks)
-          const modelMs = Date.now() - stepStart
-          const parsed = Protocol.parse(response.text)
-          const outputs: Array<string> = []
-          const feedback: Array<string> = [...parsed.warnings]
-          let signal: Sandbox.FinalSignal | undefined
-          let errors = 0
-          /** Set when the interpreter was lost during this step; the blocks after the lost one are skipped. */
-          let lost: TraceEvent.InterpreterLost | undefined
-          let skipped = 0
-          for (const [i, code] of parsed.code.entries()) {
-            if (lost !== undefined) {
-              skipped++
-              continue
-            }
-            const ran = yield* Effect.either(repl.exec(code))
-            let result: Sandbox.ExecResult
-            let lostBy: Sandbox.SandboxError | undefined
-            if (ran._tag === "Right") result = ran.right
-            else {
-              // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
-              // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
-              const e = ran.left
-              if (!e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")) {
-                return yield* Effect.fail(sandboxFailed(e))
-              }
-              result = new Sandbox.ExecResult({
-                stdout: "",
-                stderr: "",
-                error: e.message,
-                truncated: false,
-                durationMs: 0
-              })
-              if (e.stateLost) {
-                lostBy = e
-                lost = yield* noteLoss(e)
-              }
-            }
-            blocks.push({
-              code,
-              stdout: result.stdout,
-              stderr: result.stderr,
-              ...(result.error !== undefined ? { error: result.error } : {}),
-              truncated: result.truncated,
-              durationMs: result.durationMs
-            })
-            outputs.push(formatBlock(i, parsed.code.length, result))
-            if (result.error !== undefined) errors++
-            if (result.final) signal = result.final
-            if (lostBy !== undefined && lost !== undefined) {
-              yield* checkRestarts(lostBy, lost).pipe(Effect.tapError(() => recordStep()))
-            }
-            yield* checkFatal.pipe(Effect.tapError(() => recordStep()))
-          }
-          errors += skipped
-          if (lost !== undefined) feedback.push(lostNote(lost, skipped))
-          const final = yield* resolveFinal(parsed.final, signal, parsed.code.length > 0, lost !== undefined)
-          let answer: Answer | undefined
-          if (final !== undefined && "rejected" in final) {
-            feedback.push(final.rejected)
-            if ("loss" in final && final.loss !== undefined) {
-              const { error, lost: loss } = final.loss
-              lost = loss
-              yield* checkRestarts(error, loss).pipe(Effect.tapError(() => recordStep()))
-              feedback.push(lostNote(loss, 0))
-            }
-          } else if (final !== undefined) {
-            const accepted = yield* accept(step, final.text, final.source)
-            if ("rejected" in accepted) feedback.push(accepted.rejected)
-            else answer = accepted.answer
-          }
-          if (parsed.protocol === "empty" && final === undefined) {
-            feedback.push(
-              "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
-            )
-          }
-          yield* recordStep()
-          if (answer !== undefined) {
-            yield* emitFinal(answer)
-            return answer
-          }
-
-          function recordStep() {
-            return recordOnce(
-              () =>
-                new TraceEvent.StepCompleted({
-                  runId: spec.runId,
-                  step,
-                  reply: response.text,
-                  blocks,
-                  ...(feedback.length > 0 ? { feedback: feedback.join("\n") } : {}),
-                  ...(lost !== undefined ? { interpreterLost: lost } : {}),
-                  usage: usageOf(response.usage),
-                  model: response.model,
-                  modelMs,
-                  durationMs: Date.now() - stepStart
-                })
-            )
-          }
-
-          if (parsed.code.length > 0) sawOutput = true
-          const failedStep = parsed.code.length === 0 ? final === undefined : errors === parsed.code.length
-          consecutiveErrors = failedStep ? consecutiveErrors + 1 : 0
-          if (consecutiveErrors >= policy.maxConsecutiveErrors) {
-            return yield* Effect.fail(
-              new BudgetExceeded({
-                limit: "maxConsecutiveErrors",
-                value: policy.maxConsecutiveErrors,
-                used: consecutiveErrors,
-                message: `Budget exceeded: ${consecutiveErrors} steps in a row failed (maxConsecutiveErrors=${policy.maxConsecutiveErrors}).`,
-                trace: undefined,
-                partialAnswer: partial
-              })
-            )
-          }
-          messages.push(
-            new LlmAdapter.ChatMessage({ role: "assistant", content: response.text }, true),
-            new LlmAdapter.ChatMessage({ role: "user", content: [...outputs, ...feedback].join("\n\n") }, true)
-          )
-        }
-
-        // Out of steps: ask once for the answer.
-        const forcedStep = policy.maxSteps + 1
-        yield* Ref.set(ctx.step, forcedStep)
-        const stepStart = Date.now()
-        messages.push(new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true))
-        const response = yield* root(messages, forcedStep, stepStart)
-        return yield* forced(
-          forcedStep,
-          stepStart,
-          response,
-          "Out of steps: the answer was requested without running more code."
-        )
-      })
-
-      return yield* steps.pipe(
-        Effect.onExit(() => flushPending),
+      return yield* loop(run, initial).pipe(
+        Effect.onExit(() => flushPending(run)),
         Effect.catchTag("BudgetExceeded", (e) =>
           spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
-            ? answerNow(e).pipe(Effect.onExit(() => flushPending))
-            : Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => partial) }))
+            ? answerNow(run, e).pipe(Effect.onExit(() => flushPending(run)))
+            : Effect.flatMap(partial, (p) =>
+                Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => p) }))
+              )
         )
       )
     })
