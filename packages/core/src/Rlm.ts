@@ -16,11 +16,13 @@ import { Trace } from "@rlm-runtime/trace/Trace"
 import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import type * as Cause from "effect/Cause"
-import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import * as Stream from "effect/Stream"
 import type * as Schema from "effect/Schema"
 import * as Budget from "./Budget.js"
 import * as ModelCall from "./ModelCall.js"
@@ -28,6 +30,7 @@ import * as Policy from "./Policy.js"
 import * as Prompts from "./Prompts.js"
 import * as Protocol from "./Protocol.js"
 import * as RlmContext from "./RlmContext.js"
+import * as RunEvent from "./RunEvent.js"
 import * as Step from "./Step.js"
 import { BudgetExceeded, type RlmError, RunFailed } from "./RlmError.js"
 
@@ -82,8 +85,8 @@ interface Tree {
   readonly policy: Policy.Policy
   readonly adapter: LlmAdapter.LlmAdapter.Service
   readonly sandbox: Sandbox.Sandbox.Service
-  readonly events: Ref.Ref<Chunk.Chunk<TraceEvent.TraceEvent>>
-  readonly recorder: Option.Option<TraceRecorder["Type"]>
+  /** Where the tree's events go, as they happen. */
+  readonly events: Publisher
   readonly options: RunOptions<any>
 }
 
@@ -144,13 +147,31 @@ const countUsage = (ctx: RunCtx, usage: LlmAdapter.Usage, cost: number | undefin
     { discard: true }
   )
 
-const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
-  Ref.update(tree.events, Chunk.append(event)).pipe(
-    Effect.zipRight(Option.match(tree.recorder, { onNone: () => Effect.void, onSome: (r) => r.record(event) }))
-  )
+/**
+ * The run tree's event channel: every event is offered to the stream's
+ * mailbox, and every trace event is also kept for the partial trace an error
+ * carries. One `publish` is one synchronous step, so the kept trace and the
+ * stream see the same order.
+ */
+interface Publisher {
+  readonly publish: (event: RunEvent.RunEvent) => Effect.Effect<void>
+  readonly snapshot: Effect.Effect<Trace>
+}
 
-const snapshot = (tree: Tree) =>
-  Effect.map(Ref.get(tree.events), (events) => new Trace({ events: Chunk.toReadonlyArray(events) }))
+const makePublisher = (mailbox: Mailbox.Mailbox<RunEvent.RunEvent, RlmError>): Effect.Effect<Publisher> =>
+  Effect.sync(() => {
+    const kept: Array<TraceEvent.TraceEvent> = []
+    return {
+      publish: (event) =>
+        Effect.sync(() => {
+          if (RunEvent.isTraceEvent(event)) kept.push(event)
+          mailbox.unsafeOffer(event)
+        }),
+      snapshot: Effect.sync(() => new Trace({ events: [...kept] }))
+    }
+  })
+
+const emit = (tree: Tree, event: RunEvent.RunEvent) => tree.events.publish(event)
 
 /** One model call through `ModelCall`, its usage counted for its run and every ancestor. */
 const modelCall = (
@@ -169,6 +190,10 @@ const modelCall = (
     depth: ctx.depth,
     messages,
     admission,
+    onStart: (model) =>
+      Effect.flatMap(Ref.get(ctx.step), (step) =>
+        emit(ctx.tree, new RunEvent.ModelCallStarted({ runId: ctx.runId, step, role, model }, true))
+      ),
     onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response))
   })
 
@@ -421,11 +446,27 @@ const rootCall = (
 }
 
 /** Run a reply's blocks in order; stop after one that lost the interpreter or hit a budget limit. */
-const runBlocks = (run: Run, code: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> =>
+const runBlocks = (
+  run: Run,
+  step: number,
+  code: ReadonlyArray<string>
+): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> =>
   Effect.gen(function* () {
+    const { runId } = run.spec
     const outcomes: Array<Step.BlockOutcome> = []
-    for (const source of code) {
+    for (const [index, source] of code.entries()) {
+      yield* emit(
+        run.ctx.tree,
+        new RunEvent.BlockStarted({ runId, step, index, total: code.length, code: source }, true)
+      )
       const outcome = yield* runBlock(run, source)
+      yield* emit(
+        run.ctx.tree,
+        new RunEvent.BlockFinished(
+          { runId, step, index, failed: outcome.block.error !== undefined, durationMs: outcome.block.durationMs },
+          true
+        )
+      )
       outcomes.push(outcome)
       yield* Ref.update(
         run.pending,
@@ -553,7 +594,7 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
       Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
     )
     const parsed = Protocol.parse(pending.response.text)
-    const outcomes = yield* runBlocks(run, parsed.code)
+    const outcomes = yield* runBlocks(run, number, parsed.code)
     const name = Step.varToRead(run.config, state, parsed, outcomes)
     const read = name === undefined ? undefined : yield* readVar(run, name)
     const decided = Step.decide(
@@ -839,12 +880,130 @@ const modelFailed = (e: LlmAdapter.LlmError) =>
     partialAnswer: Option.none()
   })
 
+const policyOf = (options: RunOptions<any>) =>
+  options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
+
 /**
- * Run an RLM over `context` to answer `query`.
+ * The whole run tree, publishing its events: the top run's, then `Answered`.
+ * Fails with the run's error, its trace filled in.
+ */
+const drive = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any>,
+  events: Publisher
+): Effect.Effect<void, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  Effect.gen(function* () {
+    const policy = policyOf(options)
+    const tree: Tree = {
+      budget: yield* Budget.make(policy),
+      policy,
+      adapter: yield* LlmAdapter.LlmAdapter,
+      sandbox: yield* Sandbox.Sandbox,
+      events,
+      options
+    }
+    if (policy.maxCostUsd !== undefined) {
+      const unpriced = [...new Set([tree.adapter.model("root"), tree.adapter.model("sub")])].filter(
+        (model) => policy.prices[model] === undefined
+      )
+      if (unpriced.length > 0) {
+        yield* Effect.logWarning(
+          `maxCostUsd=${policy.maxCostUsd} does not bound calls to ${unpriced.join(", ")}: no price is known for them. Add them to policy.prices (USD per million input/output tokens).`
+        )
+      }
+    }
+    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
+    const answered = yield* top.pipe(
+      Effect.catchAll((e) => Effect.flatMap(events.snapshot, (trace) => Effect.fail(withContext(e, { trace }))))
+    )
+    yield* events.publish(
+      new RunEvent.Answered(
+        {
+          answer: answered.answer,
+          value: answered.value,
+          source: answered.source,
+          steps: answered.steps,
+          totals: yield* tree.budget.totals
+        },
+        true
+      )
+    )
+  })
+
+/** Start a run tree in the current scope: its events' mailbox, and the fiber driving it (which ends the mailbox). */
+const start = (query: string, context: RlmContext.Input, options: RunOptions<any>) =>
+  Effect.gen(function* () {
+    const mailbox = yield* Mailbox.make<RunEvent.RunEvent, RlmError>()
+    const events = yield* makePublisher(mailbox)
+    const fiber = yield* drive(query, context, options, events).pipe(Mailbox.into(mailbox), Effect.forkScoped)
+    return { mailbox, fiber }
+  })
+
+/**
+ * The events of a run tree as they happen (see `RunEvent` for the ordering
+ * guarantees): every trace event of the root run and of every child run,
+ * live events (a model call or a block starting, a block finishing), then
+ * `Answered` with the result. A run that fails ends the stream with its typed
+ * error, carrying the partial trace. Stopping the stream early (or
+ * interrupting its consumer) interrupts the run: every REPL session and
+ * in-flight call is closed.
+ *
+ * @since 0.2.0
+ * @category Running
+ */
+export const stream = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any> = {}
+): Stream.Stream<RunEvent.RunEvent, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  Stream.unwrapScoped(Effect.map(start(query, context, options), ({ mailbox }) => Mailbox.toStream(mailbox)))
+
+/** What the fold has seen so far. */
+interface Folded {
+  readonly events: Array<TraceEvent.TraceEvent>
+  readonly answered: RunEvent.Answered | undefined
+}
+
+/**
+ * Fold a run's events into its result, handing each trace event to the
+ * recorder (if any) as it arrives.
+ */
+const fold = (
+  events: Stream.Stream<RunEvent.RunEvent, RlmError>,
+  recorder: Option.Option<TraceRecorder["Type"]>
+): Effect.Effect<RunResult<any>, RlmError> =>
+  Stream.runFoldEffect(events, { events: [], answered: undefined } as Folded, (acc, event): Effect.Effect<Folded> => {
+    if (event._tag === "Answered") return Effect.succeed({ events: acc.events, answered: event })
+    if (!RunEvent.isTraceEvent(event)) return Effect.succeed(acc)
+    // The array is the fold's own, never shared: appending in place keeps the fold linear.
+    acc.events.push(event)
+    return Option.isSome(recorder) ? Effect.as(recorder.value.record(event), acc) : Effect.succeed(acc)
+  }).pipe(
+    Effect.flatMap((acc) =>
+      acc.answered === undefined
+        ? Effect.dieMessage("Rlm.run: the run's events ended without an answer or an error")
+        : Effect.succeed({
+            answer: acc.answered.answer,
+            value: acc.answered.value,
+            source: acc.answered.source,
+            steps: acc.answered.steps,
+            totals: acc.answered.totals,
+            trace: new Trace({ events: acc.events })
+          })
+    )
+  )
+
+/**
+ * Run an RLM over `context` to answer `query`: {@link stream} folded into a
+ * `RunResult`.
  *
  * Requires the `LlmAdapter` and `Sandbox` services; a `TraceRecorder` in
- * context also receives every event as it happens. The result (and every
- * error) carries the trace of the whole run tree.
+ * context also receives every trace event as it happens (it is one more
+ * consumer of the stream). The result (and every error) carries the trace of
+ * the whole run tree. When the run is interrupted, the events its runs
+ * publish while they stop (`RunFinished` "interrupted", a step stopped
+ * half-way) still reach the recorder.
  *
  * @since 0.1.0
  * @category Running
@@ -861,37 +1020,15 @@ export const run: {
     options?: RunOptions<string>
   ): Effect.Effect<RunResult<string>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox>
 } = (query: string, context: RlmContext.Input, options: RunOptions<any> = {}) =>
-  Effect.gen(function* () {
-    const policy = options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
-    const tree: Tree = {
-      budget: yield* Budget.make(policy),
-      policy,
-      adapter: yield* LlmAdapter.LlmAdapter,
-      sandbox: yield* Sandbox.Sandbox,
-      events: yield* Ref.make(Chunk.empty<TraceEvent.TraceEvent>()),
-      recorder: yield* Effect.serviceOption(TraceRecorder),
-      options
-    }
-    if (policy.maxCostUsd !== undefined) {
-      const unpriced = [...new Set([tree.adapter.model("root"), tree.adapter.model("sub")])].filter(
-        (model) => policy.prices[model] === undefined
+  Effect.scoped(
+    Effect.gen(function* () {
+      const recorder = yield* Effect.serviceOption(TraceRecorder)
+      const { fiber, mailbox } = yield* start(query, context, options)
+      // The fold runs in its own fiber, never interrupted from outside: when this run is interrupted, the
+      // driver is interrupted and the fold goes on to the driver's last event, so nothing published is lost.
+      const folded = yield* Effect.forkScoped(fold(Mailbox.toStream(mailbox), recorder))
+      return yield* Fiber.join(folded).pipe(
+        Effect.onInterrupt(() => Effect.zipRight(Fiber.interrupt(fiber), Fiber.await(folded)))
       )
-      if (unpriced.length > 0) {
-        yield* Effect.logWarning(
-          `maxCostUsd=${policy.maxCostUsd} does not bound calls to ${unpriced.join(", ")}: no price is known for them. Add them to policy.prices (USD per million input/output tokens).`
-        )
-      }
-    }
-    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
-    const answered = yield* top.pipe(
-      Effect.catchAll((e) => Effect.flatMap(snapshot(tree), (trace) => Effect.fail(withContext(e, { trace }))))
-    )
-    return {
-      answer: answered.answer,
-      value: answered.value,
-      source: answered.source,
-      steps: answered.steps,
-      totals: yield* tree.budget.totals,
-      trace: yield* snapshot(tree)
-    }
-  }) as any
+    })
+  ) as any

@@ -42,3 +42,8 @@ export * as ModelCall from "./ModelCall.js"
  * @since 0.2.0
  */
 export * as Step from "./Step.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as RunEvent from "./RunEvent.js"
