@@ -17,6 +17,7 @@ import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import type * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Mailbox from "effect/Mailbox"
@@ -225,9 +226,9 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
   Effect.gen(function* () {
     yield* refusePrompt(ctx, "llm_query", prompt)
     const parentStep = yield* Ref.get(ctx.step)
-    const start = Date.now()
+    const start = yield* Clock.currentTimeMillis
     const model = ctx.tree.adapter.model("sub")
-    const baseOf = () => ({
+    const baseOf = (now: number) => ({
       runId: ctx.runId,
       parentStep,
       kind: "llm_query" as const,
@@ -235,26 +236,28 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
-      durationMs: Date.now() - start
+      durationMs: now - start
     })
     const exit = yield* Effect.exit(
       modelCall(ctx, "sub", [new LlmAdapter.ChatMessage({ role: "user", content: prompt }, true)], (response) =>
-        emit(
-          ctx.tree,
-          new TraceEvent.SubCall({
-            ...baseOf(),
-            model: response.model,
-            reply: response.text,
-            replySha256: sha256(response.text),
-            replyChars: response.text.length,
-            usage: usageOf(response.usage)
-          })
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          emit(
+            ctx.tree,
+            new TraceEvent.SubCall({
+              ...baseOf(now),
+              model: response.model,
+              reply: response.text,
+              replySha256: sha256(response.text),
+              replyChars: response.text.length,
+              usage: usageOf(response.usage)
+            })
+          )
         )
       )
     )
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
     if (exit._tag === "Success") return exit.value.text
-    const base = baseOf()
+    const base = baseOf(yield* Clock.currentTimeMillis)
     const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
     if (failure instanceof BudgetExceeded) {
       yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
@@ -267,23 +270,50 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
   })
 
+/**
+ * A batch of sub-calls, `concurrency` at a time. When one fails the batch (a
+ * budget limit, or any failure with `batchFailure: "fail-all"`), the others
+ * are interrupted, and the batch returns only once every one of them has
+ * stopped: `Effect.forEach` does not wait for the fibers it interrupts, and a
+ * child run still closing its REPL (and recording its `RunFinished`) must not
+ * outlive the block that started it.
+ */
 const batched =
   (ctx: RunCtx, one: (prompt: string) => Effect.Effect<string, Sandbox.HostCallError>) =>
   (prompts: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, Sandbox.HostCallError> =>
-    Effect.forEach(
-      prompts,
-      (prompt) =>
-        ctx.tree.policy.batchFailure === "fail-all"
-          ? one(prompt)
-          : one(prompt).pipe(
-              Effect.catchAll((e) =>
-                // A budget failure still ends the batch: nothing more may be sent.
-                e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
+    Effect.gen(function* () {
+      const live = yield* Ref.make(0)
+      const idle = yield* Effect.makeLatch(true)
+      const tracked = <A, E>(self: Effect.Effect<A, E>) =>
+        Effect.uninterruptibleMask((restore) =>
+          Ref.update(live, (n) => n + 1).pipe(
+            Effect.zipRight(idle.close),
+            Effect.zipRight(restore(self)),
+            Effect.ensuring(
+              Effect.flatMap(
+                Ref.updateAndGet(live, (n) => n - 1),
+                (n) => (n === 0 ? idle.open : Effect.void)
               )
-            ),
-      // Bounded here too: thousands of fibers queued on one Semaphore wake each other on every release.
-      { concurrency: ctx.tree.policy.concurrency }
-    )
+            )
+          )
+        )
+      return yield* Effect.forEach(
+        prompts,
+        (prompt) =>
+          tracked(
+            ctx.tree.policy.batchFailure === "fail-all"
+              ? one(prompt)
+              : one(prompt).pipe(
+                  Effect.catchAll((e) =>
+                    // A budget failure still ends the batch: nothing more may be sent.
+                    e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
+                  )
+                )
+          ),
+        // Bounded here too: thousands of fibers queued on one Semaphore wake each other on every release.
+        { concurrency: ctx.tree.policy.concurrency }
+      ).pipe(Effect.onExit(() => idle.await))
+    })
 
 const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
   Effect.gen(function* () {
@@ -293,7 +323,7 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     const parentStep = yield* Ref.get(ctx.step)
     const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
     const childRunId = `${ctx.runId}/${parentStep}.${index}`
-    const start = Date.now()
+    const start = yield* Clock.currentTimeMillis
     const reserved = yield* Effect.either(tree.budget.reserveSubCall)
     if (reserved._tag === "Left") return yield* markFatal(ctx, reserved.left)
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
@@ -318,7 +348,7 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
-      durationMs: Date.now() - start,
+      durationMs: (yield* Clock.currentTimeMillis) - start,
       // The child's own calls carry its usage; counting it here too would count it twice.
       usage: {},
       childRunId
@@ -378,9 +408,9 @@ interface Run {
 /** A sandbox error that ends the run: the sandbox cannot go on. */
 const isFatal = (e: Sandbox.SandboxError) => !e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")
 
-const stoppedStep = (run: Run, p: Pending) =>
+const stoppedStep = (runId: string, p: Pending, now: number) =>
   new TraceEvent.StepCompleted({
-    runId: run.spec.runId,
+    runId,
     step: p.step,
     reply: p.response.text,
     blocks: p.blocks,
@@ -388,25 +418,22 @@ const stoppedStep = (run: Run, p: Pending) =>
     usage: usageOf(p.response.usage),
     model: p.response.model,
     modelMs: p.modelMs,
-    durationMs: Date.now() - p.stepStart
+    durationMs: now - p.stepStart
   })
 
-const flushPending = (run: Run) =>
-  Effect.flatMap(Ref.getAndSet(run.pending, Option.none()), (p) =>
-    Option.match(p, { onNone: () => Effect.void, onSome: (p) => emit(run.ctx.tree, stoppedStep(run, p)) })
+/** Record the pending step, if any, as stopped half-way. */
+const flushPending = (tree: Tree, runId: string, pending: Ref.Ref<Option.Option<Pending>>) =>
+  Effect.flatMap(Ref.getAndSet(pending, Option.none()), (p) =>
+    Option.match(p, {
+      onNone: () => Effect.void,
+      onSome: (p) => Effect.flatMap(Clock.currentTimeMillis, (now) => emit(tree, stoppedStep(runId, p, now)))
+    })
   )
 
 /** Record a step, replacing its pending record; not interruptible half-way. */
-const recordStep = (
-  run: Run,
-  p: Pending,
-  blocks: ReadonlyArray<TraceEvent.CodeBlock>,
-  record: Step.Record,
-  stepEnd = Date.now()
-) =>
+const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeBlock>, record: Step.Record) =>
   Effect.uninterruptible(
-    Effect.zipRight(
-      Ref.set(run.pending, Option.none()),
+    Effect.flatMap(Effect.zipRight(Ref.set(run.pending, Option.none()), Clock.currentTimeMillis), (stepEnd) =>
       emit(
         run.ctx.tree,
         new TraceEvent.StepCompleted({
@@ -430,20 +457,27 @@ const rootCall = (
   step: number,
   messages: ReadonlyArray<LlmAdapter.ChatMessage>,
   admission: "reserve" | "grant" = "reserve"
-): Effect.Effect<Pending, LlmAdapter.LlmError | BudgetExceeded> => {
-  const stepStart = Date.now()
-  return Effect.map(
-    modelCall(
+): Effect.Effect<Pending, LlmAdapter.LlmError | BudgetExceeded> =>
+  Effect.gen(function* () {
+    const stepStart = yield* Clock.currentTimeMillis
+    const pendingOf = (response: LlmAdapter.ChatResponse, now: number): Pending => ({
+      step,
+      stepStart,
+      modelMs: now - stepStart,
+      response,
+      blocks: []
+    })
+    const response = yield* modelCall(
       run.ctx,
       "root",
       messages,
       (response) =>
-        Ref.set(run.pending, Option.some({ step, stepStart, modelMs: Date.now() - stepStart, response, blocks: [] })),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.set(run.pending, Option.some(pendingOf(response, now)))),
       admission
-    ),
-    (response): Pending => ({ step, stepStart, modelMs: Date.now() - stepStart, response, blocks: [] })
-  )
-}
+    )
+    const pending = yield* Ref.get(run.pending)
+    return Option.isSome(pending) ? pending.value : pendingOf(response, yield* Clock.currentTimeMillis)
+  })
 
 /** Run a reply's blocks in order; stop after one that lost the interpreter or hit a budget limit. */
 const runBlocks = (
@@ -714,7 +748,7 @@ const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError>
 const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
   Effect.gen(function* () {
     const { adapter, options, policy, sandbox } = tree
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     const ownUsage = yield* Ref.make<RunUsage>(emptyRunUsage)
     const ctx: RunCtx = {
       tree,
@@ -726,6 +760,9 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       subCalls: yield* Ref.make(0),
       children: yield* Ref.make(0)
     }
+    /** See `Run.pending`. */
+    const pending = yield* Ref.make(Option.none<Pending>())
+    const flush = flushPending(tree, spec.runId, pending)
     const meta = RlmContext.metadata(spec.context, { previewChars: options.previewChars ?? 200 })
     const finish = (status: TraceEvent.RunFinished["status"], error?: string) =>
       Effect.gen(function* () {
@@ -739,7 +776,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             subCalls: yield* Ref.get(ctx.subCalls),
             usage: used.tokens,
             ...runCost(used),
-            durationMs: Date.now() - started,
+            durationMs: (yield* Clock.currentTimeMillis) - started,
             ...(error !== undefined ? { error } : {})
           })
         )
@@ -758,7 +795,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           model: adapter.model("root"),
           language: sandbox.language,
           isolation: sandbox.isolation,
-          timestamp: Date.now()
+          timestamp: yield* Clock.currentTimeMillis
         })
       )
       const repl = yield* sandbox
@@ -796,16 +833,15 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           output: options.output
         },
         state: yield* Ref.make(initial),
-        pending: yield* Ref.make(Option.none<Pending>()),
+        pending,
         lastLoss: yield* Ref.make(Option.none<Sandbox.SandboxError>())
       }
       const partial = Effect.map(Ref.get(run.state), (s) => Option.fromNullable(s.partialAnswer))
 
       return yield* loop(run, initial).pipe(
-        Effect.onExit(() => flushPending(run)),
         Effect.catchTag("BudgetExceeded", (e) =>
           spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
-            ? answerNow(run, e).pipe(Effect.onExit(() => flushPending(run)))
+            ? Effect.zipRight(flush, answerNow(run, e))
             : Effect.flatMap(partial, (p) =>
                 Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => p) }))
               )
@@ -814,6 +850,9 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
     })
 
     return yield* Effect.scoped(body).pipe(
+      // A step stopped half-way is recorded once the REPL is closed: its in-flight host calls have ended then,
+      // so their SubCalls come before it.
+      Effect.onExit(() => flush),
       // The wall clock bounds the whole tree: it is set on the top run, so that run ends as "budget_exceeded"
       // while the children it interrupts end as "interrupted".
       (self) => (spec.depth === 0 ? wallClock(policy, self) : self),
