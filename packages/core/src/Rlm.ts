@@ -998,40 +998,46 @@ export const stream = (
 ): Stream.Stream<RunEvent.RunEvent, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
   Stream.unwrapScoped(Effect.map(start(query, context, options), ({ mailbox }) => Mailbox.toStream(mailbox)))
 
-/** What the fold has seen so far. */
-interface Folded {
-  readonly events: Array<TraceEvent.TraceEvent>
-  readonly answered: RunEvent.Answered | undefined
-}
-
 /**
  * Fold a run's events into its result, handing each trace event to the
- * recorder (if any) as it arrives.
+ * recorder (if any) as it arrives. It reads the stream's mailbox a chunk at a
+ * time (what `Mailbox.toStream` does, without a stream's machinery per
+ * element: the fold is on the run loop's hot path) and fails with the run's
+ * error once the events before it are folded.
  */
 const fold = (
-  events: Stream.Stream<RunEvent.RunEvent, RlmError>,
+  mailbox: Mailbox.ReadonlyMailbox<RunEvent.RunEvent, RlmError>,
   recorder: Option.Option<TraceRecorder["Type"]>
 ): Effect.Effect<RunResult<any>, RlmError> =>
-  Stream.runFoldEffect(events, { events: [], answered: undefined } as Folded, (acc, event): Effect.Effect<Folded> => {
-    if (event._tag === "Answered") return Effect.succeed({ events: acc.events, answered: event })
-    if (!RunEvent.isTraceEvent(event)) return Effect.succeed(acc)
-    // The array is the fold's own, never shared: appending in place keeps the fold linear.
-    acc.events.push(event)
-    return Option.isSome(recorder) ? Effect.as(recorder.value.record(event), acc) : Effect.succeed(acc)
-  }).pipe(
-    Effect.flatMap((acc) =>
-      acc.answered === undefined
-        ? Effect.dieMessage("Rlm.run: the run's events ended without an answer or an error")
-        : Effect.succeed({
-            answer: acc.answered.answer,
-            value: acc.answered.value,
-            source: acc.answered.source,
-            steps: acc.answered.steps,
-            totals: acc.answered.totals,
-            trace: new Trace({ events: acc.events })
-          })
-    )
-  )
+  Effect.gen(function* () {
+    const acc: { readonly events: Array<TraceEvent.TraceEvent>; answered: RunEvent.Answered | undefined } = {
+      events: [],
+      answered: undefined
+    }
+    const take = Effect.flatMap(mailbox.takeAll, ([chunk, done]) => {
+      const traced: Array<TraceEvent.TraceEvent> = []
+      for (const event of chunk) {
+        if (event._tag === "Answered") acc.answered = event
+        else if (RunEvent.isTraceEvent(event)) traced.push(event)
+      }
+      acc.events.push(...traced)
+      const recorded = Option.isSome(recorder)
+        ? Effect.forEach(traced, (event) => recorder.value.record(event), { discard: true })
+        : Effect.void
+      return Effect.as(recorded, done)
+    })
+    yield* Effect.iterate(false, { while: (done) => !done, body: () => take })
+    const answered = acc.answered
+    if (answered === undefined) return yield* Effect.dieMessage("Rlm.run: the run's events ended without an answer")
+    return {
+      answer: answered.answer,
+      value: answered.value,
+      source: answered.source,
+      steps: answered.steps,
+      totals: answered.totals,
+      trace: new Trace({ events: acc.events })
+    }
+  })
 
 /**
  * Run an RLM over `context` to answer `query`: {@link stream} folded into a
@@ -1065,7 +1071,7 @@ export const run: {
       const { fiber, mailbox } = yield* start(query, context, options)
       // The fold runs in its own fiber, never interrupted from outside: when this run is interrupted, the
       // driver is interrupted and the fold goes on to the driver's last event, so nothing published is lost.
-      const folded = yield* Effect.forkScoped(fold(Mailbox.toStream(mailbox), recorder))
+      const folded = yield* Effect.forkScoped(fold(mailbox, recorder))
       return yield* Fiber.join(folded).pipe(
         Effect.onInterrupt(() => Effect.zipRight(Fiber.interrupt(fiber), Fiber.await(folded)))
       )
