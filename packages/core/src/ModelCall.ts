@@ -92,8 +92,8 @@ export const call: (
         new LlmAdapter.ChatRequest(
           {
             role: request.role,
-            // A copy: the caller keeps its history.
-            messages: [...request.messages],
+            // Not copied: a run's history is immutable (`Step.RunState`), each step makes a new one.
+            messages: request.messages,
             ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
           },
           // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.
