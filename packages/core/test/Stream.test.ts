@@ -2,8 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox } from "@rlm-runtime/sandbox"
 import { TraceRecorder } from "@rlm-runtime/trace"
-import { Cause, Chunk, Effect, Exit, Layer, Option, Stream } from "effect"
-import { Rlm, RunEvent } from "../src/index.js"
+import { Cause, Chunk, Effect, Exit, Layer, Option, Schema, Stream } from "effect"
+import { Rlm, RlmError, RunEvent } from "../src/index.js"
 import * as Random from "./utils/randomRuns.js"
 
 const Js = JavascriptSandbox.layer()
@@ -215,6 +215,14 @@ describe("Rlm.stream", () => {
       assert.strictEqual(e?._tag, "BudgetExceeded")
       assert.strictEqual(events.at(-1)?._tag, "RunFinished")
       checkOrder(events, false)
+      // The error serializes with its partial trace (a Schema.TaggedError) and reads back equal.
+      if (e?._tag !== "BudgetExceeded") return
+      const json = JSON.stringify(Schema.encodeSync(RlmError.BudgetExceeded)(e))
+      const back = Schema.decodeUnknownSync(RlmError.BudgetExceeded)(JSON.parse(json))
+      assert.instanceOf(back, RlmError.BudgetExceeded)
+      assert.deepStrictEqual(back.trace?.events, e.trace?.events)
+      assert.deepStrictEqual([back.limit, back.value, back.used, back.message], [e.limit, e.value, e.used, e.message])
+      assert.deepStrictEqual(back.partialAnswer, e.partialAnswer)
     })
   )
 
