@@ -1,10 +1,15 @@
 /**
  * The RLM run loop.
  *
- * `Rlm.run(query, context, options)` opens a REPL from the `Sandbox` service,
- * loads the context into it once, and lets the root model (the `LlmAdapter`)
- * drive it turn by turn until it answers. Model code reaches sub-models
- * through host functions that share one budget across the whole run tree.
+ * `Rlm.stream(query, context, options)` opens a REPL from the `Sandbox`
+ * service, loads the context into it once, and lets the root model (the
+ * `LlmAdapter`) drive it step by step until it answers, emitting every event
+ * of the run tree (see `RunEvent`) as it happens. Model code reaches
+ * sub-models through host functions that share one budget across the whole
+ * run tree; every model call takes the one path of `ModelCall`. Each step's
+ * effects (the model call, the blocks, a `FINAL_VAR` read) are handed as data
+ * to the pure `Step.decide`, which returns the next `Step.RunState` and what
+ * to do. `Rlm.run` is the stream folded into a `RunResult`.
  *
  * @since 0.1.0
  */
@@ -96,7 +101,10 @@ interface RunCtx {
   readonly runId: string
   readonly depth: number
   readonly step: Ref.Ref<number>
-  /** A fatal error raised inside a host function (budget), ending the run after the block. */
+  /**
+   * A budget limit hit inside a host function: read after the block into its
+   * `Step.BlockOutcome`, so `Step.decide` ends the run.
+   */
   readonly fatal: Ref.Ref<Option.Option<BudgetExceeded>>
   /** Usage of this run and of every ancestor, updated on each call. */
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
