@@ -1,10 +1,15 @@
 /**
  * The RLM run loop.
  *
- * `Rlm.run(query, context, options)` opens a REPL from the `Sandbox` service,
- * loads the context into it once, and lets the root model (the `LlmAdapter`)
- * drive it turn by turn until it answers. Model code reaches sub-models
- * through host functions that share one budget across the whole run tree.
+ * `Rlm.stream(query, context, options)` opens a REPL from the `Sandbox`
+ * service, loads the context into it once, and lets the root model (the
+ * `LlmAdapter`) drive it step by step until it answers, emitting every event
+ * of the run tree (see `RunEvent`) as it happens. Model code reaches
+ * sub-models through host functions that share one budget across the whole
+ * run tree; every model call takes the one path of `ModelCall`. Each step's
+ * effects (the model call, the blocks, a `FINAL_VAR` read) are handed as data
+ * to the pure `Step.decide`, which returns the next `Step.RunState` and what
+ * to do. `Rlm.run` is the stream folded into a `RunResult`.
  *
  * @since 0.1.0
  */
@@ -16,18 +21,23 @@ import { Trace } from "@rlm-runtime/trace/Trace"
 import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import type * as Cause from "effect/Cause"
-import * as Chunk from "effect/Chunk"
 import * as Duration from "effect/Duration"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
-import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import type * as Schema from "effect/Schema"
 import * as Budget from "./Budget.js"
+import * as ModelCall from "./ModelCall.js"
 import * as Policy from "./Policy.js"
 import * as Prompts from "./Prompts.js"
 import * as Protocol from "./Protocol.js"
 import * as RlmContext from "./RlmContext.js"
+import * as RunEvent from "./RunEvent.js"
+import * as Step from "./Step.js"
 import { BudgetExceeded, type RlmError, RunFailed } from "./RlmError.js"
 
 /**
@@ -81,8 +91,8 @@ interface Tree {
   readonly policy: Policy.Policy
   readonly adapter: LlmAdapter.LlmAdapter.Service
   readonly sandbox: Sandbox.Sandbox.Service
-  readonly events: Ref.Ref<Chunk.Chunk<TraceEvent.TraceEvent>>
-  readonly recorder: Option.Option<TraceRecorder["Type"]>
+  /** Where the tree's events go, as they happen. */
+  readonly events: Publisher
   readonly options: RunOptions<any>
 }
 
@@ -91,7 +101,10 @@ interface RunCtx {
   readonly runId: string
   readonly depth: number
   readonly step: Ref.Ref<number>
-  /** A fatal error raised inside a host function (budget), ending the run after the block. */
+  /**
+   * A budget limit hit inside a host function: read after the block into its
+   * `Step.BlockOutcome`, so `Step.decide` ends the run.
+   */
   readonly fatal: Ref.Ref<Option.Option<BudgetExceeded>>
   /** Usage of this run and of every ancestor, updated on each call. */
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
@@ -143,15 +156,33 @@ const countUsage = (ctx: RunCtx, usage: LlmAdapter.Usage, cost: number | undefin
     { discard: true }
   )
 
-const emit = (tree: Tree, event: TraceEvent.TraceEvent) =>
-  Ref.update(tree.events, Chunk.append(event)).pipe(
-    Effect.zipRight(Option.match(tree.recorder, { onNone: () => Effect.void, onSome: (r) => r.record(event) }))
-  )
+/**
+ * The run tree's event channel: every event is offered to the stream's
+ * mailbox, and every trace event is also kept for the partial trace an error
+ * carries. One `publish` is one synchronous step, so the kept trace and the
+ * stream see the same order.
+ */
+interface Publisher {
+  readonly publish: (event: RunEvent.RunEvent) => Effect.Effect<void>
+  readonly snapshot: Effect.Effect<Trace>
+}
 
-const snapshot = (tree: Tree) =>
-  Effect.map(Ref.get(tree.events), (events) => new Trace({ events: Chunk.toReadonlyArray(events) }))
+const makePublisher = (mailbox: Mailbox.Mailbox<RunEvent.RunEvent, RlmError>): Effect.Effect<Publisher> =>
+  Effect.sync(() => {
+    const kept: Array<TraceEvent.TraceEvent> = []
+    return {
+      publish: (event) =>
+        Effect.sync(() => {
+          if (RunEvent.isTraceEvent(event)) kept.push(event)
+          mailbox.unsafeOffer(event)
+        }),
+      snapshot: Effect.sync(() => new Trace({ events: [...kept] }))
+    }
+  })
 
-/** One model call under the budget and the depth level's concurrency bound. */
+const emit = (tree: Tree, event: RunEvent.RunEvent) => tree.events.publish(event)
+
+/** One model call through `ModelCall`, its usage counted for its run and every ancestor. */
 const modelCall = (
   ctx: RunCtx,
   role: LlmAdapter.CallRole,
@@ -160,54 +191,20 @@ const modelCall = (
    * Runs with the response, in the same uninterruptible region that counts its
    * usage: a call whose usage is counted is always recorded in the trace.
    */
-  onResponse: (response: LlmAdapter.ChatResponse) => Effect.Effect<void> = () => Effect.void
-): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> => {
-  const { adapter, budget, policy } = ctx.tree
-  const model = adapter.model(role)
-  const call = Effect.gen(function* () {
-    const reservation = yield* budget.reserve({
-      kind: role === "root" ? "root" : "sub",
-      model,
-      inputEstimate: LlmAdapter.estimateRequestTokens(messages)
-    })
-    const request = new LlmAdapter.ChatRequest(
-      {
-        role,
-        // A copy: the run loop keeps appending to its history.
-        messages: [...messages],
-        ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
-      },
-      // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.
-      true
-    )
-    const send = adapter.chat(request)
-    const timed =
-      policy.callTimeoutMs === undefined
-        ? send
-        : Effect.timeoutFail(send, {
-            duration: Duration.millis(policy.callTimeoutMs),
-            onTimeout: () =>
-              new LlmAdapter.LlmError({
-                reason: "Timeout",
-                message: `The model call took longer than callTimeoutMs=${policy.callTimeoutMs} ms and was cancelled.`,
-                retryable: true
-              })
-          })
-    // Once the reply has arrived, counting and recording it cannot be interrupted.
-    return yield* Effect.uninterruptibleMask((restore) =>
-      restore(timed).pipe(
-        Effect.onError(() => budget.release(reservation)),
-        Effect.tap((response) =>
-          budget.commit(reservation, response.usage).pipe(
-            Effect.flatMap((cost) => countUsage(ctx, response.usage, cost)),
-            Effect.zipRight(onResponse(response))
-          )
-        )
-      )
-    )
+  onResponse: (response: LlmAdapter.ChatResponse) => Effect.Effect<void> = () => Effect.void,
+  admission: "reserve" | "grant" = "reserve"
+): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> =>
+  ModelCall.call(ctx.tree, {
+    role,
+    depth: ctx.depth,
+    messages,
+    admission,
+    onStart: (model) =>
+      Effect.flatMap(Ref.get(ctx.step), (step) =>
+        emit(ctx.tree, new RunEvent.ModelCallStarted({ runId: ctx.runId, step, role, model }, true))
+      ),
+    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response))
   })
-  return budget.permit(ctx.depth)(call)
-}
 
 const hostError = (message: string, cause?: unknown) =>
   new Sandbox.HostCallError(cause === undefined ? { message } : { message, cause })
@@ -237,9 +234,9 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
   Effect.gen(function* () {
     yield* refusePrompt(ctx, "llm_query", prompt)
     const parentStep = yield* Ref.get(ctx.step)
-    const start = Date.now()
+    const start = yield* Clock.currentTimeMillis
     const model = ctx.tree.adapter.model("sub")
-    const baseOf = () => ({
+    const baseOf = (now: number) => ({
       runId: ctx.runId,
       parentStep,
       kind: "llm_query" as const,
@@ -247,26 +244,28 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
-      durationMs: Date.now() - start
+      durationMs: now - start
     })
     const exit = yield* Effect.exit(
       modelCall(ctx, "sub", [new LlmAdapter.ChatMessage({ role: "user", content: prompt }, true)], (response) =>
-        emit(
-          ctx.tree,
-          new TraceEvent.SubCall({
-            ...baseOf(),
-            model: response.model,
-            reply: response.text,
-            replySha256: sha256(response.text),
-            replyChars: response.text.length,
-            usage: usageOf(response.usage)
-          })
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          emit(
+            ctx.tree,
+            new TraceEvent.SubCall({
+              ...baseOf(now),
+              model: response.model,
+              reply: response.text,
+              replySha256: sha256(response.text),
+              replyChars: response.text.length,
+              usage: usageOf(response.usage)
+            })
+          )
         )
       )
     )
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
     if (exit._tag === "Success") return exit.value.text
-    const base = baseOf()
+    const base = baseOf(yield* Clock.currentTimeMillis)
     const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
     if (failure instanceof BudgetExceeded) {
       yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
@@ -279,23 +278,50 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
   })
 
+/**
+ * A batch of sub-calls, `concurrency` at a time. When one fails the batch (a
+ * budget limit, or any failure with `batchFailure: "fail-all"`), the others
+ * are interrupted, and the batch returns only once every one of them has
+ * stopped: `Effect.forEach` does not wait for the fibers it interrupts, and a
+ * child run still closing its REPL (and recording its `RunFinished`) must not
+ * outlive the block that started it.
+ */
 const batched =
   (ctx: RunCtx, one: (prompt: string) => Effect.Effect<string, Sandbox.HostCallError>) =>
   (prompts: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, Sandbox.HostCallError> =>
-    Effect.forEach(
-      prompts,
-      (prompt) =>
-        ctx.tree.policy.batchFailure === "fail-all"
-          ? one(prompt)
-          : one(prompt).pipe(
-              Effect.catchAll((e) =>
-                // A budget failure still ends the batch: nothing more may be sent.
-                e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
+    Effect.gen(function* () {
+      const live = yield* Ref.make(0)
+      const idle = yield* Effect.makeLatch(true)
+      const tracked = <A, E>(self: Effect.Effect<A, E>) =>
+        Effect.uninterruptibleMask((restore) =>
+          Ref.update(live, (n) => n + 1).pipe(
+            Effect.zipRight(idle.close),
+            Effect.zipRight(restore(self)),
+            Effect.ensuring(
+              Effect.flatMap(
+                Ref.updateAndGet(live, (n) => n - 1),
+                (n) => (n === 0 ? idle.open : Effect.void)
               )
-            ),
-      // Bounded here too: thousands of fibers queued on one Semaphore wake each other on every release.
-      { concurrency: ctx.tree.policy.concurrency }
-    )
+            )
+          )
+        )
+      return yield* Effect.forEach(
+        prompts,
+        (prompt) =>
+          tracked(
+            ctx.tree.policy.batchFailure === "fail-all"
+              ? one(prompt)
+              : one(prompt).pipe(
+                  Effect.catchAll((e) =>
+                    // A budget failure still ends the batch: nothing more may be sent.
+                    e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
+                  )
+                )
+          ),
+        // Bounded here too: thousands of fibers queued on one Semaphore wake each other on every release.
+        { concurrency: ctx.tree.policy.concurrency }
+      ).pipe(Effect.onExit(() => idle.await))
+    })
 
 const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
   Effect.gen(function* () {
@@ -305,7 +331,7 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     const parentStep = yield* Ref.get(ctx.step)
     const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
     const childRunId = `${ctx.runId}/${parentStep}.${index}`
-    const start = Date.now()
+    const start = yield* Clock.currentTimeMillis
     const reserved = yield* Effect.either(tree.budget.reserveSubCall)
     if (reserved._tag === "Left") return yield* markFatal(ctx, reserved.left)
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
@@ -330,7 +356,7 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
-      durationMs: Date.now() - start,
+      durationMs: (yield* Clock.currentTimeMillis) - start,
       // The child's own calls carry its usage; counting it here too would count it twice.
       usage: {},
       childRunId
@@ -350,30 +376,6 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     return yield* Effect.fail(hostError(`rlm_query failed: ${failure.message}`, failure))
   })
 
-const formatBlock = (i: number, total: number, r: Sandbox.ExecResult): string => {
-  const parts: Array<string> = []
-  if (r.stdout.length > 0) parts.push(r.stdout.replace(/\n$/, ""))
-  if (r.stderr.length > 0) parts.push(`[stderr]\n${r.stderr.replace(/\n$/, "")}`)
-  if (r.error !== undefined) parts.push(`[error]\n${r.error.replace(/\n$/, "")}`)
-  if (parts.length === 0) parts.push("(no output)")
-  return `${total > 1 ? `Output of block ${i + 1}:` : "REPL output:"}\n${parts.join("\n")}`
-}
-
-const decodeAnswer = (schema: Schema.Schema<any, any, never> | undefined, text: string) => {
-  if (schema === undefined) return Effect.succeed(text as unknown)
-  const decode = Schema.decodeUnknown(schema)
-  return decode(text).pipe(
-    Effect.orElse(() =>
-      Effect.try(() => JSON.parse(text) as unknown).pipe(
-        Effect.mapError(() => "the answer is not valid JSON"),
-        Effect.flatMap((json) =>
-          decode(json).pipe(Effect.mapError((e) => ParseResult.TreeFormatter.formatErrorSync(e)))
-        )
-      )
-    )
-  )
-}
-
 interface RunSpec {
   readonly runId: string
   readonly depth: number
@@ -384,10 +386,377 @@ interface RunSpec {
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
 }
 
+/** A root call whose usage is counted but whose step is not recorded yet. */
+interface Pending {
+  readonly step: number
+  readonly stepStart: number
+  readonly modelMs: number
+  readonly response: LlmAdapter.ChatResponse
+  readonly blocks: ReadonlyArray<TraceEvent.CodeBlock>
+}
+
+/** One run of the tree (the root or a child), with its REPL open. */
+interface Run {
+  readonly ctx: RunCtx
+  readonly spec: RunSpec
+  readonly config: Step.Config
+  readonly repl: Sandbox.Repl
+  /** The latest decided state. */
+  readonly state: Ref.Ref<Step.RunState>
+  /**
+   * The `StepCompleted` of a root call whose step is not recorded yet: emitted
+   * if the step ends early (interruption, a sandbox failure), so the trace
+   * holds every call that was counted.
+   */
+  readonly pending: Ref.Ref<Option.Option<Pending>>
+  /** The last `SandboxError` that lost the interpreter (the cause of a "SandboxRestarts" failure). */
+  readonly lastLoss: Ref.Ref<Option.Option<Sandbox.SandboxError>>
+}
+
+/** A sandbox error that ends the run: the sandbox cannot go on. */
+const isFatal = (e: Sandbox.SandboxError) => !e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")
+
+const stoppedStep = (runId: string, p: Pending, now: number) =>
+  new TraceEvent.StepCompleted({
+    runId,
+    step: p.step,
+    reply: p.response.text,
+    blocks: p.blocks,
+    feedback: "The step was stopped before it finished.",
+    usage: usageOf(p.response.usage),
+    model: p.response.model,
+    modelMs: p.modelMs,
+    durationMs: now - p.stepStart
+  })
+
+/** Record the pending step, if any, as stopped half-way. */
+const flushPending = (tree: Tree, runId: string, pending: Ref.Ref<Option.Option<Pending>>) =>
+  Effect.flatMap(Ref.getAndSet(pending, Option.none()), (p) =>
+    Option.match(p, {
+      onNone: () => Effect.void,
+      onSome: (p) => Effect.flatMap(Clock.currentTimeMillis, (now) => emit(tree, stoppedStep(runId, p, now)))
+    })
+  )
+
+/** Record a step, replacing its pending record; not interruptible half-way. */
+const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeBlock>, record: Step.Record) =>
+  Effect.uninterruptible(
+    Effect.flatMap(Effect.zipRight(Ref.set(run.pending, Option.none()), Clock.currentTimeMillis), (stepEnd) =>
+      emit(
+        run.ctx.tree,
+        new TraceEvent.StepCompleted({
+          runId: run.spec.runId,
+          step: p.step,
+          reply: p.response.text,
+          blocks: [...blocks],
+          ...record,
+          usage: usageOf(p.response.usage),
+          model: p.response.model,
+          modelMs: p.modelMs,
+          durationMs: stepEnd - p.stepStart
+        })
+      )
+    )
+  )
+
+/** The root model's turn of step `step`: its reply is pending in the same region that counts its usage. */
+const rootCall = (
+  run: Run,
+  step: number,
+  messages: ReadonlyArray<LlmAdapter.ChatMessage>,
+  admission: "reserve" | "grant" = "reserve"
+): Effect.Effect<Pending, LlmAdapter.LlmError | BudgetExceeded> =>
+  Effect.gen(function* () {
+    const stepStart = yield* Clock.currentTimeMillis
+    const pendingOf = (response: LlmAdapter.ChatResponse, now: number): Pending => ({
+      step,
+      stepStart,
+      modelMs: now - stepStart,
+      response,
+      blocks: []
+    })
+    const response = yield* modelCall(
+      run.ctx,
+      "root",
+      messages,
+      (response) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.set(run.pending, Option.some(pendingOf(response, now)))),
+      admission
+    )
+    const pending = yield* Ref.get(run.pending)
+    return Option.isSome(pending) ? pending.value : pendingOf(response, yield* Clock.currentTimeMillis)
+  })
+
+/** Run a reply's blocks in order; stop after one that lost the interpreter or hit a budget limit. */
+const runBlocks = (
+  run: Run,
+  step: number,
+  code: ReadonlyArray<string>
+): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> =>
+  Effect.gen(function* () {
+    const { runId } = run.spec
+    const outcomes: Array<Step.BlockOutcome> = []
+    for (const [index, source] of code.entries()) {
+      yield* emit(
+        run.ctx.tree,
+        new RunEvent.BlockStarted({ runId, step, index, total: code.length, code: source }, true)
+      )
+      const outcome = yield* runBlock(run, source)
+      yield* emit(
+        run.ctx.tree,
+        new RunEvent.BlockFinished(
+          { runId, step, index, failed: outcome.block.error !== undefined, durationMs: outcome.block.durationMs },
+          true
+        )
+      )
+      outcomes.push(outcome)
+      yield* Ref.update(
+        run.pending,
+        Option.map((p) => ({ ...p, blocks: outcomes.map((o) => o.block) }))
+      )
+      if (outcome.lost !== undefined || outcome.budgetExceeded !== undefined) break
+    }
+    return outcomes
+  })
+
+const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunFailed> =>
+  Effect.gen(function* () {
+    const ran = yield* Effect.either(run.repl.exec(code))
+    const fatal = yield* Ref.get(run.ctx.fatal)
+    const budgetExceeded = Option.match(fatal, {
+      onNone: () => ({}),
+      onSome: (e) => ({ budgetExceeded: { limit: e.limit, value: e.value, used: e.used, message: e.message } })
+    })
+    if (ran._tag === "Right") {
+      const r = ran.right
+      return {
+        block: {
+          code,
+          stdout: r.stdout,
+          stderr: r.stderr,
+          ...(r.error !== undefined ? { error: r.error } : {}),
+          truncated: r.truncated,
+          durationMs: r.durationMs
+        },
+        ...(r.final !== undefined ? { final: r.final } : {}),
+        ...budgetExceeded
+      }
+    }
+    // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
+    // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
+    const e = ran.left
+    if (isFatal(e)) return yield* Effect.fail(sandboxFailed(e))
+    if (e.stateLost) yield* Ref.set(run.lastLoss, Option.some(e))
+    return {
+      block: { code, stdout: "", stderr: "", error: e.message, truncated: false, durationMs: 0 },
+      ...(e.stateLost ? { lost: { reason: e.reason, message: e.message } } : {}),
+      ...budgetExceeded
+    }
+  })
+
+/** Read the variable of a `FINAL_VAR`, as data. */
+const readVar = (run: Run, name: string): Effect.Effect<Step.VarRead, RunFailed> =>
+  Effect.flatMap(Effect.either(run.repl.getVar(name)), (read): Effect.Effect<Step.VarRead, RunFailed> => {
+    if (read._tag === "Right") {
+      return Effect.succeed(
+        Option.match(read.right, {
+          onNone: () => ({ _tag: "Missing" as const, name }),
+          onSome: (value) => ({ _tag: "Value" as const, name, value })
+        })
+      )
+    }
+    const e = read.left
+    if (isFatal(e)) return Effect.fail(sandboxFailed(e))
+    if (!e.stateLost) return Effect.succeed({ _tag: "Unreadable" as const, name, message: e.message })
+    return Effect.as(Ref.set(run.lastLoss, Option.some(e)), {
+      _tag: "Unreadable" as const,
+      name,
+      message: e.message,
+      lost: { reason: e.reason, message: e.message }
+    })
+  })
+
+/** The typed error of a failed decision. */
+const failureOf = (run: Run, failure: Step.Failure): Effect.Effect<never, RlmError> =>
+  failure._tag === "BudgetExceeded"
+    ? Effect.fail(
+        new BudgetExceeded({
+          limit: failure.limit as BudgetExceeded["limit"],
+          value: failure.value,
+          used: failure.used,
+          message: failure.message,
+          trace: undefined,
+          partialAnswer: Option.fromNullable(failure.partialAnswer)
+        })
+      )
+    : Effect.flatMap(Ref.get(run.lastLoss), (cause) =>
+        Effect.fail(
+          new RunFailed({
+            reason: "SandboxRestarts",
+            message: failure.message,
+            cause: Option.getOrUndefined(cause),
+            trace: undefined,
+            partialAnswer: Option.fromNullable(failure.partialAnswer)
+          })
+        )
+      )
+
+/** Act on a decision: record the step, then answer, go on, or fail. */
+const settle = (
+  run: Run,
+  pending: Pending,
+  blocks: ReadonlyArray<TraceEvent.CodeBlock>,
+  decided: Step.Decided
+): Effect.Effect<Step.Decided, RlmError> =>
+  Effect.gen(function* () {
+    yield* Ref.set(run.state, decided.state)
+    yield* recordStep(run, pending, blocks, decided.record)
+    const decision = decided.decision
+    if (decision._tag === "Answered") {
+      yield* emit(
+        run.ctx.tree,
+        new TraceEvent.FinalAnswer({
+          runId: run.spec.runId,
+          step: pending.step,
+          source: decision.source,
+          answer: decision.answer
+        })
+      )
+    }
+    if (decision._tag === "Fail") return yield* failureOf(run, decision.failure)
+    return decided
+  })
+
+/** One ordinary step: root call → parse → blocks → (FINAL_VAR read) → `Step.decide`. */
+const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmError> =>
+  Effect.gen(function* () {
+    const number = state.step + 1
+    yield* Ref.set(run.ctx.step, number)
+    const pending = yield* rootCall(run, number, state.messages).pipe(
+      Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
+    )
+    const parsed = Protocol.parse(pending.response.text)
+    const outcomes = yield* runBlocks(run, number, parsed.code)
+    const name = Step.varToRead(run.config, state, parsed, outcomes)
+    const read = name === undefined ? undefined : yield* readVar(run, name)
+    const decided = Step.decide(
+      run.config,
+      state,
+      { reply: pending.response.text, parsed, outcomes, read },
+      run.spec.runId
+    )
+    return yield* settle(
+      run,
+      pending,
+      outcomes.map((o) => o.block),
+      decided
+    )
+  })
+
+/** Ask for the answer once (no code is run) and take the reply as the answer, or fail. */
+const forcedStep = (
+  run: Run,
+  state: Step.RunState,
+  number: number,
+  note: string,
+  admission: "reserve" | "grant",
+  onModelError: (e: LlmAdapter.LlmError) => RlmError
+): Effect.Effect<Step.Decided, RlmError> =>
+  Effect.gen(function* () {
+    yield* Ref.set(run.ctx.step, number)
+    const pending = yield* rootCall(run, number, state.messages, admission).pipe(
+      Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
+    )
+    const parsed = Protocol.parse(pending.response.text)
+    const name = Step.forcedVarToRead(parsed)
+    // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
+    const read =
+      name === undefined
+        ? undefined
+        : yield* run.repl.getVar(name).pipe(
+            Effect.map(
+              Option.match({
+                onNone: (): Step.VarRead => ({ _tag: "Missing", name }),
+                onSome: (value): Step.VarRead => ({ _tag: "Value", name, value })
+              })
+            ),
+            Effect.catchTag("SandboxError", () => Effect.succeed<Step.VarRead>({ _tag: "Missing", name }))
+          )
+    const decided = Step.decideForced(
+      run.config,
+      state,
+      { reply: pending.response.text, parsed, read, step: number },
+      note
+    )
+    return yield* settle(run, pending, [], decided)
+  })
+
+/** Steps until a decision ends the run. */
+const loop = (run: Run, state: Step.RunState): Effect.Effect<Answer, RlmError> =>
+  Effect.flatMap(step(run, state), (decided): Effect.Effect<Answer, RlmError> => {
+    const d = decided.decision
+    switch (d._tag) {
+      case "Answered":
+        return Effect.succeed({ answer: d.answer, value: d.value, source: d.source, steps: decided.state.step })
+      case "Continue":
+        return loop(run, decided.state)
+      case "AskForAnswer":
+        return Effect.flatMap(
+          forcedStep(
+            run,
+            decided.state,
+            run.ctx.tree.policy.maxSteps + 1,
+            "Out of steps: the answer was requested without running more code.",
+            "reserve",
+            modelFailed
+          ),
+          (forced) => answerOf(forced)
+        )
+      case "Fail":
+        return Effect.die("unreachable: a failed decision fails its step")
+    }
+  })
+
+const answerOf = (decided: Step.Decided): Effect.Effect<Answer, RlmError> =>
+  decided.decision._tag === "Answered"
+    ? Effect.succeed({
+        answer: decided.decision.answer,
+        value: decided.decision.value,
+        source: decided.decision.source,
+        steps: decided.state.step
+      })
+    : Effect.die("unreachable: a forced step answers or fails")
+
+/** The one extra root call granted by `onBudgetExceeded: "answer-now"`, outside the budget. */
+const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError> =>
+  Effect.gen(function* () {
+    const state = yield* Ref.get(run.state)
+    const number = (yield* Ref.get(run.ctx.step)) + 1
+    const asked = new Step.RunState(
+      {
+        ...state,
+        messages: [
+          ...state.messages,
+          new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(run.spec.query) }, true)
+        ]
+      },
+      true
+    )
+    const decided = yield* forcedStep(
+      run,
+      asked,
+      number,
+      `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`,
+      "grant",
+      () => e
+    )
+    return yield* answerOf(decided)
+  })
+
 const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
   Effect.gen(function* () {
     const { adapter, options, policy, sandbox } = tree
-    const started = Date.now()
+    const started = yield* Clock.currentTimeMillis
     const ownUsage = yield* Ref.make<RunUsage>(emptyRunUsage)
     const ctx: RunCtx = {
       tree,
@@ -399,6 +768,9 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       subCalls: yield* Ref.make(0),
       children: yield* Ref.make(0)
     }
+    /** See `Run.pending`. */
+    const pending = yield* Ref.make(Option.none<Pending>())
+    const flush = flushPending(tree, spec.runId, pending)
     const meta = RlmContext.metadata(spec.context, { previewChars: options.previewChars ?? 200 })
     const finish = (status: TraceEvent.RunFinished["status"], error?: string) =>
       Effect.gen(function* () {
@@ -412,7 +784,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             subCalls: yield* Ref.get(ctx.subCalls),
             usage: used.tokens,
             ...runCost(used),
-            durationMs: Date.now() - started,
+            durationMs: (yield* Clock.currentTimeMillis) - started,
             ...(error !== undefined ? { error } : {})
           })
         )
@@ -431,7 +803,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           model: adapter.model("root"),
           language: sandbox.language,
           isolation: sandbox.isolation,
-          timestamp: Date.now()
+          timestamp: yield* Clock.currentTimeMillis
         })
       )
       const repl = yield* sandbox
@@ -453,400 +825,42 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
 
       const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language)
       const extra = options.output ? Prompts.typedAnswer(String(options.output.ast)) : undefined
-      const messages: Array<LlmAdapter.ChatMessage> = [
-        new LlmAdapter.ChatMessage({ role: "system", content: system }, true),
-        new LlmAdapter.ChatMessage({ role: "user", content: Prompts.firstTurn(spec.query, meta, extra) }, true)
-      ]
-      let sawOutput = false
-      let consecutiveErrors = 0
-      let partial: Option.Option<string> = Option.none()
-      /** Interpreters this run has lost so far (each replaced by a fresh one). */
-      const restarts = yield* Ref.make(0)
-
-      /** Count a lost interpreter (`stateLost`): what the trace records of it. */
-      const noteLoss = (e: Sandbox.SandboxError) =>
-        Effect.map(
-          Ref.updateAndGet(restarts, (n) => n + 1),
-          (n): TraceEvent.InterpreterLost => ({ reason: e.reason, message: e.message, restarts: n })
-        )
-
-      /** Past `maxSandboxRestarts` losses the run fails; before that, the model is told. */
-      const checkRestarts = (
-        e: Sandbox.SandboxError,
-        lost: TraceEvent.InterpreterLost
-      ): Effect.Effect<void, RunFailed> =>
-        lost.restarts > policy.maxSandboxRestarts
-          ? Effect.fail(
-              new RunFailed({
-                reason: "SandboxRestarts",
-                message: `The ${sandbox.language} interpreter was lost ${lost.restarts} times in run ${spec.runId}, more than maxSandboxRestarts=${policy.maxSandboxRestarts} allows. The last time: ${e.message}`,
-                cause: e,
-                trace: undefined,
-                partialAnswer: partial
-              })
-            )
-          : Effect.void
-
-      const lostNote = (lost: TraceEvent.InterpreterLost, skipped: number) =>
-        Prompts.interpreterLost({
+      const initial = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra))
+      const run: Run = {
+        ctx,
+        spec,
+        repl,
+        config: {
+          query: spec.query,
           language: sandbox.language,
-          reason: lost.reason,
-          message: lost.message,
-          restarts: lost.restarts,
-          maxRestarts: policy.maxSandboxRestarts,
-          skipped
-        })
+          maxSteps: policy.maxSteps,
+          maxConsecutiveErrors: policy.maxConsecutiveErrors,
+          maxSandboxRestarts: policy.maxSandboxRestarts,
+          maxAnswerChars: policy.maxAnswerChars,
+          requireReplBeforeFinal: options.requireReplBeforeFinal === true,
+          output: options.output
+        },
+        state: yield* Ref.make(initial),
+        pending,
+        lastLoss: yield* Ref.make(Option.none<Sandbox.SandboxError>())
+      }
+      const partial = Effect.map(Ref.get(run.state), (s) => Option.fromNullable(s.partialAnswer))
 
-      /**
-       * The `StepCompleted` of a root call whose usage is counted but whose step
-       * is not recorded yet. Emitted if the step ends early (interruption, a
-       * sandbox failure), so the trace holds every call that was counted.
-       */
-      let pendingStep: Effect.Effect<void> | undefined
-      const flushPending = Effect.suspend(() => {
-        const pending = pendingStep
-        pendingStep = undefined
-        return pending ?? Effect.void
-      })
-      const setPending = (
-        step: number,
-        stepStart: number,
-        response: LlmAdapter.ChatResponse,
-        blocks: ReadonlyArray<TraceEvent.CodeBlock>
-      ) =>
-        Effect.sync(() => {
-          const modelMs = Date.now() - stepStart
-          pendingStep = Effect.suspend(() =>
-            emit(
-              tree,
-              new TraceEvent.StepCompleted({
-                runId: spec.runId,
-                step,
-                reply: response.text,
-                blocks: [...blocks],
-                feedback: "The step was stopped before it finished.",
-                usage: usageOf(response.usage),
-                model: response.model,
-                modelMs,
-                durationMs: Date.now() - stepStart
-              })
-            )
-          )
-        })
-      /** Record a step, replacing its pending record; not interruptible half-way. */
-      const recordOnce = (event: () => TraceEvent.StepCompleted) =>
-        Effect.uninterruptible(
-          Effect.suspend(() => {
-            pendingStep = undefined
-            return emit(tree, event())
-          })
-        )
-
-      const root = (
-        msgs: ReadonlyArray<LlmAdapter.ChatMessage>,
-        step: number,
-        stepStart: number,
-        blocks: ReadonlyArray<TraceEvent.CodeBlock> = []
-      ) =>
-        modelCall(ctx, "root", msgs, (response) => setPending(step, stepStart, response, blocks)).pipe(
-          Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
-        )
-
-      /** Resolve a final candidate to text, or the reason it is rejected. */
-      const resolveFinal = (
-        marker: Protocol.FinalMarker | undefined,
-        signal: Sandbox.FinalSignal | undefined,
-        ranCodeThisStep: boolean,
-        lostThisStep: boolean
-      ) =>
-        Effect.gen(function* () {
-          if (marker === undefined && signal === undefined) return undefined
-          if (options.requireReplBeforeFinal && !sawOutput && signal === undefined) {
-            return {
-              rejected: ranCodeThisStep
-                ? "Your final answer was not accepted: you answered before seeing the output of your code. Look at the output first, then answer."
-                : "Your final answer was not accepted: you must run code in the REPL and look at its output before answering."
-            } as const
-          }
-          if (marker?._tag === "FinalVar") {
-            if (lostThisStep) {
-              return {
-                rejected: `FINAL_VAR(${marker.name}) was not accepted: the interpreter was lost during this step, and its variables with it.`
-              } as const
-            }
-            const read = yield* Effect.either(repl.getVar(marker.name))
-            if (read._tag === "Left") {
-              const e = read.left
-              if (!e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")) {
-                return yield* Effect.fail(sandboxFailed(e))
-              }
-              const rejected = `FINAL_VAR(${marker.name}) could not be read: ${e.message}`
-              if (e.stateLost) return { rejected, loss: { lost: yield* noteLoss(e), error: e } } as const
-              return {
-                rejected: `${rejected}\nAnswer with FINAL(text), or put a plain string in the variable.`
-              } as const
-            }
-            const value = read.right
-            if (Option.isNone(value)) {
-              return {
-                rejected: `FINAL_VAR(${marker.name}) names a variable that does not exist in the REPL. Assign it first (variables: call SHOW_VARS()), or answer with FINAL(text).`
-              } as const
-            }
-            return { text: value.value, source: "FINAL_VAR" as const }
-          }
-          if (marker?._tag === "FinalText") return { text: marker.text, source: "FINAL" as const }
-          const s = signal as Sandbox.FinalSignal
-          return { text: s.value, source: s.source }
-        })
-
-      const accept = (step: number, text: string, source: Answer["source"]) =>
-        Effect.gen(function* () {
-          if (text.length > policy.maxAnswerChars) {
-            return {
-              rejected: `Your final answer was not accepted: it has ${text.length} characters, over maxAnswerChars=${policy.maxAnswerChars}. Answer with a shorter text (what the question asks for, not all the data).`
-            } as const
-          }
-          const decoded = yield* Effect.either(decodeAnswer(options.output, text))
-          if (decoded._tag === "Left") {
-            partial = Option.some(text)
-            return {
-              rejected: `Your final answer does not have the required shape: ${decoded.left}. Fix it and answer again.`
-            } as const
-          }
-          return { answer: { answer: text, value: decoded.right, source, steps: step } satisfies Answer } as const
-        })
-
-      const checkFatal = Effect.flatMap(Ref.get(ctx.fatal), (f) =>
-        Option.isSome(f) ? Effect.fail(f.value) : Effect.void
-      )
-
-      const emitFinal = (a: Answer) =>
-        emit(tree, new TraceEvent.FinalAnswer({ runId: spec.runId, step: a.steps, source: a.source, answer: a.answer }))
-
-      /** The one extra root call granted by `onBudgetExceeded: "answer-now"`, outside the budget. */
-      const answerNow = (e: BudgetExceeded) =>
-        Effect.gen(function* () {
-          const step = (yield* Ref.get(ctx.step)) + 1
-          yield* Ref.set(ctx.step, step)
-          const stepStart = Date.now()
-          const msgs = [
-            ...messages,
-            new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true)
-          ]
-          const response = yield* Effect.uninterruptibleMask((restore) =>
-            restore(adapter.chat(new LlmAdapter.ChatRequest({ role: "root", messages: msgs }, true))).pipe(
-              Effect.tap((response) =>
-                tree.budget.grant({ kind: "root", model: response.model }).pipe(
-                  Effect.flatMap((granted) => tree.budget.commit(granted, response.usage)),
-                  Effect.flatMap((cost) => countUsage(ctx, response.usage, cost)),
-                  Effect.zipRight(setPending(step, stepStart, response, []))
-                )
-              )
-            )
-          ).pipe(Effect.catchTag("LlmError", () => Effect.fail(e)))
-          return yield* forced(
-            step,
-            stepStart,
-            response,
-            `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`
-          )
-        })
-
-      /** Take the reply to an "answer now" request as the answer. */
-      const forced = (step: number, stepStart: number, response: LlmAdapter.ChatResponse, note: string) =>
-        Effect.gen(function* () {
-          const parsed = Protocol.parse(response.text)
-          let text = response.text.trim()
-          if (parsed.final?._tag === "FinalText") text = parsed.final.text
-          else if (parsed.final?._tag === "FinalVar") {
-            // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
-            const value = yield* repl
-              .getVar(parsed.final.name)
-              .pipe(Effect.catchTag("SandboxError", () => Effect.succeed(Option.none<string>())))
-            if (Option.isSome(value)) text = value.value
-          }
-          yield* recordOnce(
-            () =>
-              new TraceEvent.StepCompleted({
-                runId: spec.runId,
-                step,
-                reply: response.text,
-                blocks: [],
-                feedback: note,
-                usage: usageOf(response.usage),
-                model: response.model,
-                modelMs: Date.now() - stepStart,
-                durationMs: Date.now() - stepStart
-              })
-          )
-          const accepted = yield* accept(step, text, "forced")
-          if ("rejected" in accepted) {
-            return yield* Effect.fail(
-              new BudgetExceeded({
-                limit: "maxSteps",
-                value: policy.maxSteps,
-                used: step,
-                message: `Budget exceeded: the last answer after maxSteps=${policy.maxSteps} was not accepted. ${accepted.rejected}`,
-                trace: undefined,
-                partialAnswer: text.length > policy.maxAnswerChars ? Option.none() : Option.some(text)
-              })
-            )
-          }
-          yield* emitFinal(accepted.answer)
-          return accepted.answer
-        })
-
-      const steps = Effect.gen(function* () {
-        for (let step = 1; step <= policy.maxSteps; step++) {
-          yield* Ref.set(ctx.step, step)
-          const stepStart = Date.now()
-          const blocks: Array<TraceEvent.CodeBlock> = []
-          const response = yield* root(messages, step, stepStart, blocks)
-          const modelMs = Date.now() - stepStart
-          const parsed = Protocol.parse(response.text)
-          const outputs: Array<string> = []
-          const feedback: Array<string> = [...parsed.warnings]
-          let signal: Sandbox.FinalSignal | undefined
-          let errors = 0
-          /** Set when the interpreter was lost during this step; the blocks after the lost one are skipped. */
-          let lost: TraceEvent.InterpreterLost | undefined
-          let skipped = 0
-          for (const [i, code] of parsed.code.entries()) {
-            if (lost !== undefined) {
-              skipped++
-              continue
-            }
-            const ran = yield* Effect.either(repl.exec(code))
-            let result: Sandbox.ExecResult
-            let lostBy: Sandbox.SandboxError | undefined
-            if (ran._tag === "Right") result = ran.right
-            else {
-              // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
-              // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
-              const e = ran.left
-              if (!e.stateLost && (e.reason === "StartFailed" || e.reason === "Closed")) {
-                return yield* Effect.fail(sandboxFailed(e))
-              }
-              result = new Sandbox.ExecResult({
-                stdout: "",
-                stderr: "",
-                error: e.message,
-                truncated: false,
-                durationMs: 0
-              })
-              if (e.stateLost) {
-                lostBy = e
-                lost = yield* noteLoss(e)
-              }
-            }
-            blocks.push({
-              code,
-              stdout: result.stdout,
-              stderr: result.stderr,
-              ...(result.error !== undefined ? { error: result.error } : {}),
-              truncated: result.truncated,
-              durationMs: result.durationMs
-            })
-            outputs.push(formatBlock(i, parsed.code.length, result))
-            if (result.error !== undefined) errors++
-            if (result.final) signal = result.final
-            if (lostBy !== undefined && lost !== undefined) {
-              yield* checkRestarts(lostBy, lost).pipe(Effect.tapError(() => recordStep()))
-            }
-            yield* checkFatal.pipe(Effect.tapError(() => recordStep()))
-          }
-          errors += skipped
-          if (lost !== undefined) feedback.push(lostNote(lost, skipped))
-          const final = yield* resolveFinal(parsed.final, signal, parsed.code.length > 0, lost !== undefined)
-          let answer: Answer | undefined
-          if (final !== undefined && "rejected" in final) {
-            feedback.push(final.rejected)
-            if ("loss" in final && final.loss !== undefined) {
-              const { error, lost: loss } = final.loss
-              lost = loss
-              yield* checkRestarts(error, loss).pipe(Effect.tapError(() => recordStep()))
-              feedback.push(lostNote(loss, 0))
-            }
-          } else if (final !== undefined) {
-            const accepted = yield* accept(step, final.text, final.source)
-            if ("rejected" in accepted) feedback.push(accepted.rejected)
-            else answer = accepted.answer
-          }
-          if (parsed.protocol === "empty" && final === undefined) {
-            feedback.push(
-              "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
-            )
-          }
-          yield* recordStep()
-          if (answer !== undefined) {
-            yield* emitFinal(answer)
-            return answer
-          }
-
-          function recordStep() {
-            return recordOnce(
-              () =>
-                new TraceEvent.StepCompleted({
-                  runId: spec.runId,
-                  step,
-                  reply: response.text,
-                  blocks,
-                  ...(feedback.length > 0 ? { feedback: feedback.join("\n") } : {}),
-                  ...(lost !== undefined ? { interpreterLost: lost } : {}),
-                  usage: usageOf(response.usage),
-                  model: response.model,
-                  modelMs,
-                  durationMs: Date.now() - stepStart
-                })
-            )
-          }
-
-          if (parsed.code.length > 0) sawOutput = true
-          const failedStep = parsed.code.length === 0 ? final === undefined : errors === parsed.code.length
-          consecutiveErrors = failedStep ? consecutiveErrors + 1 : 0
-          if (consecutiveErrors >= policy.maxConsecutiveErrors) {
-            return yield* Effect.fail(
-              new BudgetExceeded({
-                limit: "maxConsecutiveErrors",
-                value: policy.maxConsecutiveErrors,
-                used: consecutiveErrors,
-                message: `Budget exceeded: ${consecutiveErrors} steps in a row failed (maxConsecutiveErrors=${policy.maxConsecutiveErrors}).`,
-                trace: undefined,
-                partialAnswer: partial
-              })
-            )
-          }
-          messages.push(
-            new LlmAdapter.ChatMessage({ role: "assistant", content: response.text }, true),
-            new LlmAdapter.ChatMessage({ role: "user", content: [...outputs, ...feedback].join("\n\n") }, true)
-          )
-        }
-
-        // Out of steps: ask once for the answer.
-        const forcedStep = policy.maxSteps + 1
-        yield* Ref.set(ctx.step, forcedStep)
-        const stepStart = Date.now()
-        messages.push(new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(spec.query) }, true))
-        const response = yield* root(messages, forcedStep, stepStart)
-        return yield* forced(
-          forcedStep,
-          stepStart,
-          response,
-          "Out of steps: the answer was requested without running more code."
-        )
-      })
-
-      return yield* steps.pipe(
-        Effect.onExit(() => flushPending),
+      return yield* loop(run, initial).pipe(
         Effect.catchTag("BudgetExceeded", (e) =>
           spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
-            ? answerNow(e).pipe(Effect.onExit(() => flushPending))
-            : Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => partial) }))
+            ? Effect.zipRight(flush, answerNow(run, e))
+            : Effect.flatMap(partial, (p) =>
+                Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => p) }))
+              )
         )
       )
     })
 
     return yield* Effect.scoped(body).pipe(
+      // A step stopped half-way is recorded once the REPL is closed: its in-flight host calls have ended then,
+      // so their SubCalls come before it.
+      Effect.onExit(() => flush),
       // The wall clock bounds the whole tree: it is set on the top run, so that run ends as "budget_exceeded"
       // while the children it interrupts end as "interrupted".
       (self) => (spec.depth === 0 ? wallClock(policy, self) : self),
@@ -913,12 +927,136 @@ const modelFailed = (e: LlmAdapter.LlmError) =>
     partialAnswer: Option.none()
   })
 
+const policyOf = (options: RunOptions<any>) =>
+  options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
+
 /**
- * Run an RLM over `context` to answer `query`.
+ * The whole run tree, publishing its events: the top run's, then `Answered`.
+ * Fails with the run's error, its trace filled in.
+ */
+const drive = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any>,
+  events: Publisher
+): Effect.Effect<void, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  Effect.gen(function* () {
+    const policy = policyOf(options)
+    const tree: Tree = {
+      budget: yield* Budget.make(policy),
+      policy,
+      adapter: yield* LlmAdapter.LlmAdapter,
+      sandbox: yield* Sandbox.Sandbox,
+      events,
+      options
+    }
+    if (policy.maxCostUsd !== undefined) {
+      const unpriced = [...new Set([tree.adapter.model("root"), tree.adapter.model("sub")])].filter(
+        (model) => policy.prices[model] === undefined
+      )
+      if (unpriced.length > 0) {
+        yield* Effect.logWarning(
+          `maxCostUsd=${policy.maxCostUsd} does not bound calls to ${unpriced.join(", ")}: no price is known for them. Add them to policy.prices (USD per million input/output tokens).`
+        )
+      }
+    }
+    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
+    const answered = yield* top.pipe(
+      Effect.catchAll((e) => Effect.flatMap(events.snapshot, (trace) => Effect.fail(withContext(e, { trace }))))
+    )
+    yield* events.publish(
+      new RunEvent.Answered(
+        {
+          answer: answered.answer,
+          value: answered.value,
+          source: answered.source,
+          steps: answered.steps,
+          totals: yield* tree.budget.totals
+        },
+        true
+      )
+    )
+  })
+
+/** Start a run tree in the current scope: its events' mailbox, and the fiber driving it (which ends the mailbox). */
+const start = (query: string, context: RlmContext.Input, options: RunOptions<any>) =>
+  Effect.gen(function* () {
+    const mailbox = yield* Mailbox.make<RunEvent.RunEvent, RlmError>()
+    const events = yield* makePublisher(mailbox)
+    const fiber = yield* drive(query, context, options, events).pipe(Mailbox.into(mailbox), Effect.forkScoped)
+    return { mailbox, fiber }
+  })
+
+/**
+ * The events of a run tree as they happen (see `RunEvent` for the ordering
+ * guarantees): every trace event of the root run and of every child run,
+ * live events (a model call or a block starting, a block finishing), then
+ * `Answered` with the result. A run that fails ends the stream with its typed
+ * error, carrying the partial trace. Stopping the stream early (or
+ * interrupting its consumer) interrupts the run: every REPL session and
+ * in-flight call is closed.
+ *
+ * @since 0.2.0
+ * @category Running
+ */
+export const stream = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any> = {}
+): Stream.Stream<RunEvent.RunEvent, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  Stream.unwrapScoped(Effect.map(start(query, context, options), ({ mailbox }) => Mailbox.toStream(mailbox)))
+
+/**
+ * Fold a run's events into its result, handing each trace event to the
+ * recorder (if any) as it arrives. It reads the stream's mailbox a chunk at a
+ * time (what `Mailbox.toStream` does, without a stream's machinery per
+ * element: the fold is on the run loop's hot path) and fails with the run's
+ * error once the events before it are folded.
+ */
+const fold = (
+  mailbox: Mailbox.ReadonlyMailbox<RunEvent.RunEvent, RlmError>,
+  recorder: Option.Option<TraceRecorder["Type"]>
+): Effect.Effect<RunResult<any>, RlmError> =>
+  Effect.gen(function* () {
+    const acc: { readonly events: Array<TraceEvent.TraceEvent>; answered: RunEvent.Answered | undefined } = {
+      events: [],
+      answered: undefined
+    }
+    const take = Effect.flatMap(mailbox.takeAll, ([chunk, done]) => {
+      const traced: Array<TraceEvent.TraceEvent> = []
+      for (const event of chunk) {
+        if (event._tag === "Answered") acc.answered = event
+        else if (RunEvent.isTraceEvent(event)) traced.push(event)
+      }
+      acc.events.push(...traced)
+      const recorded = Option.isSome(recorder)
+        ? Effect.forEach(traced, (event) => recorder.value.record(event), { discard: true })
+        : Effect.void
+      return Effect.as(recorded, done)
+    })
+    yield* Effect.iterate(false, { while: (done) => !done, body: () => take })
+    const answered = acc.answered
+    if (answered === undefined) return yield* Effect.dieMessage("Rlm.run: the run's events ended without an answer")
+    return {
+      answer: answered.answer,
+      value: answered.value,
+      source: answered.source,
+      steps: answered.steps,
+      totals: answered.totals,
+      trace: new Trace({ events: acc.events })
+    }
+  })
+
+/**
+ * Run an RLM over `context` to answer `query`: {@link stream} folded into a
+ * `RunResult`.
  *
  * Requires the `LlmAdapter` and `Sandbox` services; a `TraceRecorder` in
- * context also receives every event as it happens. The result (and every
- * error) carries the trace of the whole run tree.
+ * context also receives every trace event as it happens (it is one more
+ * consumer of the stream). The result (and every error) carries the trace of
+ * the whole run tree. When the run is interrupted, the events its runs
+ * publish while they stop (`RunFinished` "interrupted", a step stopped
+ * half-way) still reach the recorder.
  *
  * @since 0.1.0
  * @category Running
@@ -935,37 +1073,15 @@ export const run: {
     options?: RunOptions<string>
   ): Effect.Effect<RunResult<string>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox>
 } = (query: string, context: RlmContext.Input, options: RunOptions<any> = {}) =>
-  Effect.gen(function* () {
-    const policy = options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
-    const tree: Tree = {
-      budget: yield* Budget.make(policy),
-      policy,
-      adapter: yield* LlmAdapter.LlmAdapter,
-      sandbox: yield* Sandbox.Sandbox,
-      events: yield* Ref.make(Chunk.empty<TraceEvent.TraceEvent>()),
-      recorder: yield* Effect.serviceOption(TraceRecorder),
-      options
-    }
-    if (policy.maxCostUsd !== undefined) {
-      const unpriced = [...new Set([tree.adapter.model("root"), tree.adapter.model("sub")])].filter(
-        (model) => policy.prices[model] === undefined
+  Effect.scoped(
+    Effect.gen(function* () {
+      const recorder = yield* Effect.serviceOption(TraceRecorder)
+      const { fiber, mailbox } = yield* start(query, context, options)
+      // The fold runs in its own fiber, never interrupted from outside: when this run is interrupted, the
+      // driver is interrupted and the fold goes on to the driver's last event, so nothing published is lost.
+      const folded = yield* Effect.forkScoped(fold(mailbox, recorder))
+      return yield* Fiber.join(folded).pipe(
+        Effect.onInterrupt(() => Effect.zipRight(Fiber.interrupt(fiber), Fiber.await(folded)))
       )
-      if (unpriced.length > 0) {
-        yield* Effect.logWarning(
-          `maxCostUsd=${policy.maxCostUsd} does not bound calls to ${unpriced.join(", ")}: no price is known for them. Add them to policy.prices (USD per million input/output tokens).`
-        )
-      }
-    }
-    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
-    const answered = yield* top.pipe(
-      Effect.catchAll((e) => Effect.flatMap(snapshot(tree), (trace) => Effect.fail(withContext(e, { trace }))))
-    )
-    return {
-      answer: answered.answer,
-      value: answered.value,
-      source: answered.source,
-      steps: answered.steps,
-      totals: yield* tree.budget.totals,
-      trace: yield* snapshot(tree)
-    }
-  }) as any
+    })
+  ) as any

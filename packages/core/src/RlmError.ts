@@ -5,9 +5,8 @@
  * @since 0.1.0
  */
 
-import type { Trace } from "@rlm-runtime/trace/Trace"
-import * as Data from "effect/Data"
-import type * as Option from "effect/Option"
+import { Trace } from "@rlm-runtime/trace/Trace"
+import * as Schema from "effect/Schema"
 
 /**
  * The limits a policy bounds.
@@ -15,15 +14,22 @@ import type * as Option from "effect/Option"
  * @since 0.1.0
  * @category Models
  */
-export type Limit =
-  | "maxSteps"
-  | "maxSubCalls"
-  | "maxInputTokens"
-  | "maxOutputTokens"
-  | "maxTotalTokens"
-  | "maxCostUsd"
-  | "timeoutMs"
-  | "maxConsecutiveErrors"
+export const Limit = Schema.Literal(
+  "maxSteps",
+  "maxSubCalls",
+  "maxInputTokens",
+  "maxOutputTokens",
+  "maxTotalTokens",
+  "maxCostUsd",
+  "timeoutMs",
+  "maxConsecutiveErrors"
+)
+
+/**
+ * @since 0.1.0
+ * @category Models
+ */
+export type Limit = typeof Limit.Type
 
 /**
  * A budget limit was hit. The call that would have exceeded it was not sent.
@@ -31,18 +37,21 @@ export type Limit =
  * @since 0.1.0
  * @category Errors
  */
-export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
-  readonly limit: Limit
-  /** The limit's value. */
-  readonly value: number
-  /** What was used (or would have been, for the refused call). */
-  readonly used: number
-  readonly message: string
-  /** The trace up to the failure (filled in when the run ends). */
-  readonly trace: Trace | undefined
-  /** The best answer known when the run stopped, if any. */
-  readonly partialAnswer: Option.Option<string>
-}> {}
+export class BudgetExceeded extends Schema.TaggedError<BudgetExceeded>("@rlm-runtime/core/BudgetExceeded")(
+  "BudgetExceeded",
+  {
+    limit: Limit,
+    /** The limit's value. */
+    value: Schema.Number,
+    /** What was used (or would have been, for the refused call). */
+    used: Schema.Number,
+    message: Schema.String,
+    /** The trace up to the failure (filled in when the run ends). */
+    trace: Schema.UndefinedOr(Trace),
+    /** The best answer known when the run stopped, if any. */
+    partialAnswer: Schema.Option(Schema.String)
+  }
+) {}
 
 /**
  * Why a run failed, other than a budget:
@@ -55,7 +64,13 @@ export class BudgetExceeded extends Data.TaggedError("BudgetExceeded")<{
  * @since 0.1.0
  * @category Errors
  */
-export type RunFailedReason = "Model" | "Sandbox" | "SandboxRestarts" | "Timeout"
+export const RunFailedReason = Schema.Literal("Model", "Sandbox", "SandboxRestarts", "Timeout")
+
+/**
+ * @since 0.1.0
+ * @category Errors
+ */
+export type RunFailedReason = typeof RunFailedReason.Type
 
 /**
  * A run failed: the model provider or the sandbox broke. `cause` is the
@@ -64,13 +79,13 @@ export type RunFailedReason = "Model" | "Sandbox" | "SandboxRestarts" | "Timeout
  * @since 0.1.0
  * @category Errors
  */
-export class RunFailed extends Data.TaggedError("RunFailed")<{
-  readonly reason: RunFailedReason
-  readonly message: string
-  readonly cause: unknown
-  readonly trace: Trace | undefined
-  readonly partialAnswer: Option.Option<string>
-}> {}
+export class RunFailed extends Schema.TaggedError<RunFailed>("@rlm-runtime/core/RunFailed")("RunFailed", {
+  reason: RunFailedReason,
+  message: Schema.String,
+  cause: Schema.Unknown,
+  trace: Schema.UndefinedOr(Trace),
+  partialAnswer: Schema.Option(Schema.String)
+}) {}
 
 /**
  * @since 0.1.0

@@ -32,3 +32,18 @@ export * as RlmContext from "./RlmContext.js"
  * @since 0.1.0
  */
 export * as RlmError from "./RlmError.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as ModelCall from "./ModelCall.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as Step from "./Step.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as RunEvent from "./RunEvent.js"

@@ -1,0 +1,137 @@
+/**
+ * The events of a run tree as they happen: what `Rlm.stream` emits.
+ *
+ * A `RunEvent` is either a trace event (`RunStarted`, `StepCompleted`,
+ * `SubCall`, `FinalAnswer`, `RunFinished` — what a trace keeps) or a live
+ * event a progress view needs and a trace does not keep (a model call or a
+ * block starting, a block finishing), or the last event of a run that
+ * answered, `Answered`, carrying its result.
+ *
+ * ## Ordering
+ *
+ * Per run (the root and each child, told apart by `runId`):
+ * - `RunStarted` comes first and `RunFinished` last;
+ * - steps come in order: step *n*'s events (`ModelCallStarted` of its root
+ *   call, then `BlockStarted`/`BlockFinished` of each block in order, the
+ *   `SubCall`s its blocks made, the child runs they started) come after
+ *   `StepCompleted` of step *n − 1* and before `StepCompleted` of step *n*;
+ * - a `SubCall` comes after its sub-call ended: for `rlm_query`, after the
+ *   child's `RunFinished`;
+ * - `FinalAnswer` comes right after the `StepCompleted` of the step that
+ *   answered, before `RunFinished`.
+ *
+ * Across runs, and across the concurrent sub-calls of one block, events
+ * interleave in the order they happened. `Answered` is the last event of the
+ * stream of a run that answered; a run that fails ends the stream with its
+ * error (carrying the trace) instead.
+ *
+ * @since 0.2.0
+ */
+import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
+import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import * as Schema from "effect/Schema"
+
+/**
+ * A model call was sent (its budget reserved and its permit held): a root
+ * call of step `step`, or a sub-call (`llm_query`) made by a block of step
+ * `step`.
+ *
+ * @since 0.2.0
+ * @category Events
+ */
+export class ModelCallStarted extends Schema.TaggedClass<ModelCallStarted>()("ModelCallStarted", {
+  runId: Schema.String,
+  step: Schema.Number,
+  role: LlmAdapter.CallRole,
+  model: Schema.String
+}) {}
+
+/**
+ * Block `index` (from 0) of step `step`'s reply started running.
+ *
+ * @since 0.2.0
+ * @category Events
+ */
+export class BlockStarted extends Schema.TaggedClass<BlockStarted>()("BlockStarted", {
+  runId: Schema.String,
+  step: Schema.Number,
+  index: Schema.Number,
+  /** Blocks in the reply. */
+  total: Schema.Number,
+  code: Schema.String
+}) {}
+
+/**
+ * Block `index` of step `step` finished; `failed` when it raised or could not
+ * run.
+ *
+ * @since 0.2.0
+ * @category Events
+ */
+export class BlockFinished extends Schema.TaggedClass<BlockFinished>()("BlockFinished", {
+  runId: Schema.String,
+  step: Schema.Number,
+  index: Schema.Number,
+  failed: Schema.Boolean,
+  durationMs: Schema.Number
+}) {}
+
+/**
+ * The run tree's usage (`Budget.Totals`).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const Totals = Schema.Struct({
+  rootCalls: Schema.Number,
+  subCalls: Schema.Number,
+  inputTokens: Schema.Number,
+  outputTokens: Schema.Number,
+  totalTokens: Schema.Number,
+  costUsd: Schema.Number,
+  unknownUsageCalls: Schema.Number,
+  unpricedCalls: Schema.Number
+})
+
+/**
+ * The top-level run answered: the last event of the stream. `value` is the
+ * answer decoded with the run's `output` Schema (the text when there is none).
+ *
+ * @since 0.2.0
+ * @category Events
+ */
+export class Answered extends Schema.TaggedClass<Answered>()("Answered", {
+  answer: Schema.String,
+  value: Schema.Unknown,
+  source: Schema.Literal("FINAL", "FINAL_VAR", "forced"),
+  steps: Schema.Number,
+  totals: Totals
+}) {}
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export const RunEvent = Schema.Union(TraceEvent.TraceEvent, ModelCallStarted, BlockStarted, BlockFinished, Answered)
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type RunEvent = typeof RunEvent.Type
+
+const traceTags: ReadonlySet<string> = new Set<TraceEvent.Tag>([
+  "RunStarted",
+  "StepCompleted",
+  "SubCall",
+  "FinalAnswer",
+  "RunFinished"
+])
+
+/**
+ * Whether an event is one a trace keeps.
+ *
+ * @since 0.2.0
+ * @category Guards
+ */
+export const isTraceEvent = (event: RunEvent): event is TraceEvent.TraceEvent => traceTags.has(event._tag)
