@@ -22,7 +22,7 @@ import { readFileSync } from "node:fs"
 import { createRequire, syncBuiltinESMExports } from "node:module"
 import { pathToFileURL } from "node:url"
 import { PRELUDE } from "./javascript-prelude.mjs"
-import { cutNodeNetwork, lockIntrinsics } from "./node-wall.mjs"
+import { cutNodeNetwork, lockIntrinsics, stripProcess } from "./node-wall.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
 
@@ -100,21 +100,8 @@ const wasmModule = new WebAssembly.Module(readFileSync(config.quickjsWasm))
 // ever escape QuickJS into this realm, it finds no network, module loading or
 // process access. Node's socket, TLS, UDP, DNS, inspector, worker and
 // child-process modules are emptied in place (node-wall.mjs).
-for (const name of ["fetch", "WebSocket", "EventSource", "XMLHttpRequest", "Request", "Response", "Headers"]) {
-  try {
-    delete globalThis[name]
-  } catch {}
-}
 {
-  const deny = () => {
-    throw new Error("not available in the sandbox")
-  }
-  for (const name of ["getBuiltinModule", "dlopen", "_linkedBinding", "kill", "chdir", "setuid", "setgid"]) {
-    try {
-      if (name in process) process[name] = deny
-    } catch {}
-  }
-  process.binding = deny
+  stripProcess()
   cutNodeNetwork(createRequire(import.meta.url), syncBuiltinESMExports, [
     process.stdin?._handle,
     process.stdout?._handle,

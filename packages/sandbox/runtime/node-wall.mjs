@@ -235,3 +235,34 @@ export function lockIntrinsics() {
     Object.preventExtensions(object)
   }
 }
+
+/**
+ * The realm's own ways out, gone: `fetch` and the other network globals and
+ * `require` are deleted; `process.getBuiltinModule`, `binding`, `dlopen`,
+ * `_linkedBinding`, `kill`, `chdir`, `setuid` and `setgid` throw.
+ */
+export function stripProcess() {
+  for (const name of [
+    "fetch",
+    "WebSocket",
+    "EventSource",
+    "XMLHttpRequest",
+    "Request",
+    "Response",
+    "Headers",
+    "require"
+  ]) {
+    try {
+      delete globalThis[name]
+    } catch {}
+  }
+  const deny = () => {
+    throw new Error("not available in the sandbox")
+  }
+  for (const name of ["getBuiltinModule", "dlopen", "_linkedBinding", "kill", "chdir", "setuid", "setgid"]) {
+    try {
+      if (name in process) process[name] = deny
+    } catch {}
+  }
+  process.binding = deny
+}

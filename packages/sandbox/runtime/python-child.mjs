@@ -583,28 +583,12 @@ for (const name of Object.getOwnPropertyNames(py)) {
 }
 
 // --- Strip the realm: no network, no module loading, no process access.
-for (const name of ["fetch", "WebSocket", "EventSource", "XMLHttpRequest", "Request", "Response", "Headers"]) {
-  try {
-    delete globalThis[name]
-  } catch {}
-}
-const deny = () => {
-  throw new Error("not available in the sandbox")
-}
-for (const name of ["getBuiltinModule", "dlopen", "_linkedBinding", "kill", "chdir", "setuid", "setgid"]) {
-  try {
-    if (name in process) process[name] = deny
-  } catch {}
-}
-process.binding = deny
-try {
-  delete globalThis.require
-} catch {}
 // Node's socket, TLS, UDP, DNS, inspector, worker and child-process modules
 // are emptied (node-wall.mjs): a JavaScript escape finds no socket API.
 {
   const { createRequire, syncBuiltinESMExports } = await import("node:module")
-  const { cutNodeNetwork, lockIntrinsics } = await import("./node-wall.mjs")
+  const { cutNodeNetwork, lockIntrinsics, stripProcess } = await import("./node-wall.mjs")
+  stripProcess()
   cutNodeNetwork(createRequire(import.meta.url), syncBuiltinESMExports, [
     requests._handle,
     process.stdout?._handle,

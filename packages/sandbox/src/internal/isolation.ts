@@ -514,3 +514,34 @@ export const awaitStopped = (pids: ReadonlyArray<number>, timeoutMs: number): Ef
       if (timer !== undefined) clearTimeout(timer)
     })
   })
+
+/**
+ * The end of a spawned interpreter: `kill` (SIGKILL of its tree), then wait
+ * until the spawned process has exited (`exited`, `onExit` registering a
+ * waiter and returning its removal), for at most `waitMs`, and until nothing
+ * under it (`below`, read once the kill is done) runs any more.
+ *
+ * @internal
+ */
+export const terminateSpawned = (options: {
+  readonly kill: () => void
+  readonly exited: () => boolean
+  readonly onExit: (waiter: () => void) => () => void
+  readonly below: ReadonlyArray<number>
+  readonly waitMs: number
+}): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    options.kill()
+    const exit = options.exited()
+      ? Effect.void
+      : Effect.async<void>((resume) => {
+          if (options.exited()) return resume(Effect.void)
+          const remove = options.onExit(() => resume(Effect.void))
+          return Effect.sync(remove)
+        }).pipe(Effect.timeout(options.waitMs), Effect.ignore)
+    // And what ran under the spawned process (the interpreter, under an OS wall's launcher).
+    return Effect.zipRight(
+      exit,
+      Effect.suspend(() => awaitStopped(options.below, options.waitMs))
+    )
+  })

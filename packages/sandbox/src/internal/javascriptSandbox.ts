@@ -23,7 +23,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Output from "../Output.js"
 import * as Sandbox from "../Sandbox.js"
-import { awaitStopped, killTree, resolveWall, type Wall } from "./isolation.js"
+import { killTree, resolveWall, terminateSpawned, type Wall } from "./isolation.js"
 import { rewriteTopLevel } from "./javascriptRewrite.js"
 import { onJsonLines } from "./jsonLines.js"
 import { writeUtf8 } from "./utf8Stream.js"
@@ -445,23 +445,15 @@ const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsPro
       if (child.exitCode === null && child.signalCode === null) killedBelow.push(...killTree(child))
     },
     terminate: (reason) =>
-      Effect.suspend(() => {
-        handle.kill(reason)
-        const exit = exited
-          ? Effect.void
-          : Effect.async<void>((resume) => {
-              if (exited) return resume(Effect.void)
-              const waiter = () => resume(Effect.void)
-              exitWaiters.add(waiter)
-              return Effect.sync(() => {
-                exitWaiters.delete(waiter)
-              })
-            }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
-        // And what ran under the spawned process (the interpreter, under an OS wall's launcher).
-        return Effect.zipRight(
-          exit,
-          Effect.suspend(() => awaitStopped(killedBelow, Duration.toMillis(EXIT_WAIT)))
-        )
+      terminateSpawned({
+        kill: () => handle.kill(reason),
+        exited: () => exited,
+        onExit: (waiter) => {
+          exitWaiters.add(waiter)
+          return () => exitWaiters.delete(waiter)
+        },
+        below: killedBelow,
+        waitMs: Duration.toMillis(EXIT_WAIT)
       }),
     ready: Effect.async<void, Sandbox.SandboxError>((resume) => {
       if (death !== undefined) return resume(Effect.fail(death))

@@ -30,7 +30,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import { DEFAULT_MAX_LINE_BYTES, SandboxError } from "../Sandbox.js"
-import { awaitStopped, killTree, treePeakRssMb, type Wall } from "./isolation.js"
+import { killTree, terminateSpawned, treePeakRssMb, type Wall } from "./isolation.js"
 import { onJsonLines } from "./jsonLines.js"
 import { type Call, ChildMessage, decode, HostCallKind } from "./pythonMessages.js"
 import { writeUtf8 } from "./utf8Stream.js"
@@ -487,23 +487,15 @@ const start = (
       if (child.exitCode === null && child.signalCode === null) killedBelow.push(...killTree(child))
     },
     terminate: (reason) =>
-      Effect.suspend(() => {
-        handle.kill(reason)
-        const exit = exited
-          ? Effect.void
-          : Effect.async<void>((resume) => {
-              if (exited) return resume(Effect.void)
-              const waiter = () => resume(Effect.void)
-              exitWaiters.add(waiter)
-              return Effect.sync(() => {
-                exitWaiters.delete(waiter)
-              })
-            }).pipe(Effect.timeout(EXIT_WAIT), Effect.ignore)
-        // And what ran under the spawned process (the interpreter, under an OS wall's launcher).
-        return Effect.zipRight(
-          exit,
-          Effect.suspend(() => awaitStopped(killedBelow, Duration.toMillis(EXIT_WAIT)))
-        )
+      terminateSpawned({
+        kill: () => handle.kill(reason),
+        exited: () => exited,
+        onExit: (waiter) => {
+          exitWaiters.add(waiter)
+          return () => exitWaiters.delete(waiter)
+        },
+        below: killedBelow,
+        waitMs: Duration.toMillis(EXIT_WAIT)
       }),
     peakRssMb: () => (child.pid === undefined ? undefined : treePeakRssMb(child.pid))
   }
