@@ -175,7 +175,7 @@ describe("Rlm.stream", () => {
       // answer, so the same trace is the same events of each run, in order.
       const byRun = (list: ReadonlyArray<{ readonly _tag: string; readonly runId: string }>) => {
         const out: Record<string, Array<string>> = {}
-        for (const e of list) (out[e.runId] ??= []).push(e._tag)
+        for (const e of list) out[e.runId] = [...(out[e.runId] ?? []), e._tag]
         return out
       }
       assert.deepStrictEqual(byRun(result.trace.events), byRun(events.filter(RunEvent.isTraceEvent)))
