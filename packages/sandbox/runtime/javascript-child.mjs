@@ -22,22 +22,13 @@ import { readFileSync } from "node:fs"
 import { createRequire, syncBuiltinESMExports } from "node:module"
 import { pathToFileURL } from "node:url"
 import { PRELUDE } from "./javascript-prelude.mjs"
-import { cutNodeNetwork, lockIntrinsics, stripProcess } from "./node-wall.mjs"
+import { assertLockedDown, cutNodeNetwork, lockIntrinsics, stripProcess } from "./node-wall.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
 
 // --- Fail closed unless Node's permission model is active, with no child
 // processes, no threads, no writes and no native addons.
-const permission = process.permission
-if (
-  permission === undefined ||
-  permission.has("child") ||
-  permission.has("worker") ||
-  permission.has("fs.write") ||
-  permission.has("fs.read", "/etc/passwd")
-) {
-  throw new Error("the sandbox process is not running under Node's permission model; refusing to start")
-}
+assertLockedDown()
 
 // Past a block's limit the child may still spend DRAIN_GRACE_MS on promise jobs
 // and, on hostile values, up to four prelude calls of DESCRIBE_BUDGET_MS each

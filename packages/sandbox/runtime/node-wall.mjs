@@ -266,3 +266,21 @@ export function stripProcess() {
   }
   process.binding = deny
 }
+
+/**
+ * Throw unless this process runs under Node's permission model with no child
+ * processes, no threads, no writes and no reads outside what it was given:
+ * a sandbox child refuses to start otherwise.
+ */
+export function assertLockedDown() {
+  const permission = process.permission
+  if (
+    permission === undefined ||
+    permission.has("child") ||
+    permission.has("worker") ||
+    permission.has("fs.write") ||
+    permission.has("fs.read", "/etc/passwd")
+  ) {
+    throw new Error("the sandbox process is not running under Node's permission model; refusing to start")
+  }
+}

@@ -31,6 +31,7 @@ import { isAscii } from "node:buffer"
 import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs"
 import { Socket } from "node:net"
 import { pathToFileURL } from "node:url"
+import { assertLockedDown } from "./node-wall.mjs"
 import { dirtyOutsideRuns, encode, readHead, restoreInto, scanImage, withRestoreHook } from "./snapshot-image.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
@@ -41,16 +42,7 @@ const snapshotFile = typeof config.snapshotFile === "string" ? config.snapshotFi
 
 // --- Fail closed unless Node's permission model is active, with no child
 // processes, no threads, no writes and no native addons.
-const permission = process.permission
-if (
-  permission === undefined ||
-  permission.has("child") ||
-  permission.has("worker") ||
-  permission.has("fs.write") ||
-  permission.has("fs.read", "/etc/passwd")
-) {
-  throw new Error("the sandbox process is not running under Node's permission model; refusing to start")
-}
+assertLockedDown()
 
 /** For short sleeps (Atomics.wait) while a descriptor is not ready. */
 const nap = new Int32Array(new SharedArrayBuffer(4))
