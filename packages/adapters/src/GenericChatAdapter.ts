@@ -943,7 +943,8 @@ const fromAnthropicMessage = (m: AnthropicMessage): Array<MessageEncoded> => {
   const calls: Array<ToolCallEncoded> = []
   for (const block of m.content) {
     if (block.type === "text") texts.push(block.text)
-    else if (block.type === "tool_use") calls.push({ id: block.id, name: block.name, arguments: argumentsText(block.input) })
+    else if (block.type === "tool_use")
+      calls.push({ id: block.id, name: block.name, arguments: argumentsText(block.input) })
     else out.push({ role: "tool", content: block.content, toolCallId: block.tool_use_id })
   }
   if (texts.length > 0 || calls.length > 0) {

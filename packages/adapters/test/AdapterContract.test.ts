@@ -97,7 +97,9 @@ const chatCompletionsTools = (model: string, nullContent: boolean) => ({
           message: {
             role: "assistant",
             content: null,
-            tool_calls: [{ id: "call_x", type: "function", function: { name: "run_code", arguments: "{code: print(1)" } }]
+            tool_calls: [
+              { id: "call_x", type: "function", function: { name: "run_code", arguments: "{code: print(1)" } }
+            ]
           },
           finish_reason: "tool_calls"
         }
@@ -343,7 +345,11 @@ const ollamaNative = (variant: "counts" | "cached"): ServerShape => ({
   // A server in Ollama's shape that passes the model's text through as a string.
   garbage: {
     reply: {
-      message: { role: "assistant", content: "", tool_calls: [{ function: { name: "run_code", arguments: "{code: 1" } }] },
+      message: {
+        role: "assistant",
+        content: "",
+        tool_calls: [{ function: { name: "run_code", arguments: "{code: 1" } }]
+      },
       done: true
     },
     call: { name: "run_code", arguments: "{code: 1" }
@@ -793,7 +799,11 @@ describe("adapter contract", () => {
                     { name: "final_answer", args: Either.right({ answer: "42" }) }
                   ]
                 )
-                if (adapter.ids) assert.deepStrictEqual(calls.map((call) => call.id), ["call_a", "call_b"])
+                if (adapter.ids)
+                  assert.deepStrictEqual(
+                    calls.map((call) => call.id),
+                    ["call_a", "call_b"]
+                  )
                 else assert.strictEqual(new Set(calls.map((call) => call.id)).size, 2)
                 const body = at(server.requests, 0).json as Body
                 assert.deepStrictEqual(

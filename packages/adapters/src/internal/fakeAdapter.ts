@@ -42,7 +42,8 @@ export interface Scripted {
 
 const scripted = (entry: ScriptEntry, index: number): Scripted => {
   if (typeof entry === "string") return { text: entry, toolCalls: [] }
-  const calls: ReadonlyArray<ScriptedCall> = "toolCalls" in entry ? entry.toolCalls : (entry as ReadonlyArray<ScriptedCall>)
+  const calls: ReadonlyArray<ScriptedCall> =
+    "toolCalls" in entry ? entry.toolCalls : (entry as ReadonlyArray<ScriptedCall>)
   return {
     text: "text" in entry ? entry.text : "",
     toolCalls: calls.map(
