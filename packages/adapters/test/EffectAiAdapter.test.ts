@@ -290,13 +290,14 @@ describe("EffectAiAdapter", () => {
       )
       assert.strictEqual(options.toolChoice, "required")
       // The history's tool call and tool result are Prompt parts.
-      const [, assistant, tool] = options.prompt.content
+      const assistant = at(options.prompt.content, 1)
+      const tool = at(options.prompt.content, 2)
       assert.deepStrictEqual(
-        (assistant?.content as ReadonlyArray<Prompt.Part>).map((part) => part.type),
+        (assistant.content as ReadonlyArray<Prompt.Part>).map((part) => part.type),
         ["tool-call"]
       )
-      assert.strictEqual(tool?.role, "tool")
-      const result = (tool?.content as ReadonlyArray<Prompt.ToolResultPart>)[0]
+      assert.strictEqual(tool.role, "tool")
+      const result = (tool.content as ReadonlyArray<Prompt.ToolResultPart>)[0]
       assert.strictEqual(result?.id, "c0")
       assert.strictEqual(result?.name, "run_code")
       assert.strictEqual(result?.result, "(no output)")
