@@ -56,8 +56,8 @@ export const toCachedRequest = (request: ChatRequest | CachedRequest): CachedReq
 
 /**
  * The cache key of a request: SHA-256 hex of the canonical JSON of
- * `{ role, messages: [{ role, content }] }`. A message's tool calls and tool
- * call id (the tools protocol) are part of it when present, so a request
+ * `{ role, messages: [{ role, content }] }`. A message's tool calls, tool
+ * call id and tool name (the tools protocol) are part of it when present, so a request
  * without them keeps the key it always had.
  *
  * @since 0.1.0
@@ -73,7 +73,8 @@ export const keyOf = (request: ChatRequest | CachedRequest): string =>
         ...(message.toolCalls !== undefined && message.toolCalls.length > 0
           ? { toolCalls: message.toolCalls.map(({ arguments: args, id, name }) => ({ id, name, arguments: args })) }
           : {}),
-        ...(message.toolCallId !== undefined ? { toolCallId: message.toolCallId } : {})
+        ...(message.toolCallId !== undefined ? { toolCallId: message.toolCallId } : {}),
+        ...(message.toolName !== undefined ? { toolName: message.toolName } : {})
       }))
     })
   )
