@@ -87,7 +87,10 @@ describe("LlmCache.keyOf", () => {
         })
       ]
     })
-    assert.strictEqual(LlmCache.keyOf(plain), Hash.sha256('{"messages":[{"content":"a","role":"system"}],"role":"root"}'))
+    assert.strictEqual(
+      LlmCache.keyOf(plain),
+      Hash.sha256('{"messages":[{"content":"a","role":"system"}],"role":"root"}')
+    )
     assert.notStrictEqual(LlmCache.keyOf(withCall), LlmCache.keyOf(plain))
   })
 
