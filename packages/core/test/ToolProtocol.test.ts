@@ -99,6 +99,43 @@ describe("ToolProtocol.parse", () => {
     assert.isUndefined(turn.parsed.final)
   })
 
+  it("respond: calls after a lost interpreter say they did not run; feedback goes with final_answer, else in a user turn", () => {
+    const turn = ToolProtocol.parse({
+      text: "",
+      toolCalls: [call("a", "run_code", '{"code":"boom()"}'), call("b", "run_code", '{"code":"print(1)"}')]
+    })
+    const lost = "[interpreter lost] The Python interpreter crashed."
+    const messages = ToolProtocol.respond(turn, [block("boom()", "")])({ text: "", feedback: [lost] })
+    assert.deepStrictEqual(
+      messages.map((m) => [m.role, m.toolCallId]),
+      [
+        ["assistant", undefined],
+        ["tool", "a"],
+        ["tool", "b"],
+        ["user", undefined]
+      ]
+    )
+    assert.include(messages[2]?.content ?? "", "Not run")
+    assert.strictEqual(messages[3]?.content, lost)
+
+    const answered = ToolProtocol.parse({
+      text: "",
+      toolCalls: [call("f", "final_answer", '{"answer":"x"}'), call("g", "nope", "{}")]
+    })
+    const rejection = "Your final answer does not have the required shape."
+    const told = ToolProtocol.respond(answered, [])({
+      text: "",
+      feedback: [...answered.parsed.warnings, rejection]
+    })
+    assert.deepStrictEqual(
+      told.map((m) => m.role),
+      ["assistant", "tool", "tool"]
+    )
+    assert.include(told[1]?.content ?? "", rejection)
+    assert.notInclude(told[1]?.content ?? "", "no tool named")
+    assert.include(told[2]?.content ?? "", 'no tool named "nope"')
+  })
+
   it.prop(
     "every call gets one tool result bound to its id, in order; run_code results are their block's output",
     [
