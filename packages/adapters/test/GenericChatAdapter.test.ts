@@ -353,9 +353,7 @@ describe("dialect Schemas with tools", () => {
       `${dialect.name}: a reply's tool calls survive encode and decode`,
       [FastCheck.array(FastCheck.record({ id: FastCheck.string(), name: FastCheck.string(), args: jsonObject }))],
       ([calls]) => {
-        const toolCalls = calls.map(
-          (c) => new ToolCall({ id: c.id, name: c.name, arguments: JSON.stringify(c.args) })
-        )
+        const toolCalls = calls.map((c) => new ToolCall({ id: c.id, name: c.name, arguments: JSON.stringify(c.args) }))
         const output = new GenericChatAdapter.ChatOutput({
           text: "",
           usage: Usage.unknown,

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox } from "@rlm-runtime/sandbox"
-import type { TraceEvent } from "@rlm-runtime/trace"
+import { CachedAdapter, LlmCache, type TraceEvent } from "@rlm-runtime/trace"
 import { Effect, Exit, FastCheck, Layer } from "effect"
 import { Prompts, Rlm, Step, ToolProtocol } from "../src/index.js"
 
@@ -123,7 +123,10 @@ describe("ToolProtocol.parse", () => {
       toolCalls: [call("f", "final_answer", '{"answer":"x"}'), call("g", "nope", "{}")]
     })
     const rejection = "Your final answer does not have the required shape."
-    const told = ToolProtocol.respond(answered, [])({
+    const told = ToolProtocol.respond(
+      answered,
+      []
+    )({
       text: "",
       feedback: [...answered.parsed.warnings, rejection]
     })
@@ -332,6 +335,32 @@ describe("the tools protocol (run options)", () => {
       const forced = requests[1] as LlmAdapter.ChatRequest
       assert.strictEqual(last(forced.messages).content, Prompts.answerNow("What is in the context?", "tools"))
       assert.strictEqual(forced.tools?.length, 2)
+    })
+  )
+
+  it.live("a tools run recorded through CachedAdapter replays from the cache alone, tool calls and all", () =>
+    Effect.gen(function* () {
+      const cache = Layer.succeed(LlmCache.LlmCache, yield* LlmCache.makeMemory())
+      const options = { protocol: "tools" as const }
+      const record = CachedAdapter.layer({ mode: "record" }).pipe(
+        Layer.provide(
+          FakeAdapter.layer({
+            script: [[{ name: "run_code", arguments: "{bad" }], [runCode("var w = P.split(' ')[2]")], [finalVar("w")]]
+          })
+        ),
+        Layer.provide(cache)
+      )
+      const original = yield* Rlm.run("Which word is third?", "alpha beta gamma", options).pipe(
+        Effect.provide(Layer.merge(record, Js))
+      )
+      const replayed = yield* Rlm.run("Which word is third?", "alpha beta gamma", options).pipe(
+        Effect.provide(Layer.merge(CachedAdapter.layerReplay({ model: "fake" }).pipe(Layer.provide(cache)), Js))
+      )
+      assert.strictEqual(original.answer, "gamma")
+      assert.strictEqual(replayed.answer, "gamma")
+      const calls = (r: Rlm.RunResult) => steps(r.trace).map((s) => s.toolCalls)
+      assert.deepStrictEqual(calls(replayed), calls(original))
+      assert.strictEqual(calls(original)[0]?.[0]?.arguments, "{bad")
     })
   )
 
