@@ -1,5 +1,7 @@
+import { readFileSync } from "node:fs"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
+import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
 import { runCli, SEED_CONTEXT, tempFiles } from "./utils.js"
@@ -195,6 +197,38 @@ describe("rlm run with a real adapter (in-process, loopback HTTP)", () => {
         content: `REPL output:\n${SEED_CONTEXT.length}`
       })
     }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "--fake examples/seed.fake.tools.json --protocol tools: the documented example, its tool calls in the trace",
+    () =>
+      Effect.gen(function* () {
+        const example = fileURLToPath(new URL("../../../examples/seed.fake.tools.json", import.meta.url))
+        const trace = files.path("tools-trace.json")
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          example,
+          "--protocol",
+          "tools",
+          "--trace",
+          trace
+        ])
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.strictEqual(r.stdout, "fake summary\n")
+        const written = JSON.parse(readFileSync(trace, "utf8"))
+        assert.strictEqual(written.version, 3)
+        assert.deepStrictEqual(
+          written.events
+            .filter((e: { _tag: string }) => e._tag === "StepCompleted")
+            .map((e: { toolCalls: ReadonlyArray<{ name: string }> }) => e.toolCalls.map((c) => c.name)),
+          [["run_code"], ["final_answer"]]
+        )
+      })
   )
 
   it.live("--protocol accepts only fenced or tools", () =>
