@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox } from "@rlm-runtime/sandbox"
 import { CachedAdapter, LlmCache, type TraceEvent } from "@rlm-runtime/trace"
-import { Effect, Exit, FastCheck, Layer } from "effect"
+import { Effect, Exit, FastCheck, Layer, Schema } from "effect"
 import { Prompts, Rlm, Step, ToolProtocol } from "../src/index.js"
 
 type Scripted = FakeAdapter.Options["script"]
@@ -361,6 +361,46 @@ describe("the tools protocol (run options)", () => {
       const calls = (r: Rlm.RunResult) => steps(r.trace).map((s) => s.toolCalls)
       assert.deepStrictEqual(calls(replayed), calls(original))
       assert.strictEqual(calls(original)[0]?.[0]?.arguments, "{bad")
+    })
+  )
+
+  it.live("a typed answer: final_answer with a JSON object decodes with the output Schema", () =>
+    Effect.gen(function* () {
+      const output = Schema.Struct({ words: Schema.Number })
+      const exit = yield* Effect.exit(
+        Rlm.run("How many words?", "alpha beta gamma", { protocol: "tools", output }).pipe(
+          Effect.provide(
+            Layer.merge(
+              FakeAdapter.layer({
+                script: [
+                  [runCode("console.log(P.split(' ').length)")],
+                  [{ name: "final_answer", arguments: { answer: { words: 3 } } }]
+                ]
+              }),
+              Js
+            )
+          )
+        )
+      )
+      assert.isTrue(Exit.isSuccess(exit))
+      if (Exit.isSuccess(exit)) assert.deepStrictEqual(exit.value.value, { words: 3 })
+    })
+  )
+
+  it.live("onBudgetExceeded answer-now: the granted last call carries the tools and is answered by final_answer", () =>
+    Effect.gen(function* () {
+      const { exit, requests } = yield* runWith(
+        Js,
+        [[runCode("var s = llm_query('more')")], [finalAnswer("granted")]],
+        { protocol: "tools", policy: { maxSubCalls: 0, onBudgetExceeded: "answer-now" } }
+      )
+      assert.isTrue(Exit.isSuccess(exit), Exit.isFailure(exit) ? String(exit.cause) : "")
+      if (!Exit.isSuccess(exit)) return
+      assert.strictEqual(exit.value.answer, "granted")
+      assert.strictEqual(exit.value.source, "forced")
+      const granted = last(requests)
+      assert.strictEqual(granted.tools?.length, 2)
+      assert.strictEqual(last(granted.messages).content, Prompts.answerNow("What is in the context?", "tools"))
     })
   )
 
