@@ -10,7 +10,8 @@
  * )
  * ```
  *
- * Chat messages become a `Prompt`, the reply is `.text`, usage fields the
+ * Chat messages become a `Prompt`, the reply is `.text` (and its tool-call
+ * parts, when the request has tools), usage fields the
  * provider did not report stay unknown, `.finishReason` is the response's
  * (`"length"` when the output cap was hit), and every `AiError` becomes an
  * `LlmError` (an HTTP status is classified like the HTTP adapters do).
@@ -23,21 +24,35 @@
  * or `(n) => AnthropicLanguageModel.withConfigOverride({ max_tokens: n })`.
  * Without it the cap is not sent, and a debug log says so once per adapter.
  *
+ * Tools: a request's tool definitions are passed as a toolkit whose tools
+ * take their JSON Schema as is, with `disableToolCallResolution: true`, so
+ * the model's tool calls come back as parts and are never run here. Their
+ * parameters are not checked (any JSON is accepted), so a call with odd
+ * arguments is data for the caller; the provider itself fails a call whose
+ * arguments are not JSON, or that names a tool the toolkit does not have.
+ *
  * @since 0.1.0
  */
 import type * as AiError from "@effect/ai/AiError"
 import * as LanguageModel from "@effect/ai/LanguageModel"
 import * as Prompt from "@effect/ai/Prompt"
+import * as Tool from "@effect/ai/Tool"
+import type * as Toolkit from "@effect/ai/Toolkit"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import * as errors from "./internal/httpErrors.js"
 import {
   type ChatMessage,
   type ChatRequest,
   ChatResponse,
   LlmAdapter,
+  decodeArguments,
   LlmError,
   make as makeAdapter,
+  ToolCall,
+  type ToolDefinition,
   Usage
 } from "./LlmAdapter.js"
 
@@ -67,7 +82,69 @@ export interface Options {
  * @category Conversions
  */
 export const toPrompt = (messages: ReadonlyArray<ChatMessage>): Prompt.Prompt =>
-  Prompt.make(messages.map((message) => ({ role: message.role, content: message.content })))
+  Prompt.make(messages.map(toPromptMessage))
+
+const toPromptMessage = (message: ChatMessage): Prompt.MessageEncoded => {
+  switch (message.role) {
+    case "tool":
+      return {
+        role: "tool",
+        content: [
+          {
+            type: "tool-result",
+            id: message.toolCallId ?? "",
+            name: message.toolName ?? "",
+            isFailure: false,
+            result: message.content,
+            providerExecuted: false
+          }
+        ]
+      }
+    case "assistant":
+      if (message.toolCalls === undefined || message.toolCalls.length === 0) {
+        return { role: "assistant", content: message.content }
+      }
+      return {
+        role: "assistant",
+        content: [
+          ...(message.content.length > 0 ? [{ type: "text" as const, text: message.content }] : []),
+          ...message.toolCalls.map((call) => ({
+            type: "tool-call" as const,
+            id: call.id,
+            name: call.name,
+            // Arguments that are not JSON go back as the text the model wrote.
+            params: Either.getOrElse(decodeArguments(call), () => call.arguments),
+            providerExecuted: false
+          }))
+        ]
+      }
+    default:
+      return { role: message.role, content: message.content }
+  }
+}
+
+/**
+ * Tool definitions as an `@effect/ai` toolkit: each tool's parameters are its
+ * JSON Schema as is (the call's params are not decoded), and its handler is
+ * never run (the adapter asks with `disableToolCallResolution: true`).
+ *
+ * @since 0.2.0
+ * @category Conversions
+ */
+export const toToolkit = (tools: ReadonlyArray<ToolDefinition>): Toolkit.WithHandler<Record<string, Tool.Any>> => {
+  const byName: Record<string, Tool.Any> = {}
+  for (const definition of tools) {
+    const tool = Tool.make(definition.name, { description: definition.description })
+    byName[definition.name] = Object.assign(Object.create(Object.getPrototypeOf(tool)), tool, {
+      parametersSchema: Schema.Unknown.annotations({ jsonSchema: definition.parameters })
+    }) as Tool.Any
+  }
+  return {
+    tools: byName,
+    handle: (name) =>
+      Effect.dieMessage(`EffectAiAdapter: the tool "${String(name)}" was to be run, but tool calls are never resolved`)
+  }
+}
 
 /**
  * An `AiError` as an `LlmError`.
@@ -120,6 +197,18 @@ export const fromAiError = (error: AiError.AiError, options: Options): LlmError 
   }
 }
 
+/** One call: plain text, or with the request's tools (never resolved). */
+const generate = (model: LanguageModel.Service, request: ChatRequest) => {
+  const prompt = toPrompt(request.messages)
+  if (request.tools === undefined || request.tools.length === 0) return model.generateText({ prompt })
+  return model.generateText({
+    prompt,
+    toolkit: toToolkit(request.tools),
+    ...(request.toolChoice !== undefined ? { toolChoice: request.toolChoice } : {}),
+    disableToolCallResolution: true
+  } as LanguageModel.GenerateTextOptions<Record<string, Tool.Any>>)
+}
+
 /**
  * An adapter over a given `LanguageModel` service.
  *
@@ -147,7 +236,7 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
   return makeAdapter({
     model: () => options.model,
     chat: (request: ChatRequest) =>
-      capped(request, model.generateText({ prompt: toPrompt(request.messages) })).pipe(
+      capped(request, generate(model, request)).pipe(
         Effect.mapError((error) => fromAiError(error, options)),
         Effect.map((response) => {
           const usage = response.usage
@@ -161,7 +250,19 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
               ...(usage.cachedInputTokens !== undefined ? { cachedInputTokens: usage.cachedInputTokens } : {}),
               ...(usage.reasoningTokens !== undefined ? { reasoningTokens: usage.reasoningTokens } : {})
             }),
-            ...(response.finishReason !== "unknown" ? { finishReason: response.finishReason } : {})
+            ...(response.finishReason !== "unknown" ? { finishReason: response.finishReason } : {}),
+            ...(response.toolCalls.length > 0
+              ? {
+                  toolCalls: response.toolCalls.map(
+                    (part) =>
+                      new ToolCall({
+                        id: part.id,
+                        name: part.name,
+                        arguments: typeof part.params === "string" ? part.params : JSON.stringify(part.params ?? {})
+                      })
+                  )
+                }
+              : {})
           })
         }),
         Effect.withSpan("EffectAiAdapter.chat", { attributes: { model: options.model, role: request.role } })

@@ -2,7 +2,9 @@
  * A scripted, deterministic `LlmAdapter` for tests, examples and the CLI's
  * `--fake` flag.
  *
- * - Root-role calls consume `script` in order.
+ * - Root-role calls consume `script` in order. An entry is a reply text, a
+ *   list of tool calls (`[{ "name": "run_code", "arguments": { "code": "…" } }]`),
+ *   or both (`{ "text": "…", "toolCalls": [...] }`).
  * - Sub-role calls reply with the first rule whose `match` is a substring of
  *   the request's prompt (all message contents joined with `"\n"`); a rule
  *   with `"match": ""` matches every prompt.
@@ -21,7 +23,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as internal from "./internal/fakeAdapter.js"
-import { type ChatRequest, LlmAdapter } from "./LlmAdapter.js"
+import { type ChatRequest, LlmAdapter, type LlmError } from "./LlmAdapter.js"
 
 /**
  * One sub-call rule: a request whose prompt contains `match` gets `reply`.
@@ -33,6 +35,55 @@ export class FakeRule extends Schema.Class<FakeRule>("@rlm-runtime/adapters/Fake
   match: Schema.String,
   reply: Schema.String
 }) {}
+
+type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+
+const Json: Schema.Schema<Json> = Schema.suspend(() =>
+  Schema.Union(
+    Schema.Null,
+    Schema.Boolean,
+    Schema.JsonNumber,
+    Schema.String,
+    Schema.Array(Json),
+    Schema.Record({ key: Schema.String, value: Json })
+  )
+)
+
+/**
+ * One scripted tool call. `arguments` is a JSON object, sent as its JSON
+ * text, or a string, sent as is as the raw arguments text (so broken
+ * arguments such as `"{code: 1"` can be scripted). Absent: `{}`. `id`
+ * defaults to `call_<root call>_<index>`.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export class FakeToolCall extends Schema.Class<FakeToolCall>("@rlm-runtime/adapters/FakeToolCall")({
+  id: Schema.optionalWith(Schema.String, { exact: true }),
+  name: Schema.String,
+  arguments: Schema.optionalWith(Schema.Union(Schema.String, Schema.Record({ key: Schema.String, value: Json })), {
+    exact: true
+  })
+}) {}
+
+/**
+ * One scripted root reply: a text, a list of tool calls, or a text with tool
+ * calls.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const FakeReply = Schema.Union(
+  Schema.String,
+  Schema.Array(FakeToolCall),
+  Schema.Struct({ text: Schema.String, toolCalls: Schema.Array(FakeToolCall) })
+)
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type FakeReply = typeof FakeReply.Type
 
 /**
  * How the fake reports token usage: `"estimated"` (`ceil(chars / 4)` for
@@ -53,7 +104,7 @@ export type UsageMode = typeof UsageMode.Type
  * The JSON file format of the CLI's `--fake` flag:
  *
  * ```json
- * { "script": ["root reply 1", "FINAL(done)"],
+ * { "script": ["root reply 1", [{ "name": "final_answer", "arguments": { "answer": "done" } }]],
  *   "rules": [{ "match": "Summarize", "reply": "fake summary" }],
  *   "latencyMs": 50 }
  * ```
@@ -65,7 +116,7 @@ export type UsageMode = typeof UsageMode.Type
  * @category Models
  */
 export class FakeScript extends Schema.Class<FakeScript>("@rlm-runtime/adapters/FakeScript")({
-  script: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }),
+  script: Schema.optionalWith(Schema.Array(FakeReply), { default: () => [] }),
   rules: Schema.optionalWith(Schema.Array(FakeRule), { default: () => [] }),
   latencyMs: Schema.optionalWith(Schema.NonNegative.pipe(Schema.finite()), { exact: true }),
   usage: Schema.optionalWith(UsageMode, { exact: true })
@@ -90,8 +141,14 @@ export class FakeScriptError extends Schema.TaggedError<FakeScriptError>("@rlm-r
  * @category Models
  */
 export interface Options {
-  /** Replies for root-role calls, consumed in order. */
-  readonly script?: ReadonlyArray<string> | undefined
+  /** Replies for root-role calls, consumed in order: texts, tool calls, or both (see {@link FakeReply}). */
+  readonly script?:
+    | ReadonlyArray<
+        | string
+        | ReadonlyArray<internal.ScriptedCall>
+        | { readonly text: string; readonly toolCalls: ReadonlyArray<internal.ScriptedCall> }
+      >
+    | undefined
   /** Rules for sub-role calls; the first rule whose `match` occurs in the prompt wins. */
   readonly rules?: ReadonlyArray<{ readonly match: string; readonly reply: string }> | undefined
   /** Simulated latency of every call, in milliseconds (default 0). */
@@ -186,13 +243,13 @@ export const makeInstrumented = (
         }
       })
 
-    const reply = (request: ChatRequest) =>
+    const reply = (request: ChatRequest): Effect.Effect<internal.Scripted, LlmError> =>
       request.role === "root"
         ? Effect.flatMap(
             Ref.getAndUpdate(cursor, (n) => n + 1),
             (index) => internal.scriptReply(script, index)
           )
-        : internal.ruleReply(rules, request)
+        : Effect.map(internal.ruleReply(rules, request), (text) => ({ text, toolCalls: [] }))
 
     const chat = (request: ChatRequest) =>
       Effect.uninterruptibleMask((restore) =>
@@ -201,7 +258,7 @@ export const makeInstrumented = (
           restore(
             Effect.zipRight(
               Duration.toMillis(latency) > 0 ? Effect.sleep(latency) : Effect.void,
-              Effect.map(reply(request), (text) => internal.response(request, text, model, usageMode))
+              Effect.map(reply(request), (scripted) => internal.response(request, scripted, model, usageMode))
             )
           ).pipe(
             Effect.onExit((exit) =>

@@ -22,6 +22,7 @@ import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -35,10 +36,14 @@ import {
   ChatMessage,
   type ChatRequest,
   ChatResponse,
+  decodeArguments,
   FinishReason,
   LlmAdapter,
   LlmError,
   make as makeAdapter,
+  ToolCall,
+  ToolChoice,
+  ToolDefinition,
   Usage
 } from "./LlmAdapter.js"
 
@@ -56,7 +61,10 @@ export class ChatInput extends Schema.Class<ChatInput>("@rlm-runtime/adapters/Ge
   model: Schema.String,
   messages: Schema.Array(ChatMessage),
   temperature: Schema.optionalWith(Schema.Number, { exact: true }),
-  maxTokens: Schema.optionalWith(Schema.Number, { exact: true })
+  maxTokens: Schema.optionalWith(Schema.Number, { exact: true }),
+  /** The request's tools, for the dialect to send in its provider's field. */
+  tools: Schema.optionalWith(Schema.Array(ToolDefinition), { exact: true }),
+  toolChoice: Schema.optionalWith(ToolChoice, { exact: true })
 }) {}
 
 /**
@@ -70,7 +78,9 @@ export class ChatOutput extends Schema.Class<ChatOutput>("@rlm-runtime/adapters/
   model: Schema.optionalWith(Schema.String, { exact: true }),
   usage: Usage,
   /** Why the model stopped, when the reply says; `"length"` when it hit the output cap. */
-  finishReason: Schema.optionalWith(FinishReason, { exact: true })
+  finishReason: Schema.optionalWith(FinishReason, { exact: true }),
+  /** The tool calls of the reply, in order; absent when it made none. */
+  toolCalls: Schema.optionalWith(Schema.Array(ToolCall), { exact: true })
 }) {}
 
 /**
@@ -236,7 +246,10 @@ export const make = <Body, Reply>(
           model: options.model,
           messages: request.messages,
           ...(temperature !== undefined ? { temperature } : {}),
-          ...(maxTokens !== undefined ? { maxTokens } : {})
+          ...(maxTokens !== undefined ? { maxTokens } : {}),
+          ...(request.tools !== undefined && request.tools.length > 0
+            ? { tools: request.tools, ...(request.toolChoice !== undefined ? { toolChoice: request.toolChoice } : {}) }
+            : {})
         })
         const body = yield* encodeBody(input).pipe(
           Effect.mapError(
@@ -262,7 +275,8 @@ export const make = <Body, Reply>(
           text: output.text,
           model: options.model,
           usage: output.usage,
-          ...(output.finishReason !== undefined ? { finishReason: output.finishReason } : {})
+          ...(output.finishReason !== undefined ? { finishReason: output.finishReason } : {}),
+          ...(output.toolCalls !== undefined && output.toolCalls.length > 0 ? { toolCalls: output.toolCalls } : {})
         })
       })
 
@@ -438,17 +452,145 @@ const finishReasonTo =
 
 const optionalNumber = Schema.optionalWith(Schema.Number, { exact: true })
 const nullableNumber = Schema.optional(Schema.NullOr(Schema.Number))
-const WireMessage = Schema.Struct({ role: Schema.Literal("system", "user", "assistant"), content: Schema.String })
+type MessageEncoded = typeof ChatMessage.Encoded
+type ToolCallEncoded = typeof ToolCall.Encoded
+type ToolChoiceEncoded = typeof ToolChoice.Encoded
+
+/** A wire tool call's arguments as JSON text: a string as sent, anything else written as JSON. */
+const argumentsText = (raw: unknown): string =>
+  typeof raw === "string" ? raw : raw === undefined || raw === null ? "{}" : JSON.stringify(raw)
+
+/**
+ * JSON-text arguments as the object providers that take them decoded want
+ * (Anthropic `input`, Ollama `arguments`); `{}` when they are not a JSON
+ * object (a model's garbage, already told to it as such).
+ */
+const argumentsObject = (text: string): Record<string, unknown> => {
+  const decoded = decodeArguments(new ToolCall({ id: "", name: "", arguments: text }, true))
+  return Either.isRight(decoded) && isPlainObject(decoded.right) ? decoded.right : {}
+}
+
+/** A tool call as a reply reports it: every field optional, so a broken call is data, not a decoding failure. */
+const WireToolCall = Schema.Struct({
+  id: Schema.optional(Schema.NullOr(Schema.String)),
+  function: Schema.optional(
+    Schema.NullOr(
+      Schema.Struct({ name: Schema.optional(Schema.NullOr(Schema.String)), arguments: Schema.optional(Schema.Unknown) })
+    )
+  )
+})
+
+const readToolCalls = (
+  calls: ReadonlyArray<typeof WireToolCall.Type> | null | undefined
+): { readonly toolCalls?: ReadonlyArray<ToolCallEncoded> } =>
+  calls === undefined || calls === null || calls.length === 0
+    ? {}
+    : {
+        toolCalls: calls.map((call, i) => ({
+          id: call.id ?? `call_${i}`,
+          name: call.function?.name ?? "",
+          arguments: argumentsText(call.function?.arguments)
+        }))
+      }
+
+/** The chat-completions (and Ollama) tool definition. */
+const FunctionTool = Schema.Struct({
+  type: Schema.Literal("function"),
+  function: Schema.Struct({
+    name: Schema.String,
+    description: Schema.optionalWith(Schema.String, { exact: true }),
+    parameters: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+  })
+})
+
+const functionTools = (input: typeof ChatInput.Encoded) =>
+  input.tools === undefined
+    ? {}
+    : {
+        tools: input.tools.map((tool) => ({
+          type: "function" as const,
+          function: { name: tool.name, description: tool.description, parameters: tool.parameters }
+        }))
+      }
+
+const fromFunctionTools = (tools: ReadonlyArray<typeof FunctionTool.Type> | undefined) =>
+  tools === undefined
+    ? {}
+    : {
+        tools: tools.map((tool) => ({
+          name: tool.function.name,
+          description: tool.function.description ?? "",
+          parameters: tool.function.parameters
+        }))
+      }
 
 // --- OpenAI chat completions -------------------------------------------------
 
+const OpenAiMessage = Schema.Struct({
+  role: Schema.Literal("system", "user", "assistant", "tool"),
+  content: Schema.NullOr(Schema.String),
+  tool_calls: Schema.optionalWith(
+    Schema.Array(
+      Schema.Struct({
+        id: Schema.String,
+        type: Schema.Literal("function"),
+        function: Schema.Struct({ name: Schema.String, arguments: Schema.String })
+      })
+    ),
+    { exact: true }
+  ),
+  tool_call_id: Schema.optionalWith(Schema.String, { exact: true })
+})
+
+const OpenAiToolChoice = Schema.Union(
+  Schema.Literal("auto", "required", "none"),
+  Schema.Struct({ type: Schema.Literal("function"), function: Schema.Struct({ name: Schema.String }) })
+)
+
 const OpenAiRequest = Schema.Struct({
   model: Schema.String,
-  messages: Schema.Array(WireMessage),
+  messages: Schema.Array(OpenAiMessage),
   temperature: optionalNumber,
   max_tokens: optionalNumber,
-  max_completion_tokens: optionalNumber
+  max_completion_tokens: optionalNumber,
+  tools: Schema.optionalWith(Schema.Array(FunctionTool), { exact: true }),
+  tool_choice: Schema.optionalWith(OpenAiToolChoice, { exact: true })
 })
+
+/** A message in chat completions: a tool result is `role: "tool"` with its call id, tool calls ride the assistant turn. */
+const toOpenAiMessage = (m: MessageEncoded): typeof OpenAiMessage.Type => {
+  if (m.role === "tool") return { role: "tool", content: m.content, tool_call_id: m.toolCallId ?? "" }
+  if (m.toolCalls !== undefined && m.toolCalls.length > 0) {
+    return {
+      role: m.role,
+      content: m.content === "" ? null : m.content,
+      tool_calls: m.toolCalls.map((call) => ({
+        id: call.id,
+        type: "function" as const,
+        function: { name: call.name, arguments: call.arguments }
+      }))
+    }
+  }
+  return { role: m.role, content: m.content }
+}
+
+const fromOpenAiMessage = (m: typeof OpenAiMessage.Type): MessageEncoded => ({
+  role: m.role,
+  content: m.content ?? "",
+  ...(m.tool_calls !== undefined
+    ? {
+        toolCalls: m.tool_calls.map((call) => ({
+          id: call.id,
+          name: call.function.name,
+          arguments: call.function.arguments
+        }))
+      }
+    : {}),
+  ...(m.tool_call_id !== undefined ? { toolCallId: m.tool_call_id } : {})
+})
+
+const toOpenAiToolChoice = (choice: ToolChoiceEncoded): typeof OpenAiToolChoice.Type =>
+  typeof choice === "string" ? choice : { type: "function", function: { name: choice.tool } }
 
 const OpenAiResponse = Schema.Struct({
   model: Schema.optional(Schema.String),
@@ -457,7 +599,8 @@ const OpenAiResponse = Schema.Struct({
       message: Schema.Struct({
         role: Schema.optional(Schema.String),
         content: Schema.optional(Schema.NullOr(Schema.String)),
-        refusal: Schema.optional(Schema.NullOr(Schema.String))
+        refusal: Schema.optional(Schema.NullOr(Schema.String)),
+        tool_calls: Schema.optional(Schema.NullOr(Schema.Array(WireToolCall)))
       }),
       finish_reason: Schema.optional(Schema.NullOr(Schema.String))
     })
@@ -555,17 +698,28 @@ export const openaiChatCompletions = (
       strict: true,
       decode: (body) => ({
         model: body.model,
-        messages: body.messages,
+        messages: body.messages.map(fromOpenAiMessage),
         ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
         ...((body.max_tokens ?? body.max_completion_tokens) !== undefined
           ? { maxTokens: (body.max_tokens ?? body.max_completion_tokens) as number }
+          : {}),
+        ...fromFunctionTools(body.tools),
+        ...(body.tool_choice !== undefined
+          ? {
+              toolChoice:
+                typeof body.tool_choice === "string" ? body.tool_choice : { tool: body.tool_choice.function.name }
+            }
           : {})
       }),
       encode: (input) => ({
         model: input.model,
-        messages: input.messages.map(({ content, role }) => ({ role, content })),
+        messages: input.messages.map(toOpenAiMessage),
         ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
-        ...(input.maxTokens !== undefined ? { [maxTokensField]: input.maxTokens } : {})
+        ...(input.maxTokens !== undefined ? { [maxTokensField]: input.maxTokens } : {}),
+        ...functionTools(input),
+        ...(input.tools !== undefined && input.toolChoice !== undefined
+          ? { tool_choice: toOpenAiToolChoice(input.toolChoice) }
+          : {})
       })
     }),
     response: Schema.transformOrFail(OpenAiResponse, ChatOutput, {
@@ -579,8 +733,15 @@ export const openaiChatCompletions = (
         }
         const finishReason = toFinish(choice.finish_reason)
         const content = choice.message.content
+        const calls = readToolCalls(choice.message.tool_calls)
         // A reasoning model can spend the whole cap before writing: that is a length stop, not a broken reply.
-        const text = typeof content === "string" ? content : finishReason === "length" ? "" : undefined
+        // A reply of tool calls only has no text either.
+        const text =
+          typeof content === "string"
+            ? content
+            : finishReason === "length" || calls.toolCalls !== undefined
+              ? ""
+              : undefined
         if (text === undefined) {
           return ParseResult.fail(
             new ParseResult.Type(
@@ -613,7 +774,8 @@ export const openaiChatCompletions = (
                     cached: timings.cache_n ?? undefined
                   })
                 : {},
-          ...(finishReason !== undefined ? { finishReason } : {})
+          ...(finishReason !== undefined ? { finishReason } : {}),
+          ...calls
         })
       },
       encode: (output) => {
@@ -628,7 +790,18 @@ export const openaiChatCompletions = (
           ...(output.model !== undefined ? { model: output.model } : {}),
           choices: [
             {
-              message: { role: "assistant", content: output.text },
+              message: {
+                role: "assistant",
+                content: output.text,
+                ...(output.toolCalls !== undefined
+                  ? {
+                      tool_calls: output.toolCalls.map((call) => ({
+                        id: call.id,
+                        function: { name: call.name, arguments: call.arguments }
+                      }))
+                    }
+                  : {})
+              },
               finish_reason: fromFinish(output.finishReason) ?? null
             }
           ],
@@ -655,17 +828,56 @@ export const openaiChatCompletions = (
 
 // --- Anthropic Messages ------------------------------------------------------
 
+const AnthropicBlock = Schema.Union(
+  Schema.Struct({ type: Schema.Literal("text"), text: Schema.String }),
+  Schema.Struct({ type: Schema.Literal("tool_use"), id: Schema.String, name: Schema.String, input: Schema.Unknown }),
+  Schema.Struct({ type: Schema.Literal("tool_result"), tool_use_id: Schema.String, content: Schema.String })
+)
+
+type AnthropicBlock = typeof AnthropicBlock.Type
+
+const AnthropicMessage = Schema.Struct({
+  role: Schema.Literal("user", "assistant"),
+  content: Schema.Union(Schema.String, Schema.Array(AnthropicBlock))
+})
+
+type AnthropicMessage = typeof AnthropicMessage.Type
+
+const AnthropicToolChoice = Schema.Union(
+  Schema.Struct({ type: Schema.Literal("auto", "any", "none") }),
+  Schema.Struct({ type: Schema.Literal("tool"), name: Schema.String })
+)
+
 const AnthropicRequest = Schema.Struct({
   model: Schema.String,
   max_tokens: Schema.Number,
   system: Schema.optionalWith(Schema.String, { exact: true }),
-  messages: Schema.Array(Schema.Struct({ role: Schema.Literal("user", "assistant"), content: Schema.String })),
-  temperature: optionalNumber
+  messages: Schema.Array(AnthropicMessage),
+  temperature: optionalNumber,
+  tools: Schema.optionalWith(
+    Schema.Array(
+      Schema.Struct({
+        name: Schema.String,
+        description: Schema.optionalWith(Schema.String, { exact: true }),
+        input_schema: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+      })
+    ),
+    { exact: true }
+  ),
+  tool_choice: Schema.optionalWith(AnthropicToolChoice, { exact: true })
 })
 
 const AnthropicResponse = Schema.Struct({
   model: Schema.optional(Schema.String),
-  content: Schema.Array(Schema.Struct({ type: Schema.String, text: Schema.optional(Schema.String) })),
+  content: Schema.Array(
+    Schema.Struct({
+      type: Schema.String,
+      text: Schema.optional(Schema.String),
+      id: Schema.optional(Schema.String),
+      name: Schema.optional(Schema.String),
+      input: Schema.optional(Schema.Unknown)
+    })
+  ),
   stop_reason: Schema.optional(Schema.NullOr(Schema.String)),
   usage: Schema.optional(
     Schema.Struct({
@@ -676,6 +888,77 @@ const AnthropicResponse = Schema.Struct({
     })
   )
 })
+
+const blocksOf = (content: AnthropicMessage["content"]): ReadonlyArray<AnthropicBlock> =>
+  typeof content === "string" ? [{ type: "text", text: content }] : content
+
+/**
+ * Messages in Anthropic's shape: tool calls are `tool_use` blocks of the
+ * assistant turn, and tool results `tool_result` blocks of a user turn, so a
+ * result is merged with the user turns next to it (Anthropic wants every
+ * `tool_use` answered in the very next user message). Turns without tools are
+ * sent as plain strings, as before.
+ */
+const toAnthropicMessages = (messages: ReadonlyArray<MessageEncoded>): Array<AnthropicMessage> => {
+  const out: Array<AnthropicMessage & { merge?: boolean }> = []
+  for (const m of messages) {
+    if (m.role === "system") continue
+    if (m.role === "tool") {
+      const result: AnthropicBlock = { type: "tool_result", tool_use_id: m.toolCallId ?? "", content: m.content }
+      const last = out[out.length - 1]
+      if (last !== undefined && last.role === "user") {
+        out[out.length - 1] = { role: "user", content: [...blocksOf(last.content), result], merge: true }
+      } else out.push({ role: "user", content: [result], merge: true })
+      continue
+    }
+    if (m.role === "assistant" && m.toolCalls !== undefined && m.toolCalls.length > 0) {
+      out.push({
+        role: "assistant",
+        content: [
+          ...(m.content.length > 0 ? [{ type: "text" as const, text: m.content }] : []),
+          ...m.toolCalls.map((call) => ({
+            type: "tool_use" as const,
+            id: call.id,
+            name: call.name,
+            input: argumentsObject(call.arguments)
+          }))
+        ]
+      })
+      continue
+    }
+    const last = out[out.length - 1]
+    if (m.role === "user" && last?.merge === true) {
+      out[out.length - 1] = { role: "user", content: [...blocksOf(last.content), { type: "text", text: m.content }] }
+      continue
+    }
+    out.push({ role: m.role, content: m.content })
+  }
+  return out.map(({ content, role }) => ({ role, content }))
+}
+
+const fromAnthropicMessage = (m: AnthropicMessage): Array<MessageEncoded> => {
+  if (typeof m.content === "string") return [{ role: m.role, content: m.content }]
+  const out: Array<MessageEncoded> = []
+  const texts: Array<string> = []
+  const calls: Array<ToolCallEncoded> = []
+  for (const block of m.content) {
+    if (block.type === "text") texts.push(block.text)
+    else if (block.type === "tool_use")
+      calls.push({ id: block.id, name: block.name, arguments: argumentsText(block.input) })
+    else out.push({ role: "tool", content: block.content, toolCallId: block.tool_use_id })
+  }
+  if (texts.length > 0 || calls.length > 0) {
+    out.push({ role: m.role, content: texts.join(""), ...(calls.length > 0 ? { toolCalls: calls } : {}) })
+  }
+  return out
+}
+
+const toAnthropicToolChoice = (choice: ToolChoiceEncoded): typeof AnthropicToolChoice.Type =>
+  typeof choice === "object"
+    ? { type: "tool", name: choice.tool }
+    : choice === "required"
+      ? { type: "any" }
+      : { type: choice }
 
 const anthropicStopReasons: Readonly<Record<string, FinishReason>> = {
   end_turn: "stop",
@@ -725,10 +1008,29 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
       model: body.model,
       messages: [
         ...(body.system !== undefined ? [{ role: "system" as const, content: body.system }] : []),
-        ...body.messages
+        ...body.messages.flatMap(fromAnthropicMessage)
       ],
       maxTokens: body.max_tokens,
-      ...(body.temperature !== undefined ? { temperature: body.temperature } : {})
+      ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
+      ...(body.tools !== undefined
+        ? {
+            tools: body.tools.map((tool) => ({
+              name: tool.name,
+              description: tool.description ?? "",
+              parameters: tool.input_schema
+            }))
+          }
+        : {}),
+      ...(body.tool_choice !== undefined
+        ? {
+            toolChoice:
+              body.tool_choice.type === "tool"
+                ? { tool: body.tool_choice.name }
+                : body.tool_choice.type === "any"
+                  ? ("required" as const)
+                  : body.tool_choice.type
+          }
+        : {})
     }),
     encode: (input) => {
       const system = input.messages.filter((m) => m.role === "system").map((m) => m.content)
@@ -736,10 +1038,18 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
         model: input.model,
         max_tokens: input.maxTokens ?? anthropicDefaultMaxTokens,
         ...(system.length > 0 ? { system: system.join("\n\n") } : {}),
-        messages: input.messages.flatMap((m) =>
-          m.role === "system" ? [] : [{ role: m.role as "user" | "assistant", content: m.content }]
-        ),
-        ...(input.temperature !== undefined ? { temperature: input.temperature } : {})
+        messages: toAnthropicMessages(input.messages),
+        ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
+        ...(input.tools !== undefined
+          ? {
+              tools: input.tools.map((tool) => ({
+                name: tool.name,
+                description: tool.description,
+                input_schema: tool.parameters
+              })),
+              ...(input.toolChoice !== undefined ? { tool_choice: toAnthropicToolChoice(input.toolChoice) } : {})
+            }
+          : {})
       }
     }
   }),
@@ -750,7 +1060,12 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
       const texts = reply.content.flatMap((block) =>
         block.type === "text" && typeof block.text === "string" ? [block.text] : []
       )
-      if (texts.length === 0 && finishReason !== "length") {
+      const calls = reply.content.flatMap((block, i) =>
+        block.type === "tool_use"
+          ? [{ id: block.id ?? `toolu_${i}`, name: block.name ?? "", arguments: argumentsText(block.input) }]
+          : []
+      )
+      if (texts.length === 0 && calls.length === 0 && finishReason !== "length") {
         return ParseResult.fail(
           new ParseResult.Type(ast, reply, `"content" has no text block (stop_reason: ${reply.stop_reason ?? "none"})`)
         )
@@ -770,7 +1085,8 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
                 undefined,
                 { cached: usage.cache_read_input_tokens ?? undefined }
               ),
-        ...(finishReason !== undefined ? { finishReason } : {})
+        ...(finishReason !== undefined ? { finishReason } : {}),
+        ...(calls.length > 0 ? { toolCalls: calls } : {})
       })
     },
     encode: (output) => {
@@ -782,7 +1098,15 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
           : u.inputTokens
       return ParseResult.succeed({
         ...(output.model !== undefined ? { model: output.model } : {}),
-        content: [{ type: "text", text: output.text }],
+        content: [
+          ...(output.text.length > 0 || output.toolCalls === undefined ? [{ type: "text", text: output.text }] : []),
+          ...(output.toolCalls ?? []).map((call) => ({
+            type: "tool_use",
+            id: call.id,
+            name: call.name,
+            input: argumentsObject(call.arguments)
+          }))
+        ],
         stop_reason: anthropicFromFinish(output.finishReason) ?? null,
         ...(u.inputTokens !== undefined || u.outputTokens !== undefined
           ? {
@@ -800,22 +1124,73 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
 
 // --- Ollama /api/chat --------------------------------------------------------
 
+const OllamaMessage = Schema.Struct({
+  role: Schema.Literal("system", "user", "assistant", "tool"),
+  content: Schema.String,
+  tool_calls: Schema.optionalWith(
+    Schema.Array(
+      Schema.Struct({
+        function: Schema.Struct({
+          name: Schema.String,
+          arguments: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+        })
+      })
+    ),
+    { exact: true }
+  ),
+  tool_name: Schema.optionalWith(Schema.String, { exact: true })
+})
+
 const OllamaRequest = Schema.Struct({
   model: Schema.String,
-  messages: Schema.Array(WireMessage),
+  messages: Schema.Array(OllamaMessage),
   stream: Schema.Literal(false),
   options: Schema.optionalWith(Schema.Struct({ temperature: optionalNumber, num_predict: optionalNumber }), {
     exact: true
-  })
+  }),
+  tools: Schema.optionalWith(Schema.Array(FunctionTool), { exact: true })
 })
 
 const OllamaResponse = Schema.Struct({
   model: Schema.optional(Schema.String),
-  message: Schema.Struct({ role: Schema.optional(Schema.String), content: Schema.String }),
+  message: Schema.Struct({
+    role: Schema.optional(Schema.String),
+    content: Schema.String,
+    tool_calls: Schema.optional(Schema.NullOr(Schema.Array(WireToolCall)))
+  }),
   done: Schema.optional(Schema.Boolean),
   done_reason: Schema.optional(Schema.NullOr(Schema.String)),
   prompt_eval_count: nullableNumber,
   eval_count: nullableNumber
+})
+
+/** Ollama has no call ids: a tool result names its tool (`tool_name`), and arguments are an object. */
+const toOllamaMessage = (m: MessageEncoded): typeof OllamaMessage.Type => ({
+  role: m.role,
+  content: m.content,
+  ...(m.toolCalls !== undefined && m.toolCalls.length > 0
+    ? {
+        tool_calls: m.toolCalls.map((call) => ({
+          function: { name: call.name, arguments: argumentsObject(call.arguments) }
+        }))
+      }
+    : {}),
+  ...(m.role === "tool" && m.toolName !== undefined ? { tool_name: m.toolName } : {})
+})
+
+const fromOllamaMessage = (m: typeof OllamaMessage.Type): MessageEncoded => ({
+  role: m.role,
+  content: m.content,
+  ...(m.tool_calls !== undefined
+    ? {
+        toolCalls: m.tool_calls.map((call, i) => ({
+          id: `call_${i}`,
+          name: call.function.name,
+          arguments: JSON.stringify(call.function.arguments)
+        }))
+      }
+    : {}),
+  ...(m.tool_name !== undefined ? { toolName: m.tool_name } : {})
 })
 
 const ollamaDoneReasons: Readonly<Record<string, FinishReason>> = { stop: "stop", length: "length" }
@@ -845,14 +1220,17 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
     strict: true,
     decode: (body) => ({
       model: body.model,
-      messages: body.messages,
+      messages: body.messages.map(fromOllamaMessage),
       ...(body.options?.temperature !== undefined ? { temperature: body.options.temperature } : {}),
-      ...(body.options?.num_predict !== undefined ? { maxTokens: body.options.num_predict } : {})
+      ...(body.options?.num_predict !== undefined ? { maxTokens: body.options.num_predict } : {}),
+      ...fromFunctionTools(body.tools)
     }),
+    // Ollama has no tool choice: the model always may call a tool.
     encode: (input) => ({
       model: input.model,
-      messages: input.messages.map(({ content, role }) => ({ role, content })),
+      messages: input.messages.map(toOllamaMessage),
       stream: false as const,
+      ...functionTools(input),
       ...(input.temperature !== undefined || input.maxTokens !== undefined
         ? {
             options: {
@@ -871,12 +1249,23 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
         text: reply.message.content,
         ...(reply.model !== undefined ? { model: reply.model } : {}),
         usage: usageOf(reply.prompt_eval_count ?? undefined, reply.eval_count ?? undefined),
-        ...(finishReason !== undefined ? { finishReason } : {})
+        ...(finishReason !== undefined ? { finishReason } : {}),
+        ...readToolCalls(reply.message.tool_calls)
       }
     },
     encode: (output) => ({
       ...(output.model !== undefined ? { model: output.model } : {}),
-      message: { role: "assistant", content: output.text },
+      message: {
+        role: "assistant",
+        content: output.text,
+        ...(output.toolCalls !== undefined
+          ? {
+              tool_calls: output.toolCalls.map((call) => ({
+                function: { name: call.name, arguments: argumentsObject(call.arguments) }
+              }))
+            }
+          : {})
+      },
       done: true,
       ...present("done_reason", ollamaFromFinish(output.finishReason)),
       ...present("prompt_eval_count", output.usage.inputTokens),

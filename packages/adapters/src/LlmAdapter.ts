@@ -8,22 +8,101 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 
 /**
+ * Who wrote a message. `"tool"` is the result of a tool call the model made
+ * (see {@link ChatMessage.toolCallId}).
+ *
  * @since 0.1.0
  * @category Models
  */
-export const ChatRole = Schema.Literal("system", "user", "assistant")
+export const ChatRole = Schema.Literal("system", "user", "assistant", "tool")
 
 /**
+ * One tool call the model made: the provider's call id, the tool's name and
+ * the arguments exactly as the model wrote them (JSON text; Anthropic's and
+ * `@effect/ai`'s already decoded `input` is written back as JSON). Nothing is
+ * checked here: arguments that are not JSON, or a name no tool has, arrive
+ * as data for the caller to answer (see {@link decodeArguments}).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export class ToolCall extends Schema.Class<ToolCall>("@rlm-runtime/adapters/ToolCall")({
+  id: Schema.String,
+  name: Schema.String,
+  arguments: Schema.String
+}) {}
+
+/**
+ * A tool call's arguments decoded as JSON; `Left` says why they are not JSON.
+ *
+ * @since 0.2.0
+ * @category Utils
+ */
+export const decodeArguments = (call: ToolCall): Either.Either<unknown, string> => {
+  const text = call.arguments.trim()
+  // Some servers send "" for a call without arguments.
+  if (text === "") return Either.right({})
+  try {
+    return Either.right(JSON.parse(text) as unknown)
+  } catch (cause) {
+    return Either.left(`the arguments are not JSON (${(cause as Error).message})`)
+  }
+}
+
+/**
+ * One chat message. An assistant message may carry the tool calls the model
+ * made (`toolCalls`); a `"tool"` message is the result of one of them, bound
+ * to it by `toolCallId` (and `toolName`, which some providers want).
+ *
  * @since 0.1.0
  * @category Models
  */
 export class ChatMessage extends Schema.Class<ChatMessage>("@rlm-runtime/adapters/ChatMessage")({
   role: ChatRole,
-  content: Schema.String
+  content: Schema.String,
+  /** The tool calls of an assistant message. */
+  toolCalls: Schema.optionalWith(Schema.Array(ToolCall), { exact: true }),
+  /** For `role: "tool"`: the id of the call this message answers. */
+  toolCallId: Schema.optionalWith(Schema.String, { exact: true }),
+  /** For `role: "tool"`: the name of the tool that was called. */
+  toolName: Schema.optionalWith(Schema.String, { exact: true })
 }) {}
+
+/**
+ * A tool the model may call: its name, what it does, and its parameters as a
+ * JSON Schema object (sent as is in the provider's field).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export class ToolDefinition extends Schema.Class<ToolDefinition>("@rlm-runtime/adapters/ToolDefinition")({
+  name: Schema.String,
+  description: Schema.String,
+  parameters: Schema.Record({ key: Schema.String, value: Schema.Unknown })
+}) {}
+
+/**
+ * Whether the model must call a tool: `"auto"` (it may), `"required"` (it
+ * must call one), `"none"` (it must not), or `{ tool }` (it must call that
+ * one).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const ToolChoice = Schema.Union(
+  Schema.Literal("auto", "required", "none"),
+  Schema.Struct({ tool: Schema.String })
+)
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type ToolChoice = typeof ToolChoice.Type
 
 /**
  * Who a call is for: the root model driving the REPL, or a sub-call made from
@@ -86,7 +165,11 @@ export class ChatRequest extends Schema.Class<ChatRequest>("@rlm-runtime/adapter
    * `withMaxOutputTokens` — and the Fake adapter cuts its reply to it. A reply
    * cut there has `finishReason: "length"`.
    */
-  maxOutputTokens: Schema.optional(Schema.Number)
+  maxOutputTokens: Schema.optional(Schema.Number),
+  /** Tools the model may call, sent in the provider's tools field. Absent: a plain chat call. */
+  tools: Schema.optionalWith(Schema.Array(ToolDefinition), { exact: true }),
+  /** Sent only with `tools`; absent: the provider's default (`"auto"`). */
+  toolChoice: Schema.optionalWith(ToolChoice, { exact: true })
 }) {}
 
 /**
@@ -134,7 +217,13 @@ export const estimateTokens = (text: string): number => Math.ceil(text.length / 
  * @category Utils
  */
 export const estimateRequestTokens = (messages: ReadonlyArray<ChatMessage>): number =>
-  messages.reduce((n, m) => n + estimateTokens(m.content), 0)
+  messages.reduce(
+    (n, m) =>
+      n +
+      estimateTokens(m.content) +
+      (m.toolCalls === undefined ? 0 : m.toolCalls.reduce((k, call) => k + estimateTokens(call.arguments), 0)),
+    0
+  )
 
 /**
  * @since 0.1.0
@@ -145,7 +234,9 @@ export class ChatResponse extends Schema.Class<ChatResponse>("@rlm-runtime/adapt
   model: Schema.String,
   usage: Usage,
   /** Why the model stopped; absent when the adapter cannot tell. `"length"`: the reply hit the output cap. */
-  finishReason: Schema.optional(FinishReason)
+  finishReason: Schema.optional(FinishReason),
+  /** The tool calls the model made, in order (absent or empty: none). */
+  toolCalls: Schema.optionalWith(Schema.Array(ToolCall), { exact: true })
 }) {}
 
 /**

@@ -9,15 +9,27 @@
  * (the lower of `maxTokens` and the request's `maxOutputTokens`), usage is
  * mapped, a length stop is surfaced as `finishReason: "length"`, 429 (with
  * `Retry-After`), 5xx, a timeout and a non-JSON body become the right typed
- * `LlmError`, and the API key is in no error.
+ * `LlmError`, and the API key is in no error. With tools: the tools and the
+ * tool choice are sent in the provider's field, the assistant's tool calls
+ * and the tool results of the history in the provider's shape, the reply's
+ * tool calls are read back, and a broken tool call (arguments that are not
+ * JSON, a tool nobody defined) is surfaced as data, not thrown.
  */
 
 import { FetchHttpClient } from "@effect/platform"
 import type * as HttpClient from "@effect/platform/HttpClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Duration, Effect, Redacted, Schema } from "effect"
+import { Cause, Duration, Effect, Either, Redacted, Schema } from "effect"
 import * as GenericChatAdapter from "../src/GenericChatAdapter.js"
-import { ChatMessage, ChatRequest, type LlmAdapter, LlmError } from "../src/LlmAdapter.js"
+import {
+  ChatMessage,
+  ChatRequest,
+  decodeArguments,
+  type LlmAdapter,
+  LlmError,
+  ToolCall,
+  ToolDefinition
+} from "../src/LlmAdapter.js"
 import * as OpenAICompatAdapter from "../src/OpenAICompatAdapter.js"
 import { at, type Handler, hang, json, loopback, text } from "./utils/loopback.js"
 
@@ -37,7 +49,65 @@ interface ServerShape {
   readonly error: (status: number, message: string) => unknown
   /** How this server writes a reply that holds no text (for an empty length stop). */
   readonly empty: string | null
+  /** A reply made of tool calls only (`args`: the arguments as JSON text). */
+  readonly toolReply: (calls: ReadonlyArray<WireCall>) => unknown
+  /** The finish reason a tool-call reply maps to (Ollama says "stop"). */
+  readonly toolFinish: string
+  /** A broken tool call as this server can send one, and how it must be surfaced. */
+  readonly garbage: { readonly reply: unknown; readonly call: { readonly name: string; readonly arguments: string } }
 }
+
+interface WireCall {
+  readonly id: string
+  readonly name: string
+  readonly args: string
+}
+
+// --- tool calls, per wire format ----------------------------------------------
+
+const chatCompletionsTools = (model: string, nullContent: boolean) => ({
+  toolReply: (calls: ReadonlyArray<WireCall>) => ({
+    id: "chatcmpl-tools",
+    object: "chat.completion",
+    model,
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: "assistant",
+          content: nullContent ? null : "",
+          tool_calls: calls.map((call) => ({
+            id: call.id,
+            type: "function",
+            function: { name: call.name, arguments: call.args }
+          }))
+        },
+        finish_reason: "tool_calls"
+      }
+    ],
+    usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 }
+  }),
+  toolFinish: "tool-calls",
+  // A small model's broken JSON, sent as the arguments string.
+  garbage: {
+    reply: {
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: "assistant",
+            content: null,
+            tool_calls: [
+              { id: "call_x", type: "function", function: { name: "run_code", arguments: "{code: print(1)" } }
+            ]
+          },
+          finish_reason: "tool_calls"
+        }
+      ]
+    },
+    call: { name: "run_code", arguments: "{code: print(1)" }
+  }
+})
 
 // --- chat completions servers -------------------------------------------------
 
@@ -87,7 +157,9 @@ const llamaServer = (variant: "current" | "no-details" | "timings-only"): Server
   error: (status, message) => ({
     error: { code: status, message, type: status === 429 ? "unavailable_error" : "server_error" }
   }),
-  empty: ""
+  empty: "",
+  // llama-server writes content null beside tool calls.
+  ...chatCompletionsTools("qwen2.5-0.5b-instruct-q4_k_m.gguf", true)
 })
 
 /** vLLM's OpenAI-compatible server: `stop_reason`, `reasoning_content`, `prompt_tokens_details: null`. */
@@ -113,7 +185,8 @@ const vllm: ServerShape = {
   }),
   usage: { inputTokens: 37, outputTokens: 64, totalTokens: 101 },
   error: (status, message) => ({ object: "error", message, type: "BadRequestError", param: null, code: status }),
-  empty: ""
+  empty: "",
+  ...chatCompletionsTools("meta-llama/Llama-3.1-8B-Instruct", false)
 }
 
 /** Ollama's OpenAI-compatible `/v1/chat/completions`. */
@@ -130,7 +203,8 @@ const ollamaV1: ServerShape = {
   }),
   usage: { inputTokens: 26, outputTokens: 64, totalTokens: 90 },
   error: (_, message) => ({ error: { message, type: "api_error", param: null, code: null } }),
-  empty: ""
+  empty: "",
+  ...chatCompletionsTools("llama3.1", false)
 }
 
 /** OpenAI's own API, with or without the usage details, or with no usage at all. */
@@ -186,7 +260,8 @@ const openAi = (variant: "details" | "no-details" | "no-usage"): ServerShape => 
     error: { message, type: status === 429 ? "requests" : "server_error", param: null, code: null }
   }),
   // A reasoning model that spends the whole cap thinking answers with content null.
-  empty: null
+  empty: null,
+  ...chatCompletionsTools("o4-mini-2025-04-16", true)
 })
 
 // --- Anthropic and Ollama native --------------------------------------------
@@ -214,7 +289,28 @@ const anthropic = (variant: "cache" | "plain"): ServerShape => ({
     type: "error",
     error: { type: status === 429 ? "rate_limit_error" : status === 529 ? "overloaded_error" : "api_error", message }
   }),
-  empty: null
+  empty: null,
+  toolReply: (calls) => ({
+    id: "msg_tools",
+    type: "message",
+    role: "assistant",
+    model: "claude-sonnet-4-20250514",
+    content: calls.map((call) => ({ type: "tool_use", id: call.id, name: call.name, input: JSON.parse(call.args) })),
+    stop_reason: "tool_use",
+    usage: { input_tokens: 10, output_tokens: 5 }
+  }),
+  toolFinish: "tool-calls",
+  // Anthropic always sends `input` as an object; what can be broken is the name.
+  garbage: {
+    reply: {
+      content: [
+        { type: "text", text: "Let me look." },
+        { type: "tool_use", id: "toolu_x", name: "bash", input: { cmd: "ls" } }
+      ],
+      stop_reason: "tool_use"
+    },
+    call: { name: "bash", arguments: '{"cmd":"ls"}' }
+  }
 })
 
 const ollamaNative = (variant: "counts" | "cached"): ServerShape => ({
@@ -233,7 +329,31 @@ const ollamaNative = (variant: "counts" | "cached"): ServerShape => ({
   }),
   usage: variant === "counts" ? { inputTokens: 26, outputTokens: 64, totalTokens: 90 } : { outputTokens: 64 },
   error: (_, message) => ({ error: message }),
-  empty: ""
+  empty: "",
+  toolReply: (calls) => ({
+    model: "llama3.1",
+    message: {
+      role: "assistant",
+      content: "",
+      tool_calls: calls.map((call) => ({ function: { name: call.name, arguments: JSON.parse(call.args) } }))
+    },
+    done_reason: "stop",
+    done: true,
+    eval_count: 5
+  }),
+  toolFinish: "stop",
+  // A server in Ollama's shape that passes the model's text through as a string.
+  garbage: {
+    reply: {
+      message: {
+        role: "assistant",
+        content: "",
+        tool_calls: [{ function: { name: "run_code", arguments: "{code: 1" } }]
+      },
+      done: true
+    },
+    call: { name: "run_code", arguments: "{code: 1" }
+  }
 })
 
 // -----------------------------------------------------------------------------
@@ -258,6 +378,42 @@ interface AdapterSpec {
   readonly defaultCap: number | undefined
   readonly auth: (key: string) => readonly [header: string, value: string]
   readonly servers: ReadonlyArray<ServerShape>
+  /** The tools as sent: name, description and JSON Schema parameters, read out of the body. */
+  readonly tools: (body: Body) => unknown
+  /** What `toolChoice: { tool: "final_answer" }` is sent as (`undefined`: the provider has none). */
+  readonly toolChoice: { readonly read: (body: Body) => unknown; readonly expected: unknown }
+  /** The body's messages after a tool-call turn, in the provider's shape. */
+  readonly history: unknown
+  /** Whether ids of calls survive (Ollama has none, the adapter makes them). */
+  readonly ids: boolean
+}
+
+const functionToolsOf = (body: Body) =>
+  (body.tools as ReadonlyArray<{ type: string; function: Record<string, unknown> }>).map((tool) => ({
+    type: tool.type,
+    ...tool.function
+  }))
+
+const openAiHistory = [
+  { role: "system", content: "You are an RLM." },
+  { role: "user", content: "What is in P?" },
+  {
+    role: "assistant",
+    content: null,
+    tool_calls: [{ id: "call_1", type: "function", function: { name: "run_code", arguments: '{"code":"print(1)"}' } }]
+  },
+  { role: "tool", tool_call_id: "call_1", content: "REPL output:\n1" },
+  { role: "user", content: "Go on." }
+]
+
+const openAiTools = {
+  tools: functionToolsOf,
+  toolChoice: {
+    read: (body: Body) => body.tool_choice,
+    expected: { type: "function", function: { name: "final_answer" } }
+  },
+  history: openAiHistory,
+  ids: true
 }
 
 const chatCompletionServers = [
@@ -282,7 +438,8 @@ const adapters: ReadonlyArray<AdapterSpec> = [
     notSent: (body) => [body.max_completion_tokens],
     defaultCap: undefined,
     auth: bearer,
-    servers: chatCompletionServers
+    servers: chatCompletionServers,
+    ...openAiTools
   },
   {
     name: "OpenAICompatAdapter (maxTokensField max_completion_tokens)",
@@ -298,7 +455,8 @@ const adapters: ReadonlyArray<AdapterSpec> = [
     notSent: (body) => [body.max_tokens],
     defaultCap: undefined,
     auth: bearer,
-    servers: [vllm, openAi("details"), openAi("no-usage")]
+    servers: [vllm, openAi("details"), openAi("no-usage")],
+    ...openAiTools
   },
   {
     name: "GenericChatAdapter.openaiChatCompletions",
@@ -309,7 +467,8 @@ const adapters: ReadonlyArray<AdapterSpec> = [
     notSent: (body) => [body.max_completion_tokens],
     defaultCap: undefined,
     auth: bearer,
-    servers: chatCompletionServers
+    servers: chatCompletionServers,
+    ...openAiTools
   },
   {
     name: "GenericChatAdapter.anthropicMessages",
@@ -320,7 +479,30 @@ const adapters: ReadonlyArray<AdapterSpec> = [
     notSent: () => [],
     defaultCap: GenericChatAdapter.anthropicDefaultMaxTokens,
     auth: (key) => ["x-api-key", key],
-    servers: [anthropic("cache"), anthropic("plain")]
+    servers: [anthropic("cache"), anthropic("plain")],
+    tools: (body) =>
+      (body.tools as ReadonlyArray<Record<string, unknown>>).map(({ input_schema, ...rest }) => ({
+        type: "function",
+        ...rest,
+        parameters: input_schema
+      })),
+    toolChoice: { read: (body) => body.tool_choice, expected: { type: "tool", name: "final_answer" } },
+    history: [
+      { role: "user", content: "What is in P?" },
+      {
+        role: "assistant",
+        content: [{ type: "tool_use", id: "call_1", name: "run_code", input: { code: "print(1)" } }]
+      },
+      // The tool result and the next user turn are one user message.
+      {
+        role: "user",
+        content: [
+          { type: "tool_result", tool_use_id: "call_1", content: "REPL output:\n1" },
+          { type: "text", text: "Go on." }
+        ]
+      }
+    ],
+    ids: true
   },
   {
     name: "GenericChatAdapter.ollamaChat",
@@ -331,9 +513,59 @@ const adapters: ReadonlyArray<AdapterSpec> = [
     notSent: (body) => [body.max_tokens, body.max_completion_tokens],
     defaultCap: undefined,
     auth: bearer,
-    servers: [ollamaNative("counts"), ollamaNative("cached")]
+    servers: [ollamaNative("counts"), ollamaNative("cached")],
+    tools: functionToolsOf,
+    toolChoice: { read: (body) => body.tool_choice, expected: undefined },
+    history: [
+      { role: "system", content: "You are an RLM." },
+      { role: "user", content: "What is in P?" },
+      {
+        role: "assistant",
+        content: "",
+        tool_calls: [{ function: { name: "run_code", arguments: { code: "print(1)" } } }]
+      },
+      { role: "tool", content: "REPL output:\n1", tool_name: "run_code" },
+      { role: "user", content: "Go on." }
+    ],
+    ids: false
   }
 ]
+
+const toolDefinitions = [
+  new ToolDefinition({
+    name: "run_code",
+    description: "Run code in the REPL.",
+    parameters: { type: "object", properties: { code: { type: "string" } }, required: ["code"] }
+  }),
+  new ToolDefinition({
+    name: "final_answer",
+    description: "Answer.",
+    parameters: { type: "object", properties: { answer: { type: "string" } } }
+  })
+]
+
+const toolRequest = (history = false) =>
+  new ChatRequest({
+    role: "root",
+    messages: [
+      new ChatMessage({ role: "system", content: "You are an RLM." }),
+      new ChatMessage({ role: "user", content: "What is in P?" }),
+      ...(history
+        ? [
+            new ChatMessage({
+              role: "assistant",
+              content: "",
+              toolCalls: [new ToolCall({ id: "call_1", name: "run_code", arguments: '{"code":"print(1)"}' })]
+            }),
+            new ChatMessage({ role: "tool", content: "REPL output:\n1", toolCallId: "call_1", toolName: "run_code" }),
+            new ChatMessage({ role: "user", content: "Go on." })
+          ]
+        : [])
+    ],
+    maxOutputTokens: 64,
+    tools: toolDefinitions,
+    toolChoice: { tool: "final_answer" }
+  })
 
 // -----------------------------------------------------------------------------
 // The cases
@@ -537,6 +769,86 @@ describe("adapter contract", () => {
               assert.include(error.message, "Incorrect API key provided: <redacted>.")
               assert.strictEqual(server.requests.length, 1)
               assertNoKey(error)
+            })
+          )
+        )
+
+        it.scopedLive("sends the tools and the tool choice in its fields, and reads the tool calls back", () =>
+          withServer(
+            [
+              json(
+                200,
+                shape.toolReply([
+                  { id: "call_a", name: "run_code", args: '{"code":"print(len(P))"}' },
+                  { id: "call_b", name: "final_answer", args: '{"answer":"42"}' }
+                ])
+              ),
+              ok()
+            ],
+            {},
+            (llm, server) =>
+              Effect.gen(function* () {
+                const response = yield* llm.chat(toolRequest())
+                assert.strictEqual(response.text, "")
+                assert.strictEqual(response.finishReason, shape.toolFinish)
+                const calls = response.toolCalls ?? []
+                assert.deepStrictEqual(
+                  calls.map((call) => ({ name: call.name, args: decodeArguments(call) })),
+                  [
+                    { name: "run_code", args: Either.right({ code: "print(len(P))" }) },
+                    { name: "final_answer", args: Either.right({ answer: "42" }) }
+                  ]
+                )
+                if (adapter.ids)
+                  assert.deepStrictEqual(
+                    calls.map((call) => call.id),
+                    ["call_a", "call_b"]
+                  )
+                else assert.strictEqual(new Set(calls.map((call) => call.id)).size, 2)
+                const body = at(server.requests, 0).json as Body
+                assert.deepStrictEqual(
+                  adapter.tools(body),
+                  toolDefinitions.map((tool) => ({
+                    type: "function",
+                    name: tool.name,
+                    description: tool.description,
+                    parameters: tool.parameters
+                  }))
+                )
+                assert.deepStrictEqual(adapter.toolChoice.read(body), adapter.toolChoice.expected)
+                // A request without tools sends no tool fields at all.
+                yield* llm.chat(request(64))
+                const plain = at(server.requests, 1).json as Body
+                assert.isUndefined(plain.tools)
+                assert.isUndefined(plain.tool_choice)
+              })
+          )
+        )
+
+        it.scopedLive("sends the assistant's tool calls and the tool results in the provider's shape", () =>
+          withServer([ok()], {}, (llm, server) =>
+            Effect.gen(function* () {
+              yield* llm.chat(toolRequest(true))
+              const body = at(server.requests, 0).json as Body
+              assert.deepStrictEqual(body.messages, adapter.history)
+            })
+          )
+        )
+
+        it.scopedLive("a broken tool call is surfaced as data, not thrown", () =>
+          withServer([json(200, shape.garbage.reply)], {}, (llm) =>
+            Effect.gen(function* () {
+              const response = yield* llm.chat(toolRequest())
+              const calls = response.toolCalls ?? []
+              assert.strictEqual(calls.length, 1)
+              const call = calls[0] as ToolCall
+              assert.strictEqual(call.name, shape.garbage.call.name)
+              assert.strictEqual(call.arguments, shape.garbage.call.arguments)
+              const decoded = decodeArguments(call)
+              if (shape.garbage.call.name === "run_code") {
+                assert.isTrue(Either.isLeft(decoded))
+                assert.include(Either.isLeft(decoded) ? decoded.left : "", "not JSON")
+              }
             })
           )
         )

@@ -2,10 +2,11 @@ import * as AiError from "@effect/ai/AiError"
 import * as LanguageModel from "@effect/ai/LanguageModel"
 import type * as Prompt from "@effect/ai/Prompt"
 import type * as Response from "@effect/ai/Response"
+import * as Tool from "@effect/ai/Tool"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Stream } from "effect"
 import * as EffectAiAdapter from "../src/EffectAiAdapter.js"
-import { ChatMessage, ChatRequest, LlmAdapter } from "../src/LlmAdapter.js"
+import { ChatMessage, ChatRequest, LlmAdapter, ToolCall, ToolDefinition } from "../src/LlmAdapter.js"
 import { at } from "./utils/loopback.js"
 
 const request = new ChatRequest({
@@ -223,4 +224,83 @@ describe("EffectAiAdapter", () => {
       }
     })
   )
+
+  it.effect("sends the tools as a toolkit, and returns the tool calls without running them", () => {
+    const seen: Array<LanguageModel.ProviderOptions> = []
+    const layer = Layer.effect(
+      LanguageModel.LanguageModel,
+      LanguageModel.make({
+        generateText: (options) => {
+          seen.push(options)
+          return Effect.succeed([
+            { type: "text", text: "Looking." },
+            { type: "tool-call", id: "c1", name: "run_code", params: { code: "print(1)" } },
+            // Params that do not match the tool's JSON Schema are data too.
+            { type: "tool-call", id: "c2", name: "final_answer", params: [1, 2] },
+            { type: "finish", reason: "tool-calls", usage: { inputTokens: 1, outputTokens: 2, totalTokens: 3 } }
+          ] satisfies Array<Response.PartEncoded>)
+        },
+        streamText: () => Stream.empty
+      })
+    )
+    const parameters = { type: "object", properties: { code: { type: "string" } }, required: ["code"] }
+    return Effect.gen(function* () {
+      const llm = yield* LlmAdapter
+      const response = yield* llm.chat(
+        new ChatRequest({
+          role: "root",
+          messages: [
+            new ChatMessage({ role: "user", content: "question" }),
+            new ChatMessage({
+              role: "assistant",
+              content: "",
+              toolCalls: [new ToolCall({ id: "c0", name: "run_code", arguments: '{"code":"x = 1"}' })]
+            }),
+            new ChatMessage({ role: "tool", content: "(no output)", toolCallId: "c0", toolName: "run_code" })
+          ],
+          tools: [
+            new ToolDefinition({ name: "run_code", description: "Run code.", parameters }),
+            new ToolDefinition({ name: "final_answer", description: "Answer.", parameters: { type: "object" } })
+          ],
+          toolChoice: "required"
+        })
+      )
+      assert.strictEqual(response.text, "Looking.")
+      assert.strictEqual(response.finishReason, "tool-calls")
+      assert.deepStrictEqual(
+        (response.toolCalls ?? []).map((call) => ({ ...call })),
+        [
+          { id: "c1", name: "run_code", arguments: '{"code":"print(1)"}' },
+          { id: "c2", name: "final_answer", arguments: "[1,2]" }
+        ]
+      )
+      const options = at(seen, 0)
+      assert.deepStrictEqual(
+        options.tools.map(
+          (tool): ReadonlyArray<unknown> => [
+            tool.name,
+            Tool.getDescription(tool as never),
+            Tool.getJsonSchema(tool as never)
+          ]
+        ),
+        [
+          ["run_code", "Run code.", parameters],
+          ["final_answer", "Answer.", { type: "object" }]
+        ]
+      )
+      assert.strictEqual(options.toolChoice, "required")
+      // The history's tool call and tool result are Prompt parts.
+      const assistant = at(options.prompt.content, 1)
+      const tool = at(options.prompt.content, 2)
+      assert.deepStrictEqual(
+        (assistant.content as ReadonlyArray<Prompt.Part>).map((part) => part.type),
+        ["tool-call"]
+      )
+      assert.strictEqual(tool.role, "tool")
+      const result = (tool.content as ReadonlyArray<Prompt.ToolResultPart>)[0]
+      assert.strictEqual(result?.id, "c0")
+      assert.strictEqual(result?.name, "run_code")
+      assert.strictEqual(result?.result, "(no output)")
+    }).pipe(Effect.provide(EffectAiAdapter.layer({ model: "m" })), Effect.provide(layer))
+  })
 })

@@ -181,6 +181,40 @@ describe("FakeAdapter", () => {
     }).pipe(Effect.provide(FakeAdapter.layerInstrumented({ script: ["a"] })))
   )
 
+  it.effect("scripts tool calls: a list of calls, or a text with calls, raw arguments kept as written", () =>
+    Effect.gen(function* () {
+      const llm = yield* FakeAdapter.make({
+        script: [
+          [{ name: "run_code", arguments: { code: "print(1)" } }, { name: "final_answer" }],
+          { text: "thinking", toolCalls: [{ id: "mine", name: "run_code", arguments: "{code: oops" }] },
+          "FINAL(plain)"
+        ]
+      })
+      const root = new ChatRequest({ role: "root", messages: [new ChatMessage({ role: "user", content: "q" })] })
+      const first = yield* llm.chat(root)
+      assert.strictEqual(first.text, "")
+      assert.strictEqual(first.finishReason, "tool-calls")
+      assert.deepStrictEqual(
+        (first.toolCalls ?? []).map((call) => ({ ...call })),
+        [
+          { id: "call_1_0", name: "run_code", arguments: '{"code":"print(1)"}' },
+          { id: "call_1_1", name: "final_answer", arguments: "{}" }
+        ]
+      )
+      assert.strictEqual(first.usage.outputTokens, Math.ceil(19 / 4) + Math.ceil(2 / 4))
+      const second = yield* llm.chat(root)
+      assert.strictEqual(second.text, "thinking")
+      assert.deepStrictEqual(
+        (second.toolCalls ?? []).map((call) => ({ ...call })),
+        [{ id: "mine", name: "run_code", arguments: "{code: oops" }]
+      )
+      const third = yield* llm.chat(root)
+      assert.strictEqual(third.text, "FINAL(plain)")
+      assert.isUndefined(third.toolCalls)
+      assert.strictEqual(third.finishReason, "stop")
+    })
+  )
+
   describe("FakeScript", () => {
     it.effect("decodes the --fake file format and defaults missing fields", () =>
       Effect.gen(function* () {
@@ -193,6 +227,18 @@ describe("FakeAdapter", () => {
         const minimal = yield* FakeAdapter.decodeScript(`{"script": ["x"]}`)
         assert.deepStrictEqual(minimal.rules, [])
         assert.strictEqual(minimal.latencyMs, undefined)
+      })
+    )
+
+    it.effect("a script file holds tool-call replies", () =>
+      Effect.gen(function* () {
+        const script = yield* FakeAdapter.decodeScript(
+          `{"script": [[{"name": "run_code", "arguments": {"code": "x = 1"}}], {"text": "t", "toolCalls": []}, "FINAL(x)"]}`
+        )
+        assert.strictEqual(script.script.length, 3)
+        const bad = yield* Effect.flip(FakeAdapter.decodeScript(`{"script": [[{"arguments": {}}]]}`))
+        assert.strictEqual(bad.reason, "InvalidShape")
+        assert.include(bad.message, "name")
       })
     )
 

@@ -2,7 +2,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, FastCheck, Option, Redacted, Schema } from "effect"
 import * as GenericChatAdapter from "../src/GenericChatAdapter.js"
-import { ChatMessage, ChatRequest, LlmAdapter, Usage } from "../src/LlmAdapter.js"
+import { ChatMessage, ChatRequest, LlmAdapter, ToolCall, ToolChoice, Usage } from "../src/LlmAdapter.js"
 import { at, drop, json, loopback } from "./utils/loopback.js"
 
 const request = new ChatRequest({
@@ -300,6 +300,78 @@ describe("dialect request Schemas", () => {
         const back = Schema.decodeUnknownSync(dialect.response)(JSON.parse(JSON.stringify(wire)))
         assert.strictEqual(back.text, text)
         assert.isUndefined(back.usage.inputTokens)
+      }
+    )
+  }
+})
+
+describe("dialect Schemas with tools", () => {
+  const toolCall = Schema.Struct({
+    id: Schema.String,
+    name: Schema.String,
+    arguments: Schema.String
+  })
+  const jsonObject = FastCheck.dictionary(FastCheck.string(), FastCheck.oneof(FastCheck.string(), FastCheck.integer()))
+  const input = Schema.Struct({
+    model: Schema.String,
+    messages: Schema.Array(
+      Schema.Union(
+        Schema.Struct({ role: Schema.Literal("system", "user", "assistant"), content: Schema.String }),
+        Schema.Struct({
+          role: Schema.Literal("assistant"),
+          content: Schema.String,
+          toolCalls: Schema.NonEmptyArray(toolCall)
+        }),
+        Schema.Struct({ role: Schema.Literal("tool"), content: Schema.String, toolCallId: Schema.String })
+      )
+    ),
+    tools: Schema.Array(
+      Schema.Struct({
+        name: Schema.String,
+        description: Schema.String,
+        parameters: Schema.Record({ key: Schema.String, value: Schema.String })
+      })
+    ),
+    toolChoice: ToolChoice
+  })
+  const equivalent = Schema.equivalence(GenericChatAdapter.ChatInput)
+
+  it.prop("chat completions: decode(encode(input)) = input, tool calls and results included", [input], ([i]) => {
+    const value = Schema.decodeUnknownSync(GenericChatAdapter.ChatInput)(i)
+    const dialect = GenericChatAdapter.openaiChatCompletions()
+    const body = Schema.encodeSync(dialect.request)(value)
+    const back = Schema.decodeUnknownSync(dialect.request)(JSON.parse(JSON.stringify(body)))
+    assert.isTrue(equivalent(back, value))
+  })
+
+  for (const [dialect, keepsIds] of [
+    [GenericChatAdapter.openaiChatCompletions(), true],
+    [GenericChatAdapter.anthropicMessages, true],
+    [GenericChatAdapter.ollamaChat, false]
+  ] as ReadonlyArray<readonly [GenericChatAdapter.Dialect, boolean]>) {
+    it.prop(
+      `${dialect.name}: a reply's tool calls survive encode and decode`,
+      [FastCheck.array(FastCheck.record({ id: FastCheck.string(), name: FastCheck.string(), args: jsonObject }))],
+      ([calls]) => {
+        const toolCalls = calls.map((c) => new ToolCall({ id: c.id, name: c.name, arguments: JSON.stringify(c.args) }))
+        const output = new GenericChatAdapter.ChatOutput({
+          text: "",
+          usage: Usage.unknown,
+          ...(toolCalls.length > 0 ? { toolCalls, finishReason: "tool-calls" as const } : {})
+        })
+        const wire = Schema.encodeSync(dialect.response)(output)
+        const back = Schema.decodeUnknownSync(dialect.response)(JSON.parse(JSON.stringify(wire)))
+        const read = back.toolCalls ?? []
+        assert.deepStrictEqual(
+          read.map((c) => [c.name, JSON.parse(c.arguments)]),
+          calls.map((c) => [c.name, c.args])
+        )
+        if (keepsIds) {
+          assert.deepStrictEqual(
+            read.map((c) => c.id),
+            calls.map((c) => c.id)
+          )
+        }
       }
     )
   }

@@ -73,6 +73,8 @@ export interface RunFlags {
   /** Where to write the trace JSON. */
   readonly trace: string | undefined
   readonly sandbox: "python" | "js"
+  /** How the root model replies: fenced code blocks (default) or the provider's tools API. */
+  readonly protocol?: "fenced" | "tools" | undefined
   /** The wall asked for: `strict` refuses to run without the OS wall. */
   readonly isolation: backends.IsolationFlag
   /** Seconds per code block. */
@@ -124,6 +126,12 @@ const runOptions = {
   sandbox: Options.choice("sandbox", ["python", "js"]).pipe(
     Options.withDefault("python" as const),
     Options.withDescription("The REPL language.")
+  ),
+  protocol: Options.choice("protocol", ["fenced", "tools"]).pipe(
+    Options.withDefault("fenced" as const),
+    Options.withDescription(
+      "How the root model replies: fenced (code in ```repl blocks, FINAL(...) / FINAL_VAR(name) in the text) or tools (the provider's tools API: a run_code and a final_answer tool, for models that follow tool calls better than fences)."
+    )
   ),
   isolation: Options.choice("isolation", ["auto", "strict", "process"]).pipe(
     Options.withDefault("auto" as const),
@@ -201,6 +209,7 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
   fake: Option.getOrUndefined(parsed.fake),
   trace: Option.getOrUndefined(parsed.trace),
   sandbox: parsed.sandbox,
+  protocol: parsed.protocol,
   isolation: parsed.isolation,
   execTimeout: Option.getOrUndefined(parsed.execTimeout),
   memoryMb: Option.getOrUndefined(parsed.memoryMb),
@@ -425,15 +434,21 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       ...(prices !== undefined ? { prices } : {})
     }).pipe(Effect.mapError((e) => usage(`invalid limits: ${ParseResult.TreeFormatter.formatErrorSync(e)}`)))
 
+    const tools = flags.protocol === "tools"
     if (flags.llama && flags.sandbox !== "python") {
       notes.push(
         "--llama: LLAMA_SYSTEM_PROMPT is written for Python; with --sandbox js only the final-answer rule applies."
+      )
+    } else if (flags.llama && tools) {
+      notes.push(
+        "--llama: LLAMA_SYSTEM_PROMPT is written for fenced replies; with --protocol tools only the final-answer rule applies."
       )
     }
     const execTimeoutDuration = execTimeout === undefined ? undefined : Duration.millis(Math.round(execTimeout * 1000))
     const options: Rlm.RunOptions = {
       policy,
-      ...(flags.llama && flags.sandbox === "python" ? { systemPrompt: Prompts.LLAMA_SYSTEM_PROMPT } : {}),
+      ...(tools ? { protocol: "tools" as const } : {}),
+      ...(flags.llama && flags.sandbox === "python" && !tools ? { systemPrompt: Prompts.LLAMA_SYSTEM_PROMPT } : {}),
       ...(flags.llama ? { requireReplBeforeFinal: true } : {}),
       ...(execTimeoutDuration !== undefined ? { execTimeout: execTimeoutDuration } : {})
     }

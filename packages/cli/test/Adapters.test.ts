@@ -1,5 +1,7 @@
+import { readFileSync } from "node:fs"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
+import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect } from "effect"
 import { runCli, SEED_CONTEXT, tempFiles } from "./utils.js"
@@ -120,6 +122,121 @@ describe("rlm run with a real adapter (in-process, loopback HTTP)", () => {
       assert.include(error, "invalid key xyz")
       assert.notInclude(r.stderr, "sekret-123", "the key is never printed")
     }).pipe(Effect.scoped)
+  )
+
+  it.live("--protocol tools over openai-compat: the tools are sent, run_code runs, final_answer answers", () =>
+    Effect.gen(function* () {
+      // A chat-completions server that answers with tool_calls, as llama-server / vLLM / OpenAI do.
+      const toolCall = (id: string, name: string, args: unknown) => ({
+        id,
+        type: "function",
+        function: { name, arguments: typeof args === "string" ? args : JSON.stringify(args) }
+      })
+      const replies = [
+        [toolCall("call_a", "run_code", "{code: broken")],
+        [toolCall("call_b", "run_code", { code: "const n = P.length; console.log(n)" })],
+        [toolCall("call_c", "final_answer", { variable: "n" })]
+      ]
+      const s = yield* server((seen) => ({
+        status: 200,
+        body: {
+          model: "tool-model",
+          choices: [
+            {
+              index: 0,
+              message: { role: "assistant", content: null, tool_calls: replies[seen.length - 1] },
+              finish_reason: "tool_calls"
+            }
+          ],
+          usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 }
+        }
+      }))
+      const r = yield* runCli([
+        "run",
+        "--context",
+        files.path("ctx.txt"),
+        "--query",
+        "How long is the context?",
+        "--sandbox",
+        "js",
+        "--protocol",
+        "tools",
+        "--base-url",
+        `${s.url}/v1`,
+        "--model",
+        "tool-model"
+      ]).pipe(env({}))
+      assert.strictEqual(r.code, 0, r.stderr)
+      assert.strictEqual(r.stdout, `${SEED_CONTEXT.length}\n`)
+      assert.strictEqual(s.seen.length, 3)
+      for (const x of s.seen) {
+        assert.strictEqual(x.path, "/v1/chat/completions")
+        assert.deepStrictEqual(
+          x.body.tools.map((t: { type: string; function: { name: string } }) => [t.type, t.function.name]),
+          [
+            ["function", "run_code"],
+            ["function", "final_answer"]
+          ]
+        )
+      }
+      // The broken call is answered under its id, and the run went on.
+      const second = s.seen[1]?.body.messages as ReadonlyArray<Record<string, unknown>>
+      assert.deepStrictEqual(second.at(-2), {
+        role: "assistant",
+        content: null,
+        tool_calls: [toolCall("call_a", "run_code", "{code: broken")]
+      })
+      const result = second.at(-1) as { role: string; tool_call_id: string; content: string }
+      assert.strictEqual(result.role, "tool")
+      assert.strictEqual(result.tool_call_id, "call_a")
+      assert.include(result.content, "not JSON")
+      const third = s.seen[2]?.body.messages as ReadonlyArray<Record<string, unknown>>
+      assert.deepStrictEqual(third.at(-1), {
+        role: "tool",
+        tool_call_id: "call_b",
+        content: `REPL output:\n${SEED_CONTEXT.length}`
+      })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live(
+    "--fake examples/seed.fake.tools.json --protocol tools: the documented example, its tool calls in the trace",
+    () =>
+      Effect.gen(function* () {
+        const example = fileURLToPath(new URL("../../../examples/seed.fake.tools.json", import.meta.url))
+        const trace = files.path("tools-trace.json")
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          example,
+          "--protocol",
+          "tools",
+          "--trace",
+          trace
+        ])
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.strictEqual(r.stdout, "fake summary\n")
+        const written = JSON.parse(readFileSync(trace, "utf8"))
+        assert.strictEqual(written.version, 3)
+        assert.deepStrictEqual(
+          written.events
+            .filter((e: { _tag: string }) => e._tag === "StepCompleted")
+            .map((e: { toolCalls: ReadonlyArray<{ name: string }> }) => e.toolCalls.map((c) => c.name)),
+          [["run_code"], ["final_answer"]]
+        )
+      })
+  )
+
+  it.live("--protocol accepts only fenced or tools", () =>
+    Effect.gen(function* () {
+      const r = yield* runCli(["run", "--context", files.path("ctx.txt"), "--query", "Q", "--protocol", "xml"])
+      assert.strictEqual(r.code, 2)
+      assert.include(r.stderr, "fenced")
+    })
   )
 
   it.live("--adapter openai-compat without --model is a usage error before anything is sent", () =>

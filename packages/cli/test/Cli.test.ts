@@ -63,6 +63,7 @@ describe("rlm run: flag parsing", () => {
         fake: undefined,
         trace: undefined,
         sandbox: "python",
+        protocol: "fenced",
         isolation: "auto",
         execTimeout: undefined,
         memoryMb: undefined,
@@ -129,6 +130,8 @@ describe("rlm run: flag parsing", () => {
         "--quiet",
         "--isolation",
         "strict",
+        "--protocol",
+        "tools",
         "--raw"
       ])
       assert.deepStrictEqual(flags, {
@@ -137,6 +140,7 @@ describe("rlm run: flag parsing", () => {
         fake: "s.json",
         trace: "t.json",
         sandbox: "js",
+        protocol: "tools",
         isolation: "strict",
         execTimeout: 2.5,
         memoryMb: 512,

@@ -44,6 +44,8 @@ export interface Request {
   /** The depth of the run making the call: its permit is taken from that level's semaphore. */
   readonly depth: number
   readonly messages: ReadonlyArray<LlmAdapter.ChatMessage>
+  /** Tools the model may call (the tools protocol's root calls); absent: a plain chat call. */
+  readonly tools?: ReadonlyArray<LlmAdapter.ToolDefinition> | undefined
   /**
    * `"reserve"` (default): checked against every limit, refused (nothing sent)
    * when one would be passed. `"grant"`: the one call granted outside the
@@ -94,6 +96,7 @@ export const call: (
             role: request.role,
             // Not copied: a run's history is immutable (`Step.RunState`), each step makes a new one.
             messages: request.messages,
+            ...(request.tools !== undefined ? { tools: request.tools } : {}),
             ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
           },
           // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.

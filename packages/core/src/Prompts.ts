@@ -84,11 +84,68 @@ Rules, all mandatory:
 7. Do not guess. Do not answer from memory. Answer only from what your code printed.`
 
 /**
+ * How the root model replies: `"fenced"` (code in ```` ```repl ```` blocks,
+ * `FINAL(...)` / `FINAL_VAR(name)` lines) or `"tools"` (the provider's tools
+ * API: a `run_code` tool and a `final_answer` tool).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export type ReplyProtocol = "fenced" | "tools"
+
+const toolsHowTo = (language: "python" | "javascript") => `How to reply:
+- Run code by calling the run_code tool with {"code": "<${language === "javascript" ? "JavaScript" : "Python"} code>"}. Do not put code in your message text:
+  only run_code calls are run. Several run_code calls in one reply run in order, and each call's result is its output.
+- Work step by step: look at the structure of P first, then search, then read the relevant parts with sub-calls.
+- When you know the answer, call the final_answer tool: {"answer": "<your answer>"}, or {"variable": "<name>"} to answer
+  with the value of a REPL variable. Do not answer before you have looked at the data.
+- Every reply must call at least one of the two tools.`
+
+/** The REPL part of a fenced prompt, without its "How to reply" section. */
+const replPart = (prompt: string) => prompt.slice(0, prompt.indexOf("How to reply:"))
+
+/**
+ * The system prompt for a Python REPL driven through tools.
+ *
+ * @since 0.2.0
+ * @category Prompts
+ */
+export const PYTHON_TOOLS_SYSTEM_PROMPT = `${replPart(PYTHON_SYSTEM_PROMPT)}${toolsHowTo("python")}`
+
+/**
+ * The system prompt for a JavaScript REPL driven through tools.
+ *
+ * @since 0.2.0
+ * @category Prompts
+ */
+export const JAVASCRIPT_TOOLS_SYSTEM_PROMPT = `${replPart(JAVASCRIPT_SYSTEM_PROMPT)}${toolsHowTo("javascript")}`
+
+/**
+ * The system prompt for a language and reply protocol (default `"fenced"`).
+ *
  * @since 0.1.0
  * @category Prompts
  */
-export const systemPromptFor = (language: "python" | "javascript"): string =>
-  language === "javascript" ? JAVASCRIPT_SYSTEM_PROMPT : PYTHON_SYSTEM_PROMPT
+export const systemPromptFor = (language: "python" | "javascript", protocol: ReplyProtocol = "fenced"): string =>
+  protocol === "tools"
+    ? language === "javascript"
+      ? JAVASCRIPT_TOOLS_SYSTEM_PROMPT
+      : PYTHON_TOOLS_SYSTEM_PROMPT
+    : language === "javascript"
+      ? JAVASCRIPT_SYSTEM_PROMPT
+      : PYTHON_SYSTEM_PROMPT
+
+/**
+ * The feedback for a reply that did nothing: no code and no final answer
+ * (fenced), or no tool call (tools).
+ *
+ * @since 0.2.0
+ * @category Messages
+ */
+export const nothingToDo = (protocol: ReplyProtocol = "fenced"): string =>
+  protocol === "tools"
+    ? "Your reply called no tool. Call run_code to run code in the REPL, or final_answer to answer."
+    : "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
 
 /**
  * The first user message: the query and what is known about the context.
@@ -113,10 +170,14 @@ export const firstTurn = (query: string, meta: ContextMetadata, extra?: string):
  * @since 0.1.0
  * @category Messages
  */
-export const answerNow = (query: string): string =>
+export const answerNow = (query: string, protocol: ReplyProtocol = "fenced"): string =>
   [
-    "You have no steps left. Do not write more code.",
-    `Answer the question now with FINAL(your answer) or FINAL_VAR(variable_name), using what you found so far.`,
+    protocol === "tools"
+      ? "You have no steps left. Do not run more code."
+      : "You have no steps left. Do not write more code.",
+    protocol === "tools"
+      ? `Answer the question now by calling final_answer with {"answer": ...} or {"variable": ...}, using what you found so far.`
+      : `Answer the question now with FINAL(your answer) or FINAL_VAR(variable_name), using what you found so far.`,
     `Question: ${query}`
   ].join("\n")
 
@@ -126,8 +187,8 @@ export const answerNow = (query: string): string =>
  * @since 0.1.0
  * @category Messages
  */
-export const typedAnswer = (description: string): string =>
-  `The answer must be JSON matching: ${description}. Build it in a variable (Python: json.dumps(...); JavaScript: JSON.stringify(...)) and answer with FINAL_VAR(name).`
+export const typedAnswer = (description: string, protocol: ReplyProtocol = "fenced"): string =>
+  `The answer must be JSON matching: ${description}. Build it in a variable (Python: json.dumps(...); JavaScript: JSON.stringify(...)) and answer with ${protocol === "tools" ? 'final_answer({"variable": name})' : "FINAL_VAR(name)"}.`
 
 /**
  * What happened to an interpreter that was lost, in words, from the sandbox

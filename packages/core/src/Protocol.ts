@@ -32,7 +32,8 @@ export type FinalMarker = typeof FinalMarker.Type
  * @category Models
  */
 export const ParsedReply = Schema.Struct({
-  protocol: Schema.Literal("fenced", "bare", "empty"),
+  /** `"tools"`: read from the reply's tool calls (see `ToolProtocol`). */
+  protocol: Schema.Literal("fenced", "bare", "empty", "tools"),
   code: Schema.Array(Schema.String),
   final: Schema.optional(FinalMarker),
   /** Problems worth telling the model (an unclosed fence, a malformed FINAL_VAR). */

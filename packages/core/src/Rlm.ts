@@ -39,6 +39,7 @@ import * as RlmContext from "./RlmContext.js"
 import { BudgetExceeded, type RlmError, RunFailed } from "./RlmError.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Step from "./Step.js"
+import * as ToolProtocol from "./ToolProtocol.js"
 
 /**
  * @since 0.1.0
@@ -63,6 +64,15 @@ export interface RunOptions<A = string> {
    * the model to fix, within the step budget.
    */
   readonly output?: Schema.Schema<A, any, never> | undefined
+  /**
+   * How the root model replies. `"fenced"` (default): code in ```` ```repl ````
+   * blocks and `FINAL(...)` / `FINAL_VAR(name)` in the text. `"tools"`: through
+   * the provider's tools API, a `run_code({ code })` and a
+   * `final_answer({ answer } | { variable })` tool (see `ToolProtocol`), for
+   * models that follow tool calls better than fences. Child runs
+   * (`rlm_query`) use the same protocol.
+   */
+  readonly protocol?: "fenced" | "tools" | undefined
 }
 
 /**
@@ -192,12 +202,14 @@ const modelCall = (
    * usage: a call whose usage is counted is always recorded in the trace.
    */
   onResponse: (response: LlmAdapter.ChatResponse) => Effect.Effect<void> = () => Effect.void,
-  admission: "reserve" | "grant" = "reserve"
+  admission: "reserve" | "grant" = "reserve",
+  tools?: ReadonlyArray<LlmAdapter.ToolDefinition>
 ): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> =>
   ModelCall.call(ctx.tree, {
     role,
     depth: ctx.depth,
     messages,
+    tools,
     admission,
     onStart: (model) =>
       Effect.flatMap(Ref.get(ctx.step), (step) =>
@@ -411,6 +423,8 @@ interface Run {
   readonly pending: Ref.Ref<Option.Option<Pending>>
   /** The last `SandboxError` that lost the interpreter (the cause of a "SandboxRestarts" failure). */
   readonly lastLoss: Ref.Ref<Option.Option<Sandbox.SandboxError>>
+  /** The root requests' tools: set under the tools protocol. */
+  readonly tools: ReadonlyArray<LlmAdapter.ToolDefinition> | undefined
 }
 
 /** A sandbox error that ends the run: the sandbox cannot go on. */
@@ -423,6 +437,7 @@ const stoppedStep = (runId: string, p: Pending, now: number) =>
     reply: p.response.text,
     blocks: p.blocks,
     feedback: "The step was stopped before it finished.",
+    ...ToolProtocol.traced(p.response.toolCalls),
     usage: usageOf(p.response.usage),
     model: p.response.model,
     modelMs: p.modelMs,
@@ -450,6 +465,7 @@ const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeB
           reply: p.response.text,
           blocks: [...blocks],
           ...record,
+          ...ToolProtocol.traced(p.response.toolCalls),
           usage: usageOf(p.response.usage),
           model: p.response.model,
           modelMs: p.modelMs,
@@ -481,7 +497,8 @@ const rootCall = (
       messages,
       (response) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.set(run.pending, Option.some(pendingOf(response, now)))),
-      admission
+      admission,
+      run.tools
     )
     const pending = yield* Ref.get(run.pending)
     return Option.isSome(pending) ? pending.value : pendingOf(response, yield* Clock.currentTimeMillis)
@@ -635,14 +652,21 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
     const pending = yield* rootCall(run, number, state.messages).pipe(
       Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
     )
-    const parsed = Protocol.parse(pending.response.text)
+    const turn = run.tools === undefined ? undefined : ToolProtocol.parse(pending.response)
+    const parsed = turn?.parsed ?? Protocol.parse(pending.response.text)
     const outcomes = yield* runBlocks(run, number, parsed.code)
     const name = Step.varToRead(run.config, state, parsed, outcomes)
     const read = name === undefined ? undefined : yield* readVar(run, name)
     const decided = Step.decide(
       run.config,
       state,
-      { reply: pending.response.text, parsed, outcomes, read },
+      {
+        reply: pending.response.text,
+        parsed,
+        outcomes,
+        read,
+        ...(turn !== undefined ? { respond: ToolProtocol.respond(turn, outcomes) } : {})
+      },
       run.spec.runId
     )
     return yield* settle(
@@ -667,7 +691,8 @@ const forcedStep = (
     const pending = yield* rootCall(run, number, state.messages, admission).pipe(
       Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
     )
-    const parsed = Protocol.parse(pending.response.text)
+    const parsed =
+      run.tools === undefined ? Protocol.parse(pending.response.text) : ToolProtocol.parse(pending.response).parsed
     const name = Step.forcedVarToRead(parsed)
     // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
     const read =
@@ -737,7 +762,10 @@ const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError>
         ...state,
         messages: [
           ...state.messages,
-          new LlmAdapter.ChatMessage({ role: "user", content: Prompts.answerNow(run.spec.query) }, true)
+          new LlmAdapter.ChatMessage(
+            { role: "user", content: Prompts.answerNow(run.spec.query, run.config.protocol) },
+            true
+          )
         ]
       },
       true
@@ -823,8 +851,9 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         })
         .pipe(Effect.mapError(sandboxFailed))
 
-      const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language)
-      const extra = options.output ? Prompts.typedAnswer(String(options.output.ast)) : undefined
+      const protocol = options.protocol ?? "fenced"
+      const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language, protocol)
+      const extra = options.output ? Prompts.typedAnswer(String(options.output.ast), protocol) : undefined
       const initial = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra))
       const run: Run = {
         ctx,
@@ -838,11 +867,13 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           maxSandboxRestarts: policy.maxSandboxRestarts,
           maxAnswerChars: policy.maxAnswerChars,
           requireReplBeforeFinal: options.requireReplBeforeFinal === true,
-          output: options.output
+          output: options.output,
+          protocol
         },
         state: yield* Ref.make(initial),
         pending,
-        lastLoss: yield* Ref.make(Option.none<Sandbox.SandboxError>())
+        lastLoss: yield* Ref.make(Option.none<Sandbox.SandboxError>()),
+        tools: protocol === "tools" ? ToolProtocol.tools(sandbox.language) : undefined
       }
       const partial = Effect.map(Ref.get(run.state), (s) => Option.fromNullable(s.partialAnswer))
 
@@ -941,6 +972,17 @@ const drive = (
   events: Publisher
 ): Effect.Effect<void, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
   Effect.gen(function* () {
+    if (options.protocol !== undefined && options.protocol !== "fenced" && options.protocol !== "tools") {
+      return yield* Effect.fail(
+        new RunFailed({
+          reason: "InvalidOptions",
+          message: `The protocol option must be "fenced" or "tools", got ${JSON.stringify(options.protocol)}.`,
+          cause: undefined,
+          trace: new Trace({ events: [] }),
+          partialAnswer: Option.none()
+        })
+      )
+    }
     const policy = policyOf(options)
     const tree: Tree = {
       budget: yield* Budget.make(policy),

@@ -60,11 +60,13 @@ export class BudgetExceeded extends Schema.TaggedError<BudgetExceeded>("@rlm-run
  * - `SandboxRestarts`: the run's interpreter was lost more than
  *   `Policy.maxSandboxRestarts` times (`cause`: the last `SandboxError`).
  * - `Timeout`.
+ * - `InvalidOptions`: a run option has a value the run cannot use (e.g. a
+ *   `protocol` other than `"fenced"` or `"tools"`); nothing was started.
  *
  * @since 0.1.0
  * @category Errors
  */
-export const RunFailedReason = Schema.Literal("Model", "Sandbox", "SandboxRestarts", "Timeout")
+export const RunFailedReason = Schema.Literal("Model", "Sandbox", "SandboxRestarts", "Timeout", "InvalidOptions")
 
 /**
  * @since 0.1.0

@@ -39,6 +39,8 @@ export interface Config {
   readonly requireReplBeforeFinal: boolean
   /** Decode the final answer with this Schema (the text as is, or as JSON). */
   readonly output?: Schema.Schema<any, any, never> | undefined
+  /** How the model replies (default `"fenced"`): picks the wording of the feedback. */
+  readonly protocol?: Prompts.ReplyProtocol | undefined
 }
 
 /**
@@ -165,6 +167,26 @@ export interface Input {
   readonly parsed: Protocol.ParsedReply
   readonly outcomes: ReadonlyArray<BlockOutcome>
   readonly read?: VarRead | undefined
+  /**
+   * How the reply and what the model is told join the conversation. Default:
+   * the reply as an assistant turn, then `told.text` as one user turn. The
+   * tools protocol answers each tool call with a tool result instead
+   * (`ToolProtocol.respond`).
+   */
+  readonly respond?: ((told: Told) => ReadonlyArray<LlmAdapter.ChatMessage>) | undefined
+}
+
+/**
+ * What a continuing step tells the model: `feedback` (parse warnings,
+ * rejected answers, a lost interpreter), and `text`, the block outputs and
+ * that feedback as one message.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export interface Told {
+  readonly text: string
+  readonly feedback: ReadonlyArray<string>
 }
 
 /**
@@ -444,11 +466,7 @@ export const decide = (config: Config, state: RunState, input: Input, runId = "r
     feedback.push(accepted.rejected)
     if (accepted.partial !== undefined) partial = accepted.partial
   }
-  if (parsed.protocol === "empty" && !hasFinal) {
-    feedback.push(
-      "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
-    )
-  }
+  if (parsed.protocol === "empty" && !hasFinal) feedback.push(Prompts.nothingToDo(config.protocol))
 
   const failedStep = total === 0 ? !hasFinal : errors === total
   const consecutiveErrors = failedStep ? state.consecutiveErrors + 1 : 0
@@ -463,10 +481,14 @@ export const decide = (config: Config, state: RunState, input: Input, runId = "r
     })
   }
   const told = [...outputs, ...feedback].join("\n\n")
-  const messages = [...state.messages, message("assistant", input.reply), message("user", told)]
+  const turn =
+    input.respond === undefined
+      ? [message("assistant", input.reply), message("user", told)]
+      : input.respond({ text: told, feedback })
+  const messages = [...state.messages, ...turn]
   const sawOutput = state.sawOutput || total > 0
   if (step >= config.maxSteps) {
-    const ask = Prompts.answerNow(config.query)
+    const ask = Prompts.answerNow(config.query, config.protocol)
     return {
       state: next({ sawOutput, consecutiveErrors, messages: [...messages, message("user", ask)] }),
       decision: { _tag: "AskForAnswer", message: ask },

@@ -38,3 +38,7 @@ export * as RunEvent from "./RunEvent.js"
  * @since 0.2.0
  */
 export * as Step from "./Step.js"
+/**
+ * @since 0.2.0
+ */
+export * as ToolProtocol from "./ToolProtocol.js"

@@ -56,7 +56,9 @@ export const toCachedRequest = (request: ChatRequest | CachedRequest): CachedReq
 
 /**
  * The cache key of a request: SHA-256 hex of the canonical JSON of
- * `{ role, messages: [{ role, content }] }`.
+ * `{ role, messages: [{ role, content }] }`. A message's tool calls, tool
+ * call id and tool name (the tools protocol) are part of it when present, so a request
+ * without them keeps the key it always had.
  *
  * @since 0.1.0
  * @category Keys
@@ -65,7 +67,15 @@ export const keyOf = (request: ChatRequest | CachedRequest): string =>
   sha256(
     canonicalJson({
       role: request.role,
-      messages: request.messages.map((message) => ({ role: message.role, content: message.content }))
+      messages: request.messages.map((message) => ({
+        role: message.role,
+        content: message.content,
+        ...(message.toolCalls !== undefined && message.toolCalls.length > 0
+          ? { toolCalls: message.toolCalls.map(({ arguments: args, id, name }) => ({ id, name, arguments: args })) }
+          : {}),
+        ...(message.toolCallId !== undefined ? { toolCallId: message.toolCallId } : {}),
+        ...(message.toolName !== undefined ? { toolName: message.toolName } : {})
+      }))
     })
   )
 

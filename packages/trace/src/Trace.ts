@@ -1,5 +1,5 @@
 /**
- * The trace document — `{ version: 2, events }` — its JSON and JSONL forms, and
+ * The trace document — `{ version: 3, events }` — its JSON and JSONL forms, and
  * small queries over it (events of a run, child runs of a step, usage totals).
  *
  * @since 0.1.0
@@ -13,15 +13,17 @@ import * as TraceEvent from "./TraceEvent.js"
 /**
  * The trace format version this module writes.
  *
+ * - 3: `StepCompleted.toolCalls` (the tools protocol). Format-2 documents
+ *   decode unchanged (they have no tool calls) and are written back as 3.
  * - 2: `RunStarted.isolation`, `StepCompleted.interpreterLost`.
  * - 1: the first format. Still read: a format-1 document decodes as a
- *   format-2 trace (its runs' `isolation` read as `"process"`, the only wall
- *   there was), and is written back as format 2.
+ *   current trace (its runs' `isolation` read as `"process"`, the only wall
+ *   there was), and is written back in the current format.
  *
  * @since 0.1.0
  * @category Constants
  */
-export const currentVersion = 2 as const
+export const currentVersion = 3 as const
 
 /**
  * The trace format versions this module reads.
@@ -29,10 +31,10 @@ export const currentVersion = 2 as const
  * @since 0.2.0
  * @category Constants
  */
-export const readableVersions: ReadonlyArray<number> = [1, 2]
+export const readableVersions: ReadonlyArray<number> = [1, 2, 3]
 
 /** Any readable version in the document, the current one in memory. */
-const Version = Schema.transform(Schema.Literal(1, currentVersion), Schema.Literal(currentVersion), {
+const Version = Schema.transform(Schema.Literal(1, 2, currentVersion), Schema.Literal(currentVersion), {
   strict: true,
   decode: () => currentVersion,
   encode: (version) => version
@@ -233,7 +235,7 @@ const decodeDocument = (json: unknown): Effect.Effect<Trace, TraceDecodeError> =
     return Effect.fail(
       new TraceDecodeError({
         reason: "UnsupportedVersion",
-        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.join(" and ")}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
+        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.join(", ")}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
       })
     )
   }
@@ -283,7 +285,7 @@ export const decodeJsonl = (text: string): Effect.Effect<Trace, TraceDecodeError
   })
 
 /**
- * Read a trace in either format: a JSON document (`{ "version": 2, ... }`) or
+ * Read a trace in either format: a JSON document (`{ "version": 3, ... }`) or
  * JSONL events. Useful for tools that accept any trace file.
  *
  * @since 0.1.0

@@ -154,7 +154,29 @@ export const InterpreterLost = Schema.Struct({
 export type InterpreterLost = typeof InterpreterLost.Type
 
 /**
+ * One tool call of the root model's reply (the tools protocol): the
+ * provider's call id, the tool's name and the arguments as the model wrote
+ * them (JSON text, possibly broken).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const ToolCall = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  arguments: Schema.String
+})
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export type ToolCall = typeof ToolCall.Type
+
+/**
  * One root iteration: the model's reply and the code blocks run from it.
+ * Under the tools protocol, `toolCalls` holds the reply's tool calls (its
+ * `run_code` calls are the blocks, in order), so a run can be replayed.
  *
  * @since 0.1.0
  * @category Events
@@ -168,6 +190,8 @@ export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepComp
   feedback: Schema.optional(Schema.String),
   /** Set when the interpreter was lost during this step (blocks after the lost one were not run). */
   interpreterLost: Schema.optional(InterpreterLost),
+  /** The tool calls of the reply, in order (the tools protocol; format 3). Absent: none. */
+  toolCalls: Schema.optional(Schema.Array(ToolCall)),
   usage: TokenUsage,
   model: Schema.String,
   modelMs: Schema.JsonNumber,

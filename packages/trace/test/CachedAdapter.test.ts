@@ -66,7 +66,7 @@ describe("LlmCache.keyOf", () => {
     ([a, b]) => {
       const copy = new LlmAdapter.ChatRequest({
         role: a.role,
-        messages: a.messages.map((m) => new LlmAdapter.ChatMessage({ role: m.role, content: m.content }))
+        messages: a.messages.map((m) => new LlmAdapter.ChatMessage({ ...m }))
       })
       assert.strictEqual(LlmCache.keyOf(copy), LlmCache.keyOf(a))
       // Only the role and the messages count (not e.g. maxOutputTokens, which is the run's remaining budget).
@@ -74,6 +74,25 @@ describe("LlmCache.keyOf", () => {
       assert.strictEqual(LlmCache.keyOf(a) === LlmCache.keyOf(b), equal)
     }
   )
+
+  it("a message without tool fields keeps its key; tool calls and results change it", () => {
+    const plain = request("root", "a")
+    const withCall = new LlmAdapter.ChatRequest({
+      role: "root",
+      messages: [
+        new LlmAdapter.ChatMessage({
+          role: "system",
+          content: "a",
+          toolCalls: [new LlmAdapter.ToolCall({ id: "c", name: "run_code", arguments: "{}" })]
+        })
+      ]
+    })
+    assert.strictEqual(
+      LlmCache.keyOf(plain),
+      Hash.sha256('{"messages":[{"content":"a","role":"system"}],"role":"root"}')
+    )
+    assert.notStrictEqual(LlmCache.keyOf(withCall), LlmCache.keyOf(plain))
+  })
 
   it("changes with the call role, a message role or its content", () => {
     const base = LlmCache.keyOf(request("sub", "a", "b"))

@@ -187,7 +187,7 @@ describe("Trace round-trips", () => {
   it.effect("the JSON document names its version and tags each event", () =>
     Effect.gen(function* () {
       const json = JSON.parse(yield* Trace.encodeJson(sample))
-      assert.strictEqual(json.version, 2)
+      assert.strictEqual(json.version, 3)
       assert.deepStrictEqual(
         json.events.map((event: { _tag: string }) => event._tag),
         sample.events.map((event) => event._tag)
@@ -237,10 +237,10 @@ const readAsVersion1 = (trace: Trace.Trace): Trace.Trace =>
   )
 
 describe("Trace format versions", () => {
-  it.effect("format 2 writes isolation on RunStarted and keeps it", () =>
+  it.effect("the current format writes isolation on RunStarted and keeps it", () =>
     Effect.gen(function* () {
       const json = JSON.parse(yield* Trace.encodeJson(sample))
-      assert.strictEqual(Trace.currentVersion, 2)
+      assert.strictEqual(Trace.currentVersion, 3)
       assert.deepStrictEqual(
         json.events
           .filter((e: { _tag: string }) => e._tag === "RunStarted")
@@ -248,7 +248,7 @@ describe("Trace format versions", () => {
         ["namespace", "process"]
       )
       const back = yield* Trace.decodeJson(JSON.stringify(json))
-      assert.strictEqual(back.version, 2)
+      assert.strictEqual(back.version, 3)
       assert.deepStrictEqual(
         Trace.runs(back).map((run) => run.isolation),
         ["namespace", "process"]
@@ -256,13 +256,13 @@ describe("Trace format versions", () => {
     })
   )
 
-  it.effect("a format-1 document decodes, its runs read as isolation 'process', and is written back as format 2", () =>
+  it.effect("a format-1 document decodes, its runs read as isolation 'process', and is written back as format 3", () =>
     Effect.gen(function* () {
       const v2 = JSON.parse(Trace.toJson(sample))
       const v1 = JSON.stringify({ version: 1, events: asVersion1(v2.events) })
       assert.notInclude(v1, "isolation")
       const back = yield* Trace.decodeJson(v1)
-      assert.strictEqual(back.version, 2)
+      assert.strictEqual(back.version, 3)
       assert.deepStrictEqual(
         Trace.runs(back).map((run) => run.isolation),
         ["process", "process"]
@@ -270,8 +270,46 @@ describe("Trace format versions", () => {
       assert.isTrue(sameTrace(back, readAsVersion1(sample)))
       assert.isTrue(sameTrace(yield* Trace.decodeText(v1), readAsVersion1(sample)))
       const rewritten = JSON.parse(Trace.toJson(back))
-      assert.strictEqual(rewritten.version, 2)
+      assert.strictEqual(rewritten.version, 3)
       assert.strictEqual(rewritten.events[0].isolation, "process")
+    })
+  )
+
+  it.effect("a format-2 document (no tool calls) decodes unchanged and is written back as format 3", () =>
+    Effect.gen(function* () {
+      const v3 = JSON.parse(Trace.toJson(sample))
+      assert.notInclude(JSON.stringify(v3), "toolCalls")
+      const v2 = JSON.stringify({ ...v3, version: 2 })
+      const back = yield* Trace.decodeJson(v2)
+      assert.strictEqual(back.version, 3)
+      assert.isTrue(sameTrace(back, sample))
+      assert.strictEqual(JSON.parse(Trace.toJson(back)).version, 3)
+    })
+  )
+
+  it.effect("a step's tool calls (the tools protocol) round-trip, broken arguments included", () =>
+    Effect.gen(function* () {
+      const step = new TraceEvent.StepCompleted({
+        runId: "root",
+        step: 1,
+        reply: "",
+        blocks: [{ code: "print(1)", stdout: "1\n", stderr: "", truncated: false, durationMs: 1 }],
+        feedback: "run_code was not run: the arguments are not JSON",
+        toolCalls: [
+          { id: "call_1", name: "run_code", arguments: '{"code":"print(1)"}' },
+          { id: "call_2", name: "run_code", arguments: "{code: oops" }
+        ],
+        usage: {},
+        model: "m",
+        modelMs: 1,
+        durationMs: 1
+      })
+      const back = yield* Trace.decodeJson(Trace.toJson(Trace.make([step])))
+      assert.isTrue(sameEvent(back.events[0] as TraceEvent.TraceEvent, step))
+      assert.deepStrictEqual(
+        (back.events[0] as TraceEvent.StepCompleted).toolCalls?.map((call) => call.arguments),
+        ['{"code":"print(1)"}', "{code: oops"]
+      )
     })
   )
 
@@ -332,10 +370,10 @@ describe("Trace decode errors", () => {
 
   it.effect("an unknown format version", () =>
     Effect.gen(function* () {
-      const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ version: 3, events: [] })))
+      const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ version: 4, events: [] })))
       assert.strictEqual(error.reason, "UnsupportedVersion")
-      assert.include(error.message, "version 3")
-      assert.include(error.message, "versions 1 and 2")
+      assert.include(error.message, "version 4")
+      assert.include(error.message, "versions 1, 2, 3")
     })
   )
 
