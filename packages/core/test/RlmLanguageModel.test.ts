@@ -1,6 +1,7 @@
 import { LanguageModel, Prompt, Tool, Toolkit } from "@effect/ai"
 import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter } from "@rlm-runtime/adapters"
+import { TraceRecorder } from "@rlm-runtime/trace"
 import { JavascriptSandbox } from "@rlm-runtime/sandbox"
 import { Cause, Chunk, Effect, Exit, FastCheck, Layer, Option, Schema, Stream } from "effect"
 import { Rlm, RlmError, RlmLanguageModel } from "../src/index.js"
@@ -254,5 +255,17 @@ describe("RlmLanguageModel", () => {
       )
       assert.strictEqual(failureOf(exit)._tag, "MalformedInput")
     }).pipe(Effect.provide(rlmModel({ script: ["FINAL(x)"] })))
+  )
+
+  it.live("a TraceRecorder in the caller's context records the run", () =>
+    Effect.gen(function* () {
+      const response = yield* LanguageModel.generateText({ prompt: "q" })
+      assert.strictEqual(response.text, "x")
+      const events = yield* Effect.flatMap(TraceRecorder.TraceRecorder, (r) => r.events)
+      assert.deepStrictEqual(
+        events.map((e) => e._tag),
+        ["RunStarted", "StepCompleted", "FinalAnswer", "RunFinished"]
+      )
+    }).pipe(Effect.provide(Layer.merge(rlmModel({ script: ["FINAL(x)"] }), TraceRecorder.layerMemory)))
   )
 })
