@@ -70,6 +70,12 @@ export const build = async () => {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const start = performance.now()
-  const count = await build()
-  console.error(`build-js: ${count} file(s) transpiled to dist/ in ${Math.round(performance.now() - start)} ms`)
+  try {
+    const count = await build()
+    console.error(`build-js: ${count} file(s) transpiled to dist/ in ${Math.round(performance.now() - start)} ms`)
+  } catch (error) {
+    // An install without dev dependencies (`pnpm install --prod`) has no TypeScript: do not fail the install.
+    if (error?.code !== "ERR_MODULE_NOT_FOUND") throw error
+    console.error(`build-js: skipped, TypeScript is not installed (${error.message}); run \`pnpm build\` later.`)
+  }
 }
