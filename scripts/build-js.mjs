@@ -15,7 +15,7 @@
  *
  * Plain JavaScript: it must run with nothing but Node.
  */
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs"
 import { dirname, join, relative } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 
@@ -63,7 +63,10 @@ export const build = async () => {
   for (const { out, src } of files) {
     const { outputText } = ts.transpileModule(readFileSync(src, "utf8"), { compilerOptions, fileName: src })
     mkdirSync(dirname(out), { recursive: true })
-    writeFileSync(out, outputText)
+    // Written aside and renamed: a CLI starting meanwhile (another `rlm`) never imports half a file.
+    const aside = `${out}.${process.pid}.tmp`
+    writeFileSync(aside, outputText)
+    renameSync(aside, out)
   }
   return files.length
 }
