@@ -5,7 +5,7 @@
  * ```ts
  * const Rlm = RlmLanguageModel.layer({ policy: { maxSteps: 12 } }).pipe(
  *   Layer.provide(OpenAICompatAdapter.layerConfig({ model: "gpt-4.1-mini" })),
- *   Layer.provide(PythonSandbox.layer())
+ *   Layer.provide(Layer.merge(PythonSandbox.layer(), NodeHttpClient.layerUndici))
  * )
  * const answer = LanguageModel.generateText({ prompt }).pipe(Effect.provide(Rlm))
  * ```
