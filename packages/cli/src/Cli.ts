@@ -167,7 +167,7 @@ const runOptions = {
     Options.integer("max-depth").pipe(Options.withDescription("Deepest child RLM (rlm_query); 0 disables them."))
   ),
   concurrency: optional(
-    Options.integer("concurrency").pipe(Options.withDescription("Concurrent model calls per depth level (default 8)."))
+    Options.integer("concurrency").pipe(Options.withDescription("Concurrent model calls per depth level (default 16)."))
   ),
   adapter: optional(
     Options.choice("adapter", ["openai-compat", "generic", "fake"]).pipe(

@@ -55,8 +55,8 @@ export class Policy extends Schema.Class<Policy>("@rlm-runtime/core/Policy")({
   callTimeoutMs: Schema.optional(PositiveInt),
   /** Deepest child RLM: 0 disables `rlm_query` (it falls back to `llm_query`). */
   maxDepth: Schema.optionalWith(NonNegativeInt, { default: () => 1 }),
-  /** Concurrent model calls per depth level. */
-  concurrency: Schema.optionalWith(PositiveInt, { default: () => 8 }),
+  /** Concurrent model calls per depth level (default 16, the official implementation's fixed batch width). */
+  concurrency: Schema.optionalWith(PositiveInt, { default: () => 16 }),
   /** Consecutive root steps whose code all failed (or that had nothing to run). */
   maxConsecutiveErrors: Schema.optionalWith(PositiveInt, { default: () => 5 }),
   /** On a budget hit: fail, or grant one last "answer now" root call. */

@@ -1127,3 +1127,13 @@ export const run: {
       )
     })
   ) as any
+
+/**
+ * An RLM as an `@effect/ai` `LanguageModel`: a Layer whose `generateText`
+ * answers the prompt by running an RLM over it (see `RlmLanguageModel` for
+ * how a prompt maps to a run). The same as `RlmLanguageModel.layer`.
+ *
+ * @since 0.2.0
+ * @category Layers
+ */
+export { layer as languageModel } from "./RlmLanguageModel.js"

@@ -1,7 +1,8 @@
 /**
  * The prompt an RLM works over: one text or a list of documents. The root
  * model never sees it; it is told only the `metadata`, and reads the text
- * through code in the REPL.
+ * through code in the REPL (`peek`, `slice`, `find`, `chunk`, …: the REPL's
+ * helpers, defined by the sandbox, not here).
  *
  * @since 0.1.0
  */
@@ -62,6 +63,9 @@ export const make = (input: Input): RlmContext => {
  * The characters in `[start, end)`; out-of-range bounds are clamped, as with
  * `String.prototype.slice`.
  *
+ * @deprecated Since 0.2.0. The host never reads the context this way: model
+ * code does, with the REPL's `slice(start, end)` helper (same semantics).
+ * Use `self.text.slice(start, end)` on the host.
  * @since 0.1.0
  * @category Accessors
  */
@@ -71,6 +75,8 @@ export const slice = (self: RlmContext, start: number, end?: number): string => 
  * Every offset at or after `from` where `needle` occurs, overlapping hits
  * included, in increasing order. An empty needle has no hits.
  *
+ * @deprecated Since 0.2.0. The host never searches the context: model code
+ * does, with the REPL's `find(needle, start)` helper (same semantics).
  * @since 0.1.0
  * @category Accessors
  */
@@ -86,6 +92,9 @@ export const find = (self: RlmContext, needle: string, options?: { readonly from
 }
 
 /**
+ * What the deprecated {@link chunk} throws.
+ *
+ * @deprecated Since 0.2.0, with {@link chunk}.
  * @since 0.1.0
  * @category Errors
  */
@@ -99,6 +108,8 @@ export class InvalidChunkSize extends Schema.TaggedError<InvalidChunkSize>("@rlm
  * `size - overlap` after the previous one, until the text is covered.
  * Throws `InvalidChunkSize` unless `size >= 1` and `0 <= overlap < size`.
  *
+ * @deprecated Since 0.2.0. The host never chunks the context: model code
+ * does, with the REPL's `chunk(size, overlap)` helper (same semantics).
  * @since 0.1.0
  * @category Accessors
  */

@@ -33,6 +33,10 @@ export * as RlmError from "./RlmError.js"
 /**
  * @since 0.2.0
  */
+export * as RlmLanguageModel from "./RlmLanguageModel.js"
+/**
+ * @since 0.2.0
+ */
 export * as RunEvent from "./RunEvent.js"
 /**
  * @since 0.2.0

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { FastCheck } from "effect"
+import { JavascriptSandbox, Sandbox } from "@rlm-runtime/sandbox"
+import { Effect, FastCheck, Option } from "effect"
 import * as RlmContext from "../src/RlmContext.js"
 
 const indexOfAll = (text: string, needle: string, from: number) => {
@@ -85,5 +86,47 @@ describe("RlmContext", () => {
       if (text.length === 0) assert.strictEqual(chunks.length, 0)
       else assert.isTrue((chunks.at(-1) as string).length > 0)
     }
+  )
+
+  // The deprecated host accessors give what the REPL's helpers give model code (what to migrate to).
+  it.live("slice, find and chunk agree with the JavaScript REPL's helpers", () =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const host: Sandbox.HostFunctions = {
+        llmQuery: () => Effect.succeed(""),
+        llmQueryBatched: () => Effect.succeed([]),
+        rlmQuery: () => Effect.succeed(""),
+        rlmQueryBatched: () => Effect.succeed([])
+      }
+      const cases = FastCheck.sample(
+        FastCheck.tuple(
+          FastCheck.string({ unit: FastCheck.constantFrom("a", "b", "c"), maxLength: 60 }),
+          FastCheck.string({ unit: FastCheck.constantFrom("a", "b"), minLength: 1, maxLength: 3 }),
+          FastCheck.nat(70),
+          FastCheck.nat(70),
+          FastCheck.integer({ min: 1, max: 20 }),
+          FastCheck.nat(19)
+        ),
+        { numRuns: 6, seed: 11 }
+      )
+      for (const [text, needle, start, end, size, rawOverlap] of cases) {
+        const overlap = rawOverlap % size
+        const ctx = RlmContext.make(text)
+        const got = yield* Effect.scoped(
+          Effect.gen(function* () {
+            const repl = yield* sandbox.open({ context: { text }, host })
+            yield* repl.exec(
+              `var out = JSON.stringify([slice(${start}, ${end}), find(${JSON.stringify(needle)}, ${start}), chunk(${size}, ${overlap})])`
+            )
+            return Option.getOrThrow(yield* repl.getVar("out"))
+          })
+        )
+        assert.deepStrictEqual(JSON.parse(got), [
+          RlmContext.slice(ctx, start, end),
+          RlmContext.find(ctx, needle, { from: start }),
+          RlmContext.chunk(ctx, size, overlap)
+        ])
+      }
+    }).pipe(Effect.provide(JavascriptSandbox.layer()))
   )
 })
