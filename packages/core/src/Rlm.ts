@@ -635,7 +635,7 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
     const pending = yield* rootCall(run, number, state.messages).pipe(
       Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
     )
-    const parsed = Protocol.parse(pending.response.text)
+    const parsed = Protocol.parse(pending.response.text, { language: run.config.language })
     const outcomes = yield* runBlocks(run, number, parsed.code)
     const name = Step.varToRead(run.config, state, parsed, outcomes)
     const read = name === undefined ? undefined : yield* readVar(run, name)
@@ -653,23 +653,24 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
     )
   })
 
-/** Ask for the answer once (no code is run) and take the reply as the answer, or fail. */
+/** Ask for the answer once (no code is run); `Step.decideForced` takes the reply as the answer, or fails. */
 const forcedStep = (
   run: Run,
   state: Step.RunState,
   number: number,
   note: string,
   admission: "reserve" | "grant",
-  onModelError: (e: LlmAdapter.LlmError) => RlmError
+  onModelError: (e: LlmAdapter.LlmError) => RlmError,
+  exceeded?: Step.Exceeded
 ): Effect.Effect<Step.Decided, RlmError> =>
   Effect.gen(function* () {
     yield* Ref.set(run.ctx.step, number)
     const pending = yield* rootCall(run, number, state.messages, admission).pipe(
       Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
     )
-    const parsed = Protocol.parse(pending.response.text)
+    const parsed = Protocol.parse(pending.response.text, { language: run.config.language })
     const name = Step.forcedVarToRead(parsed)
-    // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
+    // Nothing more is asked of the REPL: a variable that cannot be read is no answer.
     const read =
       name === undefined
         ? undefined
@@ -680,12 +681,14 @@ const forcedStep = (
                 onSome: (value): Step.VarRead => ({ _tag: "Value", name, value })
               })
             ),
-            Effect.catchTag("SandboxError", () => Effect.succeed<Step.VarRead>({ _tag: "Missing", name }))
+            Effect.catchTag("SandboxError", (e) =>
+              Effect.succeed<Step.VarRead>({ _tag: "Unreadable", name, message: e.message })
+            )
           )
     const decided = Step.decideForced(
       run.config,
       state,
-      { reply: pending.response.text, parsed, read, step: number },
+      { reply: pending.response.text, parsed, read, step: number, exceeded },
       note
     )
     return yield* settle(run, pending, [], decided)
@@ -748,7 +751,8 @@ const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError>
       number,
       `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`,
       "grant",
-      () => e
+      () => e,
+      { limit: e.limit, value: e.value, used: e.used, message: e.message }
     )
     return yield* answerOf(decided)
   })

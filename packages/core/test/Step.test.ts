@@ -229,7 +229,7 @@ describe("Step.decide (pure: no sandbox, no model)", () => {
       assert.strictEqual(state.messages.at(-1)?.content, Prompts.answerNow("q"))
       const forced = Step.decideForced(cfg, state, { reply, parsed: Protocol.parse(reply) }, "note")
       assert.strictEqual(forced.state.step, maxSteps + 1)
-      assert.strictEqual(forced.record.feedback, "note")
+      assert.strictEqual(forced.record.feedback?.split("\n")[0], "note")
       const text = reply.startsWith("FINAL(") ? reply.slice(6, -1) : reply
       if (text.length <= cap) {
         assert.deepStrictEqual(forced.decision, { _tag: "Answered", answer: text, value: text, source: "forced" })
