@@ -350,7 +350,7 @@ describe("Protocol.parse — a reply with no fence: bare code or prose", () => {
     [
       FastCheck.array(sentence, { minLength: 1, maxLength: 5 }),
       FastCheck.array(pythonLine, { maxLength: 3 }),
-      FastCheck.constantFrom("python", "javascript", undefined)
+      FastCheck.constantFrom<"python" | "javascript" | undefined>("python", "javascript", undefined)
     ],
     ([sentences, code, language]) => {
       const reply = [...code, ...sentences].join("\n")
