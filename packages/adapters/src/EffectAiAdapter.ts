@@ -30,6 +30,7 @@ import * as LanguageModel from "@effect/ai/LanguageModel"
 import * as Prompt from "@effect/ai/Prompt"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as errors from "./internal/httpErrors.js"
 import {
   type ChatMessage,
@@ -120,6 +121,16 @@ export const fromAiError = (error: AiError.AiError, options: Options): LlmError 
   }
 }
 
+/** The model id the provider reported in the reply's `response-metadata` part, if any. */
+const reportedModel = (content: ReadonlyArray<{ readonly type: string }>): string | undefined => {
+  for (const part of content) {
+    if (part.type !== "response-metadata") continue
+    const id = (part as unknown as { readonly modelId: Option.Option<string> }).modelId
+    if (Option.isOption(id) && Option.isSome(id) && id.value.length > 0) return id.value
+  }
+  return undefined
+}
+
 /**
  * An adapter over a given `LanguageModel` service.
  *
@@ -153,7 +164,7 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
           const usage = response.usage
           return new ChatResponse({
             text: response.text,
-            model: options.model,
+            model: reportedModel(response.content) ?? options.model,
             usage: new Usage({
               ...(usage.inputTokens !== undefined ? { inputTokens: usage.inputTokens } : {}),
               ...(usage.outputTokens !== undefined ? { outputTokens: usage.outputTokens } : {}),

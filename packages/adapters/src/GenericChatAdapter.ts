@@ -228,6 +228,13 @@ export const make = <Body, Reply>(
     const temperature = options.temperature ?? dialect.defaults?.temperature
     const encodeBody = Schema.encode(dialect.request)
     const decodeReply = Schema.decodeUnknown(dialect.response)
+    const decodeReplyOption = Schema.decodeUnknownOption(dialect.response)
+    /** A failed attempt's usage: its body read as a reply, when it is one that reports some. */
+    const usageOf = (json: unknown): Usage | undefined =>
+      Option.match(decodeReplyOption(json), {
+        onNone: () => undefined,
+        onSome: (output) => (hasUsage(output.usage) ? output.usage : undefined)
+      })
 
     const chat = (request: ChatRequest) =>
       Effect.gen(function* () {
@@ -255,12 +262,14 @@ export const make = <Body, Reply>(
           body: options.extraBody === undefined ? body : deepMerge(body, options.extraBody),
           timeout,
           retry: policy,
-          context
+          context,
+          usageOf
         })
         const output = yield* Effect.mapError(decodeReply(reply.json), decodeError(context, reply.text))
         return new ChatResponse({
           text: output.text,
-          model: options.model,
+          // The name the server reports (llama-server: the file it loaded), else the one configured.
+          model: output.model ?? options.model,
           usage: output.usage,
           ...(output.finishReason !== undefined ? { finishReason: output.finishReason } : {})
         })
@@ -295,6 +304,9 @@ export const makeByRole = <Body, Reply>(
     byRole
   )
 }
+
+const hasUsage = (u: Usage) =>
+  u.inputTokens !== undefined || u.outputTokens !== undefined || u.totalTokens !== undefined
 
 const isPlainObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && Object.getPrototypeOf(u) === Object.prototype

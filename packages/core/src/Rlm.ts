@@ -14,6 +14,7 @@
  * @since 0.1.0
  */
 
+import type * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import { sha256 } from "@rlm-runtime/trace/Hash"
@@ -125,6 +126,10 @@ const usageOf = (u: LlmAdapter.Usage): TraceEvent.TokenUsage => ({
   ...(u.totalTokens !== undefined ? { totalTokens: u.totalTokens } : {})
 })
 
+/** The reply's finish reason, for its `StepCompleted` or `SubCall`, when the adapter gave one. */
+const finishOf = (response: LlmAdapter.ChatResponse): { readonly finishReason?: LlmAdapter.FinishReason } =>
+  response.finishReason !== undefined ? { finishReason: response.finishReason } : {}
+
 /**
  * What a run and its descendants used: tokens, and the cost of the calls to
  * priced models (`RunFinished.costUsd`, given only when every call was priced).
@@ -203,7 +208,37 @@ const modelCall = (
       Effect.flatMap(Ref.get(ctx.step), (step) =>
         emit(ctx.tree, new RunEvent.ModelCallStarted({ runId: ctx.runId, step, role, model }, true))
       ),
-    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response))
+    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response)),
+    onRetry: (attempt) => retriedAttempt(ctx, role, attempt)
+  })
+
+/**
+ * A failed attempt the adapter retries: a `ModelCallRetried` event, and the
+ * tokens it reported added to its run and every ancestor (not as a call).
+ */
+const retriedAttempt = (ctx: RunCtx, role: LlmAdapter.CallRole, attempt: AttemptObserver.AttemptFailed) =>
+  Effect.gen(function* () {
+    const usage = attempt.usage === undefined ? {} : usageOf(attempt.usage)
+    yield* Effect.forEach(
+      ctx.usage,
+      (ref) => Ref.update(ref, (u) => ({ ...u, tokens: TraceEvent.addUsage(u.tokens, usage) })),
+      { discard: true }
+    )
+    yield* emit(
+      ctx.tree,
+      new TraceEvent.ModelCallRetried({
+        runId: ctx.runId,
+        step: yield* Ref.get(ctx.step),
+        role,
+        model: ctx.tree.adapter.model(role),
+        attempt: attempt.attempt,
+        reason: attempt.reason,
+        message: attempt.message,
+        ...(attempt.status !== undefined ? { status: attempt.status } : {}),
+        delayMs: attempt.delayMs,
+        usage
+      })
+    )
   })
 
 const hostError = (message: string, cause?: unknown) =>
@@ -257,7 +292,8 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
               reply: response.text,
               replySha256: sha256(response.text),
               replyChars: response.text.length,
-              usage: usageOf(response.usage)
+              usage: usageOf(response.usage),
+              ...finishOf(response)
             })
           )
         )
@@ -426,7 +462,8 @@ const stoppedStep = (runId: string, p: Pending, now: number) =>
     usage: usageOf(p.response.usage),
     model: p.response.model,
     modelMs: p.modelMs,
-    durationMs: now - p.stepStart
+    durationMs: now - p.stepStart,
+    ...finishOf(p.response)
   })
 
 /** Record the pending step, if any, as stopped half-way. */
@@ -453,7 +490,8 @@ const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeB
           usage: usageOf(p.response.usage),
           model: p.response.model,
           modelMs: p.modelMs,
-          durationMs: stepEnd - p.stepStart
+          durationMs: stepEnd - p.stepStart,
+          ...finishOf(p.response)
         })
       )
     )

@@ -2,7 +2,8 @@
  * The events of a run tree as they happen: what `Rlm.stream` emits.
  *
  * A `RunEvent` is either a trace event (`RunStarted`, `StepCompleted`,
- * `SubCall`, `FinalAnswer`, `RunFinished` — what a trace keeps) or a live
+ * `SubCall`, `ModelCallRetried`, `FinalAnswer`, `RunFinished` — what a trace
+ * keeps) or a live
  * event a progress view needs and a trace does not keep (a model call or a
  * block starting, a block finishing), or the last event of a run that
  * answered, `Answered`, carrying its result.
@@ -124,6 +125,7 @@ const traceTags: ReadonlySet<string> = new Set<TraceEvent.Tag>([
   "RunStarted",
   "StepCompleted",
   "SubCall",
+  "ModelCallRetried",
   "FinalAnswer",
   "RunFinished"
 ])

@@ -1,5 +1,5 @@
 /**
- * The trace document — `{ version: 2, events }` — its JSON and JSONL forms, and
+ * The trace document — `{ version: 3, events }` — its JSON and JSONL forms, and
  * small queries over it (events of a run, child runs of a step, usage totals).
  *
  * @since 0.1.0
@@ -13,6 +13,9 @@ import * as TraceEvent from "./TraceEvent.js"
 /**
  * The trace format version this module writes.
  *
+ * - 3: `StepCompleted.finishReason`, `SubCall.finishReason`, the `ModelCallRetried`
+ *   event (a failed attempt the adapter retried). A format-2 document decodes
+ *   as it is (the new fields are optional) and is written back as format 3.
  * - 2: `RunStarted.isolation`, `StepCompleted.interpreterLost`.
  * - 1: the first format. Still read: a format-1 document decodes as a
  *   format-2 trace (its runs' `isolation` read as `"process"`, the only wall
@@ -21,7 +24,7 @@ import * as TraceEvent from "./TraceEvent.js"
  * @since 0.1.0
  * @category Constants
  */
-export const currentVersion = 2 as const
+export const currentVersion = 3 as const
 
 /**
  * The trace format versions this module reads.
@@ -29,10 +32,10 @@ export const currentVersion = 2 as const
  * @since 0.2.0
  * @category Constants
  */
-export const readableVersions: ReadonlyArray<number> = [1, 2]
+export const readableVersions: ReadonlyArray<number> = [1, 2, 3]
 
 /** Any readable version in the document, the current one in memory. */
-const Version = Schema.transform(Schema.Literal(1, currentVersion), Schema.Literal(currentVersion), {
+const Version = Schema.transform(Schema.Literal(1, 2, currentVersion), Schema.Literal(currentVersion), {
   strict: true,
   decode: () => currentVersion,
   encode: (version) => version
@@ -233,7 +236,7 @@ const decodeDocument = (json: unknown): Effect.Effect<Trace, TraceDecodeError> =
     return Effect.fail(
       new TraceDecodeError({
         reason: "UnsupportedVersion",
-        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.join(" and ")}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
+        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.slice(0, -1).join(", ")} and ${readableVersions.at(-1)}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
       })
     )
   }
@@ -283,7 +286,7 @@ export const decodeJsonl = (text: string): Effect.Effect<Trace, TraceDecodeError
   })
 
 /**
- * Read a trace in either format: a JSON document (`{ "version": 2, ... }`) or
+ * Read a trace in either format: a JSON document (`{ "version": 3, ... }`) or
  * JSONL events. Useful for tools that accept any trace file.
  *
  * @since 0.1.0
@@ -400,8 +403,8 @@ export const finalAnswer = (
 }
 
 /**
- * Token usage summed over every model call: the root calls (`StepCompleted`)
- * and the sub-calls (`SubCall`) of a run and of all its descendant runs — or
+ * Token usage summed over every model call: the root calls (`StepCompleted`),
+ * the sub-calls (`SubCall`) and the failed attempts retried (`ModelCallRetried`) of a run and of all its descendant runs — or
  * of every run in the trace when `runId` is omitted.
  *
  * A `rlm_query` sub-call is counted through its child run's own events; its
@@ -427,6 +430,8 @@ export const totalUsage = (
     } else if (event._tag === "SubCall") {
       const countedByChild = event.kind === "rlm_query" && event.childRunId !== undefined && known.has(event.childRunId)
       if (!countedByChild) total = TraceEvent.addUsage(total, event.usage)
+    } else if (event._tag === "ModelCallRetried") {
+      total = TraceEvent.addUsage(total, event.usage)
     }
   }
   return total
