@@ -53,7 +53,8 @@ import {
  * @category Models
  */
 export class ChatInput extends Schema.Class<ChatInput>("@rlm-runtime/adapters/GenericChatAdapter/ChatInput")({
-  model: Schema.String,
+  /** Absent: no model is named, the server uses its own (see `Options.model`). */
+  model: Schema.optionalWith(Schema.String, { exact: true }),
   messages: Schema.Array(ChatMessage),
   temperature: Schema.optionalWith(Schema.Number, { exact: true }),
   maxTokens: Schema.optionalWith(Schema.Number, { exact: true })
@@ -104,6 +105,13 @@ export interface Dialect<Body = any, Reply = any> {
   /** Advice shown when the URL looks wrong (404, refused connection). */
   readonly urlHint?: string | undefined
   /**
+   * Whether the API needs a model name in every request (Anthropic, Ollama);
+   * without one a call fails with a `BadRequest` that says so. Chat
+   * completions servers that serve one model (llama.cpp's `llama-server`)
+   * take requests without it.
+   */
+  readonly requiresModel?: boolean | undefined
+  /**
    * Specialise the dialect for the base URL it will talk to, once per adapter
    * (e.g. OpenAI's own API wants `max_completion_tokens`, local servers
    * `max_tokens`).
@@ -118,7 +126,14 @@ export interface Dialect<Body = any, Reply = any> {
  * @category Models
  */
 export interface Options {
-  readonly model: string
+  /**
+   * The model to ask for. Optional where the dialect allows it (chat
+   * completions): with none, requests name no model, the server answers with
+   * its own (llama.cpp's `llama-server` serves the one it loaded), traces
+   * record the name the server reports, and `model(role)` is
+   * {@link unnamedModel}.
+   */
+  readonly model?: string | undefined
   /** Sent in the dialect's auth header; absent → no auth header at all. */
   readonly apiKey?: Redacted.Redacted<string> | undefined
   /** Defaults to the dialect's `defaultBaseUrl`. */
@@ -169,6 +184,15 @@ export interface RoleOptions<O> {
  */
 export const defaultTimeout: Duration.Duration = Duration.minutes(5)
 
+/**
+ * What `model(role)` reports for an adapter configured without a model (the
+ * server picks it): the name the server reports is in each response.
+ *
+ * @since 0.2.0
+ * @category Defaults
+ */
+export const unnamedModel = "server-default"
+
 // -----------------------------------------------------------------------------
 // Constructors
 // -----------------------------------------------------------------------------
@@ -209,10 +233,11 @@ export const make = <Body, Reply>(
     const dialect = generic.forBaseUrl?.(baseUrl) ?? generic
     const url = httpChat.joinUrl(baseUrl, dialect.path)
     const apiKey = Option.fromNullable(options.apiKey)
+    const modelName = options.model ?? unnamedModel
     const context: errors.ErrorContext = {
       provider: dialect.name,
       url,
-      model: options.model,
+      model: modelName,
       hasKey: Option.isSome(apiKey),
       keyEnv: dialect.env.apiKey,
       urlEnv: dialect.env.baseUrl,
@@ -238,9 +263,15 @@ export const make = <Body, Reply>(
 
     const chat = (request: ChatRequest) =>
       Effect.gen(function* () {
+        if (options.model === undefined && dialect.requiresModel === true) {
+          return yield* new LlmError({
+            reason: "BadRequest",
+            message: `The ${dialect.name} needs a model name in every request: give one (model, or --model NAME).`
+          })
+        }
         const maxTokens = outputCap(options.maxTokens, request.maxOutputTokens, dialect.defaults?.maxTokens)
         const input = new ChatInput({
-          model: options.model,
+          ...(options.model !== undefined ? { model: options.model } : {}),
           messages: request.messages,
           ...(temperature !== undefined ? { temperature } : {}),
           ...(maxTokens !== undefined ? { maxTokens } : {})
@@ -269,18 +300,18 @@ export const make = <Body, Reply>(
         return new ChatResponse({
           text: output.text,
           // The name the server reports (llama-server: the file it loaded), else the one configured.
-          model: output.model ?? options.model,
+          model: output.model ?? modelName,
           usage: output.usage,
           ...(output.finishReason !== undefined ? { finishReason: output.finishReason } : {})
         })
       })
 
     return makeAdapter({
-      model: () => options.model,
+      model: () => modelName,
       chat: (request) =>
         chat(request).pipe(
           Effect.withSpan("GenericChatAdapter.chat", {
-            attributes: { provider: dialect.name, url, model: options.model, role: request.role }
+            attributes: { provider: dialect.name, url, model: modelName, role: request.role }
           })
         )
     })
@@ -455,7 +486,7 @@ const WireMessage = Schema.Struct({ role: Schema.Literal("system", "user", "assi
 // --- OpenAI chat completions -------------------------------------------------
 
 const OpenAiRequest = Schema.Struct({
-  model: Schema.String,
+  model: Schema.optionalWith(Schema.String, { exact: true }),
   messages: Schema.Array(WireMessage),
   temperature: optionalNumber,
   max_tokens: optionalNumber,
@@ -566,7 +597,7 @@ export const openaiChatCompletions = (
     request: Schema.transform(OpenAiRequest, ChatInput, {
       strict: true,
       decode: (body) => ({
-        model: body.model,
+        ...(body.model !== undefined ? { model: body.model } : {}),
         messages: body.messages,
         ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
         ...((body.max_tokens ?? body.max_completion_tokens) !== undefined
@@ -574,7 +605,8 @@ export const openaiChatCompletions = (
           : {})
       }),
       encode: (input) => ({
-        model: input.model,
+        // No model named: a server serving one model (llama-server) uses it.
+        ...(input.model !== undefined ? { model: input.model } : {}),
         messages: input.messages.map(({ content, role }) => ({ role, content })),
         ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
         ...(input.maxTokens !== undefined ? { [maxTokensField]: input.maxTokens } : {})
@@ -729,6 +761,7 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
   auth: { header: "x-api-key" },
   headers: { "anthropic-version": "2023-06-01" },
   defaults: { maxTokens: anthropicDefaultMaxTokens },
+  requiresModel: true,
   env: { apiKey: ["LLM_API_KEY", "ANTHROPIC_API_KEY"], baseUrl: ["LLM_BASE_URL", "ANTHROPIC_BASE_URL"] },
   urlHint: "the Anthropic base URL is https://api.anthropic.com, without /v1 (the adapter adds /v1/messages).",
   request: Schema.transform(AnthropicRequest, ChatInput, {
@@ -745,7 +778,7 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
     encode: (input) => {
       const system = input.messages.filter((m) => m.role === "system").map((m) => m.content)
       return {
-        model: input.model,
+        model: input.model ?? "",
         max_tokens: input.maxTokens ?? anthropicDefaultMaxTokens,
         ...(system.length > 0 ? { system: system.join("\n\n") } : {}),
         messages: input.messages.flatMap((m) =>
@@ -851,6 +884,7 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
   defaultBaseUrl: "http://localhost:11434",
   auth: { header: "authorization", prefix: "Bearer " },
   env: { apiKey: ["LLM_API_KEY", "OLLAMA_API_KEY"], baseUrl: ["LLM_BASE_URL"] },
+  requiresModel: true,
   urlHint:
     "Ollama listens on http://localhost:11434 by default; give the base URL without /api (the adapter adds /api/chat).",
   request: Schema.transform(OllamaRequest, ChatInput, {
@@ -862,7 +896,7 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
       ...(body.options?.num_predict !== undefined ? { maxTokens: body.options.num_predict } : {})
     }),
     encode: (input) => ({
-      model: input.model,
+      model: input.model ?? "",
       messages: input.messages.map(({ content, role }) => ({ role, content })),
       stream: false as const,
       ...(input.temperature !== undefined || input.maxTokens !== undefined

@@ -83,10 +83,7 @@ const addUsage = (a: LlmAdapter.Usage | undefined, b: LlmAdapter.Usage): LlmAdap
     cachedInputTokens: sum(a.cachedInputTokens, b.cachedInputTokens),
     reasoningTokens: sum(a.reasoningTokens, b.reasoningTokens)
   }
-  return new LlmAdapter.Usage(
-    Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)),
-    true
-  )
+  return new LlmAdapter.Usage(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)), true)
 }
 
 const timeoutError = (ms: number) =>
@@ -119,7 +116,9 @@ export const call: (
     const retried = yield* Ref.make<LlmAdapter.Usage | undefined>(undefined)
     const observer: AttemptObserver.Observer = (attempt) =>
       Effect.zipRight(
-        attempt.usage === undefined ? Effect.void : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage)),
+        attempt.usage === undefined
+          ? Effect.void
+          : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage)),
         request.onRetry === undefined ? Effect.void : request.onRetry(attempt)
       )
     const send = (reservation: Budget.Reservation) => {
