@@ -12,7 +12,7 @@
  *
  * Per run (the root and each child, told apart by `runId`):
  * - `RunStarted` comes first and `RunFinished` last;
- * - steps come in order: step *n*'s events (`ModelCallStarted` of its root
+ * - steps come in order: step *n*'s events (`ModelCallStarted` and `ModelCallRetried` of its root
  *   call, then `BlockStarted`/`BlockFinished` of each block in order, the
  *   `SubCall`s its blocks made, the child runs they started) come after
  *   `StepCompleted` of step *n − 1* and before `StepCompleted` of step *n*;
