@@ -890,7 +890,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
 
       return yield* loop(run, initial).pipe(
         Effect.catchTag("BudgetExceeded", (e) =>
-          spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
+          // Out of steps, the answer was asked for already (`Step.decideForced`): it is not asked twice.
+          spec.depth === 0 && policy.onBudgetExceeded === "answer-now" && e.limit !== "maxSteps"
             ? Effect.zipRight(flush, answerNow(run, e))
             : Effect.flatMap(partial, (p) =>
                 Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => p) }))

@@ -270,6 +270,26 @@ describe("Rlm.run (JavaScript sandbox, Fake model)", () => {
     })
   )
 
+  it.live("with answer-now, an answer already asked for after maxSteps is not asked for twice", () =>
+    Effect.gen(function* () {
+      const layer = Layer.merge(
+        FakeAdapter.layerInstrumented({ script: [repl("var a = 1"), repl("var b = 2"), "FINAL(too late)"] }),
+        Js
+      )
+      const [exit, stats] = yield* Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Rlm.run("q", "ctx", { policy: { maxSteps: 1, onBudgetExceeded: "answer-now" } })
+        )
+        return [exit, yield* (yield* FakeAdapter.FakeInstrumentation).stats] as const
+      }).pipe(Effect.provide(layer))
+      assert.strictEqual(stats.calls.root, 2, "step 1, then the one answer-now request")
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
+        assert.strictEqual(exit.cause.error._tag === "BudgetExceeded" && exit.cause.error.limit, "maxSteps")
+      } else assert.fail("expected BudgetExceeded")
+    })
+  )
+
   it.live("a failed prompt in a batch yields an error string in its slot", () =>
     Effect.gen(function* () {
       const result = yield* Rlm.run("q", "ctx").pipe(
