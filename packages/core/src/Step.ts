@@ -449,7 +449,8 @@ export const decide = (config: Config, state: RunState, input: Input, runId = "r
       "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
     )
   }
-  if (parsed.protocol === "prose" && !hasFinal) feedback.push(proseHint)
+  // A malformed marker was told already (a warning): the model meant to answer, not to write code.
+  if (parsed.protocol === "prose" && !hasFinal && parsed.warnings.length === 0) feedback.push(proseHint)
 
   const failedStep = total === 0 ? !hasFinal : errors === total
   const consecutiveErrors = failedStep ? state.consecutiveErrors + 1 : 0
