@@ -196,7 +196,8 @@ const findFinal = (
     if (prefix.length > 0 && !indented && prefix.trim().length === 0) continue
     const line = raw.slice(prefix.length)
     if (!line.startsWith("FINAL")) continue
-    const varParen = /^FINAL_VAR\(([^()\n]*)\)[\s*_`.!]*$/.exec(line)
+    // As for FINAL(...), what follows the closing ")" on its line is not part of the marker.
+    const varParen = /^FINAL_VAR\(([^()\n]*)\)/.exec(line)
     const varColon = /^FINAL_VAR(?:\*\*|__)?:(?:\*\*|__)?[ \t]*(.*)$/.exec(line)
     const v = varParen ?? varColon
     if (v) {
@@ -239,6 +240,8 @@ const JS_KEYWORD =
   /^(?:(?:const|let|var)[ \t]+[\w$[{]|(?:if|for|while|switch|catch)[ \t]*\(|(?:else|try|finally|do)\b[ \t]*(?:\{|if\b|$)|(?:async[ \t]+)?function\b[ \t]*[\w$]*[ \t]*\(|class[ \t]+[\w$]+[ \t]*(?:extends[ \t]+[\w$.]+[ \t]*)?\{|return\b|throw\b|(?:import|export)\b|new[ \t]+[A-Z$_][\w$.]*[ \t]*\()/
 /** An expression statement: a name (dotted), then a call, an index or an assignment. */
 const STATEMENT = /^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*(?:\(|\[|[ \t]*(?:=(?!=)|[-+*/%&|^@]=|\*\*=|\/\/=|>>=|<<=))/
+/** `x: int = …`: an annotated assignment (Python). */
+const ANNOTATED = /^[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*[ \t]*:[ \t]*[A-Za-z_][\w.]*(?:\[[^\]]*\])?[ \t]*=(?!=)/
 /** `a, b = …`: a tuple assignment. */
 const TUPLE = /^[A-Za-z_$][\w$]*(?:[ \t]*,[ \t]*[A-Za-z_$][\w$]*)+[ \t]*=(?!=)/
 /** A line that starts with a bracket, a quote, a decorator or a closing brace. */
@@ -251,7 +254,9 @@ const jsComment = (line: string) => line.startsWith("//") || line.startsWith("/*
 const codeLine = (line: string, language: Sandbox.Language | undefined): boolean => {
   const body = line.replace(/^await[ \t]+/, "")
   if (STATEMENT.test(body) || TUPLE.test(body) || PUNCTUATION.test(body)) return true
-  const python = language !== "javascript" && (pyComment(line) || PY_BLOCK.test(line) || PY_SIMPLE.test(line))
+  const python =
+    language !== "javascript" &&
+    (pyComment(line) || PY_BLOCK.test(line) || PY_SIMPLE.test(line) || ANNOTATED.test(body))
   const javascript = language !== "python" && (jsComment(line) || JS_KEYWORD.test(line))
   return python || javascript
 }
@@ -307,7 +312,8 @@ const scanLine = (line: string, open: Open): Open => {
  * Whether a reply with no fence is bare code (the seed's protocol) rather than
  * prose: every line is blank, inside a bracket or multi-line string left open
  * by the lines before, indented under a line of code, or opens a statement —
- * a dotted name followed by `(`, `[` or an assignment, a tuple assignment, a
+ * a dotted name followed by `(`, `[` or an assignment, a tuple or (Python)
+ * annotated assignment, a
  * line starting with a bracket, a quote or `@`, a comment, or a keyword form
  * of the language (Python: `import x`, `from x import y`, `if …:`, `def f(…):`,
  * `return …`; JavaScript: `const x`, `if (`, `function`, `return`, …),

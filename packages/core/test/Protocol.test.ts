@@ -142,6 +142,13 @@ describe("Protocol.parse — FINAL(...) ends at its balancing )", () => {
     })
   })
 
+  it("FINAL_VAR(name) ends at its ), too", () => {
+    assert.deepStrictEqual(Protocol.parse("Done.\nFINAL_VAR(count) (the number of lines)").final, {
+      _tag: "FinalVar",
+      name: "count"
+    })
+  })
+
   it("does not count parentheses inside double quotes or backticks", () => {
     assert.deepStrictEqual(Protocol.parse('FINAL("a) b")').final, { _tag: "FinalText", text: '"a) b"' })
     assert.deepStrictEqual(Protocol.parse("FINAL(`x)` is it)").final, { _tag: "FinalText", text: "`x)` is it" })
@@ -263,6 +270,8 @@ describe("Protocol.parse — a reply with no fence: bare code or prose", () => {
   it("code of the other language is prose when the language is given", () => {
     assert.strictEqual(Protocol.parse("const x = 1", { language: "javascript" }).protocol, "bare")
     assert.strictEqual(Protocol.parse("import json", { language: "python" }).protocol, "bare")
+    assert.strictEqual(Protocol.parse("n: int = len(P)", { language: "python" }).protocol, "bare")
+    assert.strictEqual(Protocol.parse("Note: the context is long.", { language: "python" }).protocol, "prose")
     assert.strictEqual(Protocol.parse("import json\nfor k in d:\n    print(k)").protocol, "bare")
     assert.strictEqual(Protocol.parse("if (x) {\n  y()\n}", { language: "python" }).protocol, "prose")
     assert.strictEqual(Protocol.parse("const x = 1", { language: "python" }).protocol, "prose")
