@@ -241,6 +241,17 @@ describe("Protocol.parse — decorated markers", () => {
     assert.strictEqual(parsed.code.length, 1)
   })
 
+  it.prop(
+    "after bare code, a decorated marker (not only indented) parses to the plain one, and the code before it runs",
+    [marker, decoration.filter(([open]) => open.trim().length > 0)],
+    ([m, [open, close]]) => {
+      const parsed = Protocol.parse(`x = peek(10)\n${open}${Protocol.formatFinal(m)}${close}`)
+      assert.strictEqual(parsed.protocol, "bare")
+      assert.deepStrictEqual(parsed.code, ["x = peek(10)"])
+      assert.deepStrictEqual(parsed.final, m)
+    }
+  )
+
   it("in bare code an indented FINAL(...) is a call inside a block, not the reply's marker", () => {
     const reply = "if found:\n    FINAL(found)\nprint('not yet')"
     const parsed = Protocol.parse(reply)
