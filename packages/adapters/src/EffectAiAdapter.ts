@@ -42,6 +42,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as Option from "effect/Option"
 import * as errors from "./internal/httpErrors.js"
 import {
   type ChatMessage,
@@ -209,6 +210,16 @@ const generate = (model: LanguageModel.Service, request: ChatRequest) => {
   } as LanguageModel.GenerateTextOptions<Record<string, Tool.Any>>)
 }
 
+/** The model id the provider reported in the reply's `response-metadata` part, if any. */
+const reportedModel = (content: ReadonlyArray<{ readonly type: string }>): string | undefined => {
+  for (const part of content) {
+    if (part.type !== "response-metadata") continue
+    const id = (part as unknown as { readonly modelId: Option.Option<string> }).modelId
+    if (Option.isOption(id) && Option.isSome(id) && id.value.length > 0) return id.value
+  }
+  return undefined
+}
+
 /**
  * An adapter over a given `LanguageModel` service.
  *
@@ -242,7 +253,7 @@ export const fromLanguageModel = (model: LanguageModel.Service, options: Options
           const usage = response.usage
           return new ChatResponse({
             text: response.text,
-            model: options.model,
+            model: reportedModel(response.content) ?? options.model,
             usage: new Usage({
               ...(usage.inputTokens !== undefined ? { inputTokens: usage.inputTokens } : {}),
               ...(usage.outputTokens !== undefined ? { outputTokens: usage.outputTokens } : {}),

@@ -58,7 +58,8 @@ import {
  * @category Models
  */
 export class ChatInput extends Schema.Class<ChatInput>("@rlm-runtime/adapters/GenericChatAdapter/ChatInput")({
-  model: Schema.String,
+  /** Absent: no model is named, the server uses its own (see `Options.model`). */
+  model: Schema.optionalWith(Schema.String, { exact: true }),
   messages: Schema.Array(ChatMessage),
   temperature: Schema.optionalWith(Schema.Number, { exact: true }),
   maxTokens: Schema.optionalWith(Schema.Number, { exact: true }),
@@ -114,6 +115,13 @@ export interface Dialect<Body = any, Reply = any> {
   /** Advice shown when the URL looks wrong (404, refused connection). */
   readonly urlHint?: string | undefined
   /**
+   * Whether the API needs a model name in every request (Anthropic, Ollama);
+   * without one a call fails with a `BadRequest` that says so. Chat
+   * completions servers that serve one model (llama.cpp's `llama-server`)
+   * take requests without it.
+   */
+  readonly requiresModel?: boolean | undefined
+  /**
    * Specialise the dialect for the base URL it will talk to, once per adapter
    * (e.g. OpenAI's own API wants `max_completion_tokens`, local servers
    * `max_tokens`).
@@ -128,7 +136,14 @@ export interface Dialect<Body = any, Reply = any> {
  * @category Models
  */
 export interface Options {
-  readonly model: string
+  /**
+   * The model to ask for. Optional where the dialect allows it (chat
+   * completions): with none, requests name no model, the server answers with
+   * its own (llama.cpp's `llama-server` serves the one it loaded), traces
+   * record the name the server reports, and `model(role)` is
+   * {@link unnamedModel}.
+   */
+  readonly model?: string | undefined
   /** Sent in the dialect's auth header; absent → no auth header at all. */
   readonly apiKey?: Redacted.Redacted<string> | undefined
   /** Defaults to the dialect's `defaultBaseUrl`. */
@@ -179,6 +194,15 @@ export interface RoleOptions<O> {
  */
 export const defaultTimeout: Duration.Duration = Duration.minutes(5)
 
+/**
+ * What `model(role)` reports for an adapter configured without a model (the
+ * server picks it): the name the server reports is in each response.
+ *
+ * @since 0.2.0
+ * @category Defaults
+ */
+export const unnamedModel = "server-default"
+
 // -----------------------------------------------------------------------------
 // Constructors
 // -----------------------------------------------------------------------------
@@ -219,10 +243,11 @@ export const make = <Body, Reply>(
     const dialect = generic.forBaseUrl?.(baseUrl) ?? generic
     const url = httpChat.joinUrl(baseUrl, dialect.path)
     const apiKey = Option.fromNullable(options.apiKey)
+    const modelName = options.model ?? unnamedModel
     const context: errors.ErrorContext = {
       provider: dialect.name,
       url,
-      model: options.model,
+      model: modelName,
       hasKey: Option.isSome(apiKey),
       keyEnv: dialect.env.apiKey,
       urlEnv: dialect.env.baseUrl,
@@ -238,12 +263,25 @@ export const make = <Body, Reply>(
     const temperature = options.temperature ?? dialect.defaults?.temperature
     const encodeBody = Schema.encode(dialect.request)
     const decodeReply = Schema.decodeUnknown(dialect.response)
+    const decodeReplyOption = Schema.decodeUnknownOption(dialect.response)
+    /** A failed attempt's usage: its body read as a reply, when it is one that reports some. */
+    const usageOf = (json: unknown): Usage | undefined =>
+      Option.match(decodeReplyOption(json), {
+        onNone: () => undefined,
+        onSome: (output) => (hasUsage(output.usage) ? output.usage : undefined)
+      })
 
     const chat = (request: ChatRequest) =>
       Effect.gen(function* () {
+        if (options.model === undefined && dialect.requiresModel === true) {
+          return yield* new LlmError({
+            reason: "BadRequest",
+            message: `The ${dialect.name} needs a model name in every request: give one (model, or --model NAME).`
+          })
+        }
         const maxTokens = outputCap(options.maxTokens, request.maxOutputTokens, dialect.defaults?.maxTokens)
         const input = new ChatInput({
-          model: options.model,
+          ...(options.model !== undefined ? { model: options.model } : {}),
           messages: request.messages,
           ...(temperature !== undefined ? { temperature } : {}),
           ...(maxTokens !== undefined ? { maxTokens } : {}),
@@ -268,12 +306,14 @@ export const make = <Body, Reply>(
           body: options.extraBody === undefined ? body : deepMerge(body, options.extraBody),
           timeout,
           retry: policy,
-          context
+          context,
+          usageOf
         })
         const output = yield* Effect.mapError(decodeReply(reply.json), decodeError(context, reply.text))
         return new ChatResponse({
           text: output.text,
-          model: options.model,
+          // The name the server reports (llama-server: the file it loaded), else the one configured.
+          model: output.model ?? modelName,
           usage: output.usage,
           ...(output.finishReason !== undefined ? { finishReason: output.finishReason } : {}),
           ...(output.toolCalls !== undefined && output.toolCalls.length > 0 ? { toolCalls: output.toolCalls } : {})
@@ -281,11 +321,11 @@ export const make = <Body, Reply>(
       })
 
     return makeAdapter({
-      model: () => options.model,
+      model: () => modelName,
       chat: (request) =>
         chat(request).pipe(
           Effect.withSpan("GenericChatAdapter.chat", {
-            attributes: { provider: dialect.name, url, model: options.model, role: request.role }
+            attributes: { provider: dialect.name, url, model: modelName, role: request.role }
           })
         )
     })
@@ -309,6 +349,9 @@ export const makeByRole = <Body, Reply>(
     byRole
   )
 }
+
+const hasUsage = (u: Usage) =>
+  u.inputTokens !== undefined || u.outputTokens !== undefined || u.totalTokens !== undefined
 
 const isPlainObject = (u: unknown): u is Record<string, unknown> =>
   typeof u === "object" && u !== null && !Array.isArray(u) && Object.getPrototypeOf(u) === Object.prototype
@@ -548,7 +591,7 @@ const OpenAiToolChoice = Schema.Union(
 )
 
 const OpenAiRequest = Schema.Struct({
-  model: Schema.String,
+  model: Schema.optionalWith(Schema.String, { exact: true }),
   messages: Schema.Array(OpenAiMessage),
   temperature: optionalNumber,
   max_tokens: optionalNumber,
@@ -697,7 +740,7 @@ export const openaiChatCompletions = (
     request: Schema.transform(OpenAiRequest, ChatInput, {
       strict: true,
       decode: (body) => ({
-        model: body.model,
+        ...(body.model !== undefined ? { model: body.model } : {}),
         messages: body.messages.map(fromOpenAiMessage),
         ...(body.temperature !== undefined ? { temperature: body.temperature } : {}),
         ...((body.max_tokens ?? body.max_completion_tokens) !== undefined
@@ -712,7 +755,8 @@ export const openaiChatCompletions = (
           : {})
       }),
       encode: (input) => ({
-        model: input.model,
+        // No model named: a server serving one model (llama-server) uses it.
+        ...(input.model !== undefined ? { model: input.model } : {}),
         messages: input.messages.map(toOpenAiMessage),
         ...(input.temperature !== undefined ? { temperature: input.temperature } : {}),
         ...(input.maxTokens !== undefined ? { [maxTokensField]: input.maxTokens } : {}),
@@ -1000,6 +1044,7 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
   auth: { header: "x-api-key" },
   headers: { "anthropic-version": "2023-06-01" },
   defaults: { maxTokens: anthropicDefaultMaxTokens },
+  requiresModel: true,
   env: { apiKey: ["LLM_API_KEY", "ANTHROPIC_API_KEY"], baseUrl: ["LLM_BASE_URL", "ANTHROPIC_BASE_URL"] },
   urlHint: "the Anthropic base URL is https://api.anthropic.com, without /v1 (the adapter adds /v1/messages).",
   request: Schema.transform(AnthropicRequest, ChatInput, {
@@ -1035,7 +1080,7 @@ export const anthropicMessages: Dialect<typeof AnthropicRequest.Encoded, typeof 
     encode: (input) => {
       const system = input.messages.filter((m) => m.role === "system").map((m) => m.content)
       return {
-        model: input.model,
+        model: input.model ?? "",
         max_tokens: input.maxTokens ?? anthropicDefaultMaxTokens,
         ...(system.length > 0 ? { system: system.join("\n\n") } : {}),
         messages: toAnthropicMessages(input.messages),
@@ -1214,6 +1259,7 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
   defaultBaseUrl: "http://localhost:11434",
   auth: { header: "authorization", prefix: "Bearer " },
   env: { apiKey: ["LLM_API_KEY", "OLLAMA_API_KEY"], baseUrl: ["LLM_BASE_URL"] },
+  requiresModel: true,
   urlHint:
     "Ollama listens on http://localhost:11434 by default; give the base URL without /api (the adapter adds /api/chat).",
   request: Schema.transform(OllamaRequest, ChatInput, {
@@ -1227,7 +1273,7 @@ export const ollamaChat: Dialect<typeof OllamaRequest.Encoded, typeof OllamaResp
     }),
     // Ollama has no tool choice: the model always may call a tool.
     encode: (input) => ({
-      model: input.model,
+      model: input.model ?? "",
       messages: input.messages.map(toOllamaMessage),
       stream: false as const,
       ...functionTools(input),

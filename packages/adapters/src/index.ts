@@ -3,6 +3,11 @@
  */
 
 /**
+ * @since 0.2.0
+ */
+export * as AttemptObserver from "./AttemptObserver.js"
+
+/**
  * @since 0.1.0
  */
 export * as EffectAiAdapter from "./EffectAiAdapter.js"

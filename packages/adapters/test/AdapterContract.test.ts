@@ -653,12 +653,16 @@ describe("adapter contract", () => {
             )
         )
 
-        it.scopedLive("maps the reply's text, usage and finish reason", () =>
+        it.scopedLive("maps the reply's text, usage, finish reason and the model the server names", () =>
           withServer([ok("The answer.", "stop")], {}, (llm) =>
             Effect.gen(function* () {
               const response = yield* llm.chat(request(64))
               assert.strictEqual(response.text, "The answer.")
-              assert.strictEqual(response.model, "m")
+              // The name the server reports (llama-server: the file it loaded), not the one configured.
+              const reported = (shape.reply("The answer.", "stop") as { readonly model?: string }).model
+              assert.isDefined(reported)
+              assert.strictEqual(response.model, reported)
+              assert.strictEqual(llm.model("root"), "m")
               assert.strictEqual(response.finishReason, "stop")
               const usage = Object.fromEntries(Object.entries({ ...response.usage }).filter(([, v]) => v !== undefined))
               assert.deepStrictEqual(usage, shape.usage)

@@ -83,6 +83,22 @@ describe("EffectAiAdapter", () => {
     }).pipe(Effect.provide(EffectAiAdapter.layer({ model: "fake-model" })), Effect.provide(fake.layer))
   })
 
+  it.effect("the model the provider reports (a response-metadata part's modelId) is the response's model", () => {
+    const fake = fakeModel(() =>
+      Effect.succeed([
+        { type: "response-metadata", id: "r1", modelId: "claude-sonnet-4-20250514", timestamp: undefined },
+        { type: "text", text: "hi" },
+        finish({ inputTokens: 1, outputTokens: 1 })
+      ])
+    )
+    return Effect.gen(function* () {
+      const llm = yield* LlmAdapter
+      const response = yield* llm.chat(request)
+      assert.strictEqual(response.model, "claude-sonnet-4-20250514")
+      assert.strictEqual(llm.model("root"), "claude-sonnet-4", "the configured name, for pricing")
+    }).pipe(Effect.provide(EffectAiAdapter.layer({ model: "claude-sonnet-4" })), Effect.provide(fake.layer))
+  })
+
   it.effect("sends the output cap through withMaxOutputTokens and surfaces a length stop", () => {
     // Stands for a provider's config service, e.g. OpenAiLanguageModel.Config read by its generateText.
     class ProviderConfig extends Context.Tag("test/ProviderConfig")<

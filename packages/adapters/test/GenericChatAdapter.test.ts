@@ -240,6 +240,48 @@ describe("GenericChatAdapter.ollamaChat over loopback HTTP", () => {
   )
 })
 
+describe("an adapter configured without a model", () => {
+  const completion = (model: string | undefined) => ({
+    ...(model !== undefined ? { model } : {}),
+    choices: [{ message: { role: "assistant", content: "hi" }, finish_reason: "stop" }]
+  })
+
+  it.scopedLive("chat completions: no model field is sent, and the response names the server's model", () =>
+    Effect.gen(function* () {
+      const server = yield* loopback([
+        json(200, completion("qwen2.5-0.5b-instruct-q4_k_m.gguf")),
+        json(200, completion(undefined))
+      ])
+      const llm = yield* make(GenericChatAdapter.openaiChatCompletions(), { baseUrl: `${server.baseUrl}/v1` })
+      assert.strictEqual(llm.model("root"), GenericChatAdapter.unnamedModel)
+      const first = yield* llm.chat(request)
+      assert.strictEqual(first.model, "qwen2.5-0.5b-instruct-q4_k_m.gguf")
+      assert.strictEqual(first.finishReason, "stop")
+      const second = yield* llm.chat(request)
+      assert.strictEqual(second.model, GenericChatAdapter.unnamedModel, "a server that names none")
+      for (const r of server.requests) {
+        assert.strictEqual(r.path, "/v1/chat/completions")
+        assert.isFalse("model" in (r.json as object), "no model field")
+      }
+    })
+  )
+
+  it.scopedLive(
+    "a dialect that needs a model (Anthropic, Ollama) fails the call with what to set, sending nothing",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* loopback([json(200, anthropicReply("never"))])
+        for (const dialect of [GenericChatAdapter.anthropicMessages, GenericChatAdapter.ollamaChat]) {
+          const llm = yield* make(dialect, { baseUrl: server.baseUrl })
+          const error = yield* Effect.flip(llm.chat(request))
+          assert.strictEqual(error.reason, "BadRequest")
+          assert.include(error.message, "needs a model name")
+        }
+        assert.strictEqual(server.requests.length, 0)
+      })
+  )
+})
+
 describe("dialect request Schemas", () => {
   const input = Schema.Struct({
     model: Schema.String,

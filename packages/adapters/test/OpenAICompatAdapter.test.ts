@@ -1,6 +1,7 @@
 import { FetchHttpClient, HttpClient, HttpClientResponse } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Fiber, Layer, Option, Redacted, TestClock } from "effect"
+import * as AttemptObserver from "../src/AttemptObserver.js"
 import { ChatMessage, ChatRequest, LlmAdapter } from "../src/LlmAdapter.js"
 import * as OpenAICompatAdapter from "../src/OpenAICompatAdapter.js"
 import { at, closedPort, drop, hang, json, loopback, text } from "./utils/loopback.js"
@@ -66,7 +67,7 @@ describe("OpenAICompatAdapter over loopback HTTP", () => {
       })
       const response = yield* llm.chat(request())
       assert.strictEqual(response.text, "It holds a report.")
-      assert.strictEqual(response.model, "gpt-4.1")
+      assert.strictEqual(response.model, "gpt-4.1-2025-04-14", "the model the server reports")
       assert.strictEqual(llm.model("root"), "gpt-4.1")
       assert.deepStrictEqual(
         { ...response.usage },
@@ -144,6 +145,46 @@ describe("OpenAICompatAdapter over loopback HTTP", () => {
       assert.strictEqual(response.text, "after the wait")
       assert.strictEqual(server.requests.length, 2)
       assert.isAtLeast(elapsed, 950)
+    })
+  )
+
+  it.scopedLive("each retried attempt is told to the caller's AttemptObserver, with the usage its body reported", () =>
+    Effect.gen(function* () {
+      const server = yield* loopback([
+        json(429, openAiError("Rate limit reached for gpt-4.1", "requests", "rate_limit_exceeded"), {
+          "retry-after": "0"
+        }),
+        // A server that failed half-way and still says what it spent.
+        json(503, completion("cut", true)),
+        json(200, completion("third time", true))
+      ])
+      const llm = yield* adapter({ model: "gpt-4.1", baseUrl: server.baseUrl, ...fast })
+      const seen: Array<AttemptObserver.AttemptFailed> = []
+      const response = yield* llm
+        .chat(request())
+        .pipe(AttemptObserver.observe((attempt) => Effect.sync(() => seen.push(attempt))))
+      assert.strictEqual(response.text, "third time")
+      assert.deepStrictEqual(
+        seen.map((a) => [a.attempt, a.reason, a.status]),
+        [
+          [1, "RateLimited", 429],
+          [2, "ServerError", 503]
+        ]
+      )
+      assert.strictEqual(seen[0]?.delayMs, 0, "Retry-After: 0")
+      assert.isUndefined(seen[0]?.usage)
+      assert.deepStrictEqual(
+        { ...seen[1]?.usage },
+        { inputTokens: 19, outputTokens: 10, totalTokens: 29, cachedInputTokens: 0, reasoningTokens: 0 }
+      )
+      assert.include(seen[0]?.message ?? "", "Rate limit reached")
+      // Without an observer, nothing changes.
+      const quiet = yield* loopback([
+        json(500, openAiError("oops", "server_error", null)),
+        json(200, completion("ok", true))
+      ])
+      const plain = yield* adapter({ model: "gpt-4.1", baseUrl: quiet.baseUrl, ...fast })
+      assert.strictEqual((yield* plain.chat(request())).text, "ok")
     })
   )
 

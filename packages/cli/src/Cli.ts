@@ -184,7 +184,13 @@ const runOptions = {
       Options.withDescription("The provider's base URL (else LLM_BASE_URL / OPENAI_BASE_URL / the provider default).")
     )
   ),
-  model: optional(Options.text("model").pipe(Options.withDescription("The root model."))),
+  model: optional(
+    Options.text("model").pipe(
+      Options.withDescription(
+        "The root model. Optional for --adapter openai-compat: without it no model is named and the server uses its own (llama-server)."
+      )
+    )
+  ),
   subModel: optional(
     Options.text("sub-model").pipe(Options.withDescription("A different model for sub-calls (llm_query)."))
   ),
@@ -396,23 +402,25 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       if (kind === "generic" && flags.genericPreset === undefined) {
         return yield* Effect.fail(usage("--adapter generic needs --generic-preset anthropic|ollama."))
       }
-      if (flags.model === undefined) {
-        return yield* Effect.fail(
-          usage(
-            `--adapter ${kind} needs --model NAME (the root model; --sub-model NAME for sub-calls), or --fake SCRIPT.json for a scripted run.`
+      if (kind === "generic") {
+        if (flags.model === undefined) {
+          return yield* Effect.fail(
+            usage(
+              `--adapter ${kind} needs --model NAME (the root model; --sub-model NAME for sub-calls), or --fake SCRIPT.json for a scripted run.`
+            )
           )
-        )
+        }
+        adapter = {
+          kind: "generic",
+          preset: flags.genericPreset ?? "ollama",
+          baseUrl: flags.baseUrl,
+          model: flags.model,
+          subModel: flags.subModel
+        }
+      } else {
+        // Without --model no model is named: a server serving one model (llama-server) answers with it.
+        adapter = { kind: "openai-compat", baseUrl: flags.baseUrl, model: flags.model, subModel: flags.subModel }
       }
-      adapter =
-        kind === "generic"
-          ? {
-              kind: "generic",
-              preset: flags.genericPreset ?? "ollama",
-              baseUrl: flags.baseUrl,
-              model: flags.model,
-              subModel: flags.subModel
-            }
-          : { kind: "openai-compat", baseUrl: flags.baseUrl, model: flags.model, subModel: flags.subModel }
     }
     if (kind !== "generic" && flags.genericPreset !== undefined) {
       notes.push(`--generic-preset is ignored by the ${kind} adapter.`)

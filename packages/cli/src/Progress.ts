@@ -1,7 +1,8 @@
 /**
  * A `TraceRecorder` that keeps every event in memory (for `--trace`) and
  * prints one short progress line per step to stderr: the step number, how
- * many code blocks ran and failed, the sub-calls made, and how long it took.
+ * many code blocks ran and failed, the sub-calls made, and how long it took;
+ * and one line per failed model-call attempt the adapter retries.
  * The first line (the root run started) also says which wall the sandbox runs
  * behind (`isolation: namespace` or `isolation: process`).
  *
@@ -147,6 +148,16 @@ export const format = (state: State, event: TraceEvent.TraceEvent): readonly [st
           finals: without(state.finals, event.runId),
           steps: new Map(state.steps).set(event.runId, event.step)
         }
+      ]
+    }
+    case "ModelCallRetried": {
+      const call = event.role === "root" ? "root model call" : "sub-call"
+      const status = event.status !== undefined ? ` ${event.status}` : ""
+      return [
+        `${prefix(event.runId)}step ${event.step}: ${call} to ${event.model} failed (${event.reason}${status}, attempt ${event.attempt}${tokens(
+          event.usage
+        )}): ${short(event.message, 100)} — retrying in ${seconds(event.delayMs)}`,
+        state
       ]
     }
     case "FinalAnswer": {

@@ -3,6 +3,7 @@ import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
 import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
+import * as Trace from "@rlm-runtime/trace/Trace"
 import { ConfigProvider, Effect } from "effect"
 import { runCli, SEED_CONTEXT, tempFiles } from "./utils.js"
 
@@ -239,11 +240,83 @@ describe("rlm run with a real adapter (in-process, loopback HTTP)", () => {
     })
   )
 
-  it.live("--adapter openai-compat without --model is a usage error before anything is sent", () =>
+  it.live("--adapter generic without --model is a usage error before anything is sent", () =>
     Effect.gen(function* () {
-      const r = yield* runCli(["run", "--context", files.path("ctx.txt"), "--query", "Q"])
+      const r = yield* runCli([
+        "run",
+        "--context",
+        files.path("ctx.txt"),
+        "--query",
+        "Q",
+        "--adapter",
+        "generic",
+        "--generic-preset",
+        "anthropic"
+      ])
       assert.strictEqual(r.code, 2)
-      assert.match(r.stderr, /^rlm: --adapter openai-compat needs --model NAME/m)
+      assert.match(r.stderr, /^rlm: --adapter generic needs --model NAME/m)
     })
+  )
+
+  it.live(
+    "--adapter openai-compat without --model (llama-server): no model is sent, a 429 is retried in sight, the trace keeps the server's model and finish reason",
+    () =>
+      Effect.gen(function* () {
+        const gguf = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+        const reply = (content: string) => ({
+          status: 200,
+          body: {
+            model: gguf,
+            choices: [{ message: { role: "assistant", content }, finish_reason: "stop" }],
+            usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 }
+          }
+        })
+        const s = yield* server((seen) =>
+          seen.length === 1
+            ? { status: 429, body: { error: { message: "slots busy", type: "unavailable_error" } } }
+            : seen.length === 2
+              ? reply("```repl\nconst head = peek(10)\n```")
+              : reply("**FINAL(done)**")
+        )
+        const tracePath = files.path("llama.trace.json")
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Q",
+          "--sandbox",
+          "js",
+          "--base-url",
+          `${s.url}/v1`,
+          "--trace",
+          tracePath
+        ]).pipe(env({}))
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.strictEqual(r.stdout, "done\n")
+        assert.strictEqual(s.seen.length, 3)
+        for (const x of s.seen) {
+          assert.strictEqual(x.path, "/v1/chat/completions")
+          assert.isFalse("model" in x.body, "no model field is sent")
+        }
+        assert.match(
+          r.stderr,
+          /^rlm: step 1: root model call to server-default failed \(RateLimited 429, attempt 1\): .*rate limiting.* — retrying in \d+ ms$/m
+        )
+        const trace = yield* Trace.decodeJson(readFileSync(tracePath, "utf8"))
+        const steps = trace.events.filter((e) => e._tag === "StepCompleted")
+        assert.deepStrictEqual(
+          steps.map((e) => [e.model, e.finishReason]),
+          [
+            [gguf, "stop"],
+            [gguf, "stop"]
+          ]
+        )
+        const retried = trace.events.filter((e) => e._tag === "ModelCallRetried")
+        assert.deepStrictEqual(
+          retried.map((e) => [e.runId, e.step, e.role, e.attempt, e.reason, e.status]),
+          [["run", 1, "root", 1, "RateLimited", 429]]
+        )
+      }).pipe(Effect.scoped)
   )
 })

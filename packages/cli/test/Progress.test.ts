@@ -97,6 +97,30 @@ describe("Progress", () => {
     )
   })
 
+  it("a retried model-call attempt gets its own line, and does not change the step's counts", () => {
+    const retried = (runId: string, role: "root" | "sub", usage: TraceEvent.TokenUsage, status?: number) =>
+      new TraceEvent.ModelCallRetried({
+        runId,
+        step: 1,
+        role,
+        model: "m",
+        attempt: 1,
+        reason: role === "root" ? "RateLimited" : "Timeout",
+        message: "slow down",
+        ...(status !== undefined ? { status } : {}),
+        delayMs: 1500,
+        usage
+      })
+    assert.deepStrictEqual(
+      lines([retried("run", "root", {}, 429), retried("run/1.0", "sub", { totalTokens: 12 }), step("run", 1, 1)]),
+      [
+        "rlm: step 1: root model call to m failed (RateLimited 429, attempt 1): slow down — retrying in 1.5 s",
+        "rlm:   [run/1.0] step 1: sub-call to m failed (Timeout, attempt 1, 12 tokens): slow down — retrying in 1.5 s",
+        "rlm: step 1: 1 block, 0 sub-calls, 1.5 s"
+      ]
+    )
+  })
+
   it("a final answer recorded after its step gets its own line", () => {
     assert.deepStrictEqual(lines([step("run", 1, 1), final("run", 1)]), [
       "rlm: step 1: 1 block, 0 sub-calls, 1.5 s",

@@ -9,14 +9,20 @@
  * (`Effect.acquireUseRelease`).
  *
  * The commit and the caller's `onCommit` run in the same uninterruptible
- * release: a call whose usage is counted is always recorded.
+ * release: a call whose usage is counted is always recorded. Each failed
+ * attempt the adapter retries is told to `onRetry` as it happens (the
+ * adapter reports it through `AttemptObserver`), and the tokens it reported
+ * are committed with the call's: on success with the last attempt's usage, on
+ * failure alone (instead of releasing the reservation).
  *
  * @since 0.2.0
  */
+import * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Ref from "effect/Ref"
 import type * as Budget from "./Budget.js"
 import type * as Policy from "./Policy.js"
 import type { BudgetExceeded } from "./RlmError.js"
@@ -61,6 +67,25 @@ export interface Request {
   readonly onCommit?: ((response: LlmAdapter.ChatResponse, cost: number | undefined) => Effect.Effect<void>) | undefined
   /** Runs when the call failed or was interrupted, after its reservation was released. */
   readonly onFailure?: (() => Effect.Effect<void>) | undefined
+  /**
+   * Runs for each failed attempt the adapter retries (told through
+   * `AttemptObserver`), before it waits for the next one.
+   */
+  readonly onRetry?: ((attempt: AttemptObserver.AttemptFailed) => Effect.Effect<void>) | undefined
+}
+
+/** Two usages added field by field; a field stays unknown unless one side reports it. */
+const addUsage = (a: LlmAdapter.Usage | undefined, b: LlmAdapter.Usage): LlmAdapter.Usage => {
+  if (a === undefined) return b
+  const sum = (x: number | undefined, y: number | undefined) => (x === undefined ? y : y === undefined ? x : x + y)
+  const fields = {
+    inputTokens: sum(a.inputTokens, b.inputTokens),
+    outputTokens: sum(a.outputTokens, b.outputTokens),
+    totalTokens: sum(a.totalTokens, b.totalTokens),
+    cachedInputTokens: sum(a.cachedInputTokens, b.cachedInputTokens),
+    reasoningTokens: sum(a.reasoningTokens, b.reasoningTokens)
+  }
+  return new LlmAdapter.Usage(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)), true)
 }
 
 const timeoutError = (ms: number) =>
@@ -89,6 +114,15 @@ export const call: (
       request.admission === "grant"
         ? budget.grant({ kind, model })
         : budget.reserve({ kind, model, inputEstimate: LlmAdapter.estimateRequestTokens(request.messages) })
+    // The usage the failed attempts the adapter retried reported: committed with the call's own.
+    const retried = yield* Ref.make<LlmAdapter.Usage | undefined>(undefined)
+    const observer: AttemptObserver.Observer = (attempt) =>
+      Effect.zipRight(
+        attempt.usage === undefined
+          ? Effect.void
+          : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage)),
+        request.onRetry === undefined ? Effect.void : request.onRetry(attempt)
+      )
     const send = (reservation: Budget.Reservation) => {
       const chat = adapter.chat(
         new LlmAdapter.ChatRequest(
@@ -103,10 +137,11 @@ export const call: (
           true
         )
       )
+      const observed = AttemptObserver.observe(observer)(chat)
       const timed =
         policy.callTimeoutMs === undefined
-          ? chat
-          : Effect.timeoutFail(chat, {
+          ? observed
+          : Effect.timeoutFail(observed, {
               duration: Duration.millis(policy.callTimeoutMs),
               onTimeout: () => timeoutError(policy.callTimeoutMs as number)
             })
@@ -116,14 +151,17 @@ export const call: (
       reservation: Budget.Reservation,
       exit: Exit.Exit<LlmAdapter.ChatResponse, LlmAdapter.LlmError>
     ): Effect.Effect<void> =>
-      Exit.isSuccess(exit)
-        ? Effect.flatMap(budget.commit(reservation, exit.value.usage), (cost) =>
-            request.onCommit === undefined ? Effect.void : request.onCommit(exit.value, cost)
-          )
-        : Effect.zipRight(
-            budget.release(reservation),
-            request.onFailure === undefined ? Effect.void : request.onFailure()
-          )
+      Effect.flatMap(Ref.get(retried), (before) =>
+        Exit.isSuccess(exit)
+          ? Effect.flatMap(budget.commit(reservation, addUsage(before, exit.value.usage)), (cost) =>
+              request.onCommit === undefined ? Effect.void : request.onCommit(exit.value, cost)
+            )
+          : Effect.zipRight(
+              // Tokens spent by attempts that failed are spent all the same.
+              before === undefined ? budget.release(reservation) : Effect.asVoid(budget.commit(reservation, before)),
+              request.onFailure === undefined ? Effect.void : request.onFailure()
+            )
+      )
     return yield* budget.permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
   }
 )

@@ -14,6 +14,7 @@
  * @since 0.1.0
  */
 
+import type * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import { sha256 } from "@rlm-runtime/trace/Hash"
@@ -135,6 +136,10 @@ const usageOf = (u: LlmAdapter.Usage): TraceEvent.TokenUsage => ({
   ...(u.totalTokens !== undefined ? { totalTokens: u.totalTokens } : {})
 })
 
+/** The reply's finish reason, for its `StepCompleted` or `SubCall`, when the adapter gave one. */
+const finishOf = (response: LlmAdapter.ChatResponse): { readonly finishReason?: LlmAdapter.FinishReason } =>
+  response.finishReason !== undefined ? { finishReason: response.finishReason } : {}
+
 /**
  * What a run and its descendants used: tokens, and the cost of the calls to
  * priced models (`RunFinished.costUsd`, given only when every call was priced).
@@ -215,7 +220,37 @@ const modelCall = (
       Effect.flatMap(Ref.get(ctx.step), (step) =>
         emit(ctx.tree, new RunEvent.ModelCallStarted({ runId: ctx.runId, step, role, model }, true))
       ),
-    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response))
+    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response)),
+    onRetry: (attempt) => retriedAttempt(ctx, role, attempt)
+  })
+
+/**
+ * A failed attempt the adapter retries: a `ModelCallRetried` event, and the
+ * tokens it reported added to its run and every ancestor (not as a call).
+ */
+const retriedAttempt = (ctx: RunCtx, role: LlmAdapter.CallRole, attempt: AttemptObserver.AttemptFailed) =>
+  Effect.gen(function* () {
+    const usage = attempt.usage === undefined ? {} : usageOf(attempt.usage)
+    yield* Effect.forEach(
+      ctx.usage,
+      (ref) => Ref.update(ref, (u) => ({ ...u, tokens: TraceEvent.addUsage(u.tokens, usage) })),
+      { discard: true }
+    )
+    yield* emit(
+      ctx.tree,
+      new TraceEvent.ModelCallRetried({
+        runId: ctx.runId,
+        step: yield* Ref.get(ctx.step),
+        role,
+        model: ctx.tree.adapter.model(role),
+        attempt: attempt.attempt,
+        reason: attempt.reason,
+        message: attempt.message,
+        ...(attempt.status !== undefined ? { status: attempt.status } : {}),
+        delayMs: attempt.delayMs,
+        usage
+      })
+    )
   })
 
 const hostError = (message: string, cause?: unknown) =>
@@ -269,7 +304,8 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
               reply: response.text,
               replySha256: sha256(response.text),
               replyChars: response.text.length,
-              usage: usageOf(response.usage)
+              usage: usageOf(response.usage),
+              ...finishOf(response)
             })
           )
         )
@@ -441,7 +477,8 @@ const stoppedStep = (runId: string, p: Pending, now: number) =>
     usage: usageOf(p.response.usage),
     model: p.response.model,
     modelMs: p.modelMs,
-    durationMs: now - p.stepStart
+    durationMs: now - p.stepStart,
+    ...finishOf(p.response)
   })
 
 /** Record the pending step, if any, as stopped half-way. */
@@ -469,7 +506,8 @@ const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeB
           usage: usageOf(p.response.usage),
           model: p.response.model,
           modelMs: p.modelMs,
-          durationMs: stepEnd - p.stepStart
+          durationMs: stepEnd - p.stepStart,
+          ...finishOf(p.response)
         })
       )
     )
@@ -653,7 +691,7 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
       Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
     )
     const turn = run.tools === undefined ? undefined : ToolProtocol.parse(pending.response)
-    const parsed = turn?.parsed ?? Protocol.parse(pending.response.text)
+    const parsed = turn?.parsed ?? Protocol.parse(pending.response.text, { language: run.config.language })
     const outcomes = yield* runBlocks(run, number, parsed.code)
     const name = Step.varToRead(run.config, state, parsed, outcomes)
     const read = name === undefined ? undefined : yield* readVar(run, name)
@@ -677,14 +715,15 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
     )
   })
 
-/** Ask for the answer once (no code is run) and take the reply as the answer, or fail. */
+/** Ask for the answer once (no code is run); `Step.decideForced` takes the reply as the answer, or fails. */
 const forcedStep = (
   run: Run,
   state: Step.RunState,
   number: number,
   note: string,
   admission: "reserve" | "grant",
-  onModelError: (e: LlmAdapter.LlmError) => RlmError
+  onModelError: (e: LlmAdapter.LlmError) => RlmError,
+  exceeded?: Step.Exceeded
 ): Effect.Effect<Step.Decided, RlmError> =>
   Effect.gen(function* () {
     yield* Ref.set(run.ctx.step, number)
@@ -692,9 +731,11 @@ const forcedStep = (
       Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
     )
     const parsed =
-      run.tools === undefined ? Protocol.parse(pending.response.text) : ToolProtocol.parse(pending.response).parsed
+      run.tools === undefined
+        ? Protocol.parse(pending.response.text, { language: run.config.language })
+        : ToolProtocol.parse(pending.response).parsed
     const name = Step.forcedVarToRead(parsed)
-    // Nothing more is asked of the REPL: a variable that cannot be read leaves the reply's text.
+    // Nothing more is asked of the REPL: a variable that cannot be read is no answer.
     const read =
       name === undefined
         ? undefined
@@ -705,12 +746,14 @@ const forcedStep = (
                 onSome: (value): Step.VarRead => ({ _tag: "Value", name, value })
               })
             ),
-            Effect.catchTag("SandboxError", () => Effect.succeed<Step.VarRead>({ _tag: "Missing", name }))
+            Effect.catchTag("SandboxError", (e) =>
+              Effect.succeed<Step.VarRead>({ _tag: "Unreadable", name, message: e.message })
+            )
           )
     const decided = Step.decideForced(
       run.config,
       state,
-      { reply: pending.response.text, parsed, read, step: number },
+      { reply: pending.response.text, parsed, read, step: number, exceeded },
       note
     )
     return yield* settle(run, pending, [], decided)
@@ -776,7 +819,8 @@ const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError>
       number,
       `${e.message} One last answer was requested (onBudgetExceeded=answer-now).`,
       "grant",
-      () => e
+      () => e,
+      { limit: e.limit, value: e.value, used: e.used, message: e.message }
     )
     return yield* answerOf(decided)
   })
@@ -879,7 +923,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
 
       return yield* loop(run, initial).pipe(
         Effect.catchTag("BudgetExceeded", (e) =>
-          spec.depth === 0 && policy.onBudgetExceeded === "answer-now"
+          // Out of steps, the answer was asked for already (`Step.decideForced`): it is not asked twice.
+          spec.depth === 0 && policy.onBudgetExceeded === "answer-now" && e.limit !== "maxSteps"
             ? Effect.zipRight(flush, answerNow(run, e))
             : Effect.flatMap(partial, (p) =>
                 Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => p) }))

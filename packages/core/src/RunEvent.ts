@@ -2,7 +2,8 @@
  * The events of a run tree as they happen: what `Rlm.stream` emits.
  *
  * A `RunEvent` is either a trace event (`RunStarted`, `StepCompleted`,
- * `SubCall`, `FinalAnswer`, `RunFinished` — what a trace keeps) or a live
+ * `SubCall`, `ModelCallRetried`, `FinalAnswer`, `RunFinished` — what a trace
+ * keeps) or a live
  * event a progress view needs and a trace does not keep (a model call or a
  * block starting, a block finishing), or the last event of a run that
  * answered, `Answered`, carrying its result.
@@ -11,7 +12,7 @@
  *
  * Per run (the root and each child, told apart by `runId`):
  * - `RunStarted` comes first and `RunFinished` last;
- * - steps come in order: step *n*'s events (`ModelCallStarted` of its root
+ * - steps come in order: step *n*'s events (`ModelCallStarted` and `ModelCallRetried` of its root
  *   call, then `BlockStarted`/`BlockFinished` of each block in order, the
  *   `SubCall`s its blocks made, the child runs they started) come after
  *   `StepCompleted` of step *n − 1* and before `StepCompleted` of step *n*;
@@ -124,6 +125,7 @@ const traceTags: ReadonlySet<string> = new Set<TraceEvent.Tag>([
   "RunStarted",
   "StepCompleted",
   "SubCall",
+  "ModelCallRetried",
   "FinalAnswer",
   "RunFinished"
 ])

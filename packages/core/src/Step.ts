@@ -467,6 +467,8 @@ export const decide = (config: Config, state: RunState, input: Input, runId = "r
     if (accepted.partial !== undefined) partial = accepted.partial
   }
   if (parsed.protocol === "empty" && !hasFinal) feedback.push(Prompts.nothingToDo(config.protocol))
+  // A malformed marker was told already (a warning): the model meant to answer, not to write code.
+  if (parsed.protocol === "prose" && !hasFinal && parsed.warnings.length === 0) feedback.push(proseHint)
 
   const failedStep = total === 0 ? !hasFinal : errors === total
   const consecutiveErrors = failedStep ? state.consecutiveErrors + 1 : 0
@@ -503,9 +505,18 @@ export const decide = (config: Config, state: RunState, input: Input, runId = "r
 }
 
 /**
+ * What the model is told when a reply with no fence does not read as code:
+ * nothing was run.
+ *
+ * @since 0.2.0
+ * @category Formatting
+ */
+export const proseHint =
+  "Your reply has no ```repl block and does not read as code, so nothing was run. Put the code to run in a ```repl block, or answer with FINAL(your answer) / FINAL_VAR(name)."
+
+/**
  * The variable to read for the reply to an "answer now" request: the one its
- * `FINAL_VAR(name)` names. A variable that cannot be read leaves the reply's
- * text as the answer.
+ * `FINAL_VAR(name)` names.
  *
  * @since 0.2.0
  * @category Steps
@@ -514,53 +525,133 @@ export const forcedVarToRead = (parsed: Protocol.ParsedReply): string | undefine
   parsed.final?._tag === "FinalVar" ? parsed.final.name : undefined
 
 /**
+ * The limit that ran out before an "answer now" request.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export interface Exceeded {
+  readonly limit: string
+  readonly value: number
+  readonly used: number
+  readonly message: string
+}
+
+/**
+ * The facts of a forced step: the reply to the "answer now" request, how it
+ * parsed, and the variable read for its `FINAL_VAR` (see
+ * {@link forcedVarToRead}).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export interface ForcedInput {
+  readonly reply: string
+  readonly parsed: Protocol.ParsedReply
+  readonly read?: VarRead | undefined
+  /** The step's number; default: the one after `state.step`. */
+  readonly step?: number | undefined
+  /**
+   * The limit that ran out (`onBudgetExceeded: "answer-now"`); default:
+   * `maxSteps`, used up.
+   */
+  readonly exceeded?: Exceeded | undefined
+}
+
+/** The answer a forced reply offers, or why it offers none. */
+const forcedCandidate = (
+  input: ForcedInput
+): { readonly text: string } | { readonly rejected: string; readonly partial?: string | undefined } => {
+  const { parsed } = input
+  const final = parsed.final
+  if (final?._tag === "FinalText") return { text: final.text }
+  if (final?._tag === "FinalVar") {
+    const read = input.read ?? { _tag: "Missing" as const, name: final.name }
+    if (read._tag === "Value") return { text: read.value }
+    return read._tag === "Missing"
+      ? { rejected: `FINAL_VAR(${final.name}) names a variable that does not exist in the REPL.` }
+      : { rejected: `FINAL_VAR(${final.name}) could not be read: ${read.message}` }
+  }
+  if (parsed.warnings.length > 0 && parsed.protocol === "prose") {
+    return { rejected: `its final answer is malformed: ${parsed.warnings.join(" ")}` }
+  }
+  switch (parsed.protocol) {
+    case "empty":
+      return { rejected: "the reply was empty." }
+    case "prose":
+      // Asked to answer in words, the model did: plain prose is the answer.
+      return { text: input.reply.trim() }
+    default:
+      return {
+        rejected:
+          parsed.code.length > 0
+            ? "the reply was code with no FINAL(...) or FINAL_VAR(name); no code is run after the answer is asked for."
+            : "the reply had no FINAL(...) or FINAL_VAR(name) answer.",
+        partial: parsed.prose
+      }
+  }
+}
+
+/**
  * Decide the reply to an "answer now" request (after `maxSteps`, or the one
- * granted by `onBudgetExceeded: "answer-now"`): it is the answer, or the run
- * fails with `BudgetExceeded` "maxSteps" and the reply as its partial answer
- * (when within the answer cap). `note` is recorded as the step's feedback.
+ * granted by `onBudgetExceeded: "answer-now"`). No code is run; the reply is
+ * the answer (source `"forced"`) when it is a `FINAL(text)`, a `FINAL_VAR`
+ * naming a variable that exists, or plain prose (the model was asked to answer
+ * in words), and that answer passes the same checks as any other
+ * (`requireReplBeforeFinal`, `maxAnswerChars`, the `output` Schema).
+ * Otherwise — code, an empty reply, a `FINAL_VAR` naming no variable, a
+ * malformed marker, an answer the checks reject — the run fails with
+ * `BudgetExceeded` (the limit that ran out, `maxSteps` by default) carrying
+ * the best partial answer: the rejected answer, else the last answer the run
+ * rejected, else the reply's prose (never one over `maxAnswerChars`). `note` is
+ * recorded as the step's feedback, with the reason when the reply is rejected.
+ * See the table in `docs/protocol.md`.
  *
  * @since 0.2.0
  * @category Steps
  */
-export const decideForced = (
-  config: Config,
-  state: RunState,
-  input: {
-    readonly reply: string
-    readonly parsed: Protocol.ParsedReply
-    readonly read?: VarRead | undefined
-    /** The step's number; default: the one after `state.step`. */
-    readonly step?: number | undefined
-  },
-  note: string
-): Decided => {
+export const decideForced = (config: Config, state: RunState, input: ForcedInput, note: string): Decided => {
   const step = input.step ?? state.step + 1
-  let text = input.reply.trim()
-  if (input.parsed.final?._tag === "FinalText") text = input.parsed.final.text
-  else if (input.parsed.final?._tag === "FinalVar" && input.read?._tag === "Value") text = input.read.value
   const nextState = new RunState({ ...state, step }, true)
-  const accepted = accept(config, text)
-  const rec: Record = { feedback: note }
-  if ("value" in accepted) {
+  const exceeded = input.exceeded ?? {
+    limit: "maxSteps",
+    value: config.maxSteps,
+    used: step,
+    message: `Budget exceeded: no steps left (maxSteps=${config.maxSteps}).`
+  }
+  const fail = (reason: string, partial: string | undefined): Decided => {
+    const best = [partial, state.partialAnswer].find((p) => p !== undefined && p.length <= config.maxAnswerChars)
     return {
       state: nextState,
-      decision: { _tag: "Answered", answer: text, value: accepted.value, source: "forced" },
-      record: rec
+      decision: {
+        _tag: "Fail",
+        failure: {
+          _tag: "BudgetExceeded",
+          limit: exceeded.limit,
+          value: exceeded.value,
+          used: exceeded.used,
+          message: `${exceeded.message} The answer asked for then was not accepted: ${reason}`,
+          partialAnswer: best
+        }
+      },
+      record: { feedback: `${note}\n${reason}` }
     }
+  }
+  const candidate = forcedCandidate(input)
+  if ("rejected" in candidate) return fail(candidate.rejected, candidate.partial)
+  if (config.requireReplBeforeFinal && !state.sawOutput) {
+    return fail(
+      "the run never saw the output of its code, and requireReplBeforeFinal asks for that before any answer.",
+      candidate.text
+    )
+  }
+  const accepted = accept(config, candidate.text)
+  if ("rejected" in accepted) {
+    return fail(accepted.rejected, accepted.partial)
   }
   return {
     state: nextState,
-    decision: {
-      _tag: "Fail",
-      failure: {
-        _tag: "BudgetExceeded",
-        limit: "maxSteps",
-        value: config.maxSteps,
-        used: step,
-        message: `Budget exceeded: the last answer after maxSteps=${config.maxSteps} was not accepted. ${accepted.rejected}`,
-        partialAnswer: text.length > config.maxAnswerChars ? undefined : text
-      }
-    },
-    record: rec
+    decision: { _tag: "Answered", answer: candidate.text, value: accepted.value, source: "forced" },
+    record: { feedback: note }
   }
 }

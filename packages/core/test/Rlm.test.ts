@@ -131,6 +131,40 @@ describe("Rlm.run (JavaScript sandbox, Fake model)", () => {
     })
   )
 
+  it.live("a model that never follows the protocol does not succeed: code as the last answer fails the run", () =>
+    Effect.gen(function* () {
+      for (const last of [repl("var c = 3"), "", "FINAL_VAR(nothing_here)"]) {
+        const exit = yield* Rlm.run("q", "ctx", { policy: { maxSteps: 2 } }).pipe(
+          Effect.provide(fake({ script: [repl("var a = 1"), repl("var b = 2"), last] })),
+          Effect.exit
+        )
+        assert.isTrue(Exit.isFailure(exit), JSON.stringify(last))
+        if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
+          const error = exit.cause.error
+          assert.strictEqual(error._tag, "BudgetExceeded")
+          if (error._tag === "BudgetExceeded") {
+            assert.strictEqual(error.limit, "maxSteps")
+            assert.isTrue(Option.isNone(error.partialAnswer))
+            const finished = error.trace?.events.at(-1)
+            assert.strictEqual(finished?._tag === "RunFinished" && finished.status, "budget_exceeded")
+          }
+        } else assert.fail("expected a failure")
+      }
+    })
+  )
+
+  it.live("prose with no fence is not run: the model is told to write a ```repl block", () =>
+    Effect.gen(function* () {
+      const result = yield* Rlm.run("q", "ctx").pipe(
+        Effect.provide(fake({ script: ["Let me look at the context first.", "**FINAL(42)** (checked)"] }))
+      )
+      assert.strictEqual(result.answer, "42")
+      const step1 = result.trace.events.find((e) => e._tag === "StepCompleted")
+      assert.deepStrictEqual(step1?._tag === "StepCompleted" ? step1.blocks : undefined, [])
+      assert.include(step1?._tag === "StepCompleted" ? (step1.feedback ?? "") : "", "```repl block")
+    })
+  )
+
   it.live("requireReplBeforeFinal rejects an answer given before any REPL output", () =>
     Effect.gen(function* () {
       const layer = fake({ script: ["FINAL(guess)", repl("var seen = peek(3)"), "FINAL_VAR(seen)"] })
@@ -233,6 +267,26 @@ describe("Rlm.run (JavaScript sandbox, Fake model)", () => {
       )
       assert.strictEqual(result.answer, "best effort")
       assert.strictEqual(result.source, "forced")
+    })
+  )
+
+  it.live("with answer-now, an answer already asked for after maxSteps is not asked for twice", () =>
+    Effect.gen(function* () {
+      const layer = Layer.merge(
+        FakeAdapter.layerInstrumented({ script: [repl("var a = 1"), repl("var b = 2"), "FINAL(too late)"] }),
+        Js
+      )
+      const [exit, stats] = yield* Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Rlm.run("q", "ctx", { policy: { maxSteps: 1, onBudgetExceeded: "answer-now" } })
+        )
+        return [exit, yield* (yield* FakeAdapter.FakeInstrumentation).stats] as const
+      }).pipe(Effect.provide(layer))
+      assert.strictEqual(stats.calls.root, 2, "step 1, then the one answer-now request")
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit) && exit.cause._tag === "Fail") {
+        assert.strictEqual(exit.cause.error._tag === "BudgetExceeded" && exit.cause.error.limit, "maxSteps")
+      } else assert.fail("expected BudgetExceeded")
     })
   )
 

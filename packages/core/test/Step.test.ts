@@ -229,7 +229,7 @@ describe("Step.decide (pure: no sandbox, no model)", () => {
       assert.strictEqual(state.messages.at(-1)?.content, Prompts.answerNow("q"))
       const forced = Step.decideForced(cfg, state, { reply, parsed: Protocol.parse(reply) }, "note")
       assert.strictEqual(forced.state.step, maxSteps + 1)
-      assert.strictEqual(forced.record.feedback, "note")
+      assert.strictEqual(forced.record.feedback?.split("\n")[0], "note")
       const text = reply.startsWith("FINAL(") ? reply.slice(6, -1) : reply
       if (text.length <= cap) {
         assert.deepStrictEqual(forced.decision, { _tag: "Answered", answer: text, value: text, source: "forced" })
@@ -273,4 +273,55 @@ describe("Step.decide (pure: no sandbox, no model)", () => {
     )
     assert.deepStrictEqual(back, state)
   })
+})
+
+describe("Step.decideForced (pure)", () => {
+  const cfg = config({ maxSteps: 3, maxAnswerChars: 12 })
+  const asked = (partialAnswer?: string) =>
+    new Step.RunState(
+      { ...start, step: 3, sawOutput: true, ...(partialAnswer !== undefined ? { partialAnswer } : {}) },
+      true
+    )
+  const code = fc.stringMatching(/^[a-z]{1,6} = [0-9]{1,4}$/)
+  const noAnswer = fc.oneof(
+    code.map((c) => fence(c)),
+    code,
+    fc.constantFrom("", "  \n ", "FINAL(open (paren", "FINAL_VAR(x + 1)"),
+    word.map((w) => `FINAL_VAR(${/^[0-9]/.test(w) ? `v${w}` : w})`)
+  )
+
+  it.prop(
+    "a reply that offers no answer (code, empty, a variable that does not exist, a malformed marker) never answers",
+    [noAnswer, fc.option(fc.string({ maxLength: 20 }), { nil: undefined })],
+    ([reply, partial]) => {
+      const parsed = Protocol.parse(reply)
+      const name = Step.forcedVarToRead(parsed)
+      const read = name === undefined ? undefined : { _tag: "Missing" as const, name }
+      const d = Step.decideForced(cfg, asked(partial), { reply, parsed, read }, "note")
+      assert.strictEqual(d.decision._tag, "Fail")
+      if (d.decision._tag === "Fail" && d.decision.failure._tag === "BudgetExceeded") {
+        assert.strictEqual(d.decision.failure.limit, "maxSteps")
+        const kept = d.decision.failure.partialAnswer
+        assert.strictEqual(kept, partial !== undefined && partial.length <= 12 ? partial : undefined)
+      } else assert.fail("expected BudgetExceeded")
+    }
+  )
+
+  it.prop(
+    "a FINAL(text) or plain prose within the cap is the answer, source forced; over it, the run fails",
+    [
+      fc.oneof(
+        word.map((w) => `FINAL(${w})`),
+        word.map((w) => `It is ${w}.`)
+      )
+    ],
+    ([reply]) => {
+      const parsed = Protocol.parse(reply)
+      const text = parsed.final?._tag === "FinalText" ? parsed.final.text : reply
+      const d = Step.decideForced(cfg, asked(), { reply, parsed }, "note")
+      if (text.length <= 12) {
+        assert.deepStrictEqual(d.decision, { _tag: "Answered", answer: text, value: text, source: "forced" })
+      } else assert.strictEqual(d.decision._tag, "Fail")
+    }
+  )
 })

@@ -13,8 +13,10 @@ import * as TraceEvent from "./TraceEvent.js"
 /**
  * The trace format version this module writes.
  *
- * - 3: `StepCompleted.toolCalls` (the tools protocol). Format-2 documents
- *   decode unchanged (they have no tool calls) and are written back as 3.
+ * - 3: `StepCompleted.toolCalls` (the tools protocol), `StepCompleted.finishReason`,
+ *   `SubCall.finishReason`, the `ModelCallRetried` event (a failed attempt the
+ *   adapter retried). A format-2 document decodes as it is (the new fields are
+ *   optional) and is written back as format 3.
  * - 2: `RunStarted.isolation`, `StepCompleted.interpreterLost`.
  * - 1: the first format. Still read: a format-1 document decodes as a
  *   current trace (its runs' `isolation` read as `"process"`, the only wall
@@ -235,7 +237,7 @@ const decodeDocument = (json: unknown): Effect.Effect<Trace, TraceDecodeError> =
     return Effect.fail(
       new TraceDecodeError({
         reason: "UnsupportedVersion",
-        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.join(", ")}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
+        message: `The trace has format version ${JSON.stringify(json.version)}, but this @rlm-runtime/trace reads versions ${readableVersions.slice(0, -1).join(", ")} and ${readableVersions.at(-1)}. Use the @rlm-runtime/trace release that wrote it, or re-export the trace.`
       })
     )
   }
@@ -402,8 +404,8 @@ export const finalAnswer = (
 }
 
 /**
- * Token usage summed over every model call: the root calls (`StepCompleted`)
- * and the sub-calls (`SubCall`) of a run and of all its descendant runs — or
+ * Token usage summed over every model call: the root calls (`StepCompleted`),
+ * the sub-calls (`SubCall`) and the failed attempts retried (`ModelCallRetried`) of a run and of all its descendant runs — or
  * of every run in the trace when `runId` is omitted.
  *
  * A `rlm_query` sub-call is counted through its child run's own events; its
@@ -429,6 +431,8 @@ export const totalUsage = (
     } else if (event._tag === "SubCall") {
       const countedByChild = event.kind === "rlm_query" && event.childRunId !== undefined && known.has(event.childRunId)
       if (!countedByChild) total = TraceEvent.addUsage(total, event.usage)
+    } else if (event._tag === "ModelCallRetried") {
+      total = TraceEvent.addUsage(total, event.usage)
     }
   }
   return total

@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 
@@ -193,9 +194,12 @@ export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepComp
   /** The tool calls of the reply, in order (the tools protocol; format 3). Absent: none. */
   toolCalls: Schema.optional(Schema.Array(ToolCall)),
   usage: TokenUsage,
+  /** The model that answered: the name the server reported, else the one configured. */
   model: Schema.String,
   modelMs: Schema.JsonNumber,
-  durationMs: Schema.JsonNumber
+  durationMs: Schema.JsonNumber,
+  /** Why the root model stopped, when the adapter could tell (format 3). */
+  finishReason: Schema.optional(LlmAdapter.FinishReason)
 }) {}
 
 /**
@@ -219,7 +223,34 @@ export class SubCall extends Schema.TaggedClass<SubCall>()("SubCall", {
   usage: TokenUsage,
   durationMs: Schema.JsonNumber,
   /** For `rlm_query`: the child run's id. */
-  childRunId: Schema.optional(Schema.String)
+  childRunId: Schema.optional(Schema.String),
+  /** For `llm_query`: why the sub-model stopped, when the adapter could tell (format 3). */
+  finishReason: Schema.optional(LlmAdapter.FinishReason)
+}) {}
+
+/**
+ * One failed attempt of a model call that the adapter retried (a 429, a 5xx,
+ * a timeout, a dropped connection): the root call of step `step`, or a
+ * sub-call made by a block of step `step`. `attempt` counts from 1; the next
+ * attempt is sent after `delayMs`. `usage` is what the failed attempt's
+ * response reported (usually nothing): it is counted in the budget and in
+ * {@link Trace.totalUsage}, apart from the usage of the call's
+ * `StepCompleted` or `SubCall`, which is the last attempt's. New in format 3.
+ *
+ * @since 0.2.0
+ * @category Events
+ */
+export class ModelCallRetried extends Schema.TaggedClass<ModelCallRetried>()("ModelCallRetried", {
+  runId: Schema.String,
+  step: Schema.JsonNumber,
+  role: Schema.Literal("root", "sub"),
+  model: Schema.String,
+  attempt: Schema.JsonNumber,
+  reason: Schema.String,
+  message: Schema.String,
+  status: Schema.optional(Schema.JsonNumber),
+  delayMs: Schema.JsonNumber,
+  usage: TokenUsage
 }) {}
 
 /**
@@ -252,7 +283,7 @@ export class RunFinished extends Schema.TaggedClass<RunFinished>()("RunFinished"
  * @since 0.1.0
  * @category Models
  */
-export const TraceEvent = Schema.Union(RunStarted, StepCompleted, SubCall, FinalAnswer, RunFinished)
+export const TraceEvent = Schema.Union(RunStarted, StepCompleted, SubCall, ModelCallRetried, FinalAnswer, RunFinished)
 
 /**
  * @since 0.1.0

@@ -237,10 +237,11 @@ const readAsVersion1 = (trace: Trace.Trace): Trace.Trace =>
   )
 
 describe("Trace format versions", () => {
-  it.effect("the current format writes isolation on RunStarted and keeps it", () =>
+  it.effect("format 3 writes isolation on RunStarted and keeps it", () =>
     Effect.gen(function* () {
       const json = JSON.parse(yield* Trace.encodeJson(sample))
       assert.strictEqual(Trace.currentVersion, 3)
+      assert.deepStrictEqual(Trace.readableVersions, [1, 2, 3])
       assert.deepStrictEqual(
         json.events
           .filter((e: { _tag: string }) => e._tag === "RunStarted")
@@ -335,6 +336,72 @@ describe("Trace format versions", () => {
     })
   )
 
+  it.effect(
+    "a format-2 document (no finish reasons, no retried attempts) decodes as it is and is written back as format 3",
+    () =>
+      Effect.gen(function* () {
+        const v3 = JSON.parse(Trace.toJson(sample))
+        assert.notInclude(JSON.stringify(v3), "finishReason")
+        const v2 = JSON.stringify({ version: 2, events: v3.events })
+        const back = yield* Trace.decodeJson(v2)
+        assert.strictEqual(back.version, 3)
+        assert.isTrue(sameTrace(back, sample))
+        assert.isTrue(sameTrace(yield* Trace.decodeText(v2), sample))
+        assert.strictEqual(JSON.parse(Trace.toJson(back)).version, 3)
+      })
+  )
+
+  it.effect("format 3 keeps the finish reason of steps and sub-calls, and the attempts a call retried", () =>
+    Effect.gen(function* () {
+      const events = [
+        new TraceEvent.ModelCallRetried({
+          runId: "root",
+          step: 1,
+          role: "root",
+          model: "m",
+          attempt: 1,
+          reason: "ServerError",
+          message: "503",
+          status: 503,
+          delayMs: 500,
+          usage: usage(7, 3)
+        }),
+        new TraceEvent.StepCompleted({
+          runId: "root",
+          step: 1,
+          reply: "FINAL(x)",
+          blocks: [],
+          usage: usage(10, 2),
+          model: "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+          modelMs: 1,
+          durationMs: 1,
+          finishReason: "length"
+        }),
+        new TraceEvent.SubCall({
+          runId: "root",
+          parentStep: 1,
+          kind: "llm_query",
+          model: "s",
+          prompt: "p",
+          promptSha256: "a",
+          promptChars: 1,
+          reply: "r",
+          usage: usage(1, 1),
+          durationMs: 1,
+          finishReason: "stop"
+        })
+      ]
+      const trace = Trace.make(events)
+      const back = yield* Trace.decodeJson(Trace.toJson(trace))
+      assert.isTrue(sameTrace(back, trace))
+      assert.strictEqual((back.events[1] as TraceEvent.StepCompleted).finishReason, "length")
+      assert.strictEqual((back.events[2] as TraceEvent.SubCall).finishReason, "stop")
+      assert.strictEqual(back.events[0]?._tag, "ModelCallRetried")
+      // A failed attempt's tokens are spent too: counted beside the call's own.
+      assert.deepStrictEqual(Trace.totalUsage(back), usage(18, 6))
+    })
+  )
+
   it.effect("a step that lost its interpreter round-trips", () =>
     Effect.gen(function* () {
       const step = new TraceEvent.StepCompleted({
@@ -373,7 +440,7 @@ describe("Trace decode errors", () => {
       const error = yield* decodeError(Trace.decodeJson(JSON.stringify({ version: 4, events: [] })))
       assert.strictEqual(error.reason, "UnsupportedVersion")
       assert.include(error.message, "version 4")
-      assert.include(error.message, "versions 1, 2, 3")
+      assert.include(error.message, "versions 1, 2 and 3")
     })
   )
 

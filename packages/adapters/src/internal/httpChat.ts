@@ -5,7 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
-import type { LlmError } from "../LlmAdapter.js"
+import type { LlmError, Usage } from "../LlmAdapter.js"
 import * as errors from "./httpErrors.js"
 import * as retry from "./httpRetry.js"
 
@@ -27,6 +27,8 @@ export interface PostOptions {
   readonly timeout: Duration.Duration
   readonly retry: retry.RetryPolicy
   readonly context: errors.ErrorContext
+  /** Read the usage out of a failed response's JSON body, when it reports any. */
+  readonly usageOf?: ((json: unknown) => Usage | undefined) | undefined
 }
 
 /** @internal */
@@ -59,6 +61,16 @@ const scrubber = (apiKey: Option.Option<Redacted.Redacted<string>>) => {
   if (Option.isNone(apiKey)) return (text: string) => text
   const key = Redacted.value(apiKey.value)
   return key.length < 6 ? (text: string) => text : (text: string) => text.split(key).join("<redacted>")
+}
+
+/** The usage a failed response's body reports, if it is JSON the dialect can read usage from. */
+const failedUsage = (options: PostOptions, text: string): Usage | undefined => {
+  if (options.usageOf === undefined) return undefined
+  try {
+    return options.usageOf(JSON.parse(text))
+  } catch {
+    return undefined
+  }
 }
 
 /**
@@ -97,7 +109,8 @@ const attempt = (
         return Effect.flatMap(retry.now, (now) =>
           Effect.fail<retry.AttemptFailure>({
             error: errors.fromStatus(status, scrub(text), ctx),
-            retryAfterMillis: status === 429 || status >= 500 ? retry.parseRetryAfter(headers, now) : undefined
+            retryAfterMillis: status === 429 || status >= 500 ? retry.parseRetryAfter(headers, now) : undefined,
+            usage: failedUsage(options, text)
           })
         )
       }

@@ -2,7 +2,8 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
-import { LlmError } from "../LlmAdapter.js"
+import * as AttemptObserver from "../AttemptObserver.js"
+import { LlmError, type Usage } from "../LlmAdapter.js"
 
 /** @internal */
 export interface RetryPolicy {
@@ -32,6 +33,8 @@ export const defaultRetryPolicy: RetryPolicy = {
 export interface AttemptFailure {
   readonly error: LlmError
   readonly retryAfterMillis?: number | undefined
+  /** The usage the failed response reported, if it carried any. */
+  readonly usage?: Usage | undefined
 }
 
 /**
@@ -80,7 +83,9 @@ const withAttempts = (error: LlmError, attempts: number, note?: string): LlmErro
 
 /**
  * Run `attempt` and retry retryable failures with exponential backoff and
- * jitter, waiting what `Retry-After` asks for when the server sends it.
+ * jitter, waiting what `Retry-After` asks for when the server sends it. Each
+ * failed attempt that is retried is told to the caller's
+ * `AttemptObserver` before the wait.
  *
  * @internal
  */
@@ -110,6 +115,18 @@ export const retrying = <A>(
         failure.retryAfterMillis !== undefined ? Effect.succeed(failure.retryAfterMillis) : backoff(policy, retry),
         (delay) =>
           Effect.logDebug(`model call failed (${error.reason}); retrying in ${delay} ms`).pipe(
+            Effect.zipRight(
+              AttemptObserver.report(
+                new AttemptObserver.AttemptFailed({
+                  attempt: retry + 1,
+                  reason: error.reason,
+                  message: error.message,
+                  ...(error.status !== undefined ? { status: error.status } : {}),
+                  delayMs: delay,
+                  ...(failure.usage !== undefined ? { usage: failure.usage } : {})
+                })
+              )
+            ),
             Effect.zipRight(Effect.sleep(Duration.millis(delay))),
             Effect.zipRight(loop(retry + 1))
           )

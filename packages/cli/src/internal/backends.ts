@@ -120,7 +120,8 @@ export type AdapterSettings =
   | {
       readonly kind: "openai-compat"
       readonly baseUrl: string | undefined
-      readonly model: string
+      /** Absent: no model is named in requests (a server serving one model, like llama-server). */
+      readonly model: string | undefined
       readonly subModel: string | undefined
     }
   | {
@@ -157,7 +158,7 @@ export const adapterLayer = (settings: AdapterSettings): Layer.Layer<LlmAdapter,
       )
     case "openai-compat": {
       const options = {
-        model: settings.model,
+        ...(settings.model !== undefined ? { model: settings.model } : {}),
         ...(settings.baseUrl !== undefined ? { baseUrl: settings.baseUrl } : {}),
         ...(settings.subModel !== undefined ? { sub: { model: settings.subModel } } : {})
       }
