@@ -60,11 +60,13 @@ export class BudgetExceeded extends Schema.TaggedError<BudgetExceeded>("@rlm-run
  * - `SandboxRestarts`: the run's interpreter was lost more than
  *   `Policy.maxSandboxRestarts` times (`cause`: the last `SandboxError`).
  * - `Timeout`.
+ * - `Tools`: a user tool's name clashes with a built-in or is not an
+ *   identifier (`Rlm.run`'s `tools`); nothing was run.
  *
  * @since 0.1.0
  * @category Errors
  */
-export const RunFailedReason = Schema.Literal("Model", "Sandbox", "SandboxRestarts", "Timeout")
+export const RunFailedReason = Schema.Literal("Model", "Sandbox", "SandboxRestarts", "Timeout", "Tools")
 
 /**
  * @since 0.1.0

@@ -252,6 +252,34 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
     }
     return list;
   };
+  // Arguments are serialized by hand: JSON.stringify of objects builds
+  // internal arrays (model code may have planted getters on Array.prototype)
+  // and consults a model-defined toJSON.
+  const MAX_ARGS_DEPTH = 64;
+  const toJson = (tool, v, depth) => {
+    switch (typeof v) {
+      case "string": return jsonStringify(v);
+      case "boolean": return v ? "true" : "false";
+      case "number":
+        if (v !== v || v === 1 / 0 || v === -1 / 0) throw new TypeErrorC(tool + ": the arguments must be JSON values, got " + StringC(v));
+        return jsonStringify(v);
+    }
+    if (v === null) return "null";
+    if (typeof v !== "object") throw new TypeErrorC(tool + ": the arguments must be JSON values, got " + typeName(v));
+    if (depth >= MAX_ARGS_DEPTH) throw new RangeErrorC(tool + ": the arguments are nested more than " + MAX_ARGS_DEPTH + " deep");
+    const parts = [];
+    if (isArray(v)) {
+      const n = v.length;
+      for (let i = 0; i < n; i++) push(parts, v[i] === undefined ? "null" : toJson(tool, v[i], depth + 1));
+      return "[" + apply(aJoin, parts, [","]) + "]";
+    }
+    const keys = keysOf(v);
+    for (let i = 0; i < keys.length; i++) {
+      const value = v[keys[i]];
+      if (value !== undefined) push(parts, jsonStringify(keys[i]) + ":" + toJson(tool, value, depth + 1));
+    }
+    return "{" + apply(aJoin, parts, [","]) + "}";
+  };
   const makeTool = (spec) => {
     const name = StringC(spec.name);
     const required = [];
@@ -266,7 +294,7 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
     for (let i = 0; i < optional.length; i++) push(ordered, optional[i]);
     const n = ordered.length;
     const stub = function () {
-      const args = create(null);
+      const parts = [];
       for (let i = 0; i < n; i++) {
         const p = ordered[i];
         const value = arguments[i];
@@ -274,15 +302,10 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
           if (!p.optional) throw new TypeErrorC(name + ": the argument '" + p.name + "' is missing");
           continue;
         }
-        args[p.name] = p.kind === "string" ? stringArg(name, p.name, value) : p.kind === "strings" ? stringsArg(name, p.name, value) : value;
+        const arg = p.kind === "string" ? stringArg(name, p.name, value) : p.kind === "strings" ? stringsArg(name, p.name, value) : value;
+        push(parts, jsonStringify(p.name) + ":" + toJson(name, arg, 1));
       }
-      let payload;
-      try {
-        payload = jsonStringify(args);
-      } catch (e) {
-        throw new TypeErrorC(name + ": the arguments must be JSON values (" + (e instanceof ErrorC ? StringC(e.message) : "not serializable") + ")");
-      }
-      return jsonParse(hostQuery(name, payload));
+      return jsonParse(hostQuery(name, "{" + apply(aJoin, parts, [","]) + "}"));
     };
     const names = [];
     for (let i = 0; i < n; i++) push(names, ordered[i].optional ? ordered[i].name + " = undefined" : ordered[i].name);

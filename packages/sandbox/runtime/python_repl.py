@@ -94,15 +94,6 @@ class _Capture:
 # --- host tools: one stub per tool of the session (install_tools), each a
 # real function with its parameters and docstring, all calling _call_tool.
 
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self):
-        return "<omitted>"
-
-
-_MISSING = _Missing()
 _list = list
 _tuple = tuple
 _dict = dict
@@ -133,8 +124,8 @@ def _strings_arg(tool, param, value, cap):
 def _call_tool(tool, kinds, values):
     cap = _state["max_prompt"]
     args = {}
-    for (param, kind), value in zip(kinds, values):
-        if value is _MISSING:
+    for (param, kind, optional), value in zip(kinds, values):
+        if value is _MISSING or optional and value is None:
             continue
         if kind == "string":
             value = _string_arg(tool, param, value, cap)
@@ -169,8 +160,8 @@ def install_tools(specs):
         required = [p for p in params if not p[2]]
         optional = [p for p in params if p[2]]
         ordered = required + optional
-        signature = ", ".join([p[0] for p in required] + [p[0] + "=_MISSING" for p in optional])
-        kinds = _repr(_tuple((p[0], p[1]) for p in ordered))
+        signature = ", ".join([p[0] for p in required] + [p[0] + "=None" for p in optional])
+        kinds = _repr(_tuple((p[0], p[1], p[2]) for p in ordered))
         values = "".join(p[0] + ", " for p in ordered)
         source = f"def {name}({signature}):\n    return _call_tool({name!r}, {kinds}, ({values}))\n"
         scope = {}
