@@ -125,7 +125,7 @@ def _call_tool(tool, kinds, values):
     cap = _state["max_prompt"]
     args = {}
     for (param, kind, optional), value in zip(kinds, values):
-        if value is _MISSING or optional and value is None:
+        if optional and value is None:
             continue
         if kind == "string":
             value = _string_arg(tool, param, value, cap)
