@@ -280,8 +280,9 @@ export const fromToolkit = <Tools extends Record<string, Tool.Any>>(
         spec: specOf(tool),
         call: (args) =>
           decode(args).pipe(
-            Effect.zipRight(handle(tool.name, args)),
-            Effect.mapError((error) => hostError(failureMessage(tool.name, error), error)),
+            Effect.zipRight(
+              Effect.mapError(handle(tool.name, args), (error) => hostError(failureMessage(tool.name, error), error))
+            ),
             Effect.flatMap((result) =>
               result.isFailure
                 ? Effect.fail(hostError(failureMessage(tool.name, result.result), result.result))
