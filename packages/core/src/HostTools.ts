@@ -269,28 +269,30 @@ const failureMessage = (name: string, error: unknown): string => {
 export const fromToolkit = <Tools extends Record<string, Tool.Any>>(
   toolkit: Toolkit.Toolkit<Tools>
 ): Effect.Effect<ReadonlyArray<Entry>, never, Tool.HandlersFor<Tools>> =>
-  Effect.map(toolkit, (withHandler): ReadonlyArray<Entry> =>
-    Object.values(toolkit.tools).map((tool): Entry => {
-      const decode = decodeArgs(tool)
-      const handle = withHandler.handle as (
-        name: string,
-        params: unknown
-      ) => Effect.Effect<Tool.HandlerResult<any>, unknown>
-      return {
-        spec: specOf(tool),
-        call: (args) =>
-          decode(args).pipe(
-            Effect.zipRight(
-              Effect.mapError(handle(tool.name, args), (error) => hostError(failureMessage(tool.name, error), error))
-            ),
-            Effect.flatMap((result) =>
-              result.isFailure
-                ? Effect.fail(hostError(failureMessage(tool.name, result.result), result.result))
-                : Effect.succeed(result.encodedResult)
+  Effect.map(
+    toolkit,
+    (withHandler): ReadonlyArray<Entry> =>
+      Object.values(toolkit.tools).map((tool): Entry => {
+        const decode = decodeArgs(tool)
+        const handle = withHandler.handle as (
+          name: string,
+          params: unknown
+        ) => Effect.Effect<Tool.HandlerResult<any>, unknown>
+        return {
+          spec: specOf(tool),
+          call: (args) =>
+            decode(args).pipe(
+              Effect.zipRight(
+                Effect.mapError(handle(tool.name, args), (error) => hostError(failureMessage(tool.name, error), error))
+              ),
+              Effect.flatMap((result) =>
+                result.isFailure
+                  ? Effect.fail(hostError(failureMessage(tool.name, result.result), result.result))
+                  : Effect.succeed(result.encodedResult)
+              )
             )
-          )
-      }
-    })
+        }
+      })
   )
 
 /**

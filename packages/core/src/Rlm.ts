@@ -859,7 +859,11 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         .pipe(Effect.mapError(sandboxFailed))
 
       const system =
-        options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language, tree.userTools.map((t) => t.spec))
+        options.systemPrompt ??
+        Prompts.systemPromptFor(
+          sandbox.language,
+          tree.userTools.map((t) => t.spec)
+        )
       const extra = options.output ? Prompts.typedAnswer(String(options.output.ast)) : undefined
       const initial = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra))
       const run: Run = {

@@ -264,9 +264,7 @@ describe("budget()", () => {
       })
     ],
     ([limits, used]) => {
-      const policy = Policy.make(
-        Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as never
-      )
+      const policy = Policy.make(Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as never)
       const totals: Budget.Totals = {
         ...Budget.emptyTotals,
         subCalls: used.subCalls,
@@ -329,7 +327,9 @@ describe("a budget failure inside a host call aborts the block", () => {
           )
           const started = Date.now()
           const [exit, stats] = yield* Effect.gen(function* () {
-            const exit = yield* Effect.exit(Rlm.run("q", "ctx", { policy: { maxSubCalls: 1 }, execTimeout: "60 seconds" }))
+            const exit = yield* Effect.exit(
+              Rlm.run("q", "ctx", { policy: { maxSubCalls: 1 }, execTimeout: "60 seconds" })
+            )
             return [exit, yield* (yield* FakeAdapter.FakeInstrumentation).stats] as const
           }).pipe(Effect.provide(layer))
           // Stopped at the abort, not by the 60 s block limit.
@@ -355,28 +355,32 @@ describe("a budget failure inside a host call aborts the block", () => {
     )
   }
 
-  it.live("python: a block that also swallows the interrupts is killed after the grace period; still BudgetExceeded", () =>
-    Effect.gen(function* () {
-      const code = [
-        "try:",
-        "    llm_query('over')",
-        "except BaseException:",
-        "    pass",
-        "while True:",
-        "    try:",
-        "        while True:",
-        "            pass",
-        "    except BaseException:",
-        "        pass"
-      ].join("\n")
-      const started = Date.now()
-      const exit = yield* Effect.exit(
-        Rlm.run("q", "ctx", { policy: { maxSubCalls: 0 }, execTimeout: "60 seconds" }).pipe(
-          Effect.provide(Layer.merge(FakeAdapter.layer({ script: [repl(code), "FINAL(never)"] }), sandboxOf("python")))
+  it.live(
+    "python: a block that also swallows the interrupts is killed after the grace period; still BudgetExceeded",
+    () =>
+      Effect.gen(function* () {
+        const code = [
+          "try:",
+          "    llm_query('over')",
+          "except BaseException:",
+          "    pass",
+          "while True:",
+          "    try:",
+          "        while True:",
+          "            pass",
+          "    except BaseException:",
+          "        pass"
+        ].join("\n")
+        const started = Date.now()
+        const exit = yield* Effect.exit(
+          Rlm.run("q", "ctx", { policy: { maxSubCalls: 0 }, execTimeout: "60 seconds" }).pipe(
+            Effect.provide(
+              Layer.merge(FakeAdapter.layer({ script: [repl(code), "FINAL(never)"] }), sandboxOf("python"))
+            )
+          )
         )
-      )
-      assert.isBelow(Date.now() - started, 30_000)
-      assert.isTrue(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error._tag === "BudgetExceeded")
-    })
+        assert.isBelow(Date.now() - started, 30_000)
+        assert.isTrue(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error._tag === "BudgetExceeded")
+      })
   )
 })

@@ -122,13 +122,15 @@ const refuseArgs = (args) => {
     const [value, depth, key, index] = stack.pop()
     if (typeof value === "string") {
       if (value.length <= maxPromptChars) continue
-      const what = depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
+      const what =
+        depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
       return `${what} has ${value.length} characters, more than the limit of ${maxPromptChars}`
     }
     if (value === null || typeof value !== "object") continue
     if (depth >= MAX_ARGS_DEPTH) return `the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
-    if (Array.isArray(value)) value.forEach((item, i) => stack.push([item, depth + 1, key, i]))
-    else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
+    } else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
   }
   return undefined
 }

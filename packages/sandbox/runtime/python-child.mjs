@@ -383,13 +383,15 @@ const refuseArgs = (args) => {
     if (typeof value === "string") {
       const n = charCount(value, promptCap)
       if (n <= promptCap) continue
-      const what = depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
+      const what =
+        depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
       return `${what} has ${n} characters; the limit is ${promptCap}`
     }
     if (value === null || typeof value !== "object") continue
     if (depth >= MAX_ARGS_DEPTH) return `the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
-    if (Array.isArray(value)) value.forEach((item, i) => stack.push([item, depth + 1, key, i]))
-    else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
+    } else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
   }
   return undefined
 }

@@ -56,8 +56,9 @@ export const refuseArgs = (
     }
     if (value === null || typeof value !== "object") continue
     if (depth >= MAX_ARGS_DEPTH) return `${tool}: the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
-    if (Array.isArray(value)) value.forEach((item, i) => stack.push([item, depth + 1, key, i]))
-    else for (const k of Object.keys(value)) stack.push([(value as Record<string, unknown>)[k], depth + 1, key, -1])
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
+    } else for (const k of Object.keys(value)) stack.push([(value as Record<string, unknown>)[k], depth + 1, key, -1])
   }
   return undefined
 }
