@@ -99,6 +99,13 @@ _tuple = tuple
 _dict = dict
 _TypeError = TypeError
 _ValueError = ValueError
+# The arguments are written by hand where they are strings (the common case:
+# a prompt), with the C string encoder; other values go through an encoder
+# refusing NaN (not JSON). A reply that is one JSON string is read with the C
+# string scanner. (The full json encoder and decoder cost tens of µs a call here.)
+_encode_json = _json.JSONEncoder(allow_nan=False).encode
+_encode_str = _json.encoder.encode_basestring_ascii
+_scanstring = _json.decoder.scanstring
 _RuntimeError = RuntimeError
 
 
@@ -123,23 +130,30 @@ def _strings_arg(tool, param, value, cap):
 
 def _call_tool(tool, kinds, values):
     cap = _state["max_prompt"]
-    args = {}
+    parts = []
     for (param, kind, optional), value in zip(kinds, values):
         if optional and value is None:
             continue
         if kind == "string":
-            value = _string_arg(tool, param, value, cap)
+            text = _encode_str(_string_arg(tool, param, value, cap))
         elif kind == "strings":
-            value = _strings_arg(tool, param, value, cap)
-        args[param] = value
-    try:
-        payload = _dumps(args, allow_nan=False)
-    except (_TypeError, _ValueError) as e:
-        raise _TypeError(f"{tool}: the arguments must be JSON values (str, int, float, bool, None, list, dict): {e}") from None
-    args = None
-    reply = _str(_bridge_call(tool, payload))
+            text = "[" + ",".join([_encode_str(v) for v in _strings_arg(tool, param, value, cap)]) + "]"
+        else:
+            try:
+                text = _encode_json(value)
+            except (_TypeError, _ValueError) as e:
+                raise _TypeError(
+                    f"{tool}: the arguments must be JSON values (str, int, float, bool, None, list, dict): {e}"
+                ) from None
+        parts.append(_encode_str(param) + ":" + text)
+    reply = _str(_bridge_call(tool, "{" + ",".join(parts) + "}"))
+    parts = None
     flag = reply[:1]
     if flag == "1":
+        if reply[1:2] == '"':
+            value, end = _scanstring(reply, 2)
+            if end == _len(reply):
+                return value
         return _loads(reply[1:])
     raise _RuntimeError(reply[1:])
 
