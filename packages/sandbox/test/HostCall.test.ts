@@ -27,7 +27,7 @@ const tools: ReadonlyArray<Sandbox.ToolSpec> = [
 const calls: Array<{ readonly name: string; readonly args: unknown }> = []
 
 const host: Sandbox.HostCall<Stop> = (name, args) =>
-  Effect.suspend(() => {
+  Effect.suspend((): Effect.Effect<unknown, Sandbox.HostCallError | Stop> => {
     calls.push({ name, args })
     switch (name) {
       case "echo":
@@ -91,13 +91,17 @@ for (const language of ["python", "javascript"] as const) {
           const after = yield* repl.exec(c.after)
           assert.isUndefined(after.error)
           assert.strictEqual(after.stdout, language === "python" ? "1 {'value': 3}\n" : '1 {"value":3}\n')
-          // Tool names are reserved.
+          // Tool names are reserved: restored after a block that rebinds one.
+          yield* repl.exec(language === "python" ? "echo = 5" : "try { echo = 5 } catch (e) {}")
           const rebound = yield* repl.exec(
-            language === "python"
-              ? "echo = 5\nprint(echo(1)['got'])"
-              : "try { echo = 5 } catch (e) {}\nconsole.log(JSON.stringify(echo(1).got))"
+            language === "python" ? "print(echo(1)['got'])" : "console.log(JSON.stringify(echo(1).got))"
           )
           assert.strictEqual(rebound.stdout, language === "python" ? "{'value': 1}\n" : '{"value":1}\n')
+          // Not user variables either.
+          assert.deepStrictEqual(
+            (yield* repl.listVars).map((v) => v.name),
+            ["kept"]
+          )
         }).pipe(Effect.scoped),
       120_000
     )
