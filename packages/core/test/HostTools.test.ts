@@ -8,7 +8,7 @@ import { Tool, Toolkit } from "@effect/ai"
 import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox, type Sandbox } from "@rlm-runtime/sandbox"
-import { Effect, Exit, FastCheck, Layer, Schema } from "effect"
+import { Chunk, Effect, Exit, FastCheck, Layer, Schema, Stream } from "effect"
 import { Budget, HostTools, Policy, Prompts, Rlm, RlmError } from "../src/index.js"
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
@@ -160,6 +160,27 @@ for (const language of ["python", "javascript"] as const) {
     )
   })
 }
+
+describe("user tools: Rlm.stream", () => {
+  it.live("a stream run calls the user's tool too; its handlers come from the environment", () =>
+    Effect.gen(function* () {
+      seen.length = 0
+      const events = yield* Rlm.stream("q", "ctx", { tools: Catalogue }).pipe(
+        Stream.runCollect,
+        Effect.provide(
+          Layer.mergeAll(
+            FakeAdapter.layer({ script: [repl("var e = lookup('delta', 1)"), "FINAL_VAR(e)"] }),
+            JavascriptSandbox.layer(),
+            CatalogueLive
+          )
+        )
+      )
+      const answered = Chunk.toReadonlyArray(events).find((e) => e._tag === "Answered")
+      assert.strictEqual(answered?._tag === "Answered" ? answered.answer : undefined, '{ key: "delta", hits: [0] }')
+      assert.deepStrictEqual(seen, [{ key: "delta", limit: 1 }])
+    })
+  )
+})
 
 describe("user tools: names", () => {
   for (const name of ["llm_query", "budget", "peek", "FINAL"]) {

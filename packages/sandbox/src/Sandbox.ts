@@ -512,8 +512,7 @@ export const RESERVED_NAMES: ReadonlyArray<string> = [
   "rlm_query_batched",
   "FINAL",
   "FINAL_VAR",
-  "SHOW_VARS",
-  "budget"
+  "SHOW_VARS"
 ]
 
 /**
