@@ -595,7 +595,8 @@ const makeSession = <E>(
           if (call.id !== id) return proc.reply(false, "stale host call")
           if ("invalid" in call) return proc.reply(false, `host call refused: ${call.invalid}`)
           if (inFlight) return proc.reply(false, "host call refused: another host call is still running")
-          if (watchdog.timedOut || aborted !== undefined) return proc.reply(false, "the block exceeded its time limit")
+          if (aborted !== undefined) return proc.reply(false, "the block was aborted by the host")
+          if (watchdog.timedOut) return proc.reply(false, "the block exceeded its time limit")
           inFlight = true
           watchdog.pause()
           runHost(

@@ -267,8 +267,10 @@ export const makeSession = <E>(
             return
           }
           if (watchdog.timedOut || aborted !== undefined) {
-            // Interrupted already: do not start host work the block will never wait for.
-            proc.control({ t: "reply", ok: false, value: "the block exceeded its time limit" })
+            // Interrupted or aborted already: do not start host work the block will never wait for.
+            const why =
+              aborted !== undefined ? "the block was aborted by the host" : "the block exceeded its time limit"
+            proc.control({ t: "reply", ok: false, value: why })
             return
           }
           watchdog.pause()
