@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+import type * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import type { ContextMetadata } from "@rlm-runtime/trace/TraceEvent"
 import * as RlmContext from "./RlmContext.js"
 
@@ -24,6 +25,8 @@ In the REPL:
   so include the snippet it should read (tens of thousands of characters are fine; the whole P is not).
 - \`llm_query_batched(prompts)\` runs many sub-model calls concurrently and returns the replies in order. Prefer it to loops of llm_query.
 - \`rlm_query(prompt)\` starts a recursive RLM over the given text, for a sub-problem that is itself large.
+- \`budget()\` returns a dict of what is left: steps, subCalls, inputTokens, outputTokens, totalTokens, costUsd,
+  timeMs and depth (None: no limit). Check it before a large batch of sub-calls.
 - \`SHOW_VARS()\` lists the variables you created. Variables persist between your code blocks.
 - print() what you want to see. Output longer than the display limit is cut, so print summaries, not whole chunks.
 
@@ -52,6 +55,8 @@ In the REPL:
   The sub-model sees only the prompt you pass, so include the snippet it should read.
 - \`llm_query_batched(prompts)\` runs many sub-model calls concurrently and returns the replies in order.
 - \`rlm_query(prompt)\` starts a recursive RLM over the given text, for a sub-problem that is itself large.
+- \`budget()\` returns an object of what is left: steps, subCalls, inputTokens, outputTokens, totalTokens, costUsd,
+  timeMs and depth (null: no limit). Check it before a large batch of sub-calls.
 - \`SHOW_VARS()\` lists the variables you created. Top-level variables persist between your code blocks.
 - console.log() what you want to see. Output longer than the display limit is cut, so log summaries.
 - \`P\`, \`context\` and the helpers are read-only. Call llm_query in the block's normal flow, not after an \`await\`.
@@ -121,19 +126,27 @@ export const PYTHON_TOOLS_SYSTEM_PROMPT = `${replPart(PYTHON_SYSTEM_PROMPT)}${to
 export const JAVASCRIPT_TOOLS_SYSTEM_PROMPT = `${replPart(JAVASCRIPT_SYSTEM_PROMPT)}${toolsHowTo("javascript")}`
 
 /**
- * The system prompt for a language and reply protocol (default `"fenced"`).
+ * The system prompt for a language and reply protocol (default `"fenced"`);
+ * with user tools, followed by their listing (see {@link toolListing}).
  *
  * @since 0.1.0
  * @category Prompts
  */
-export const systemPromptFor = (language: "python" | "javascript", protocol: ReplyProtocol = "fenced"): string =>
-  protocol === "tools"
-    ? language === "javascript"
-      ? JAVASCRIPT_TOOLS_SYSTEM_PROMPT
-      : PYTHON_TOOLS_SYSTEM_PROMPT
-    : language === "javascript"
-      ? JAVASCRIPT_SYSTEM_PROMPT
-      : PYTHON_SYSTEM_PROMPT
+export const systemPromptFor = (
+  language: "python" | "javascript",
+  protocol: ReplyProtocol = "fenced",
+  tools: ReadonlyArray<Sandbox.ToolSpec> = []
+): string => {
+  const base =
+    protocol === "tools"
+      ? language === "javascript"
+        ? JAVASCRIPT_TOOLS_SYSTEM_PROMPT
+        : PYTHON_TOOLS_SYSTEM_PROMPT
+      : language === "javascript"
+        ? JAVASCRIPT_SYSTEM_PROMPT
+        : PYTHON_SYSTEM_PROMPT
+  return tools.length === 0 ? base : `${base}\n\n${toolListing(language, tools)}`
+}
 
 /**
  * The feedback for a reply that did nothing: no code and no final answer
@@ -146,6 +159,39 @@ export const nothingToDo = (protocol: ReplyProtocol = "fenced"): string =>
   protocol === "tools"
     ? "Your reply called no tool. Call run_code to run code in the REPL, or final_answer to answer."
     : "Your reply had no code and no final answer. Write code in a ```repl block, or answer with FINAL(...) / FINAL_VAR(name)."
+
+/**
+ * A tool's signature as model code calls it: \`name(a, b=None)\` in Python,
+ * \`name(a, b)\` in JavaScript (required parameters first).
+ *
+ * @since 0.2.0
+ * @category Prompts
+ */
+export const toolSignature = (language: "python" | "javascript", tool: Sandbox.ToolSpec): string => {
+  const ordered = [...tool.parameters.filter((p) => !p.optional), ...tool.parameters.filter((p) => p.optional)]
+  const params = ordered.map((p) =>
+    p.optional ? (language === "python" ? `${p.name}=None` : `${p.name} = undefined`) : p.name
+  )
+  return `${tool.name}(${params.join(", ")})`
+}
+
+/**
+ * The listing of user tools in the system prompt: each signature and
+ * description, and how a failure shows.
+ *
+ * @since 0.2.0
+ * @category Prompts
+ */
+export const toolListing = (language: "python" | "javascript", tools: ReadonlyArray<Sandbox.ToolSpec>): string =>
+  [
+    "More functions of the host are available in the REPL (they look synchronous; arguments are JSON values):",
+    ...tools.map(
+      (tool) => `- \`${toolSignature(language, tool)}\`${tool.description === "" ? "" : `: ${tool.description}`}`
+    ),
+    language === "python"
+      ? "A call with bad arguments, or that fails, raises a RuntimeError with the reason."
+      : "A call with bad arguments, or that fails, throws an Error with the reason."
+  ].join("\n")
 
 /**
  * The first user message: the query and what is known about the context.

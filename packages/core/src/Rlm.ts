@@ -15,6 +15,8 @@
  */
 
 import type * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
+import type * as Tool from "@effect/ai/Tool"
+import type * as Toolkit from "@effect/ai/Toolkit"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import { sha256 } from "@rlm-runtime/trace/Hash"
@@ -32,6 +34,7 @@ import * as Ref from "effect/Ref"
 import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Budget from "./Budget.js"
+import * as HostTools from "./HostTools.js"
 import * as ModelCall from "./ModelCall.js"
 import * as Policy from "./Policy.js"
 import * as Prompts from "./Prompts.js"
@@ -46,7 +49,7 @@ import * as ToolProtocol from "./ToolProtocol.js"
  * @since 0.1.0
  * @category Models
  */
-export interface RunOptions<A = string> {
+export interface RunOptions<A = string, Tools extends Record<string, Tool.Any> = {}> {
   /** Limits of the run tree; defaults from `Policy.defaults`. */
   readonly policy?: Policy.Policy | ConstructorParameters<typeof Policy.Policy>[0] | undefined
   /** Replaces the system prompt chosen for the sandbox's language. */
@@ -74,6 +77,17 @@ export interface RunOptions<A = string> {
    * (`rlm_query`) use the same protocol.
    */
   readonly protocol?: "fenced" | "tools" | undefined
+  /**
+   * User tools model code may call beside the built-ins (`llm_query` and
+   * friends, `budget`): each is stubbed in the REPL (name, parameters,
+   * docstring from its description) and listed in the system prompt. Their
+   * handlers come from the environment (`MyToolkit.toLayer({...})`). A call's
+   * arguments are decoded with the tool's parameters Schema; a bad call or a
+   * failing handler is an exception in model code, and the run goes on. A
+   * name taken by a built-in or a helper fails the run at its start
+   * (`RunFailed` "Tools").
+   */
+  readonly tools?: Toolkit.Toolkit<Tools> | undefined
 }
 
 /**
@@ -104,7 +118,11 @@ interface Tree {
   readonly sandbox: Sandbox.Sandbox.Service
   /** Where the tree's events go, as they happen. */
   readonly events: Publisher
-  readonly options: RunOptions<any>
+  readonly options: RunOptions<any, any>
+  /** When the top run started (`budget()`'s time left). */
+  readonly startedAt: number
+  /** The user's tools, their handlers from the environment. */
+  readonly userTools: ReadonlyArray<HostTools.Entry>
 }
 
 interface RunCtx {
@@ -112,11 +130,6 @@ interface RunCtx {
   readonly runId: string
   readonly depth: number
   readonly step: Ref.Ref<number>
-  /**
-   * A budget limit hit inside a host function: read after the block into its
-   * `Step.BlockOutcome`, so `Step.decide` ends the run.
-   */
-  readonly fatal: Ref.Ref<Option.Option<BudgetExceeded>>
   /** Usage of this run and of every ancestor, updated on each call. */
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
   readonly subCalls: Ref.Ref<number>
@@ -256,11 +269,12 @@ const retriedAttempt = (ctx: RunCtx, role: LlmAdapter.CallRole, attempt: Attempt
 const hostError = (message: string, cause?: unknown) =>
   new Sandbox.HostCallError(cause === undefined ? { message } : { message, cause })
 
-/** Remember a budget failure raised inside model code, so the run ends after the block. */
-const markFatal = (ctx: RunCtx, e: BudgetExceeded) =>
-  Ref.update(ctx.fatal, (f) => (Option.isSome(f) ? f : Option.some(e))).pipe(
-    Effect.zipRight(Effect.fail(hostError(e.message, e)))
-  )
+/**
+ * What a host function fails with: `HostCallError`, an exception in model
+ * code; `BudgetExceeded`, which aborts the block (`Repl.exec` fails with it)
+ * and ends the run.
+ */
+type HostFailure = Sandbox.HostCallError | BudgetExceeded
 
 /**
  * A sub-call prompt over `maxPromptChars` fails that call before anything is
@@ -277,7 +291,7 @@ const refusePrompt = (ctx: RunCtx, kind: "llm_query" | "rlm_query", prompt: stri
     : Effect.void
 }
 
-const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
+const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
   Effect.gen(function* () {
     yield* refusePrompt(ctx, "llm_query", prompt)
     const parentStep = yield* Ref.get(ctx.step)
@@ -317,7 +331,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
     if (failure instanceof BudgetExceeded) {
       yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
-      return yield* markFatal(ctx, failure)
+      return yield* failure
     }
     if (failure instanceof LlmAdapter.LlmError) {
       yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
@@ -335,8 +349,8 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
  * outlive the block that started it.
  */
 const batched =
-  (ctx: RunCtx, one: (prompt: string) => Effect.Effect<string, Sandbox.HostCallError>) =>
-  (prompts: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, Sandbox.HostCallError> =>
+  (ctx: RunCtx, one: (prompt: string) => Effect.Effect<string, HostFailure>) =>
+  (prompts: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<string>, HostFailure> =>
     Effect.gen(function* () {
       const live = yield* Ref.make(0)
       const idle = yield* Effect.makeLatch(true)
@@ -359,19 +373,15 @@ const batched =
           tracked(
             ctx.tree.policy.batchFailure === "fail-all"
               ? one(prompt)
-              : one(prompt).pipe(
-                  Effect.catchAll((e) =>
-                    // A budget failure still ends the batch: nothing more may be sent.
-                    e.cause instanceof BudgetExceeded ? Effect.fail(e) : Effect.succeed(`Error: ${e.message}`)
-                  )
-                )
+              : // A budget failure still ends the batch: nothing more may be sent.
+                one(prompt).pipe(Effect.catchTag("HostCallError", (e) => Effect.succeed(`Error: ${e.message}`)))
           ),
         // Bounded here too: thousands of fibers queued on one Semaphore wake each other on every release.
         { concurrency: ctx.tree.policy.concurrency }
       ).pipe(Effect.onExit(() => idle.await))
     })
 
-const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.HostCallError> =>
+const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
   Effect.gen(function* () {
     const { tree } = ctx
     yield* refusePrompt(ctx, "rlm_query", prompt)
@@ -380,8 +390,7 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
     const childRunId = `${ctx.runId}/${parentStep}.${index}`
     const start = yield* Clock.currentTimeMillis
-    const reserved = yield* Effect.either(tree.budget.reserveSubCall)
-    if (reserved._tag === "Left") return yield* markFatal(ctx, reserved.left)
+    yield* tree.budget.reserveSubCall
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
     const exit = yield* Effect.exit(
       tree.budget.permit(ctx.depth)(
@@ -420,8 +429,38 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, Sandbox.Ho
     const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
     if (failure === undefined) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
     yield* emit(tree, new TraceEvent.SubCall({ ...base, error: failure.message }))
-    if (failure instanceof BudgetExceeded) return yield* markFatal(ctx, failure)
+    if (failure instanceof BudgetExceeded) return yield* failure
     return yield* Effect.fail(hostError(`rlm_query failed: ${failure.message}`, failure))
+  })
+
+/**
+ * The run's host functions: the built-ins (`HostTools`), their handlers over
+ * this run's budget and trace, then the user's tools.
+ */
+const hostFunctions = (ctx: RunCtx) =>
+  HostTools.dispatcher<BudgetExceeded>([
+    HostTools.entry(HostTools.LlmQuery, ({ prompt }) => llmQuery(ctx, prompt), { prompt: "string" }),
+    HostTools.entry(HostTools.LlmQueryBatched, ({ prompts }) => batched(ctx, (p) => llmQuery(ctx, p))(prompts), {
+      prompts: "strings"
+    }),
+    HostTools.entry(HostTools.RlmQuery, ({ prompt }) => rlmQuery(ctx, prompt), { prompt: "string" }),
+    HostTools.entry(HostTools.RlmQueryBatched, ({ prompts }) => batched(ctx, (p) => rlmQuery(ctx, p))(prompts), {
+      prompts: "strings"
+    }),
+    HostTools.entry(HostTools.BudgetTool, () => budgetOf(ctx)),
+    ...ctx.tree.userTools
+  ])
+
+/** `budget()`: what is left of the tree's limits, for this run. */
+const budgetOf = (ctx: RunCtx): Effect.Effect<HostTools.BudgetLeft> =>
+  Effect.gen(function* () {
+    const totals = yield* ctx.tree.budget.totals
+    const now = yield* Clock.currentTimeMillis
+    return HostTools.budgetLeft(ctx.tree.policy, totals, {
+      step: yield* Ref.get(ctx.step),
+      depth: ctx.depth,
+      elapsedMs: now - ctx.tree.startedAt
+    })
   })
 
 interface RunSpec {
@@ -448,7 +487,7 @@ interface Run {
   readonly ctx: RunCtx
   readonly spec: RunSpec
   readonly config: Step.Config
-  readonly repl: Sandbox.Repl
+  readonly repl: Sandbox.Repl<BudgetExceeded>
   /** The latest decided state. */
   readonly state: Ref.Ref<Step.RunState>
   /**
@@ -577,11 +616,6 @@ const runBlocks = (
 const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunFailed> =>
   Effect.gen(function* () {
     const ran = yield* Effect.either(run.repl.exec(code))
-    const fatal = yield* Ref.get(run.ctx.fatal)
-    const budgetExceeded = Option.match(fatal, {
-      onNone: () => ({}),
-      onSome: (e) => ({ budgetExceeded: { limit: e.limit, value: e.value, used: e.used, message: e.message } })
-    })
     if (ran._tag === "Right") {
       const r = ran.right
       return {
@@ -593,19 +627,24 @@ const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunF
           truncated: r.truncated,
           durationMs: r.durationMs
         },
-        ...(r.final !== undefined ? { final: r.final } : {}),
-        ...budgetExceeded
+        ...(r.final !== undefined ? { final: r.final } : {})
+      }
+    }
+    const e = ran.left
+    if (e._tag === "BudgetExceeded") {
+      // A host call hit a limit: the block was aborted there, and the run ends.
+      return {
+        block: { code, stdout: "", stderr: "", error: e.message, truncated: false, durationMs: 0 },
+        budgetExceeded: { limit: e.limit, value: e.value, used: e.used, message: e.message }
       }
     }
     // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
     // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
-    const e = ran.left
     if (isFatal(e)) return yield* Effect.fail(sandboxFailed(e))
     if (e.stateLost) yield* Ref.set(run.lastLoss, Option.some(e))
     return {
       block: { code, stdout: "", stderr: "", error: e.message, truncated: false, durationMs: 0 },
-      ...(e.stateLost ? { lost: { reason: e.reason, message: e.message } } : {}),
-      ...budgetExceeded
+      ...(e.stateLost ? { lost: { reason: e.reason, message: e.message } } : {})
     }
   })
 
@@ -835,7 +874,6 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       runId: spec.runId,
       depth: spec.depth,
       step: yield* Ref.make(0),
-      fatal: yield* Ref.make(Option.none<BudgetExceeded>()),
       usage: [ownUsage, ...spec.usage],
       subCalls: yield* Ref.make(0),
       children: yield* Ref.make(0)
@@ -878,15 +916,12 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           timestamp: yield* Clock.currentTimeMillis
         })
       )
+      const host = hostFunctions(ctx)
       const repl = yield* sandbox
         .open({
           context: { text: spec.context.text, documents: spec.context.documents },
-          host: {
-            llmQuery: (p) => llmQuery(ctx, p),
-            llmQueryBatched: batched(ctx, (p) => llmQuery(ctx, p)),
-            rlmQuery: (p) => rlmQuery(ctx, p),
-            rlmQueryBatched: batched(ctx, (p) => rlmQuery(ctx, p))
-          },
+          host: host.call,
+          tools: host.tools,
           outputLimit: options.outputLimit,
           execTimeout: options.execTimeout,
           maxAnswerChars: policy.maxAnswerChars,
@@ -896,7 +931,13 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         .pipe(Effect.mapError(sandboxFailed))
 
       const protocol = options.protocol ?? "fenced"
-      const system = options.systemPrompt ?? Prompts.systemPromptFor(sandbox.language, protocol)
+      const system =
+        options.systemPrompt ??
+        Prompts.systemPromptFor(
+          sandbox.language,
+          protocol,
+          tree.userTools.map((t) => t.spec)
+        )
       const extra = options.output ? Prompts.typedAnswer(String(options.output.ast), protocol) : undefined
       const initial = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra))
       const run: Run = {
@@ -1003,7 +1044,33 @@ const modelFailed = (e: LlmAdapter.LlmError) =>
     partialAnswer: Option.none()
   })
 
-const policyOf = (options: RunOptions<any>) =>
+/**
+ * The user's tools with their handlers from the environment, checked against
+ * the built-ins: a clash fails the run before it starts (`RunFailed` "Tools").
+ * (The handlers' services are in `Rlm.run`'s requirements.)
+ */
+const userToolsOf = (options: RunOptions<any, any>): Effect.Effect<ReadonlyArray<HostTools.Entry>, RunFailed> =>
+  options.tools === undefined
+    ? Effect.succeed([])
+    : Effect.flatMap(
+        HostTools.fromToolkit(options.tools) as Effect.Effect<ReadonlyArray<HostTools.Entry>>,
+        (entries) => {
+          const invalid = HostTools.checkUserTools(entries.map((e) => e.spec))
+          return invalid === undefined
+            ? Effect.succeed(entries)
+            : Effect.fail(
+                new RunFailed({
+                  reason: "Tools",
+                  message: `The user tools cannot be used: ${invalid}. Rename the tool.`,
+                  cause: undefined,
+                  trace: undefined,
+                  partialAnswer: Option.none()
+                })
+              )
+        }
+      )
+
+const policyOf = (options: RunOptions<any, any>) =>
   options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
 
 /**
@@ -1013,7 +1080,7 @@ const policyOf = (options: RunOptions<any>) =>
 const drive = (
   query: string,
   context: RlmContext.Input,
-  options: RunOptions<any>,
+  options: RunOptions<any, any>,
   events: Publisher
 ): Effect.Effect<void, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
   Effect.gen(function* () {
@@ -1029,13 +1096,16 @@ const drive = (
       )
     }
     const policy = policyOf(options)
+    const userTools = yield* userToolsOf(options)
     const tree: Tree = {
       budget: yield* Budget.make(policy),
       policy,
       adapter: yield* LlmAdapter.LlmAdapter,
       sandbox: yield* Sandbox.Sandbox,
       events,
-      options
+      options,
+      startedAt: yield* Clock.currentTimeMillis,
+      userTools
     }
     if (policy.maxCostUsd !== undefined) {
       const unpriced = [...new Set([tree.adapter.model("root"), tree.adapter.model("sub")])].filter(
@@ -1066,7 +1136,7 @@ const drive = (
   })
 
 /** Start a run tree in the current scope: its events' mailbox, and the fiber driving it (which ends the mailbox). */
-const start = (query: string, context: RlmContext.Input, options: RunOptions<any>) =>
+const start = (query: string, context: RlmContext.Input, options: RunOptions<any, any>) =>
   Effect.gen(function* () {
     const mailbox = yield* Mailbox.make<RunEvent.RunEvent, RlmError>()
     const events = yield* makePublisher(mailbox)
@@ -1086,11 +1156,11 @@ const start = (query: string, context: RlmContext.Input, options: RunOptions<any
  * @since 0.2.0
  * @category Running
  */
-export const stream = (
+export const stream = <Tools extends Record<string, Tool.Any> = {}>(
   query: string,
   context: RlmContext.Input,
-  options: RunOptions<any> = {}
-): Stream.Stream<RunEvent.RunEvent, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  options: RunOptions<any, Tools> = {}
+): Stream.Stream<RunEvent.RunEvent, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox | Tool.HandlersFor<Tools>> =>
   Stream.unwrapScoped(Effect.map(start(query, context, options), ({ mailbox }) => Mailbox.toStream(mailbox)))
 
 /**
@@ -1149,17 +1219,17 @@ const fold = (
  * @category Running
  */
 export const run: {
-  <A>(
+  <A, Tools extends Record<string, Tool.Any> = {}>(
     query: string,
     context: RlmContext.Input,
-    options: RunOptions<A> & { readonly output: Schema.Schema<A, any, never> }
-  ): Effect.Effect<RunResult<A>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox>
-  (
+    options: RunOptions<A, Tools> & { readonly output: Schema.Schema<A, any, never> }
+  ): Effect.Effect<RunResult<A>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox | Tool.HandlersFor<Tools>>
+  <Tools extends Record<string, Tool.Any> = {}>(
     query: string,
     context: RlmContext.Input,
-    options?: RunOptions<string>
-  ): Effect.Effect<RunResult<string>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox>
-} = (query: string, context: RlmContext.Input, options: RunOptions<any> = {}) =>
+    options?: RunOptions<string, Tools>
+  ): Effect.Effect<RunResult<string>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox | Tool.HandlersFor<Tools>>
+} = (query: string, context: RlmContext.Input, options: RunOptions<any, any> = {}) =>
   Effect.scoped(
     Effect.gen(function* () {
       const recorder = yield* Effect.serviceOption(TraceRecorder)

@@ -62,11 +62,20 @@ export class BudgetExceeded extends Schema.TaggedError<BudgetExceeded>("@rlm-run
  * - `Timeout`.
  * - `InvalidOptions`: a run option has a value the run cannot use (e.g. a
  *   `protocol` other than `"fenced"` or `"tools"`); nothing was started.
+ * - `Tools`: a user tool's name clashes with a built-in or is not an
+ *   identifier (`Rlm.run`'s `tools`); nothing was run.
  *
  * @since 0.1.0
  * @category Errors
  */
-export const RunFailedReason = Schema.Literal("Model", "Sandbox", "SandboxRestarts", "Timeout", "InvalidOptions")
+export const RunFailedReason = Schema.Literal(
+  "Model",
+  "Sandbox",
+  "SandboxRestarts",
+  "Timeout",
+  "InvalidOptions",
+  "Tools"
+)
 
 /**
  * @since 0.1.0

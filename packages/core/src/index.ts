@@ -5,6 +5,10 @@ export * as Budget from "./Budget.js"
 /**
  * @since 0.2.0
  */
+export * as HostTools from "./HostTools.js"
+/**
+ * @since 0.2.0
+ */
 export * as ModelCall from "./ModelCall.js"
 /**
  * @since 0.1.0

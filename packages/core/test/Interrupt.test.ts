@@ -28,7 +28,7 @@ const counted = <E>(sessions: Sessions, inner: Layer.Layer<Sandbox.Sandbox, E>) 
     Effect.map(Sandbox.Sandbox, (sandbox) => ({
       language: sandbox.language,
       isolation: sandbox.isolation,
-      open: (options: Sandbox.OpenOptions) =>
+      open: <E>(options: Sandbox.OpenOptions<E>) =>
         Effect.acquireRelease(
           Effect.sync(() => {
             sessions.open++

@@ -51,9 +51,19 @@ const scripted = (log: Log, isolation: Sandbox.Isolation = "process") =>
   Layer.succeed(Sandbox.Sandbox, {
     language: "python",
     isolation,
-    open: (options: Sandbox.OpenOptions) =>
-      Effect.sync((): Sandbox.Repl => {
-        log.opened.push(options)
+    open: <E>(options: Sandbox.OpenOptions<E>) =>
+      Effect.sync((): Sandbox.Repl<E> => {
+        log.opened.push(options as unknown as Sandbox.OpenOptions)
+        // A host call's HostCallError is shown to the code; any other failure aborts the block (exec fails with it).
+        const call = Sandbox.resolveHost(options).call
+        const shown = <A>(self: Effect.Effect<A, Sandbox.HostCallError | E>, show: (a: A) => Sandbox.ExecResult) =>
+          self.pipe(
+            Effect.map(show),
+            Effect.catchIf(
+              (e): e is Sandbox.HostCallError => e instanceof Sandbox.HostCallError,
+              (e) => Effect.succeed(ok("", { error: `HostError: ${e.message}` }))
+            )
+          )
         const vars = new Map<string, string>()
         const ok = (stdout: string, extra: Partial<ConstructorParameters<typeof Sandbox.ExecResult>[0]> = {}) =>
           new Sandbox.ExecResult({ stdout, stderr: "", truncated: false, durationMs: 1, ...extra })
@@ -62,13 +72,8 @@ const scripted = (log: Log, isolation: Sandbox.Isolation = "process") =>
             vars.clear()
             return Effect.fail(new Sandbox.SandboxError({ reason, message: lostMessage[reason], stateLost: true }))
           })
-        const hostCall = (call: Effect.Effect<string, Sandbox.HostCallError>) =>
-          call.pipe(
-            Effect.map((reply) => ok(`${reply}\n`)),
-            Effect.catchAll((e) => Effect.succeed(ok("", { error: `HostError: ${e.message}` })))
-          )
-        const exec = (code: string): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError> =>
-          Effect.suspend(() => {
+        const exec = (code: string): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError | E> =>
+          Effect.suspend((): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError | E> => {
             log.execs.push(code)
             const [command = "", ...rest] = code.split(" ")
             const arg = rest.join(" ")
@@ -87,13 +92,12 @@ const scripted = (log: Log, isolation: Sandbox.Isolation = "process") =>
               case "SIGNAL":
                 return Effect.succeed(ok("", { final: new Sandbox.FinalSignal({ source: "FINAL", value: arg }) }))
               case "CALL":
-                return hostCall(options.host.llmQuery(arg))
+                return shown(call("llm_query", { prompt: arg }), (reply) => ok(`${String(reply)}\n`))
               case "RLM":
-                return hostCall(options.host.rlmQuery(arg))
+                return shown(call("rlm_query", { prompt: arg }), (reply) => ok(`${String(reply)}\n`))
               case "BATCH":
-                return options.host.llmQueryBatched(arg.split("|")).pipe(
-                  Effect.map((replies) => ok(`${replies.join("|")}\n`)),
-                  Effect.catchAll((e) => Effect.succeed(ok("", { error: e.message })))
+                return shown(call("llm_query_batched", { prompts: arg.split("|") }), (replies) =>
+                  ok(`${(replies as ReadonlyArray<string>).join("|")}\n`)
                 )
               case "PRINT_LEN":
                 return Effect.succeed(ok(`${options.context.text.length} ${vars.size}\n`))

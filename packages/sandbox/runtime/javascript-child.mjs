@@ -109,24 +109,49 @@ const newModule = () => {
 }
 
 // --- Host calls: one at a time (asyncify suspends the one running block).
+// One entry for every host tool: its name and its arguments as JSON (an
+// object by parameter name), checked here (the host checks again).
+const tools = Array.isArray(config.tools) ? config.tools : []
+const toolNames = new Set(tools.map((tool) => String(tool?.name)))
+const MAX_ARGS_DEPTH = 64
+/** Why a call's arguments are refused before they cross, or undefined. */
+const refuseArgs = (args) => {
+  if (args === null || typeof args !== "object" || Array.isArray(args)) return "invalid host call"
+  const stack = Object.keys(args).map((key) => [args[key], 1, key, -1])
+  while (stack.length > 0) {
+    const [value, depth, key, index] = stack.pop()
+    if (typeof value === "string") {
+      if (value.length <= maxPromptChars) continue
+      const what =
+        depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
+      return `${what} has ${value.length} characters, more than the limit of ${maxPromptChars}`
+    }
+    if (value === null || typeof value !== "object") continue
+    if (depth >= MAX_ARGS_DEPTH) return `the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
+    } else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
+  }
+  return undefined
+}
+/** Set when the host aborted the running block (a budget spent): no more calls, and the block is interrupted. */
+let aborted = false
 let pendingReply
 let nextCallId = 1
 let currentRequest = 0
-const callHost = (kind, payload) =>
+const callHost = (name, payload) =>
   new Promise((resolve, reject) => {
+    if (aborted) {
+      reject("the block was aborted by the host")
+      return
+    }
     let message
-    const tooLong = (p) => typeof p !== "string" || p.length > maxPromptChars
     try {
-      const parsed = JSON.parse(payload)
-      if (kind === "llm" || kind === "rlm") {
-        if (tooLong(parsed)) throw new Error(`the prompt must be a string of at most ${maxPromptChars} characters`)
-        message = { t: "call", id: currentRequest, call: nextCallId++, kind, prompt: parsed }
-      } else {
-        if (!Array.isArray(parsed) || parsed.some(tooLong)) {
-          throw new Error(`prompts must be strings of at most ${maxPromptChars} characters`)
-        }
-        message = { t: "call", id: currentRequest, call: nextCallId++, kind, prompts: parsed }
-      }
+      if (!toolNames.has(name)) throw new Error("invalid host call")
+      const args = JSON.parse(payload)
+      const refused = refuseArgs(args)
+      if (refused !== undefined) throw new Error(refused === "invalid host call" ? refused : `${name}: ${refused}`)
+      message = { t: "call", id: currentRequest, call: nextCallId++, name, args }
     } catch (e) {
       reject(e instanceof Error ? e.message : String(e))
       return
@@ -139,6 +164,7 @@ const onReply = (message) => {
   const waiter = pendingReply
   pendingReply = undefined
   if (waiter === undefined) return
+  if (message.abort === true) aborted = true
   if (message.ok === true && typeof message.value === "string") waiter.resolve(message.value)
   else waiter.reject(typeof message.value === "string" ? message.value : "malformed reply from host")
 }
@@ -169,6 +195,8 @@ class Interpreter {
     const b = this.budget
     const now = performance.now()
     if (hostGone(now)) process.exit(0)
+    // An aborted block (and its promise jobs) stops at once: QuickJS's interrupt cannot be caught.
+    if (aborted && (this.mode === "async" || this.mode === "job")) return true
     if (!b.active) return false
     if (b.used + (now - b.since) > b.limitMs) {
       b.tripped = true
@@ -242,15 +270,16 @@ class Interpreter {
   install(text, documents) {
     const ctx = this.context
     const query = ctx.newAsyncifiedFunction("query", (kindHandle, payloadHandle) => {
+      // The tool's name (the prelude's stub passes it).
       const kind = ctx.getString(kindHandle)
       const payload = ctx.getString(payloadHandle)
       if (this.mode !== "async") {
         // Not under an asyncify-aware entry point (a getter or toString run by the
         // REPL itself): answer at once instead of suspending.
-        const name = kind.startsWith("llm") ? "llm_query" : "rlm_query"
+        const name = kind
         const message =
           this.mode === "job"
-            ? `${name} cannot run inside a promise job (after an await, or in a .then callback): it is synchronous in this REPL. Call it directly (const a = ${name}(p)); for parallel calls use ${name}_batched([...]).`
+            ? `${name} cannot run inside a promise job (after an await, or in a .then callback): it is synchronous in this REPL. Call it directly (const a = ${name}(p)); for parallel sub-calls use llm_query_batched([...]).`
             : `${name} can only be called from the code of a block, not from a getter or toString run by the REPL`
         return { error: ctx.newError({ name: "Error", message }) }
       }
@@ -313,9 +342,11 @@ class Interpreter {
       }
       const numbers = [outputLimit, maxAnswerChars, maxPromptChars].map((n) => ctx.newNumber(n))
       handles.push(...numbers)
+      const toolList = ctx.newString(JSON.stringify(tools))
+      handles.push(toolList)
       const installer = ctx.unwrapResult(ctx.evalCode(PRELUDE, "<prelude>", { type: "global", strict: true }))
       handles.push(installer)
-      this.ctl = ctx.unwrapResult(ctx.callFunction(installer, ctx.undefined, p, docs, raw, ...numbers))
+      this.ctl = ctx.unwrapResult(ctx.callFunction(installer, ctx.undefined, p, docs, raw, ...numbers, toolList))
       const fn = (name) => ctx.getProp(this.ctl, name)
       this.fns = {
         begin: fn("begin"),
@@ -389,6 +420,7 @@ class Interpreter {
     this.mode = "job"
     try {
       while (this.runtime.hasPendingJob()) {
+        if (aborted) break
         const b = this.budget
         if (b.used + (b.active ? performance.now() - b.since : 0) > b.limitMs + DRAIN_GRACE_MS) {
           b.tripped = true
@@ -565,6 +597,7 @@ const handle = async (message) => {
   const timeoutMs = typeof message.timeoutMs === "number" ? message.timeoutMs : Number.POSITIVE_INFINITY
   switch (message.t) {
     case "exec": {
+      aborted = false
       try {
         const code = String(message.code)
         const rewritten = typeof message.rewritten === "string" ? message.rewritten : code

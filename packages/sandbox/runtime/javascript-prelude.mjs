@@ -12,7 +12,7 @@
  * change what the helpers return.
  */
 
-export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, maxAnswerChars, maxPromptChars) {
+export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, maxAnswerChars, maxPromptChars, toolsJson) {
   "use strict";
   const G = globalThis;
   const apply = Reflect.apply;
@@ -228,25 +228,99 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
     for (let i = 0; i < len; i += step) push(result, apply(sSlice, text, [i, i + s]));
     return result;
   };
-  // Prompts and replies cross the bridge JSON-encoded (C strings would stop at a NUL).
-  // The caps are checked here for a clear error; the child and the host check them again.
-  const promptString = (name, prompt) => {
-    const s = StringC(prompt);
+  // --- host tools: one stub per tool of the session, each calling the one
+  // bridge entry with its name and its arguments (an object by parameter
+  // name) as JSON; the reply is JSON too (C strings would stop at a NUL).
+  // String caps are checked here for a clear error; the child and the host
+  // check every string again.
+  const stringArg = (tool, param, value) => {
+    const s = StringC(value);
     if (s.length > maxPromptChars) {
-      throw new RangeErrorC(name + ": the prompt has " + s.length + " characters, more than the limit of " + maxPromptChars);
+      throw new RangeErrorC(tool + ": the " + param + " has " + s.length + " characters, more than the limit of " + maxPromptChars);
     }
     return s;
   };
-  const llm_query = function llm_query(prompt) { return jsonParse(hostQuery("llm", jsonStringify(promptString("llm_query", prompt)))); };
-  const rlm_query = function rlm_query(prompt) { return jsonParse(hostQuery("rlm", jsonStringify(promptString("rlm_query", prompt)))); };
-  const batched = (kind, name) => function (prompts) {
-    if (!isArray(prompts)) throw new TypeErrorC(name + "(prompts): prompts must be an array of strings, got " + show(prompts));
+  const stringsArg = (tool, param, value) => {
+    if (!isArray(value)) throw new TypeErrorC(tool + "(" + param + "): " + param + " must be an array of strings, got " + show(value));
     const list = [];
-    for (let i = 0; i < prompts.length; i++) push(list, promptString(name, prompts[i]));
-    return jsonParse(hostQuery(kind, jsonStringify(list)));
+    for (let i = 0; i < value.length; i++) {
+      const s = StringC(value[i]);
+      if (s.length > maxPromptChars) {
+        throw new RangeErrorC(tool + ": item " + i + " of " + param + " has " + s.length + " characters, more than the limit of " + maxPromptChars);
+      }
+      push(list, s);
+    }
+    return list;
   };
-  const llm_query_batched = batched("llm_batched", "llm_query_batched");
-  const rlm_query_batched = batched("rlm_batched", "rlm_query_batched");
+  // Arguments are serialized by hand: JSON.stringify of objects builds
+  // internal arrays (model code may have planted getters on Array.prototype)
+  // and consults a model-defined toJSON.
+  const MAX_ARGS_DEPTH = 64;
+  const toJson = (tool, v, depth) => {
+    switch (typeof v) {
+      case "string": return jsonStringify(v);
+      case "boolean": return v ? "true" : "false";
+      case "number":
+        if (v !== v || v === 1 / 0 || v === -1 / 0) throw new TypeErrorC(tool + ": the arguments must be JSON values, got " + StringC(v));
+        return jsonStringify(v);
+    }
+    if (v === null) return "null";
+    if (typeof v !== "object") throw new TypeErrorC(tool + ": the arguments must be JSON values, got " + typeName(v));
+    if (depth >= MAX_ARGS_DEPTH) throw new RangeErrorC(tool + ": the arguments are nested more than " + MAX_ARGS_DEPTH + " deep");
+    const parts = [];
+    if (isArray(v)) {
+      const n = v.length;
+      for (let i = 0; i < n; i++) push(parts, v[i] === undefined ? "null" : toJson(tool, v[i], depth + 1));
+      return "[" + apply(aJoin, parts, [","]) + "]";
+    }
+    const keys = keysOf(v);
+    for (let i = 0; i < keys.length; i++) {
+      const value = v[keys[i]];
+      if (value !== undefined) push(parts, jsonStringify(keys[i]) + ":" + toJson(tool, value, depth + 1));
+    }
+    return "{" + apply(aJoin, parts, [","]) + "}";
+  };
+  const makeTool = (spec) => {
+    const name = StringC(spec.name);
+    const required = [];
+    const optional = [];
+    for (let i = 0; i < spec.parameters.length; i++) {
+      const p = spec.parameters[i];
+      const param = { __proto__: null, name: StringC(p.name), kind: StringC(p.kind), optional: p.optional === true };
+      push(param.optional ? optional : required, param);
+    }
+    const ordered = [];
+    for (let i = 0; i < required.length; i++) push(ordered, required[i]);
+    for (let i = 0; i < optional.length; i++) push(ordered, optional[i]);
+    const n = ordered.length;
+    const stub = function () {
+      const parts = [];
+      for (let i = 0; i < n; i++) {
+        const p = ordered[i];
+        const value = arguments[i];
+        if (value === undefined) {
+          if (!p.optional) throw new TypeErrorC(name + ": the argument '" + p.name + "' is missing");
+          continue;
+        }
+        const arg = p.kind === "string" ? stringArg(name, p.name, value) : p.kind === "strings" ? stringsArg(name, p.name, value) : value;
+        push(parts, jsonStringify(p.name) + ":" + toJson(name, arg, 1));
+      }
+      return jsonParse(hostQuery(name, "{" + apply(aJoin, parts, [","]) + "}"));
+    };
+    const names = [];
+    for (let i = 0; i < n; i++) push(names, ordered[i].optional ? ordered[i].name + " = undefined" : ordered[i].name);
+    const signature = name + "(" + apply(aJoin, names, [", "]) + ")";
+    const description = StringC(spec.description);
+    const shown = "function " + signature + " { [host tool] }" + (description === "" ? "" : "\n// " + description);
+    defineProperty(stub, "name", { __proto__: null, value: name });
+    defineProperty(stub, "length", { __proto__: null, value: required.length });
+    defineProperty(stub, "description", { __proto__: null, value: description });
+    defineProperty(stub, "toString", { __proto__: null, value: freeze(function toString() { return shown; }) });
+    return stub;
+  };
+  const tools = create(null);
+  const toolSpecs = jsonParse(toolsJson);
+  for (let i = 0; i < toolSpecs.length; i++) tools[StringC(toolSpecs[i].name)] = makeTool(toolSpecs[i]);
 
   let finalAnswer = undefined;
   const answerString = (name, v) => {
@@ -310,10 +384,12 @@ export const PRELUDE = String.raw`(function (P, documents, raw, outputLimit, max
   };
 
   const contextValue = documents === undefined ? text : freeze(documents);
-  const helpers = {
-    P: text, context: contextValue, peek, tail, lenP, slice, find, chunk,
-    llm_query, llm_query_batched, rlm_query, rlm_query_batched, FINAL, FINAL_VAR, SHOW_VARS
-  };
+  const helpers = { P: text, context: contextValue, peek, tail, lenP, slice, find, chunk, FINAL, FINAL_VAR, SHOW_VARS };
+  const toolNames = keysOf(tools);
+  for (let i = 0; i < toolNames.length; i++) {
+    if (own(helpers, toolNames[i])) throw new TypeErrorC("the tool name '" + toolNames[i] + "' is taken");
+    helpers[toolNames[i]] = tools[toolNames[i]];
+  }
   const names = keysOf(helpers);
   for (let i = 0; i < names.length; i++) {
     const name = names[i];

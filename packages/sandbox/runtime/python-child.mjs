@@ -152,7 +152,7 @@ let stride = 1
 let clockReadAt = 0
 /** The interrupt buffer, as Module.Py_EmscriptenSignalBuffer (see the setup below). */
 function signalBuffer() {
-  if (alarm) return ALARM
+  if (alarm || aborted) return ALARM
   if (++polls < stride) return QUIET
   polls = 0
   const now = performance.now()
@@ -173,6 +173,7 @@ function signalBuffer() {
 
 function begin(id, ms) {
   currentId = Number.isSafeInteger(id) ? id : 0
+  aborted = false
   timedOut = false
   alarm = false
   deadline = typeof ms === "number" && ms > 0 ? performance.now() + ms : Number.POSITIVE_INFINITY
@@ -180,6 +181,7 @@ function begin(id, ms) {
 
 function end() {
   currentId = 0
+  aborted = false
   alarm = false
   deadline = Number.POSITIVE_INFINITY
 }
@@ -355,8 +357,10 @@ Object.defineProperty(py._module, "Py_EmscriptenSignalBuffer", { get: signalBuff
 
 // --- The bridge: the only JavaScript function Python is given. It validates
 // its arguments, writes the call, and blocks until the reply has arrived; the
-// request's time limit stands still meanwhile.
-const KINDS = new Set(["llm", "llm_batched", "rlm", "rlm_batched"])
+// request's time limit stands still meanwhile. One entry for every host tool:
+// the tool's name and its arguments as JSON (an object by parameter name).
+/** The session's tool names (set with the context): a call of another name is refused here. */
+let toolNames = new Set()
 /** The running request's caps (its `maxPromptChars`, `maxAnswerChars`), set by each exec. */
 let promptCap = Number.POSITIVE_INFINITY
 let answerCap = Number.POSITIVE_INFINITY
@@ -368,36 +372,50 @@ const charCount = (text, max) => {
   for (const _ of text) n++
   return n
 }
-/** Why a call's prompts are refused before they cross (the host checks again), or undefined. */
-const refusePrompts = (kind, payload) => {
-  if (kind === "llm" || kind === "rlm") {
-    const n = charCount(payload, promptCap)
-    return n > promptCap ? `the prompt has ${n} characters; the limit is ${promptCap}` : undefined
+/** How deep a call's arguments may nest (the host refuses deeper ones too). */
+const MAX_ARGS_DEPTH = 64
+/** Why a call's arguments are refused before they cross (the host checks again), or undefined. */
+const refuseArgs = (args) => {
+  if (args === null || typeof args !== "object" || Array.isArray(args)) return "invalid host call"
+  const stack = Object.keys(args).map((key) => [args[key], 1, key, -1])
+  while (stack.length > 0) {
+    const [value, depth, key, index] = stack.pop()
+    if (typeof value === "string") {
+      const n = charCount(value, promptCap)
+      if (n <= promptCap) continue
+      const what =
+        depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
+      return `${what} has ${n} characters; the limit is ${promptCap}`
+    }
+    if (value === null || typeof value !== "object") continue
+    if (depth >= MAX_ARGS_DEPTH) return `the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
+    } else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
   }
-  let prompts
-  try {
-    prompts = JSON.parse(payload)
-  } catch {
-    return "a batch must be a list of strings"
-  }
-  if (!Array.isArray(prompts) || !prompts.every((p) => typeof p === "string"))
-    return "a batch must be a list of strings"
-  const at = prompts.findIndex((p) => charCount(p, promptCap) > promptCap)
-  return at === -1
-    ? undefined
-    : `prompt ${at} of the batch has ${charCount(prompts[at], promptCap)} characters; the limit is ${promptCap}`
+  return undefined
 }
-const call = (kind, payload) => {
-  if (typeof kind !== "string" || !KINDS.has(kind) || typeof payload !== "string") {
+/** Set when the host aborted the running block (a budget spent): no more calls, and it is interrupted at every poll. */
+let aborted = false
+const call = (name, payload) => {
+  if (typeof name !== "string" || !toolNames.has(name) || typeof payload !== "string") {
     return "0invalid host call"
   }
-  const refused = refusePrompts(kind, payload)
-  if (refused !== undefined) return `0${refused}`
+  if (aborted) return "0the block was aborted by the host"
+  let args
+  try {
+    args = JSON.parse(payload)
+  } catch {
+    return "0invalid host call"
+  }
+  const refused = refuseArgs(args)
+  if (refused !== undefined) return refused === "invalid host call" ? `0${refused}` : `0${name}: ${refused}`
   const left = deadline - performance.now()
   deadline = Number.POSITIVE_INFINITY
   try {
-    writeLine({ t: "call", id: currentId, kind, payload })
+    writeLine({ t: "call", id: currentId, name, args })
     const reply = readReply()
+    if (reply.abort === true) aborted = true
     return (reply.ok === true ? "1" : "0") + String(reply.value)
   } finally {
     if (currentId !== 0 && left !== Number.POSITIVE_INFINITY) deadline = performance.now() + Math.max(0, left)
@@ -449,7 +467,7 @@ const setup = py.runPython(`import sys\nsys.modules.pop("_rlm_repl")`)
 // of a TypeError, then Error, Object, Function), so the bridge is a character
 // device of the in-memory file system instead, /dev/host (`_bridge_call` in
 // python_repl.py). Python writes a request: a flag ("8" UTF-8, "6" UTF-16-LE
-// for strings with lone surrogates), the kind, a newline and the payload, in
+// for strings with lone surrogates), the tool's name, a newline and the payload (its arguments as JSON), in
 // one write; then it reads the reply: the same flag and the body's length in
 // 15 digits, then the body ("1"/"0" and the text of `call`). Nothing here
 // throws into the interpreter but an errno (a JavaScript error thrown from a
@@ -509,6 +527,7 @@ const bridgeRequest = (bytes) => {
 }
 setup.install_bridge(BRIDGE_PATH)
 const execBlock = setup.exec_block
+const installTools = setup.install_tools
 const loadContext = setup.load_context
 const asciiSlot = setup.ascii_slot
 const dropSlot = setup.drop_slot
@@ -630,6 +649,10 @@ const handleRequest = (message) => {
     case "context": {
       contextRead = 0
       try {
+        if (Array.isArray(message.tools)) {
+          installTools(JSON.stringify(message.tools))
+          toolNames = new Set(message.tools.map((tool) => String(tool?.name)))
+        }
         const sizes = [message.textBytes, ...(Array.isArray(message.docBytes) ? message.docBytes : [])]
         const args = sizes.map(readSegment)
         const [text, ...docs] = args

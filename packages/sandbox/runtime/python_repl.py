@@ -4,7 +4,8 @@
 # JavaScript object: the host calls go through a character device (see
 # _bridge_call), not a JavaScript function. The contract
 # (docs/protocol.md): P/context, peek, tail, lenP, slice, find, chunk,
-# llm_query(_batched), rlm_query(_batched), FINAL, FINAL_VAR, SHOW_VARS.
+# FINAL, FINAL_VAR, SHOW_VARS, and a stub per host tool of the session
+# (llm_query(_batched), rlm_query(_batched), budget, user tools: install_tools).
 #
 # Offsets and lengths are Python string indices (code points).
 import ast as _ast
@@ -90,33 +91,105 @@ class _Capture:
         return "".join(self._parts)
 
 
-def _host(kind, payload):
-    reply = _bridge_call(kind, payload)
-    reply = _str(reply)
-    if reply[:1] == "1":
-        return reply[1:]
-    raise RuntimeError(reply[1:])
+# --- host tools: one stub per tool of the session (install_tools), each a
+# real function with its parameters and docstring, all calling _call_tool.
+
+_list = list
+_tuple = tuple
+_dict = dict
+_TypeError = TypeError
+_ValueError = ValueError
+# The arguments are written by hand where they are strings (the common case:
+# a prompt), with the C string encoder; other values go through an encoder
+# refusing NaN (not JSON). A reply that is one JSON string is read with the C
+# string scanner. (The full json encoder and decoder cost tens of µs a call here.)
+_encode_json = _json.JSONEncoder(allow_nan=False).encode
+_encode_str = _json.encoder.encode_basestring_ascii
+_scanstring = _json.decoder.scanstring
+_RuntimeError = RuntimeError
 
 
-def _prompt(prompt):
+def _string_arg(tool, param, value, cap):
     # Refused before it crosses to the host (which checks again): `maxPromptChars`.
-    prompt = _str(prompt)
-    cap = _state["max_prompt"]
-    if cap >= 0 and _len(prompt) > cap:
-        raise ValueError(f"the prompt has {_len(prompt)} characters; the limit is {cap}")
-    return prompt
+    value = _str(value)
+    if cap >= 0 and _len(value) > cap:
+        raise _ValueError(f"{tool}: the {param} has {_len(value)} characters; the limit is {cap}")
+    return value
 
 
-def _prompts(prompts):
-    if _isinstance(prompts, (_str, bytes)):
-        raise TypeError("expected a list of prompts, got a single string")
-    out = [_str(p) for p in prompts]
-    cap = _state["max_prompt"]
+def _strings_arg(tool, param, value, cap):
+    if _isinstance(value, (_str, bytes)):
+        raise _TypeError(f"{tool}: expected a list of {param}, got a single string")
+    out = [_str(v) for v in value]
     if cap >= 0:
-        for i, p in enumerate(out):
-            if _len(p) > cap:
-                raise ValueError(f"prompt {i} of the batch has {_len(p)} characters; the limit is {cap}")
+        for i, v in enumerate(out):
+            if _len(v) > cap:
+                raise _ValueError(f"{tool}: item {i} of {param} has {_len(v)} characters; the limit is {cap}")
     return out
+
+
+def _call_tool(tool, kinds, values):
+    cap = _state["max_prompt"]
+    parts = []
+    for (param, kind, optional), value in zip(kinds, values):
+        if optional and value is None:
+            continue
+        if kind == "string":
+            text = _encode_str(_string_arg(tool, param, value, cap))
+        elif kind == "strings":
+            text = "[" + ",".join([_encode_str(v) for v in _strings_arg(tool, param, value, cap)]) + "]"
+        else:
+            try:
+                text = _encode_json(value)
+            except (_TypeError, _ValueError) as e:
+                raise _TypeError(
+                    f"{tool}: the arguments must be JSON values (str, int, float, bool, None, list, dict): {e}"
+                ) from None
+        parts.append(_encode_str(param) + ":" + text)
+    reply = _str(_bridge_call(tool, "{" + ",".join(parts) + "}"))
+    parts = None
+    flag = reply[:1]
+    if flag == "1":
+        if reply[1:2] == '"':
+            value, end = _scanstring(reply, 2)
+            if end == _len(reply):
+                return value
+        return _loads(reply[1:])
+    raise _RuntimeError(reply[1:])
+
+
+def install_tools(specs):
+    """Called once from JavaScript (before the context) with the session's tools as JSON."""
+    import keyword
+
+    made = {}
+    for spec in _loads(_str(specs)):
+        name = _str(spec["name"])
+        params = [(_str(p["name"]), _str(p["kind"]), p["optional"] is True) for p in spec["parameters"]]
+        for n in [name] + [p[0] for p in params]:
+            if not n.isidentifier() or keyword.iskeyword(n) or n.startswith("_"):
+                raise _ValueError(f"not a tool or parameter name: {n[:100]!r}")
+        if name in _HELPERS or name in made:
+            raise _ValueError(f"the tool name {name!r} is taken")
+        required = [p for p in params if not p[2]]
+        optional = [p for p in params if p[2]]
+        ordered = required + optional
+        signature = ", ".join([p[0] for p in required] + [p[0] + "=None" for p in optional])
+        kinds = _repr(_tuple((p[0], p[1], p[2]) for p in ordered))
+        values = "".join(p[0] + ", " for p in ordered)
+        source = f"def {name}({signature}):\n    return _call_tool({name!r}, {kinds}, ({values}))\n"
+        scope = {}
+        _exec(_compile(source, "<tool>", "exec"), _GLOBALS, scope)
+        f = scope[name]
+        f.__doc__ = _str(spec.get("description", ""))
+        f.__module__ = "__main__"
+        made[name] = f
+        _CODES.append((f, f.__code__, f.__defaults__, f.__kwdefaults__))
+    _HELPERS.update(made)
+    reserved = _tuple(_dict.fromkeys(RESERVED + _tuple(made)))
+    _SNAPSHOT["RESERVED"] = reserved
+    _GLOBALS["RESERVED"] = reserved
+    _restore()
 
 
 def _answer(value):
@@ -178,32 +251,6 @@ def chunk(size, overlap=0):
     return [text[i : i + size] for i in range(0, _len(text), step)]
 
 
-def llm_query(prompt):
-    """Ask a sub-model; returns its reply text."""
-    return _host("llm", _prompt(prompt))
-
-
-def llm_query_batched(prompts):
-    """Ask a sub-model many prompts concurrently; replies in prompt order."""
-    ps = _prompts(prompts)
-    if not ps:
-        return []
-    return _loads(_host("llm_batched", _dumps(ps)))
-
-
-def rlm_query(prompt):
-    """Ask a recursive RLM; returns its answer."""
-    return _host("rlm", _prompt(prompt))
-
-
-def rlm_query_batched(prompts):
-    """Ask recursive RLMs many prompts concurrently; answers in prompt order."""
-    ps = _prompts(prompts)
-    if not ps:
-        return []
-    return _loads(_host("rlm_batched", _dumps(ps)))
-
-
 def FINAL(value):
     """Record the final answer."""
     _state["final"] = {"source": "FINAL", "value": _answer(_str(value))}
@@ -243,8 +290,6 @@ def SHOW_VARS():
 
 _HELPERS = {
     "peek": peek, "tail": tail, "lenP": lenP, "slice": slice, "find": find, "chunk": chunk,
-    "llm_query": llm_query, "llm_query_batched": llm_query_batched,
-    "rlm_query": rlm_query, "rlm_query_batched": rlm_query_batched,
     "FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS,
 }
 _BUILTINS = dict(_builtins.__dict__)
@@ -523,11 +568,11 @@ def _encode(text):
         return b"6", text.encode("utf-16-le", "surrogatepass")
 
 
-def _bridge_call(kind=None, payload=None):
-    if _type(kind) is not _str or _type(payload) is not _str or _bridge_path is None:
+def _bridge_call(name=None, payload=None):
+    if _type(name) is not _str or _type(payload) is not _str or _bridge_path is None:
         return "0invalid host call"
     flag, body = _encode(payload)
-    request = b"".join((flag, kind.encode("utf-8", "replace"), b"\n", body))
+    request = b"".join((flag, name.encode("utf-8", "replace"), b"\n", body))
     body = None
     fd = _os_open(_bridge_path, _O_RDWR)
     try:

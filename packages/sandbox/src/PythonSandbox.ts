@@ -22,6 +22,7 @@ import {
   spawnProcess,
   startProcess
 } from "./internal/pythonProcess.js"
+import { checkOpen } from "./internal/hostCall.js"
 import { defaultExecTimeout, makeSession } from "./internal/pythonRepl.js"
 import { defaultSnapshotDir, snapshotSource } from "./internal/pythonSnapshot.js"
 import { type IsolationMode, type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandbox.js"
@@ -116,8 +117,11 @@ export const make = (options?: Options): Effect.Effect<Sandbox.Service, SandboxE
     return Sandbox.of({
       language: "python",
       isolation: wall.isolation,
-      open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
-        Effect.flatMap(start, ({ process, ready }) => makeSession(process, spawn, open, sessionOptions, ready))
+      open: <E>(open: OpenOptions<E>): Effect.Effect<Repl<E>, SandboxError, Scope.Scope> =>
+        Effect.zipRight(
+          checkOpen(open),
+          Effect.flatMap(start, ({ process, ready }) => makeSession(process, spawn, open, sessionOptions, ready))
+        )
     })
   })
 
@@ -142,9 +146,10 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
     return Sandbox.of({
       language: "python",
       isolation: wall.isolation,
-      open: (open: OpenOptions): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
+      open: <E>(open: OpenOptions<E>): Effect.Effect<Repl<E>, SandboxError, Scope.Scope> =>
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
+            yield* checkOpen(open)
             // Take an interpreter out of the pool for good: its ownership moves
             // to the session's scope, so nothing of this session is ever seen by
             // another. It is invalidated (the pool then starts a replacement)

@@ -254,7 +254,7 @@ describe("JavascriptSandbox child process: guest values the host never reads", (
     (outcome, calls) => {
       assert.strictEqual(
         ok(outcome).stdout,
-        `"llm_query_batched: the prompt has 11 characters, more than the limit of 10"\n`
+        `"llm_query_batched: item 1 of prompts has 11 characters, more than the limit of 10"\n`
       )
       assert.deepStrictEqual(calls, [])
     },
@@ -635,22 +635,26 @@ describe("JavascriptSandbox child process: a forged child's messages are refused
     )
   )
   forged(
-    "host calls with a number as the prompt, an unknown kind, or an oversized prompt are refused without calling the host",
+    "host calls with a number as the prompt, an unknown tool, an oversized prompt or arguments nested too deep are refused without calling the host",
     [
-      { call: { kind: "llm", prompt: 42 } },
-      { call: { kind: "shell", prompt: "rm -rf" } },
-      { call: { kind: "llm_batched", prompts: ["ok", "x".repeat(11)] } },
-      { call: { kind: "rlm", prompt: "fine" } },
+      { call: { name: "llm_query", args: { prompt: 42 } } },
+      { call: { name: "shell", args: { prompt: "rm -rf" } } },
+      { call: { name: "llm_query_batched", args: { prompts: ["ok", "x".repeat(11)] } } },
+      { call: { name: "llm_query", args: { prompt: JSON.parse(`${"[".repeat(100)}${"]".repeat(100)}`) } } },
+      { call: { name: "llm_query", args: "fine" } },
+      { call: { name: "rlm_query", args: { prompt: "fine" } } },
       { reply: true }
     ],
     (r) => {
       const replies = JSON.parse(r.stdout) as Array<{ ok: boolean; value: string }>
-      assert.deepStrictEqual(
-        replies.map((x) => x.ok),
-        [false, false, false, true]
-      )
-      for (const x of replies.slice(0, 3)) assert.match(x.value, /^host call refused: /)
-      assert.strictEqual(replies[3]?.value, JSON.stringify("rlm:fine"))
+      assert.deepStrictEqual(replies, [
+        { ok: false, value: "llm_query: the prompt must be a string" },
+        { ok: false, value: "invalid host call" },
+        { ok: false, value: "llm_query_batched: item 1 of prompts has 11 characters; the limit is 10" },
+        { ok: false, value: "llm_query: the arguments are nested more than 64 deep" },
+        { ok: false, value: "llm_query: the arguments must be an object by parameter name" },
+        { ok: true, value: JSON.stringify("rlm:fine") }
+      ])
     },
     { maxPromptChars: 10, outputLimit: 10_000 }
   )
@@ -660,9 +664,9 @@ describe("JavascriptSandbox child process: a forged child's messages are refused
     [
       {
         burst: [
-          { kind: "llm", prompt: "sleep:200 first" },
-          { kind: "llm", prompt: "second" },
-          { kind: "rlm", prompt: "third" }
+          { name: "llm_query", args: { prompt: "sleep:200 first" } },
+          { name: "llm_query", args: { prompt: "second" } },
+          { name: "rlm_query", args: { prompt: "third" } }
         ]
       },
       { reply: true }

@@ -201,8 +201,8 @@ const cases: ReadonlyArray<Case> = [
   },
   // --- the bridge and the helpers ----------------------------------------------
   {
-    name: "calling the bridge directly with a forged kind",
-    code: () => `llm_query.__globals__["_host"]("exec", "rm -rf /")`,
+    name: "calling the bridge directly with a forged tool name",
+    code: () => `llm_query.__globals__["_call_tool"]("exec", (("cmd", "string", False),), ("rm -rf /",))`,
     outcome: { error: /RuntimeError: invalid host call/ }
   },
   {

@@ -202,36 +202,44 @@ describe("PythonSandbox: a child that escaped to JavaScript", () => {
   )
 
   it.live(
-    "host calls: prompts over maxPromptChars, a batch that is not a list of strings, an unknown kind are refused before the host sees them",
+    "host calls: prompts over maxPromptChars, a batch that is not a list of strings, arguments that are not an object or nest too deep, an unknown tool are refused before the host sees them",
     () =>
       withFake({ maxPromptChars: 10 }, (repl, calls) =>
         Effect.gen(function* () {
           const reply = (code: string) => Effect.map(repl.exec(code), (r) => JSON.parse(r.stdout))
-          assert.deepStrictEqual(yield* reply(`call:llm:${"p".repeat(11)}`), {
-            t: "reply",
-            ok: false,
-            value: "the prompt has 11 characters; the limit is 10"
-          })
-          assert.deepStrictEqual(yield* reply(`call:rlm_batched:${JSON.stringify(["ok", "q".repeat(11)])}`), {
-            t: "reply",
-            ok: false,
-            value: "prompt 1 of the batch has 11 characters; the limit is 10"
-          })
-          for (const batch of ['{"a":1}', "[1,2]", "not json"]) {
-            assert.deepStrictEqual(yield* reply(`call:llm_batched:${batch}`), {
-              t: "reply",
-              ok: false,
-              value: "a batch must be a list of strings"
-            })
+          const refused = (value: string) => ({ t: "reply", ok: false, value })
+          assert.deepStrictEqual(
+            yield* reply(`call:llm_query:${JSON.stringify({ prompt: "p".repeat(11) })}`),
+            refused("llm_query: the prompt has 11 characters; the limit is 10")
+          )
+          assert.deepStrictEqual(
+            yield* reply(`call:rlm_query_batched:${JSON.stringify({ prompts: ["ok", "q".repeat(11)] })}`),
+            refused("rlm_query_batched: item 1 of prompts has 11 characters; the limit is 10")
+          )
+          for (const batch of ['{"prompts":{"a":1}}', '{"prompts":[1,2]}', '{"prompt":["x"]}']) {
+            assert.deepStrictEqual(
+              yield* reply(`call:llm_query_batched:${batch}`),
+              refused("llm_query_batched: a batch must be a list of strings")
+            )
           }
-          assert.deepStrictEqual(yield* reply("call:shell:rm -rf /"), {
-            t: "reply",
-            ok: false,
-            value: "invalid host call"
-          })
+          for (const args of ["not json", "[1]", "null"]) {
+            assert.deepStrictEqual(
+              yield* reply(`call:llm_query:${args}`),
+              refused("llm_query: the arguments must be an object by parameter name")
+            )
+          }
+          assert.deepStrictEqual(
+            yield* reply(`call:llm_query:{"prompt":${"[".repeat(100)}${"]".repeat(100)}}`),
+            refused("llm_query: the arguments are nested more than 64 deep")
+          )
+          assert.deepStrictEqual(yield* reply("call:shell:rm -rf /"), refused("invalid host call"))
           assert.deepStrictEqual(calls, [])
-          // Within the caps the host answers.
-          assert.deepStrictEqual(yield* reply("call:llm:hi"), { t: "reply", ok: true, value: "llm:hi" })
+          // Within the caps the host answers, with JSON.
+          assert.deepStrictEqual(yield* reply('call:llm_query:{"prompt":"hi"}'), {
+            t: "reply",
+            ok: true,
+            value: JSON.stringify("llm:hi")
+          })
           assert.deepStrictEqual(calls, [{ kind: "llm", prompts: ["hi"] }])
         })
       )
@@ -440,7 +448,7 @@ layer(pyLayer, { excludeTestServices: true, timeout: Duration.minutes(3) })("Pyt
         assert.isUndefined(r.error)
         assert.strictEqual(
           r.stdout,
-          "41 2\nthe prompt has 150000000 characters; the limit is 1000000\nprompt 1 of the batch has 150000000 characters; the limit is 1000000\n"
+          "41 3\nrlm_query: the prompt has 150000000 characters; the limit is 1000000\nllm_query_batched: item 1 of prompts has 150000000 characters; the limit is 1000000\n"
         )
         assert.deepStrictEqual(calls, [])
         assert.isBelow(process.memoryUsage().heapUsed - heap, 50_000_000)
@@ -460,15 +468,15 @@ layer(pyLayer, { excludeTestServices: true, timeout: Duration.minutes(3) })("Pyt
           "except RuntimeError as e:",
           "    print(e)",
           "bridge = llm_query.__globals__['_bridge_call']",
-          "print(bridge('llm_batched', '{\"a\": 1}'))",
-          "print(bridge('llm_batched', '[\"ok\", ' + '\"' + 'y' * 1_000_001 + '\"]'))",
+          "print(bridge('llm_query_batched', '[\"ok\"]'))",
+          "print(bridge('llm_query_batched', '{\"prompts\": [\"ok\", ' + '\"' + 'y' * 1_000_001 + '\"]}'))",
           "del state, bridge"
         ].join("\n")
       )
       assert.isUndefined(r.error)
       assert.strictEqual(
         r.stdout,
-        "the prompt has 2000000 characters; the limit is 1000000\n0a batch must be a list of strings\n0prompt 1 of the batch has 1000001 characters; the limit is 1000000\n"
+        "llm_query: the prompt has 2000000 characters; the limit is 1000000\n0invalid host call\n0llm_query_batched: item 1 of prompts has 1000001 characters; the limit is 1000000\n"
       )
       assert.deepStrictEqual(calls, [])
       // Within the cap, llm_query works as before.

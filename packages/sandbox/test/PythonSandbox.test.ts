@@ -176,7 +176,7 @@ layer(
       const empty = yield* exec(`llm_query_batched([])`)
       assert.strictEqual(empty.stdout, "[]\n")
       const single = yield* exec(`llm_query_batched("not a list")`)
-      assert.match(single.error ?? "", /TypeError: expected a list of prompts/)
+      assert.match(single.error ?? "", /TypeError: llm_query_batched: expected a list of prompts, got a single string/)
     })
   )
 

@@ -200,9 +200,9 @@ const cases: ReadonlyArray<Case> = [
   {
     name: "the bridge device with forged bytes answers '0invalid host call' (or nothing, read before a write)",
     code: () =>
-      `import os\nfd = os.open("/dev/host", os.O_RDWR)\nout = [os.read(fd, 64)]\nfor request in (b"8llm\\nzz", b"garbage", b"9llm\\nzz", b"8eval\\nx", b"\\n", b""):\n    os.write(fd, request)\n    out.append(os.read(fd, 64))\nos.close(fd)\nprint(out)`,
+      `import os\nfd = os.open("/dev/host", os.O_RDWR)\nout = [os.read(fd, 64)]\nfor request in (b'8llm_query\\n{"prompt": "zz"}', b"garbage", b"9llm_query\\nzz", b"8eval\\nx", b"\\n", b""):\n    os.write(fd, request)\n    out.append(os.read(fd, 64))\nos.close(fd)\nprint(out)`,
     error: null,
-    stdout: `[b'', b'80000000000000071llm:zz', ${"b'80000000000000180invalid host call', ".repeat(5)}]\n`.replace(
+    stdout: `[b'', b'80000000000000091"llm:zz"', ${"b'80000000000000180invalid host call', ".repeat(5)}]\n`.replace(
       ", ]",
       "]"
     )

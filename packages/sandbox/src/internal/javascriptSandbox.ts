@@ -11,11 +11,9 @@ import { existsSync, readFileSync, realpathSync } from "node:fs"
 import { createRequire } from "node:module"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -23,6 +21,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Output from "../Output.js"
 import * as Sandbox from "../Sandbox.js"
+import { checkOpen, hostReply } from "./hostCall.js"
 import { killTree, resolveWall, terminateSpawned, type Wall } from "./isolation.js"
 import { rewriteTopLevel } from "./javascriptRewrite.js"
 import { onJsonLines } from "./jsonLines.js"
@@ -125,27 +124,19 @@ const capped = (max: number) => Schema.String.pipe(Schema.maxLength(max))
 const Count = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 
 const schemas = (caps: Caps) => {
-  const Prompt = capped(caps.maxPromptChars)
   return {
     Envelope: Schema.Struct({
       t: Schema.Literal("ready", "failed", "result", "call", "crashed"),
       id: Schema.optional(Schema.Number),
       message: Schema.optional(capped(1000))
     }),
-    Call: Schema.Union(
-      Schema.Struct({
-        t: Schema.Literal("call"),
-        id: Schema.Number,
-        kind: Schema.Literal("llm", "rlm"),
-        prompt: Prompt
-      }),
-      Schema.Struct({
-        t: Schema.Literal("call"),
-        id: Schema.Number,
-        kind: Schema.Literal("llm_batched", "rlm_batched"),
-        prompts: Schema.Array(Prompt)
-      })
-    ),
+    // The arguments are checked by the session (hostCall.ts): a known tool, caps on every string.
+    Call: Schema.Struct({
+      t: Schema.Literal("call"),
+      id: Schema.Number,
+      name: capped(100),
+      args: Schema.Unknown
+    }),
     Exec: Schema.Struct({
       t: Schema.Literal("result"),
       id: Schema.Number,
@@ -198,9 +189,8 @@ type Answer = Record<string, unknown> | Fault | Sandbox.SandboxError
 
 interface HostCall {
   readonly id: number
-  readonly kind: "llm" | "rlm" | "llm_batched" | "rlm_batched"
-  readonly prompt?: string
-  readonly prompts?: ReadonlyArray<string>
+  readonly name: string
+  readonly args: unknown
 }
 
 interface JsProcess {
@@ -210,7 +200,7 @@ interface JsProcess {
   readonly request: (
     message: Record<string, unknown>
   ) => Effect.Effect<Record<string, unknown> | Fault, Sandbox.SandboxError>
-  readonly reply: (ok: boolean, value: string) => void
+  readonly reply: (ok: boolean, value: string, abort?: boolean) => void
   onCall: ((call: HostCall | { readonly id: number; readonly invalid: string }) => void) | undefined
   readonly kill: (reason?: Sandbox.SandboxError) => void
   readonly terminate: (reason?: Sandbox.SandboxError) => Effect.Effect<void>
@@ -240,7 +230,12 @@ interface Settings {
   readonly startTimeout: Duration.Duration
 }
 
-const spawnChild = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps, contextBytes: ReadonlyArray<number>) => {
+const spawnChild = (
+  settings: Settings,
+  open: Sandbox.OpenOptions<any>,
+  caps: Caps,
+  contextBytes: ReadonlyArray<number>
+) => {
   const files = resolveQuickjs()
   const runtime = runtimeDir()
   const scriptDir = path.dirname(settings.script)
@@ -273,6 +268,11 @@ const spawnChild = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps, c
       outputLimit: caps.outputLimit,
       maxAnswerChars: caps.maxAnswerChars,
       maxPromptChars: caps.maxPromptChars,
+      tools: Sandbox.resolveHost(open).tools.map((tool) => ({
+        name: tool.name,
+        description: tool.description,
+        parameters: tool.parameters.map((p) => ({ name: p.name, optional: p.optional, kind: p.kind }))
+      })),
       textBytes: contextBytes[0] ?? 0,
       ...(open.context.documents !== undefined ? { docBytes: contextBytes.slice(1) } : {})
     })
@@ -286,7 +286,7 @@ const spawnChild = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps, c
   })
 }
 
-const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsProcess => {
+const start = (settings: Settings, open: Sandbox.OpenOptions<any>, caps: Caps): JsProcess => {
   const texts = [open.context.text, ...(open.context.documents ?? [])]
   const contextBytes = texts.map((text) => Buffer.byteLength(text, "utf8"))
   const child: ChildProcess = spawnChild(settings, open, caps, contextBytes)
@@ -439,7 +439,7 @@ const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsPro
           pending.delete(id)
         })
       }),
-    reply: (ok, value) => write({ t: "reply", ok, value }),
+    reply: (ok, value, abort) => write({ t: "reply", ok, value, ...(abort === true ? { abort } : {}) }),
     kill: (reason) => {
       if (death === undefined && reason !== undefined) die(reason)
       if (child.exitCode === null && child.signalCode === null) killedBelow.push(...killTree(child))
@@ -472,7 +472,7 @@ const start = (settings: Settings, open: Sandbox.OpenOptions, caps: Caps): JsPro
 /** Spawn a child in the current scope (killed when it closes) and wait until it has loaded the context. */
 const spawnReady = (
   settings: Settings,
-  open: Sandbox.OpenOptions,
+  open: Sandbox.OpenOptions<any>,
   caps: Caps
 ): Effect.Effect<JsProcess, Sandbox.SandboxError, Scope.Scope> =>
   Effect.acquireRelease(
@@ -511,36 +511,18 @@ const cut = (text: string, omitted: number, limit: number) => {
   return more > 0 ? { text: kept + Output.truncationMarker(more), truncated: true } : { text: kept, truncated: false }
 }
 
-const hostReply = (call: HostCall, host: Sandbox.HostFunctions): Effect.Effect<string, Sandbox.HostCallError> => {
-  switch (call.kind) {
-    case "llm":
-    case "rlm": {
-      const prompt = call.prompt ?? ""
-      const run = call.kind === "llm" ? host.llmQuery(prompt) : host.rlmQuery(prompt)
-      return Effect.map(run, (reply) => JSON.stringify(String(reply)))
-    }
-    case "llm_batched":
-    case "rlm_batched": {
-      const prompts = call.prompts ?? []
-      const run = call.kind === "llm_batched" ? host.llmQueryBatched(prompts) : host.rlmQueryBatched(prompts)
-      return Effect.flatMap(run, (replies) =>
-        replies.length === prompts.length
-          ? Effect.succeed(JSON.stringify(replies.map(String)))
-          : Effect.fail(
-              new Sandbox.HostCallError({
-                message: `batched query: host returned ${replies.length} replies for ${prompts.length} prompts`
-              })
-            )
-      )
-    }
-  }
-}
-
 const faultText = (detail: string) =>
   `SandboxError: ${detail}; the interpreter was stopped and replaced. All REPL variables were lost; P, context and the helpers are back.`
 
-const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout: Duration.Duration, graceMs: number) =>
+const makeSession = <E>(
+  settings: Settings,
+  open: Sandbox.OpenOptions<E>,
+  execTimeout: Duration.Duration,
+  graceMs: number
+): Effect.Effect<Sandbox.Repl<E>, Sandbox.SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
+    const host = Sandbox.resolveHost(open)
+    const toolsByName = new Map(host.tools.map((tool) => [tool.name, tool]))
     const caps: Caps = {
       outputLimit: Math.max(0, Math.floor(open.outputLimit ?? Sandbox.DEFAULT_OUTPUT_LIMIT)),
       maxAnswerChars: Math.max(0, Math.floor(open.maxAnswerChars ?? Sandbox.DEFAULT_MAX_ANSWER_CHARS)),
@@ -597,9 +579,12 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
       })
 
     const runExec = (proc: JsProcess, code: string) =>
-      Effect.async<Record<string, unknown> | Fault, Sandbox.SandboxError>((resume) => {
+      Effect.async<Record<string, unknown> | Fault, Sandbox.SandboxError | E>((resume) => {
         const id = proc.nextId()
         let finished = false
+        /** A host call failed with an error that aborts the block: the block's own result is dropped. */
+        let aborted: { readonly error: E } | undefined
+        let abortKill: ReturnType<typeof setTimeout> | undefined
         const watchdog = deadline(
           proc,
           `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
@@ -610,37 +595,40 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
           if (call.id !== id) return proc.reply(false, "stale host call")
           if ("invalid" in call) return proc.reply(false, `host call refused: ${call.invalid}`)
           if (inFlight) return proc.reply(false, "host call refused: another host call is still running")
+          if (aborted !== undefined) return proc.reply(false, "the block was aborted by the host")
           if (watchdog.timedOut) return proc.reply(false, "the block exceeded its time limit")
           inFlight = true
           watchdog.pause()
           runHost(
-            hostReply(call, open.host).pipe(
-              Effect.exit,
-              Effect.flatMap((exit) =>
-                Effect.sync(() => {
-                  if (Exit.isSuccess(exit)) proc.reply(true, exit.value)
-                  else {
-                    const failure = Cause.failureOption(exit.cause)
-                    const defect = Cause.dieOption(exit.cause)
-                    proc.reply(
-                      false,
-                      Option.isSome(failure)
-                        ? failure.value.message
-                        : Option.isSome(defect)
-                          ? `host call failed: ${errorMessage(defect.value)}`
-                          : "host call interrupted"
-                    )
-                  }
-                  inFlight = false
-                  watchdog.resume()
-                })
-              )
+            Effect.flatMap(hostReply(host.call, toolsByName, call.name, call.args, caps.maxPromptChars), (reply) =>
+              Effect.sync(() => {
+                switch (reply._tag) {
+                  case "Ok":
+                    proc.reply(true, reply.json)
+                    break
+                  case "Error":
+                    proc.reply(false, reply.message)
+                    break
+                  case "Abort":
+                    // The child interrupts the block (uncatchably) and refuses its host calls; a block that
+                    // still does not return within the grace period is killed.
+                    aborted = { error: reply.error }
+                    proc.reply(false, reply.message, true)
+                    abortKill = setTimeout(() => {
+                      if (!finished) proc.kill(crashed("the aborted block did not stop"))
+                    }, graceMs)
+                    break
+                }
+                inFlight = false
+                watchdog.resume()
+              })
             )
           )
         }
         const finish = () => {
           finished = true
           watchdog.stop()
+          if (abortKill !== undefined) clearTimeout(abortKill)
           proc.onCall = undefined
         }
         const rewritten = rewriteTopLevel(code)
@@ -649,7 +637,10 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
           {
             onExit: (exit) => {
               finish()
-              resume(exit)
+              if (aborted === undefined) return resume(exit)
+              // The caller learns of the abort, not of what the block did after it.
+              if (!proc.isAlive()) reported = proc
+              resume(Effect.fail(aborted.error))
             }
           }
         )
@@ -712,7 +703,7 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
       })
     }
 
-    const exec = (code: string): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError> =>
+    const exec = (code: string): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError | E> =>
       lock.withPermits(1)(
         Effect.gen(function* () {
           const proc = yield* alive
@@ -752,7 +743,7 @@ const makeSession = (settings: Settings, open: Sandbox.OpenOptions, execTimeout:
         })
       )
 
-    const repl: Sandbox.Repl = {
+    const repl: Sandbox.Repl<E> = {
       language: "javascript",
       exec,
       getVar: (name) =>
@@ -781,12 +772,15 @@ export const make = (options: Options = {}): Effect.Effect<Sandbox.Sandbox.Servi
     return {
       language: "javascript",
       isolation: wall.isolation,
-      open: (openOptions: Sandbox.OpenOptions) =>
-        makeSession(
-          settings,
-          openOptions,
-          Duration.decode(openOptions.execTimeout ?? options.execTimeout ?? DEFAULT_EXEC_TIMEOUT),
-          graceMs
+      open: <E>(openOptions: Sandbox.OpenOptions<E>) =>
+        Effect.zipRight(
+          checkOpen(openOptions),
+          makeSession(
+            settings,
+            openOptions,
+            Duration.decode(openOptions.execTimeout ?? options.execTimeout ?? DEFAULT_EXEC_TIMEOUT),
+            graceMs
+          )
         )
     }
   })

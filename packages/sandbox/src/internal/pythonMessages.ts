@@ -22,15 +22,15 @@ export const Ready = Schema.Struct({
 /** The envelope of a request's result; its body is decoded by the request's kind. @internal */
 export const ResultEnvelope = Schema.Struct({ t: Schema.Literal("result"), id: Schema.Int })
 
-/** @internal */
-export const HostCallKind = Schema.Literal("llm", "llm_batched", "rlm", "rlm_batched")
+/** The name of a host tool as the child sends it (its arguments are checked by the session). @internal */
+export const HostCallName = Schema.String.pipe(Schema.maxLength(100))
 
 /** @internal */
 export const Call = Schema.Struct({
   t: Schema.Literal("call"),
   id: Schema.Int,
-  kind: HostCallKind,
-  payload: Schema.String
+  name: HostCallName,
+  args: Schema.Unknown
 })
 
 /** @internal */
@@ -89,9 +89,6 @@ export const ListVarsBody = Schema.Union(
   }),
   Schema.Struct({ error: Schema.String })
 )
-
-/** The prompts of a batched host call: a JSON array of strings. @internal */
-export const BatchPrompts = Schema.parseJson(Schema.Array(Schema.String))
 
 /**
  * Decode `input` with `schema`: the value, or a short description of what is

@@ -32,7 +32,7 @@ import type * as Scope from "effect/Scope"
 import { DEFAULT_MAX_LINE_BYTES, SandboxError } from "../Sandbox.js"
 import { killTree, terminateSpawned, treePeakRssMb, type Wall } from "./isolation.js"
 import { onJsonLines } from "./jsonLines.js"
-import { type Call, ChildMessage, decode, HostCallKind } from "./pythonMessages.js"
+import { type Call, ChildMessage, decode, HostCallName } from "./pythonMessages.js"
 import { writeUtf8 } from "./utf8Stream.js"
 
 /** @internal */
@@ -57,11 +57,11 @@ export interface WorkerResult {
   readonly [key: string]: unknown
 }
 
-/** A host call posted by model code (`llm_query` and friends); the payload is still unchecked. */
+/** A host call posted by model code (`llm_query` and friends); its arguments are still unchecked. */
 export interface HostCall {
   readonly id: number
-  readonly kind: typeof HostCallKind.Type
-  readonly payload: string
+  readonly name: string
+  readonly args: unknown
 }
 
 /** @internal */
@@ -355,11 +355,11 @@ const start = (
     if (Either.isLeft(decoded)) {
       if (raw.t === "call") {
         // The child waits on fd 4 for the answer: a malformed call fails, the block goes on.
-        const kind = decode(HostCallKind)(raw.kind)
+        const name = decode(HostCallName)(raw.name)
         handle.control({
           t: "reply",
           ok: false,
-          value: Either.isLeft(kind) ? "invalid host call" : `malformed host call (${decoded.left})`
+          value: Either.isLeft(name) ? "invalid host call" : `malformed host call (${decoded.left})`
         })
         return
       }
@@ -389,7 +389,7 @@ const start = (
       }
       case "call": {
         const call: Call = message
-        if (handle.onCall !== undefined) handle.onCall({ id: call.id, kind: call.kind, payload: call.payload })
+        if (handle.onCall !== undefined) handle.onCall({ id: call.id, name: call.name, args: call.args })
         else handle.control({ t: "reply", ok: false, value: "no block is running" })
         return
       }

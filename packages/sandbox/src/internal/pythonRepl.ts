@@ -3,11 +3,9 @@
  * exec with the pausable time limit, host calls, and replacement of a dead or
  * hard-killed interpreter.
  */
-import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
@@ -20,15 +18,16 @@ import {
   DEFAULT_OUTPUT_LIMIT,
   ExecResult,
   FinalSignal,
-  type HostCallError,
-  type HostFunctions,
   type OpenOptions,
   type Repl,
   type ReplContext,
+  resolveHost,
   SandboxError,
+  type ToolSpec,
   type VarInfo
 } from "../Sandbox.js"
-import { BatchPrompts, ContextBody, decode, ExecBody, FinalWire, GetVarBody, ListVarsBody } from "./pythonMessages.js"
+import { hostReply } from "./hostCall.js"
+import { ContextBody, decode, ExecBody, FinalWire, GetVarBody, ListVarsBody } from "./pythonMessages.js"
 import type { HostCall, PyProcess, WorkerResult } from "./pythonProcess.js"
 import { Watchdog } from "./watchdog.js"
 
@@ -41,20 +40,31 @@ export interface SessionOptions {
 const DEFAULT_EXEC_TIMEOUT = Duration.seconds(30)
 
 /** The context request: byte counts only; the bytes follow on stdin (streamed, never copied whole). */
-const contextRequest = (context: ReplContext) => {
+const contextRequest = (context: ReplContext, tools: ReadonlyArray<ToolSpec>) => {
   const textBytes = Buffer.byteLength(context.text, "utf8")
   const docBytes = context.documents?.map((doc) => Buffer.byteLength(doc, "utf8"))
   const total = textBytes + (docBytes?.reduce((a, b) => a + b, 0) ?? 0)
   return {
     input: [context.text, ...(context.documents ?? [])],
-    message: { t: "context", bytes: total, textBytes, docBytes }
+    message: { t: "context", bytes: total, textBytes, docBytes, tools: tools.map(toolWire) }
   }
 }
 
-/** Load the context into a fresh interpreter: once, as UTF-8 bytes. */
-export const loadContext = (proc: PyProcess, context: ReplContext): Effect.Effect<void, SandboxError> =>
+/** A tool spec as the child installs it (only these fields cross). */
+const toolWire = (tool: ToolSpec) => ({
+  name: tool.name,
+  description: tool.description,
+  parameters: tool.parameters.map((p) => ({ name: p.name, optional: p.optional, kind: p.kind }))
+})
+
+/** Load the session's tools and the context into a fresh interpreter: once, the context as UTF-8 bytes. */
+export const loadContext = (
+  proc: PyProcess,
+  context: ReplContext,
+  tools: ReadonlyArray<ToolSpec>
+): Effect.Effect<void, SandboxError> =>
   Effect.suspend(() => {
-    const { input, message } = contextRequest(context)
+    const { input, message } = contextRequest(context, tools)
     return proc.request(proc.nextId(), message, input)
   }).pipe(
     Effect.flatMap((result) => {
@@ -72,7 +82,6 @@ const decodeExec = decode(ExecBody)
 const decodeFinal = decode(FinalWire)
 const decodeGetVar = decode(GetVarBody)
 const decodeListVars = decode(ListVarsBody)
-const decodeBatch = decode(BatchPrompts)
 
 /** The caps of one session on what it takes from the guest. */
 interface Caps {
@@ -93,56 +102,6 @@ const overCap = (text: string, max: number): number | undefined => {
   if (text.length <= max) return undefined
   const n = codePoints(text)
   return n > max ? n : undefined
-}
-
-/**
- * A host call's answer. Its prompts are decoded first (a string of at most
- * `maxPromptChars`; a batch, a JSON array of such strings): anything else
- * fails the call, shown to Python as an exception, before the host does
- * anything with it.
- */
-const hostReply = (
-  kind: HostCall["kind"],
-  payload: string,
-  host: HostFunctions,
-  maxPromptChars: number
-): Effect.Effect<string, HostCallError | string> => {
-  const single = (run: (prompt: string) => Effect.Effect<string, HostCallError>) =>
-    Effect.suspend((): Effect.Effect<string, HostCallError | string> => {
-      const over = overCap(payload, maxPromptChars)
-      return over === undefined
-        ? run(payload)
-        : Effect.fail(`the prompt has ${over} characters; the limit is ${maxPromptChars}`)
-    })
-  const batch = (run: (prompts: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, HostCallError>) =>
-    Effect.suspend(() => {
-      const decoded = decodeBatch(payload)
-      if (Either.isLeft(decoded)) return Effect.fail("a batch must be a list of strings")
-      const prompts = decoded.right
-      for (const [index, prompt] of prompts.entries()) {
-        const over = overCap(prompt, maxPromptChars)
-        if (over !== undefined) {
-          return Effect.fail(`prompt ${index} of the batch has ${over} characters; the limit is ${maxPromptChars}`)
-        }
-      }
-      return run(prompts).pipe(
-        Effect.flatMap((replies) =>
-          replies.length === prompts.length
-            ? Effect.succeed(JSON.stringify(replies))
-            : Effect.fail(`the host returned ${replies.length} replies for ${prompts.length} prompts`)
-        )
-      )
-    })
-  switch (kind) {
-    case "llm":
-      return single(host.llmQuery)
-    case "rlm":
-      return single(host.rlmQuery)
-    case "llm_batched":
-      return batch(host.llmQueryBatched)
-    case "rlm_batched":
-      return batch(host.rlmQueryBatched)
-  }
 }
 
 /** The number of code points in `text` (Python counts output in code points). */
@@ -198,14 +157,16 @@ const view = (
  *
  * @internal
  */
-export const makeSession = (
+export const makeSession = <E>(
   initial: PyProcess,
   respawn: Effect.Effect<PyProcess, SandboxError, Scope.Scope>,
-  open: OpenOptions,
+  open: OpenOptions<E>,
   options: SessionOptions,
   ready: Effect.Effect<void, SandboxError> = Effect.void
-): Effect.Effect<Repl, SandboxError, Scope.Scope> =>
+): Effect.Effect<Repl<E>, SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
+    const host = resolveHost(open)
+    const toolsByName = new Map(host.tools.map((tool) => [tool.name, tool]))
     const caps: Caps = {
       outputLimit: cap(open.outputLimit, DEFAULT_OUTPUT_LIMIT),
       maxAnswerChars: cap(open.maxAnswerChars, DEFAULT_MAX_ANSWER_CHARS),
@@ -260,7 +221,7 @@ export const makeSession = (
       }
       return respawn.pipe(
         Effect.tap((proc) => Effect.sync(() => proc.setMaxLineBytes(caps.maxLineBytes))),
-        Effect.tap((proc) => loadContext(proc, open.context)),
+        Effect.tap((proc) => loadContext(proc, open.context, host.tools)),
         Effect.tap((proc) =>
           Effect.sync(() => {
             current = proc
@@ -270,7 +231,7 @@ export const makeSession = (
       )
     })
 
-    const loading = yield* Effect.fork(loadContext(initial, open.context))
+    const loading = yield* Effect.fork(loadContext(initial, open.context, host.tools))
     yield* ready.pipe(Effect.onError(() => Fiber.interrupt(loading)))
     yield* Fiber.join(loading).pipe(
       Effect.catchAll((error) => {
@@ -290,9 +251,12 @@ export const makeSession = (
       })
 
     const runExec = (proc: PyProcess, code: string) =>
-      Effect.async<WorkerResult, SandboxError>((resume) => {
+      Effect.async<WorkerResult, SandboxError | E>((resume) => {
         const id = proc.nextId()
         let finished = false
+        /** A host call failed with an error that aborts the block: the block's own result is dropped. */
+        let aborted: { readonly error: E } | undefined
+        let abortKill: ReturnType<typeof setTimeout> | undefined
         const watchdog = deadline(
           proc,
           `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
@@ -302,40 +266,54 @@ export const makeSession = (
             proc.control({ t: "reply", ok: false, value: "stale host call" })
             return
           }
-          if (watchdog.timedOut) {
-            // Interrupted already: do not start host work the block will never wait for.
-            proc.control({ t: "reply", ok: false, value: "the block exceeded its time limit" })
+          if (watchdog.timedOut || aborted !== undefined) {
+            // Interrupted or aborted already: do not start host work the block will never wait for.
+            const why =
+              aborted !== undefined ? "the block was aborted by the host" : "the block exceeded its time limit"
+            proc.control({ t: "reply", ok: false, value: why })
             return
           }
           watchdog.pause()
           runHost(
-            hostReply(call.kind, call.payload, open.host, caps.maxPromptChars).pipe(
-              Effect.exit,
-              Effect.flatMap((exit) =>
+            Effect.flatMap(
+              hostReply(host.call, toolsByName, call.name, call.args, caps.maxPromptChars, codePoints),
+              (reply) =>
                 Effect.sync(() => {
-                  if (Exit.isSuccess(exit)) {
-                    proc.control({ t: "reply", ok: true, value: exit.value })
-                  } else {
-                    const failure = Option.getOrUndefined(Cause.failureOption(exit.cause))
-                    const message =
-                      typeof failure === "string"
-                        ? failure
-                        : failure !== undefined
-                          ? failure.message
-                          : Exit.isInterrupted(exit)
-                            ? "the host call was interrupted"
-                            : "the host function failed unexpectedly"
-                    proc.control({ t: "reply", ok: false, value: message })
+                  switch (reply._tag) {
+                    case "Ok":
+                      proc.control({ t: "reply", ok: true, value: reply.json })
+                      break
+                    case "Error":
+                      proc.control({ t: "reply", ok: false, value: reply.message })
+                      break
+                    case "Abort": {
+                      // The child interrupts the block at every poll from now on and refuses its host calls;
+                      // a block that still does not return within the grace period is killed.
+                      aborted = { error: reply.error }
+                      proc.control({ t: "reply", ok: false, abort: true, value: reply.message })
+                      abortKill = setTimeout(() => {
+                        if (!finished) {
+                          proc.kill(
+                            new SandboxError({
+                              reason: "Crashed",
+                              message: "The aborted block did not stop, so the interpreter was killed.",
+                              stateLost: true
+                            })
+                          )
+                        }
+                      }, graceMs)
+                      break
+                    }
                   }
                   watchdog.resume()
                 })
-              )
             )
           )
         }
         const finish = () => {
           finished = true
           watchdog.stop()
+          if (abortKill !== undefined) clearTimeout(abortKill)
           proc.onCall = undefined
         }
         const request = {
@@ -349,7 +327,11 @@ export const makeSession = (
         Effect.runCallback(proc.request(id, request), {
           onExit: (exit) => {
             finish()
-            resume(exit)
+            if (aborted === undefined) return resume(exit)
+            // The caller learns of the abort, not of what the block did after it; a killed interpreter is
+            // replaced silently at the next request.
+            if (!proc.isAlive()) reported = proc
+            resume(Effect.fail(aborted.error))
           }
         })
         watchdog.start()
@@ -370,7 +352,7 @@ export const makeSession = (
         })
       })
 
-    const exec = (code: string): Effect.Effect<ExecResult, SandboxError> =>
+    const exec = (code: string): Effect.Effect<ExecResult, SandboxError | E> =>
       lock.withPermits(1)(
         Effect.gen(function* () {
           const proc = yield* alive
@@ -471,7 +453,7 @@ export const makeSession = (
         })
       )
 
-    const repl: Repl = {
+    const repl: Repl<E> = {
       language: "python",
       exec,
       // Capped like a final answer (FINAL_VAR reads a variable this way): the
