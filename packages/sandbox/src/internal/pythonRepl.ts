@@ -216,6 +216,8 @@ export const makeSession = (
     initial.setMaxLineBytes(caps.maxLineBytes)
     const execTimeout = open.execTimeout === undefined ? options.execTimeout : Duration.decode(open.execTimeout)
     const timeoutMs = Duration.toMillis(execTimeout)
+    // Formatted once: the messages below are built for every block.
+    const limitText = Duration.format(execTimeout)
     const graceMs = Duration.toMillis(options.gracePeriod)
     const lock = yield* Effect.makeSemaphore(1)
     const runHost = yield* FiberSet.makeRuntime<never>()
@@ -295,7 +297,7 @@ export const makeSession = (
         let finished = false
         const watchdog = deadline(
           proc,
-          `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
+          `The code block ran longer than ${limitText} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
         )
         proc.onCall = (call: HostCall) => {
           if (call.id !== id) {
@@ -346,17 +348,17 @@ export const makeSession = (
           maxAnswerChars: caps.maxAnswerChars,
           maxPromptChars: caps.maxPromptChars
         }
-        Effect.runCallback(proc.request(id, request), {
-          onExit: (exit) => {
-            finish()
-            resume(exit)
-          }
+        // (The child's result straight to this block's fiber: no fiber of its own per request.)
+        const withdraw = proc.submit(id, request, (result) => {
+          finish()
+          resume(result instanceof SandboxError ? Effect.fail(result) : Effect.succeed(result))
         })
         watchdog.start()
         // Interrupted mid-block (the caller gave up): the interpreter's state is unknown, replace it.
         return Effect.suspend(() => {
           if (finished) return Effect.void
           finish()
+          withdraw()
           // The caller gave up on this block, and knows it: the next one just starts afresh.
           reported = proc
           return proc.terminate(
@@ -394,13 +396,16 @@ export const makeSession = (
     const toExecResult = (raw: WorkerResult, durationMs: number): ExecResult => {
       const body = decodeExec(raw)
       if (Either.isLeft(body)) {
-        return new ExecResult({
-          stdout: "",
-          stderr: "",
-          error: `the interpreter sent a malformed result: ${body.left}\n`,
-          truncated: false,
-          durationMs
-        })
+        return new ExecResult(
+          {
+            stdout: "",
+            stderr: "",
+            error: `the interpreter sent a malformed result: ${body.left}\n`,
+            truncated: false,
+            durationMs
+          },
+          true
+        )
       }
       const { stdout, stderr, stdoutTotal, stderrTotal, timedOut, errorTotal } = body.right
       const out = view(stdout, stdoutTotal, limit)
@@ -410,7 +415,7 @@ export const makeSession = (
           ? undefined
           : view(body.right.error, errorTotal, Math.max(limit, DEFAULT_OUTPUT_LIMIT)).text
       if (timedOut && error !== undefined) {
-        error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${Duration.format(execTimeout)} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
+        error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${limitText} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
       }
       let final: FinalSignal | undefined
       if (raw.final !== undefined) {
@@ -419,16 +424,20 @@ export const makeSession = (
           ? `the interpreter sent a malformed final answer: ${decoded.left}`
           : answerRefused(decoded.right.value)
         if (refused !== undefined) error = `${error ?? ""}${refused}\n`
-        else if (Either.isRight(decoded)) final = new FinalSignal(decoded.right)
+        else if (Either.isRight(decoded)) final = new FinalSignal(decoded.right, true)
       }
-      return new ExecResult({
-        stdout: out.text,
-        stderr: err.text,
-        ...(error !== undefined ? { error } : {}),
-        truncated: out.truncated || err.truncated,
-        durationMs,
-        ...(final !== undefined ? { final } : {})
-      })
+      // Built from decoded fields only (`body`, `decoded`): not checked a second time.
+      return new ExecResult(
+        {
+          stdout: out.text,
+          stderr: err.text,
+          ...(error !== undefined ? { error } : {}),
+          truncated: out.truncated || err.truncated,
+          durationMs,
+          ...(final !== undefined ? { final } : {})
+        },
+        true
+      )
     }
 
     // getVar/listVars run Python too (a variable's own __str__, say): the same
@@ -439,7 +448,7 @@ export const makeSession = (
         const id = proc.nextId()
         const watchdog = deadline(
           proc,
-          `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
+          `Reading REPL variables ran longer than ${limitText} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
         )
         return Effect.acquireUseRelease(
           Effect.sync(() => watchdog.start()),
