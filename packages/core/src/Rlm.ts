@@ -444,17 +444,21 @@ const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeB
     Effect.flatMap(Effect.zipRight(Ref.set(run.pending, Option.none()), Clock.currentTimeMillis), (stepEnd) =>
       emit(
         run.ctx.tree,
-        new TraceEvent.StepCompleted({
-          runId: run.spec.runId,
-          step: p.step,
-          reply: p.response.text,
-          blocks: [...blocks],
-          ...record,
-          usage: usageOf(p.response.usage),
-          model: p.response.model,
-          modelMs: p.modelMs,
-          durationMs: stepEnd - p.stepStart
-        })
+        new TraceEvent.StepCompleted(
+          {
+            runId: run.spec.runId,
+            step: p.step,
+            reply: p.response.text,
+            blocks: [...blocks],
+            ...record,
+            usage: usageOf(p.response.usage),
+            model: p.response.model,
+            modelMs: p.modelMs,
+            durationMs: stepEnd - p.stepStart
+          },
+          // Built from typed values (the blocks from decoded results): not checked again at every step.
+          true
+        )
       )
     )
   )
