@@ -2,11 +2,21 @@
  * The run loop's own cost: per root iteration (trivial code, zero-latency fake
  * model), a whole trivial run on a warm sandbox, and one `rlm_query` child
  * from start to answer. Sandbox: BENCH_SANDBOX=js (default) or python.
+ *
+ * A second line, `BENCH loop-steady`, measures the iteration again on one
+ * interpreter kept for every run (a sandbox whose `open` hands out the same
+ * session, opened from the non-pooled layer), so that no run pays a fresh
+ * interpreter's first blocks: its wall time, and the CPU time per iteration
+ * of this process (`host_cpu_ms`, `process.cpuUsage`) and of the interpreter's
+ * processes (`child_cpu_ms`, Linux only: `/proc/<pid>/task/<tid>/schedstat`
+ * of this process's descendants). CPU time is what a loaded machine inflates
+ * least. BENCH_STEADY=0 skips it.
  */
+import { readdirSync, readFileSync } from "node:fs"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { Rlm } from "@rlm-runtime/core"
-import { JavascriptSandbox, PythonSandbox, type Sandbox } from "@rlm-runtime/sandbox"
-import { Effect, type Layer } from "effect"
+import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
+import { Effect, Layer, type Scope } from "effect"
 
 const sandboxName = process.env.BENCH_SANDBOX ?? "js"
 const steps = Number(process.env.BENCH_STEPS ?? 300)
@@ -20,9 +30,9 @@ const code = sandboxName === "python" ? "x = 1" : "var x = 1"
 const sandboxLayer: Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError> =
   sandboxName === "python" ? PythonSandbox.layerPool({ size: 2 }) : JavascriptSandbox.layer()
 
-const timeRun = (script: ReadonlyArray<string>, policy: Record<string, number>) =>
+const timeRun = (script: ReadonlyArray<string>, policy: Record<string, number>, wait = settle) =>
   Effect.gen(function* () {
-    yield* settle
+    yield* wait
     const start = performance.now()
     const result = yield* Rlm.run("bench", "ctx", { policy }).pipe(
       Effect.provide(FakeAdapter.layer({ script, rules: [{ match: "", reply: "ok" }] }))
@@ -65,4 +75,103 @@ const program = Effect.gen(function* () {
   )
 })
 
+/** Nanoseconds of CPU of every thread of `pid` (Linux), 0 where unreadable. */
+const cpuNs = (pid: number | "self"): number => {
+  try {
+    return readdirSync(`/proc/${pid}/task`).reduce(
+      (sum, tid) => sum + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]),
+      0
+    )
+  } catch {
+    return 0
+  }
+}
+
+/** The pids under `root` (Linux), from each process's parent in `/proc/<pid>/stat`. */
+const descendants = (root: number): Array<number> => {
+  const children = new Map<number, Array<number>>()
+  let entries: Array<string> = []
+  try {
+    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name))
+  } catch {
+    return []
+  }
+  for (const name of entries) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      children.set(parent, [...(children.get(parent) ?? []), Number(name)])
+    } catch {}
+  }
+  const out: Array<number> = []
+  const walk = (pid: number): void => {
+    for (const child of children.get(pid) ?? []) {
+      out.push(child)
+      walk(child)
+    }
+  }
+  walk(root)
+  return out
+}
+
+const steady = Effect.gen(function* () {
+  const sandbox = yield* Sandbox.Sandbox
+  const session = yield* sandbox.open({
+    context: { text: "ctx" },
+    host: {
+      llmQuery: () => Effect.succeed("ok"),
+      llmQueryBatched: (prompts) => Effect.succeed(prompts.map(() => "ok")),
+      rlmQuery: () => Effect.succeed("ok"),
+      rlmQueryBatched: (prompts) => Effect.succeed(prompts.map(() => "ok"))
+    }
+  })
+  const children = descendants(process.pid)
+  const same = Layer.succeed(
+    Sandbox.Sandbox,
+    Sandbox.Sandbox.of({
+      ...sandbox,
+      open: (): Effect.Effect<Sandbox.Repl, never, Scope.Scope> => Effect.succeed(session)
+    })
+  )
+  const block = `\`\`\`repl\n${code}\n\`\`\``
+  const measured = (n: number) =>
+    Effect.gen(function* () {
+      const host = process.cpuUsage()
+      const child = children.reduce((sum, pid) => sum + cpuNs(pid), 0)
+      const { ms } = yield* timeRun(
+        [...Array.from({ length: n }, () => block), "FINAL(done)"],
+        { maxSteps: n + 1 },
+        Effect.void
+      ).pipe(Effect.provide(same))
+      const used = process.cpuUsage(host)
+      return {
+        ms,
+        hostMs: (used.user + used.system) / 1000,
+        childMs: (children.reduce((sum, pid) => sum + cpuNs(pid), 0) - child) / 1e6
+      }
+    })
+  // Warm up this process's JIT and the interpreter, as a long session would have.
+  for (let i = 0; i < 3; i++) yield* measured(steps)
+  const rows: Array<{ ms: number; hostMs: number; childMs: number }> = []
+  for (let i = 0; i < 5; i++) {
+    const long = yield* measured(steps)
+    const short = yield* measured(1)
+    rows.push({
+      ms: (long.ms - short.ms) / (steps - 1),
+      hostMs: (long.hostMs - short.hostMs) / (steps - 1),
+      childMs: (long.childMs - short.childMs) / (steps - 1)
+    })
+  }
+  const of = (pick: (row: (typeof rows)[number]) => number) => median(rows.map(pick)).toFixed(3)
+  console.error(`# steady per_iteration_ms runs ${rows.map((row) => row.ms.toFixed(3)).join(" ")}`)
+  console.log(
+    `BENCH loop-steady per_iteration_ms=${of((row) => row.ms)} host_cpu_ms=${of((row) => row.hostMs)} child_cpu_ms=${children.length > 0 ? of((row) => row.childMs) : "n/a"}`
+  )
+})
+
 await Effect.runPromise(Effect.scoped(program.pipe(Effect.provide(sandboxLayer))))
+if (process.env.BENCH_STEADY !== "0") {
+  const single: Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError> =
+    sandboxName === "python" ? PythonSandbox.layer() : JavascriptSandbox.layer()
+  await Effect.runPromise(Effect.scoped(steady.pipe(Effect.provide(single))))
+}

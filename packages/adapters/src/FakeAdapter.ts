@@ -225,6 +225,9 @@ export const makeInstrumented = (
   Effect.gen(function* () {
     const cursor = yield* Ref.make(0)
     const stats = yield* Ref.make(emptyStats)
+    // The requests seen, in order, appended in place: copying the list into every new `Stats` made each call
+    // O(calls so far) (1,000 sub-calls copied ~500,000 entries). `stats` hands out a copy.
+    const seen: Array<ChatRequest> = []
     const latency = Duration.millis(Math.max(0, options.latencyMs ?? 0))
     const script = options.script ?? []
     const rules = options.rules ?? []
@@ -238,10 +241,15 @@ export const makeInstrumented = (
           ...s,
           calls: { ...s.calls, [request.role]: s.calls[request.role] + 1 },
           inFlight,
-          maxInFlight: Math.max(s.maxInFlight, inFlight),
-          requests: [...s.requests, request]
+          maxInFlight: Math.max(s.maxInFlight, inFlight)
         }
-      })
+      }).pipe(
+        Effect.zipRight(
+          Effect.sync(() => {
+            seen.push(request)
+          })
+        )
+      )
 
     const reply = (request: ChatRequest): Effect.Effect<internal.Scripted, LlmError> =>
       request.role === "root"
@@ -275,8 +283,13 @@ export const makeInstrumented = (
 
     return {
       adapter: { model: () => model, chat },
-      stats: Ref.get(stats),
-      reset: Ref.set(stats, emptyStats)
+      stats: Effect.map(Ref.get(stats), (s): Stats => ({ ...s, requests: [...seen] })),
+      reset: Effect.zipRight(
+        Ref.set(stats, emptyStats),
+        Effect.sync(() => {
+          seen.length = 0
+        })
+      )
     }
   })
 

@@ -126,6 +126,30 @@ describe("FakeAdapter", () => {
     })
   )
 
+  it.effect(
+    "stats list the requests in the order the calls started; a snapshot taken earlier does not change; reset empties it",
+    () =>
+      Effect.gen(function* () {
+        const fake = yield* FakeAdapter.makeInstrumented({ script: ["a", "b", "c"] })
+        yield* fake.adapter.chat(root("one"))
+        const early = yield* fake.stats
+        yield* fake.adapter.chat(root("two"))
+        yield* fake.adapter.chat(root("three"))
+        assert.deepStrictEqual(
+          (yield* fake.stats).requests.map((r) => r.messages[0]?.content),
+          ["one", "two", "three"]
+        )
+        assert.deepStrictEqual(
+          early.requests.map((r) => r.messages[0]?.content),
+          ["one"]
+        )
+        yield* fake.reset
+        const after = yield* fake.stats
+        assert.strictEqual(after.requests.length, 0)
+        assert.deepStrictEqual(after.calls, { root: 0, sub: 0 })
+      })
+  )
+
   it.effect("failures and interruptions release the in-flight count", () =>
     Effect.gen(function* () {
       const fake = yield* FakeAdapter.makeInstrumented({ latencyMs: 50 })

@@ -535,19 +535,23 @@ const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeB
     Effect.flatMap(Effect.zipRight(Ref.set(run.pending, Option.none()), Clock.currentTimeMillis), (stepEnd) =>
       emit(
         run.ctx.tree,
-        new TraceEvent.StepCompleted({
-          runId: run.spec.runId,
-          step: p.step,
-          reply: p.response.text,
-          blocks: [...blocks],
-          ...record,
-          ...ToolProtocol.traced(p.response.toolCalls),
-          usage: usageOf(p.response.usage),
-          model: p.response.model,
-          modelMs: p.modelMs,
-          durationMs: stepEnd - p.stepStart,
-          ...finishOf(p.response)
-        })
+        new TraceEvent.StepCompleted(
+          {
+            runId: run.spec.runId,
+            step: p.step,
+            reply: p.response.text,
+            blocks: [...blocks],
+            ...record,
+            ...ToolProtocol.traced(p.response.toolCalls),
+            usage: usageOf(p.response.usage),
+            model: p.response.model,
+            modelMs: p.modelMs,
+            durationMs: stepEnd - p.stepStart,
+            ...finishOf(p.response)
+          },
+          // Built from typed values (the blocks from decoded results): not checked again at every step.
+          true
+        )
       )
     )
   )

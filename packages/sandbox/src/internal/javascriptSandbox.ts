@@ -174,8 +174,17 @@ const describeIssue = (error: ParseResult.ParseError): string => {
   return `${text}${at}`
 }
 
-const decode = <A, I>(schema: Schema.Schema<A, I>, value: unknown): Either.Either<A, string> =>
-  Either.mapLeft(Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })(value), describeIssue)
+/** Each Schema's decoding function, built once (not at every message). */
+const decoderCache = new WeakMap<object, (value: unknown) => Either.Either<unknown, ParseResult.ParseError>>()
+
+const decode = <A, I>(schema: Schema.Schema<A, I>, value: unknown): Either.Either<A, string> => {
+  let run = decoderCache.get(schema)
+  if (run === undefined) {
+    run = Schema.decodeUnknownEither(schema, { onExcessProperty: "ignore" })
+    decoderCache.set(schema, run)
+  }
+  return Either.mapLeft(run(value) as Either.Either<A, ParseResult.ParseError>, describeIssue)
+}
 
 // ---------------------------------------------------------------------------
 // One child process.
@@ -200,6 +209,8 @@ interface JsProcess {
   readonly request: (
     message: Record<string, unknown>
   ) => Effect.Effect<Record<string, unknown> | Fault, Sandbox.SandboxError>
+  /** `request` without an Effect around it (the block path): `onAnswer` is called once; returns the withdrawal. */
+  readonly submit: (message: Record<string, unknown>, onAnswer: (answer: Answer) => void) => () => void
   readonly reply: (ok: boolean, value: string, abort?: boolean) => void
   onCall: ((call: HostCall | { readonly id: number; readonly invalid: string }) => void) | undefined
   readonly kill: (reason?: Sandbox.SandboxError) => void
@@ -427,17 +438,24 @@ const start = (settings: Settings, open: Sandbox.OpenOptions<any>, caps: Caps): 
     isAlive: () => death === undefined,
     deathReason: () => death,
     nextId: () => nextId++,
+    submit: (message, onAnswer) => {
+      if (death !== undefined) {
+        onAnswer(death)
+        return () => {}
+      }
+      const id = message.id as number
+      pending.set(id, onAnswer)
+      write(message)
+      return () => {
+        pending.delete(id)
+      }
+    },
     request: (message) =>
       Effect.async<Record<string, unknown> | Fault, Sandbox.SandboxError>((resume) => {
-        if (death !== undefined) return resume(Effect.fail(death))
-        const id = message.id as number
-        pending.set(id, (answer) =>
+        const withdraw = handle.submit(message, (answer) =>
           resume(answer instanceof Sandbox.SandboxError ? Effect.fail(answer) : Effect.succeed(answer))
         )
-        write(message)
-        return Effect.sync(() => {
-          pending.delete(id)
-        })
+        return Effect.sync(withdraw)
       }),
     reply: (ok, value, abort) => write({ t: "reply", ok, value, ...(abort === true ? { abort } : {}) }),
     kill: (reason) => {
@@ -531,6 +549,8 @@ const makeSession = <E>(
     }
     const decoders = schemas(caps)
     const timeoutMs = Duration.toMillis(execTimeout)
+    // Formatted once: the messages below are built for every block.
+    const limitText = Duration.format(execTimeout)
     const lock = yield* Effect.makeSemaphore(1)
     const runHost = yield* FiberSet.makeRuntime<never>()
     const scope = yield* Effect.scope
@@ -587,7 +607,7 @@ const makeSession = <E>(
         let abortKill: ReturnType<typeof setTimeout> | undefined
         const watchdog = deadline(
           proc,
-          `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
+          `The code block ran longer than ${limitText} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
         )
         // The interpreter waits on one host call at a time; more at once is not the child's protocol.
         let inFlight = false
@@ -632,16 +652,17 @@ const makeSession = <E>(
           proc.onCall = undefined
         }
         const rewritten = rewriteTopLevel(code)
-        Effect.runCallback(
-          proc.request({ t: "exec", id, code, ...(rewritten !== code ? { rewritten } : {}), timeoutMs }),
-          {
-            onExit: (exit) => {
-              finish()
-              if (aborted === undefined) return resume(exit)
-              // The caller learns of the abort, not of what the block did after it.
-              if (!proc.isAlive()) reported = proc
-              resume(Effect.fail(aborted.error))
+        // (The child's answer straight to this block's fiber: no fiber of its own per request.)
+        const withdraw = proc.submit(
+          { t: "exec", id, code, ...(rewritten !== code ? { rewritten } : {}), timeoutMs },
+          (answer) => {
+            finish()
+            if (aborted === undefined) {
+              return resume(answer instanceof Sandbox.SandboxError ? Effect.fail(answer) : Effect.succeed(answer))
             }
+            // The caller learns of the abort, not of what the block did after it.
+            if (!proc.isAlive()) reported = proc
+            resume(Effect.fail(aborted.error))
           }
         )
         watchdog.start()
@@ -649,6 +670,7 @@ const makeSession = <E>(
         return Effect.suspend(() => {
           if (finished) return Effect.void
           finish()
+          withdraw()
           reported = proc
           return proc.terminate(
             new Sandbox.SandboxError({
@@ -667,7 +689,7 @@ const makeSession = <E>(
       durationMs: number
     ): Sandbox.ExecResult => {
       const failed = (detail: string) =>
-        new Sandbox.ExecResult({ stdout: "", stderr: "", error: detail, truncated: false, durationMs })
+        new Sandbox.ExecResult({ stdout: "", stderr: "", error: detail, truncated: false, durationMs }, true)
       if ("fault" in raw) {
         reported = proc
         return failed(faultText(String(raw.fault)))
@@ -685,22 +707,29 @@ const makeSession = <E>(
           : r.error.length > MAX_ERROR_CHARS
             ? r.error.slice(0, MAX_ERROR_CHARS) + Output.truncationMarker(r.error.length - MAX_ERROR_CHARS)
             : r.error
-      return new Sandbox.ExecResult({
-        stdout: stdout.text,
-        stderr: stderr.text,
-        ...(error !== undefined ? { error } : {}),
-        truncated: stdout.truncated || stderr.truncated,
-        durationMs,
-        ...(r.final !== undefined
-          ? {
-              final: new Sandbox.FinalSignal({
-                source: r.final.source,
-                value: r.final.value,
-                ...(r.final.name !== undefined ? { name: r.final.name } : {})
-              })
-            }
-          : {})
-      })
+      // Built from the decoded result only: not checked a second time.
+      return new Sandbox.ExecResult(
+        {
+          stdout: stdout.text,
+          stderr: stderr.text,
+          ...(error !== undefined ? { error } : {}),
+          truncated: stdout.truncated || stderr.truncated,
+          durationMs,
+          ...(r.final !== undefined
+            ? {
+                final: new Sandbox.FinalSignal(
+                  {
+                    source: r.final.source,
+                    value: r.final.value,
+                    ...(r.final.name !== undefined ? { name: r.final.name } : {})
+                  },
+                  true
+                )
+              }
+            : {})
+        },
+        true
+      )
     }
 
     const exec = (code: string): Effect.Effect<Sandbox.ExecResult, Sandbox.SandboxError | E> =>
@@ -721,7 +750,7 @@ const makeSession = <E>(
           const id = proc.nextId()
           const watchdog = deadline(
             proc,
-            `Reading REPL variables ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
+            `Reading REPL variables ran longer than ${limitText} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
           )
           const raw = yield* Effect.acquireUseRelease(
             Effect.sync(() => watchdog.start()),

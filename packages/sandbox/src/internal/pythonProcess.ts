@@ -78,6 +78,16 @@ export interface PyProcess {
     message: Record<string, unknown>,
     input?: ReadonlyArray<string>
   ) => Effect.Effect<WorkerResult, SandboxError>
+  /**
+   * `request` without an Effect around it, for the block path: send the
+   * request now, and call `onResult` once with the child's result for `id`
+   * (or the process's death). Returns what withdraws the wait.
+   */
+  readonly submit: (
+    id: number,
+    message: Record<string, unknown>,
+    onResult: (result: WorkerResult | SandboxError) => void
+  ) => () => void
   /** A request (`exec`, `context`, `getVar`, `listVars`) on fd 3; read by the child between blocks. */
   readonly send: (message: Record<string, unknown>) => void
   /**
@@ -460,19 +470,23 @@ const start = (
     control: (message) => {
       if (death === undefined && toChild?.writable === true) toChild.write(`${JSON.stringify(message)}\n`)
     },
+    submit: (id, message, onResult) => {
+      if (death !== undefined) {
+        onResult(death)
+        return () => {}
+      }
+      pending.set(id, onResult)
+      handle.send({ ...message, id })
+      return () => {
+        pending.delete(id)
+      }
+    },
     request: (id, message, input) => {
       const reply = Effect.async<WorkerResult, SandboxError>((resume) => {
-        if (death !== undefined) {
-          resume(Effect.fail(death))
-          return
-        }
-        pending.set(id, (result) =>
+        const withdraw = handle.submit(id, message, (result) =>
           resume(result instanceof SandboxError ? Effect.fail(result) : Effect.succeed(result))
         )
-        handle.send({ ...message, id })
-        return Effect.sync(() => {
-          pending.delete(id)
-        })
+        return Effect.sync(withdraw)
       })
       if (input === undefined || child.stdin === null) return reply
       const stdin = child.stdin

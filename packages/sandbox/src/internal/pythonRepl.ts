@@ -177,6 +177,8 @@ export const makeSession = <E>(
     initial.setMaxLineBytes(caps.maxLineBytes)
     const execTimeout = open.execTimeout === undefined ? options.execTimeout : Duration.decode(open.execTimeout)
     const timeoutMs = Duration.toMillis(execTimeout)
+    // Formatted once: the messages below are built for every block.
+    const limitText = Duration.format(execTimeout)
     const graceMs = Duration.toMillis(options.gracePeriod)
     const lock = yield* Effect.makeSemaphore(1)
     const runHost = yield* FiberSet.makeRuntime<never>()
@@ -259,7 +261,7 @@ export const makeSession = <E>(
         let abortKill: ReturnType<typeof setTimeout> | undefined
         const watchdog = deadline(
           proc,
-          `The code block ran longer than ${Duration.format(execTimeout)} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
+          `The code block ran longer than ${limitText} and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost; the next block starts a fresh interpreter with P and context reloaded.`
         )
         proc.onCall = (call: HostCall) => {
           if (call.id !== id) {
@@ -324,21 +326,23 @@ export const makeSession = <E>(
           maxAnswerChars: caps.maxAnswerChars,
           maxPromptChars: caps.maxPromptChars
         }
-        Effect.runCallback(proc.request(id, request), {
-          onExit: (exit) => {
-            finish()
-            if (aborted === undefined) return resume(exit)
-            // The caller learns of the abort, not of what the block did after it; a killed interpreter is
-            // replaced silently at the next request.
-            if (!proc.isAlive()) reported = proc
-            resume(Effect.fail(aborted.error))
+        // (The child's result straight to this block's fiber: no fiber of its own per request.)
+        const withdraw = proc.submit(id, request, (result) => {
+          finish()
+          if (aborted === undefined) {
+            return resume(result instanceof SandboxError ? Effect.fail(result) : Effect.succeed(result))
           }
+          // The caller learns of the abort, not of what the block did after it; a killed interpreter is
+          // replaced silently at the next request.
+          if (!proc.isAlive()) reported = proc
+          resume(Effect.fail(aborted.error))
         })
         watchdog.start()
         // Interrupted mid-block (the caller gave up): the interpreter's state is unknown, replace it.
         return Effect.suspend(() => {
           if (finished) return Effect.void
           finish()
+          withdraw()
           // The caller gave up on this block, and knows it: the next one just starts afresh.
           reported = proc
           return proc.terminate(
@@ -376,13 +380,16 @@ export const makeSession = <E>(
     const toExecResult = (raw: WorkerResult, durationMs: number): ExecResult => {
       const body = decodeExec(raw)
       if (Either.isLeft(body)) {
-        return new ExecResult({
-          stdout: "",
-          stderr: "",
-          error: `the interpreter sent a malformed result: ${body.left}\n`,
-          truncated: false,
-          durationMs
-        })
+        return new ExecResult(
+          {
+            stdout: "",
+            stderr: "",
+            error: `the interpreter sent a malformed result: ${body.left}\n`,
+            truncated: false,
+            durationMs
+          },
+          true
+        )
       }
       const { stdout, stderr, stdoutTotal, stderrTotal, timedOut, errorTotal } = body.right
       const out = view(stdout, stdoutTotal, limit)
@@ -392,7 +399,7 @@ export const makeSession = <E>(
           ? undefined
           : view(body.right.error, errorTotal, Math.max(limit, DEFAULT_OUTPUT_LIMIT)).text
       if (timedOut && error !== undefined) {
-        error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${Duration.format(execTimeout)} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
+        error = `${error.trimEnd()}\nTimeoutError: the block ran longer than ${limitText} (time waiting on llm_query is not counted) and was interrupted. REPL variables are kept.\n`
       }
       let final: FinalSignal | undefined
       if (raw.final !== undefined) {
@@ -401,16 +408,20 @@ export const makeSession = <E>(
           ? `the interpreter sent a malformed final answer: ${decoded.left}`
           : answerRefused(decoded.right.value)
         if (refused !== undefined) error = `${error ?? ""}${refused}\n`
-        else if (Either.isRight(decoded)) final = new FinalSignal(decoded.right)
+        else if (Either.isRight(decoded)) final = new FinalSignal(decoded.right, true)
       }
-      return new ExecResult({
-        stdout: out.text,
-        stderr: err.text,
-        ...(error !== undefined ? { error } : {}),
-        truncated: out.truncated || err.truncated,
-        durationMs,
-        ...(final !== undefined ? { final } : {})
-      })
+      // Built from decoded fields only (`body`, `decoded`): not checked a second time.
+      return new ExecResult(
+        {
+          stdout: out.text,
+          stderr: err.text,
+          ...(error !== undefined ? { error } : {}),
+          truncated: out.truncated || err.truncated,
+          durationMs,
+          ...(final !== undefined ? { final } : {})
+        },
+        true
+      )
     }
 
     // getVar/listVars run Python too (a variable's own __str__, say): the same
@@ -421,7 +432,7 @@ export const makeSession = <E>(
         const id = proc.nextId()
         const watchdog = deadline(
           proc,
-          `Reading REPL variables ran longer than ${Duration.format(execTimeout)} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
+          `Reading REPL variables ran longer than ${limitText} (a variable's own code did not return) and did not stop when interrupted, so the interpreter was killed. All REPL variables were lost.`
         )
         return Effect.acquireUseRelease(
           Effect.sync(() => watchdog.start()),
