@@ -144,14 +144,17 @@ const findLast = <A, B extends A>(items: ReadonlyArray<A>, f: (a: A) => a is B):
  * Calls are laid end to end when that fits the window. When it does not,
  * some of them must have overlapped: the calls are cut into runs of
  * non-decreasing duration (calls started together complete in order of
- * duration, as `llm_query_batched` does), and the runs that save the most time
- * are drawn as started together until the layout fits.
+ * duration, as `llm_query_batched` does; 10 ms or 10% of slack for the time
+ * to record each), and the runs that save the most time are drawn as started
+ * together until the layout fits.
  */
 const layOut = (durations: ReadonlyArray<number>, windowStart: number, windowEnd: number): ReadonlyArray<Span> => {
   const groups: Array<{ first: number; last: number; sum: number; max: number; together: boolean }> = []
   durations.forEach((d, i) => {
     const group = groups.at(-1)
-    if (group !== undefined && d >= (durations[i - 1] as number)) {
+    const previous = durations[i - 1] as number
+    // Calls started together complete in order of duration, give or take the time to record each.
+    if (group !== undefined && d >= previous - Math.max(10, previous * 0.1)) {
       group.last = i
       group.sum += d
       group.max = Math.max(group.max, d)

@@ -53,6 +53,7 @@ button.more { margin: 3px 0; font-size: 12px; cursor: pointer; }
 .tl-track { position: relative; flex: 1; height: 14px; background: #f6f7f9; border-radius: 3px; }
 .tl-bar { position: absolute; top: 1px; height: 12px; min-width: 2px; border-radius: 2px; background: var(--model); }
 .tl-bar.block { background: var(--block); }
+.tl-bar.startup { background: repeating-linear-gradient(135deg, #e4e7ec 0 4px, #f6f7f9 4px 8px); }
 .tl-bar.llm_query { background: var(--llm); }
 .tl-bar.rlm_query { background: var(--rlm); }
 .tl-bar.estimated { opacity: .75; }
@@ -234,9 +235,12 @@ export const script = `
   }
 
   function subNode(c) {
+    var child = c.childRunId ? data.runs[c.childRunId] : undefined;
+    // A child run's tokens are its own calls' (the rlm_query sub-call itself reports none).
+    var used = child && child.finished ? tokens(child.finished.usage) + " in the child run" : tokens(c.usage);
     return lazy("sub" + (c.kind === "rlm_query" ? " rlm" : ""), [
       tag(c.kind), c.error ? tag("error", "bad") : null,
-      c.model + " · " + tokens(c.usage) + " · " + ms(c.durationMs) + " · prompt " + num(c.promptChars) + " chars" +
+      c.model + " · " + used + " · " + ms(c.durationMs) + " · prompt " + num(c.promptChars) + " chars" +
         (c.replyChars !== undefined ? " · reply " + num(c.replyChars) + " chars" : "")
     ], function (body) {
       add(body, kv([
@@ -261,6 +265,10 @@ export const script = `
       var row = { name: run.runId, bars: [] };
       rows.push(row);
       var subs = [];
+      var firstStart = run.steps.length > 0 ? run.steps[0].span.start : run.span.end;
+      if (firstStart > run.span.start) {
+        row.bars.push({ cls: "startup", span: { start: run.span.start, end: firstStart }, title: run.runId + ": start-up (interpreter), " + ms(firstStart - run.span.start) });
+      }
       for (var i = 0; i < run.steps.length; i++) {
         var s = run.steps[i];
         row.bars.push({ cls: "model", span: s.modelSpan, title: run.runId + " step " + s.step + ": root model, " + ms(s.modelMs) });
@@ -314,7 +322,7 @@ export const script = `
     for (var t = 0; t <= 4; t++) add(axis, el("span", null, ms(total * t / 4)));
     add(box, axis);
     var legend = el("div", "legend");
-    var keys = [["model", "root model call"], ["block", "code block"], ["llm_query", "llm_query"], ["rlm_query", "rlm_query (child run)"]];
+    var keys = [["startup", "start-up"], ["model", "root model call"], ["block", "code block"], ["llm_query", "llm_query"], ["rlm_query", "rlm_query (child run)"]];
     for (var l = 0; l < keys.length; l++) {
       var sw = el("i");
       sw.className = "tl-bar " + keys[l][0];
