@@ -50,17 +50,15 @@ export const defaultOut = "trace.html"
 export const view = Effect.fn("TraceViewCommand.view")(function* (flags: ViewFlags) {
   const fs = yield* FileSystem.FileSystem
   const path = yield* Path.Path
-  const text = yield* fs
-    .readFileString(flags.trace)
-    .pipe(
-      Effect.mapError(
-        (e) =>
-          new CliError({
-            reason: "Input",
-            message: `could not read the trace ${JSON.stringify(flags.trace)}: ${e.message}`
-          })
-      )
+  const text = yield* fs.readFileString(flags.trace).pipe(
+    Effect.mapError(
+      (e) =>
+        new CliError({
+          reason: "Input",
+          message: `could not read the trace ${JSON.stringify(flags.trace)}: ${e.message}`
+        })
     )
+  )
   const trace = yield* Trace.decodeText(text).pipe(
     Effect.mapError(
       (e) =>
