@@ -3,7 +3,7 @@
  * `playwright-core`, both started here. Skipped, with the reason printed,
  * where no chromium is installed (CI installs it: `.ci/run`).
  */
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
@@ -17,9 +17,11 @@ import { runCli, tempFiles } from "./utils.js"
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../../..")
 
-const candidates = [process.env.CHROMIUM_PATH, "/usr/bin/chromium", "/usr/bin/chromium-browser"].filter(
-  (p): p is string => p !== undefined && p !== ""
-)
+/** `CHROMIUM_PATH` when set (only it), else where Debian's `chromium` package puts it. */
+const candidates =
+  process.env.CHROMIUM_PATH !== undefined && process.env.CHROMIUM_PATH !== ""
+    ? [process.env.CHROMIUM_PATH]
+    : ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
 const executablePath = candidates.find((p) => existsSync(p))
 if (executablePath === undefined) {
   console.log(
@@ -54,6 +56,7 @@ describe.skipIf(executablePath === undefined)("rlm trace view in headless chromi
   })
   afterAll(async () => {
     await browser?.close()
+    rmSync(files.dir, { recursive: true, force: true })
   })
 
   /** Open a page on the file; every request that is not the file itself is recorded and refused. */
@@ -261,6 +264,11 @@ describe.skipIf(executablePath === undefined)("rlm trace view in headless chromi
         const stdout = await step.locator(".body").innerText()
         assert.include(stdout, `STDOUT-OF-STEP-${steps}`)
         assert.include(stdout, "show all")
+        // "show all" puts the whole stdout (5,200 lines) in place of the cut.
+        const stdoutBox = step.locator("pre").filter({ hasText: `STDOUT-OF-STEP-${steps}` })
+        assert.isBelow((await stdoutBox.innerText()).length, 3000)
+        await stdoutBox.locator("xpath=following-sibling::button").click()
+        assert.isAbove((await stdoutBox.innerText()).length, 100_000)
         // Only the open step's body was built: the page is not holding 50 MB of DOM.
         assert.strictEqual(await page.locator("details.step > .body").count(), 1)
         assert.deepStrictEqual(problems, [])
