@@ -172,6 +172,15 @@ describe.skipIf(executablePath === undefined)("rlm trace view in headless chromi
           await page.screenshot({ path: shot, fullPage: true })
           assert.isAbove(statSync(shot).size, 10_000)
           await page.close()
+
+          // A timeline bar opens its call: the child run's model call opens the path down to the child's step.
+          const fresh = await open(htmlPath)
+          await fresh.page.locator('.tl-bar.model[data-run="run/2.0"]').first().click()
+          const childStep = fresh.page.locator("details.run:not(.root) details.step").first()
+          await childStep.locator("pre").first().waitFor({ state: "visible" })
+          assert.include(await childStep.innerText(), "FINAL(7 words)")
+          assert.deepStrictEqual(fresh.problems, [])
+          await fresh.page.close()
         })
       }),
     120_000

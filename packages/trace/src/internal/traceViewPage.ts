@@ -51,7 +51,7 @@ button.more { margin: 3px 0; font-size: 12px; cursor: pointer; }
 .tl-row { display: flex; align-items: center; height: 18px; margin: 2px 0; }
 .tl-name { width: 170px; flex: none; font-size: 11px; color: var(--muted); overflow: hidden; white-space: nowrap; text-overflow: ellipsis; padding-right: 6px; }
 .tl-track { position: relative; flex: 1; height: 14px; background: #f6f7f9; border-radius: 3px; }
-.tl-bar { position: absolute; top: 1px; height: 12px; min-width: 2px; border-radius: 2px; background: var(--model); }
+.tl-bar { cursor: pointer; position: absolute; top: 1px; height: 12px; min-width: 2px; border-radius: 2px; background: var(--model); }
 .tl-bar.block { background: var(--block); }
 .tl-bar.startup { background: repeating-linear-gradient(135deg, #e4e7ec 0 4px, #f6f7f9 4px 8px); }
 .tl-bar.llm_query { background: var(--llm); }
@@ -150,8 +150,37 @@ export const script = `
       add(d, body);
     }
     d.addEventListener("toggle", function () { if (d.open) ensure(); });
-    if (open) { ensure(); d.open = true; }
+    d.expand = function () { ensure(); d.open = true; };
+    if (open) d.expand();
     return d;
+  }
+
+  /** The nodes built so far, to reveal one from the timeline: runs, steps ("run#step"), rlm_query sub-calls by child. */
+  var runNodes = {};
+  var stepNodes = {};
+  var childSubNodes = {};
+
+  /** Open the path down to a run (and one of its steps), building what is not built yet, and scroll to it. */
+  function reveal(runId, step) {
+    var chain = [];
+    for (var id = runId; id !== undefined && data.runs[id]; id = data.runs[id].parentRunId) chain.unshift(id);
+    var target;
+    for (var i = 0; i < chain.length; i++) {
+      var run = data.runs[chain[i]];
+      if (i > 0) {
+        var parentStep = stepNodes[chain[i - 1] + "#" + run.parentStep];
+        if (parentStep) parentStep.expand();
+        if (childSubNodes[run.runId]) childSubNodes[run.runId].expand();
+      }
+      target = runNodes[run.runId];
+      if (!target) return;
+      target.expand();
+    }
+    if (step !== undefined && stepNodes[runId + "#" + step]) {
+      target = stepNodes[runId + "#" + step];
+      target.expand();
+    }
+    if (target) target.scrollIntoView({ block: "start" });
   }
 
   function statusTag(status) {
@@ -163,7 +192,7 @@ export const script = `
     var run = data.runs[id];
     if (!run) return el("div", "muted", "run " + id + " is not in the trace");
     var f = run.finished;
-    return lazy("run" + (run.depth === 0 ? " root" : ""), [
+    return runNodes[id] = lazy("run" + (run.depth === 0 ? " root" : ""), [
       tag("run"), el("b", null, run.runId), " ",
       statusTag(f && f.status),
       " depth " + run.depth + " · " + run.steps.length + " steps · " +
@@ -192,7 +221,7 @@ export const script = `
 
   function stepNode(run, s) {
     var lost = s.interpreterLost;
-    return lazy("step", [
+    return stepNodes[run.runId + "#" + s.step] = lazy("step", [
       tag("step"), el("b", null, String(s.step)), " ",
       s.feedback ? tag("feedback", "bad") : null,
       lost ? tag("interpreter lost", "bad") : null,
@@ -238,7 +267,7 @@ export const script = `
     var child = c.childRunId ? data.runs[c.childRunId] : undefined;
     // A child run's tokens are its own calls' (the rlm_query sub-call itself reports none).
     var used = child && child.finished ? tokens(child.finished.usage) + " in the child run" : tokens(c.usage);
-    return lazy("sub" + (c.kind === "rlm_query" ? " rlm" : ""), [
+    var node = lazy("sub" + (c.kind === "rlm_query" ? " rlm" : ""), [
       tag(c.kind), c.error ? tag("error", "bad") : null,
       c.model + " · " + used + " · " + ms(c.durationMs) + " · prompt " + num(c.promptChars) + " chars" +
         (c.replyChars !== undefined ? " · reply " + num(c.replyChars) + " chars" : "")
@@ -252,6 +281,8 @@ export const script = `
       section(body, "error", c.error, "err");
       if (c.childRunId && data.runs[c.childRunId]) add(body, runNode(c.childRunId, false));
     }, false);
+    if (c.childRunId) childSubNodes[c.childRunId] = node;
+    return node;
   }
 
   /** Rows of the timeline: per run, one row of root calls and blocks, then as many rows as its sub-calls overlap. */
@@ -267,13 +298,13 @@ export const script = `
       var subs = [];
       var firstStart = run.steps.length > 0 ? run.steps[0].span.start : run.span.end;
       if (firstStart > run.span.start) {
-        row.bars.push({ cls: "startup", span: { start: run.span.start, end: firstStart }, title: run.runId + ": start-up (interpreter), " + ms(firstStart - run.span.start) });
+        row.bars.push({ cls: "startup", run: run.runId, span: { start: run.span.start, end: firstStart }, title: run.runId + ": start-up (interpreter), " + ms(firstStart - run.span.start) });
       }
       for (var i = 0; i < run.steps.length; i++) {
         var s = run.steps[i];
-        row.bars.push({ cls: "model", span: s.modelSpan, title: run.runId + " step " + s.step + ": root model, " + ms(s.modelMs) });
+        row.bars.push({ cls: "model", run: run.runId, step: s.step, span: s.modelSpan, title: run.runId + " step " + s.step + ": root model, " + ms(s.modelMs) });
         for (var b = 0; b < s.blockSpans.length; b++) {
-          row.bars.push({ cls: "block", span: s.blockSpans[b], title: run.runId + " step " + s.step + " block " + (b + 1) + ", " + ms(s.blocks[b].durationMs) });
+          row.bars.push({ cls: "block", run: run.runId, step: s.step, span: s.blockSpans[b], title: run.runId + " step " + s.step + " block " + (b + 1) + ", " + ms(s.blocks[b].durationMs) });
         }
         for (var j = 0; j < s.subCalls.length; j++) subs.push({ call: s.subCalls[j], step: s.step });
       }
@@ -287,6 +318,8 @@ export const script = `
         if (lane === lanes.length) lanes.push({ end: 0, row: { name: "  sub-calls", bars: [] } });
         lanes[lane].end = c.span.end;
         lanes[lane].row.bars.push({
+          run: c.childRunId && data.runs[c.childRunId] ? c.childRunId : run.runId,
+          step: c.childRunId && data.runs[c.childRunId] ? undefined : subs[m].step,
           cls: c.kind + (c.span.estimated ? " estimated" : "") + (c.error ? " error" : ""),
           span: c.span,
           title: run.runId + " step " + subs[m].step + ": " + c.kind + " " + c.model + ", " + ms(c.durationMs) + ", " + tokens(c.usage) + (c.span.estimated ? " (start estimated)" : "")
@@ -309,7 +342,10 @@ export const script = `
         var d = el("div", "tl-bar " + bar.cls);
         d.style.left = (100 * bar.span.start / total) + "%";
         d.style.width = (100 * Math.max(0, bar.span.end - bar.span.start) / total) + "%";
-        d.title = bar.title;
+        d.title = bar.title + " (click to open)";
+        d.setAttribute("data-run", bar.run);
+        if (bar.step !== undefined) d.setAttribute("data-step", String(bar.step));
+        d.addEventListener("click", (function (b) { return function () { reveal(b.run, b.step); }; })(bar));
         add(track, d);
       }
       add(box, add(line, name, track));
