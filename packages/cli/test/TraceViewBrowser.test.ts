@@ -186,6 +186,63 @@ describe.skipIf(executablePath === undefined)("rlm trace view in headless chromi
     120_000
   )
 
+  it.live("hostile run ids (__proto__, toString, a parent cycle) do not break the page", () =>
+    Effect.promise(async () => {
+      const run = (runId: string, parent?: string) =>
+        new TraceEvent.RunStarted({
+          runId,
+          ...(parent !== undefined ? { parentRunId: parent, parentStep: 1 } : {}),
+          depth: parent === undefined ? 0 : 1,
+          query: `query of ${runId}`,
+          context: { type: "text", totalChars: 1, documentCount: 1, documentLengths: [1], preview: "x" },
+          model: "m",
+          language: "python",
+          isolation: "process",
+          timestamp: 1_700_000_000_000
+        })
+      const trace = Trace.make([
+        run("__proto__"),
+        run("toString", "__proto__"),
+        new TraceEvent.SubCall({
+          runId: "__proto__",
+          parentStep: 1,
+          kind: "rlm_query",
+          model: "m",
+          prompt: "p",
+          promptSha256: "0".repeat(64),
+          promptChars: 1,
+          usage: {},
+          durationMs: 1,
+          childRunId: "toString"
+        }),
+        new TraceEvent.StepCompleted({
+          runId: "__proto__",
+          step: 1,
+          reply: "r",
+          blocks: [],
+          usage: {},
+          model: "m",
+          modelMs: 1,
+          durationMs: 2
+        }),
+        run("a", "b"),
+        run("b", "a")
+      ])
+      const htmlPath = files.path("ids.html")
+      writeFileSync(htmlPath, TraceView.render(trace))
+      const { page, problems } = await open(htmlPath)
+      const runs = await page.locator("details.run > summary").allInnerTexts()
+      assert.strictEqual(runs.length, 2)
+      assert.include(runs[0], "__proto__")
+      await page.locator('.tl-bar.model[data-run="__proto__"]').first().click()
+      await page.locator("details.sub.rlm > summary").first().click()
+      await page.locator("details.sub.rlm details.run > summary").first().waitFor()
+      assert.include(await page.locator("details.sub.rlm details.run > summary").first().innerText(), "toString")
+      assert.deepStrictEqual(problems, [])
+      await page.close()
+    })
+  )
+
   it.live(
     "a 50 MB trace opens without freezing: interactive in seconds, a step expands at once",
     () =>

@@ -128,6 +128,18 @@ const strip = <A extends { readonly _tag: string; readonly runId: string }>({
   ...rest
 }: A): Omit<A, "_tag" | "runId"> => rest
 
+/** Group items by a key, keeping their order. */
+const groupBy = <A, K>(items: ReadonlyArray<A>, key: (a: A) => K): Map<K, Array<A>> => {
+  const groups = new Map<K, Array<A>>()
+  for (const item of items) {
+    const k = key(item)
+    const group = groups.get(k)
+    if (group === undefined) groups.set(k, [item])
+    else group.push(item)
+  }
+  return groups
+}
+
 const findLast = <A, B extends A>(items: ReadonlyArray<A>, f: (a: A) => a is B): B | undefined => {
   for (let i = items.length - 1; i >= 0; i--) {
     const item = items[i] as A
@@ -211,14 +223,11 @@ export const view = (trace: Trace.Trace): View => {
   )
   const startedAt = started.reduce((min, e) => Math.min(min, e.timestamp), Number.POSITIVE_INFINITY)
   const origin = Number.isFinite(startedAt) ? startedAt : 0
-  const byRun = new Map<string, Array<TraceEvent.Encoded>>()
-  for (const event of events) {
-    const list = byRun.get(event.runId) ?? []
-    list.push(event)
-    byRun.set(event.runId, list)
-  }
+  const byRun = groupBy(events, (e) => e.runId)
+  const childrenOf = groupBy(started, (e) => e.parentRunId)
   const startOf = new Map(started.map((e) => [e.runId, e.timestamp - origin]))
-  const runs: Record<string, RunView> = {}
+  // No prototype: a run id such as "__proto__" is a key like any other.
+  const runs: Record<string, RunView> = Object.create(null)
   let totalSteps = 0
   let totalSubCalls = 0
   let totalRetries = 0
@@ -241,7 +250,10 @@ export const view = (trace: Trace.Trace): View => {
       own,
       (e): e is Extract<TraceEvent.Encoded, { _tag: "RunFinished" }> => e._tag === "RunFinished"
     )
-    const childIds = started.filter((e) => e.parentRunId === run.runId)
+    const childIds = childrenOf.get(run.runId) ?? []
+    const subsOf = groupBy(subs, (c) => c.parentStep)
+    const retriesOf = groupBy(retries, (r) => r.step)
+    const childrenOfStep = groupBy(childIds, (c) => c.parentStep)
     const runStart = run.timestamp - origin
     const stepTime = stepEvents.reduce((total, s) => total + s.durationMs, 0)
     const runEnd = runStart + Math.max(finished?.durationMs ?? stepTime, stepTime)
@@ -259,7 +271,8 @@ export const view = (trace: Trace.Trace): View => {
         blockCursor = span.end
         return span
       })
-      const mine = subs.filter((c) => c.parentStep === s.step && !usedSubs.has(c))
+      // A step recorded twice (not written by the runtime) gets its sub-calls once.
+      const mine = (subsOf.get(s.step) ?? []).filter((c) => !usedSubs.has(c))
       for (const c of mine) usedSubs.add(c)
       const free = mine.filter((c) => c.childRunId === undefined || !startOf.has(c.childRunId))
       const laid = layOut(
@@ -267,15 +280,14 @@ export const view = (trace: Trace.Trace): View => {
         modelEnd,
         stepEnd
       )
+      const laidOf = new Map(free.map((c, i) => [c, laid[i] as Span]))
       const subCalls = mine.map((c): SubCallView => {
         const childStart = c.childRunId === undefined ? undefined : startOf.get(c.childRunId)
         const span =
-          childStart !== undefined
-            ? { start: childStart, end: childStart + c.durationMs }
-            : (laid[free.indexOf(c)] as Span)
+          childStart !== undefined ? { start: childStart, end: childStart + c.durationMs } : (laidOf.get(c) as Span)
         return { ...strip(c), span }
       })
-      const children = childIds.filter((c) => c.parentStep === s.step).map((c) => c.runId)
+      const children = (childrenOfStep.get(s.step) ?? []).map((c) => c.runId).filter((id) => !usedChildren.has(id))
       for (const c of children) usedChildren.add(c)
       return {
         ...strip(s),
@@ -283,7 +295,7 @@ export const view = (trace: Trace.Trace): View => {
         modelSpan: { start: stepStart, end: modelEnd },
         blockSpans,
         subCalls,
-        retries: retries.filter((r) => r.step === s.step).map(strip),
+        retries: (retriesOf.get(s.step) ?? []).map(strip),
         children
       }
     })
@@ -310,10 +322,26 @@ export const view = (trace: Trace.Trace): View => {
       children: childIds.map((c) => c.runId).filter((id) => !usedChildren.has(id))
     }
   }
-  const roots = started
-    .filter((e) => e.parentRunId === undefined || !startOf.has(e.parentRunId))
-    .map((e) => e.runId)
-    .filter((id, i, all) => all.indexOf(id) === i)
+  const roots = [
+    ...new Set(started.filter((e) => e.parentRunId === undefined || !startOf.has(e.parentRunId)).map((e) => e.runId))
+  ]
+  // Runs whose parents form a cycle (not written by the runtime) are shown as roots, not dropped.
+  const reached = new Set<string>()
+  const reach = (id: string) => {
+    const pending = [id]
+    while (pending.length > 0) {
+      const next = pending.pop() as string
+      if (reached.has(next)) continue
+      reached.add(next)
+      for (const child of childrenOf.get(next) ?? []) pending.push(child.runId)
+    }
+  }
+  for (const id of roots) reach(id)
+  for (const run of started) {
+    if (reached.has(run.runId)) continue
+    roots.push(run.runId)
+    reach(run.runId)
+  }
   const costs = roots.flatMap((id) => {
     const cost = runs[id]?.finished?.costUsd
     return cost === undefined ? [] : [cost]

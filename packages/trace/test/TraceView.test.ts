@@ -158,6 +158,22 @@ describe("TraceView.view", () => {
     assert.strictEqual(v.runs.run?.finished, undefined)
   })
 
+  it("run ids are plain keys: __proto__ and toString are runs like any other; a parent cycle is still shown", () => {
+    const v = TraceView.view(
+      Trace.make([
+        started("__proto__", T0),
+        started("toString", T0 + 1, { runId: "__proto__", step: 1 }),
+        step("__proto__", 1, 1, [], 2),
+        started("a", T0, { runId: "b", step: 1 }),
+        started("b", T0, { runId: "a", step: 1 })
+      ])
+    )
+    const back = JSON.parse(TraceView.embedJson(v)) as TraceView.View
+    assert.deepStrictEqual(Object.keys(back.runs), ["__proto__", "toString", "a", "b"])
+    assert.deepStrictEqual(back.runs.__proto__?.steps[0]?.children, ["toString"])
+    assert.deepStrictEqual(back.roots, ["__proto__", "a"])
+  })
+
   it("an empty trace has no runs", () => {
     const v = TraceView.view(Trace.empty)
     assert.deepStrictEqual(v.roots, [])

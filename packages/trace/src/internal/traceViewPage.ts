@@ -70,6 +70,18 @@ export const script = `
   var CUT = 2000;
   var MAX_BARS = 4000;
   var data = JSON.parse(document.getElementById("rlm-trace-data").textContent);
+  // Runs by id in a Map: an id such as "__proto__" or "toString" is a key like any other.
+  var runs = new Map();
+  var kidsOf = new Map();
+  Object.keys(data.runs).forEach(function (id) {
+    var run = data.runs[id];
+    runs.set(id, run);
+    if (run.parentRunId !== undefined) {
+      if (!kidsOf.has(run.parentRunId)) kidsOf.set(run.parentRunId, []);
+      kidsOf.get(run.parentRunId).push(id);
+    }
+  });
+  function runOf(id) { return id === undefined || id === null ? undefined : runs.get(id); }
   var app = document.getElementById("app");
 
   function el(tag, cls, text) {
@@ -156,28 +168,32 @@ export const script = `
   }
 
   /** The nodes built so far, to reveal one from the timeline: runs, steps ("run#step"), rlm_query sub-calls by child. */
-  var runNodes = {};
-  var stepNodes = {};
-  var childSubNodes = {};
+  var runNodes = new Map();
+  var stepNodes = new Map();
+  var childSubNodes = new Map();
 
   /** Open the path down to a run (and one of its steps), building what is not built yet, and scroll to it. */
   function reveal(runId, step) {
     var chain = [];
-    for (var id = runId; id !== undefined && data.runs[id]; id = data.runs[id].parentRunId) chain.unshift(id);
+    var seen = new Set();
+    for (var id = runId; id !== undefined && runOf(id) && !seen.has(id); id = runOf(id).parentRunId) {
+      seen.add(id);
+      chain.unshift(id);
+    }
     var target;
     for (var i = 0; i < chain.length; i++) {
-      var run = data.runs[chain[i]];
+      var run = runOf(chain[i]);
       if (i > 0) {
-        var parentStep = stepNodes[chain[i - 1] + "#" + run.parentStep];
+        var parentStep = stepNodes.get(chain[i - 1] + "#" + run.parentStep);
         if (parentStep) parentStep.expand();
-        if (childSubNodes[run.runId]) childSubNodes[run.runId].expand();
+        if (childSubNodes.has(run.runId)) childSubNodes.get(run.runId).expand();
       }
-      target = runNodes[run.runId];
+      target = runNodes.get(run.runId);
       if (!target) return;
       target.expand();
     }
-    if (step !== undefined && stepNodes[runId + "#" + step]) {
-      target = stepNodes[runId + "#" + step];
+    if (step !== undefined && stepNodes.has(runId + "#" + step)) {
+      target = stepNodes.get(runId + "#" + step);
       target.expand();
     }
     if (target) target.scrollIntoView({ block: "start" });
@@ -189,10 +205,10 @@ export const script = `
   }
 
   function runNode(id, open) {
-    var run = data.runs[id];
+    var run = runOf(id);
     if (!run) return el("div", "muted", "run " + id + " is not in the trace");
     var f = run.finished;
-    return runNodes[id] = lazy("run" + (run.depth === 0 ? " root" : ""), [
+    var node = lazy("run" + (run.depth === 0 ? " root" : ""), [
       tag("run"), el("b", null, run.runId), " ",
       statusTag(f && f.status),
       " depth " + run.depth + " · " + run.steps.length + " steps · " +
@@ -217,11 +233,13 @@ export const script = `
       for (var j = 0; j < run.strays.length; j++) add(body, subNode(run.strays[j]));
       for (var k = 0; k < run.children.length; k++) add(body, runNode(run.children[k], false));
     }, open);
+    runNodes.set(id, node);
+    return node;
   }
 
   function stepNode(run, s) {
     var lost = s.interpreterLost;
-    return stepNodes[run.runId + "#" + s.step] = lazy("step", [
+    var node = lazy("step", [
       tag("step"), el("b", null, String(s.step)), " ",
       s.feedback ? tag("feedback", "bad") : null,
       lost ? tag("interpreter lost", "bad") : null,
@@ -257,14 +275,16 @@ export const script = `
       }
       if (s.subCalls.length > 0) add(body, el("div", "label", "sub-calls"));
       for (var j = 0; j < s.subCalls.length; j++) add(body, subNode(s.subCalls[j]));
-      var linked = {};
-      for (var c = 0; c < s.subCalls.length; c++) if (s.subCalls[c].childRunId) linked[s.subCalls[c].childRunId] = true;
-      for (var k = 0; k < s.children.length; k++) if (!linked[s.children[k]]) add(body, runNode(s.children[k], false));
+      var linked = new Set();
+      for (var c = 0; c < s.subCalls.length; c++) if (s.subCalls[c].childRunId) linked.add(s.subCalls[c].childRunId);
+      for (var k = 0; k < s.children.length; k++) if (!linked.has(s.children[k])) add(body, runNode(s.children[k], false));
     }, false);
+    stepNodes.set(run.runId + "#" + s.step, node);
+    return node;
   }
 
   function subNode(c) {
-    var child = c.childRunId ? data.runs[c.childRunId] : undefined;
+    var child = runOf(c.childRunId);
     // A child run's tokens are its own calls' (the rlm_query sub-call itself reports none).
     var used = child && child.finished ? tokens(child.finished.usage) + " in the child run" : tokens(c.usage);
     var node = lazy("sub" + (c.kind === "rlm_query" ? " rlm" : ""), [
@@ -279,9 +299,9 @@ export const script = `
       section(body, "prompt", c.prompt);
       section(body, "reply", c.reply);
       section(body, "error", c.error, "err");
-      if (c.childRunId && data.runs[c.childRunId]) add(body, runNode(c.childRunId, false));
+      if (child) add(body, runNode(c.childRunId, false));
     }, false);
-    if (c.childRunId) childSubNodes[c.childRunId] = node;
+    if (c.childRunId) childSubNodes.set(c.childRunId, node);
     return node;
   }
 
@@ -290,9 +310,11 @@ export const script = `
     var total = Math.max(1, data.totals.durationMs);
     var rows = [];
     var bars = 0;
+    var visited = new Set();
     function visit(id) {
-      var run = data.runs[id];
-      if (!run) return;
+      var run = runOf(id);
+      if (!run || visited.has(id)) return;
+      visited.add(id);
       var row = { name: run.runId, bars: [] };
       rows.push(row);
       var subs = [];
@@ -318,16 +340,15 @@ export const script = `
         if (lane === lanes.length) lanes.push({ end: 0, row: { name: "  sub-calls", bars: [] } });
         lanes[lane].end = c.span.end;
         lanes[lane].row.bars.push({
-          run: c.childRunId && data.runs[c.childRunId] ? c.childRunId : run.runId,
-          step: c.childRunId && data.runs[c.childRunId] ? undefined : subs[m].step,
+          run: runOf(c.childRunId) ? c.childRunId : run.runId,
+          step: runOf(c.childRunId) ? undefined : subs[m].step,
           cls: c.kind + (c.span.estimated ? " estimated" : "") + (c.error ? " error" : ""),
           span: c.span,
           title: run.runId + " step " + subs[m].step + ": " + c.kind + " " + c.model + ", " + ms(c.durationMs) + ", " + tokens(c.usage) + (c.span.estimated ? " (start estimated)" : "")
         });
       }
       for (var n = 0; n < lanes.length; n++) rows.push(lanes[n].row);
-      var kids = [];
-      for (var key in data.runs) if (data.runs[key].parentRunId === id) kids.push(key);
+      var kids = kidsOf.get(id) || [];
       for (var q = 0; q < kids.length; q++) visit(kids[q]);
     }
     for (var r = 0; r < data.roots.length; r++) visit(data.roots[r]);
@@ -371,7 +392,7 @@ export const script = `
   }
 
   var t = data.totals;
-  var first = data.roots.length > 0 ? data.runs[data.roots[0]] : undefined;
+  var first = runOf(data.roots[0]);
   document.title = "rlm trace" + (first ? " — " + first.query.slice(0, 80) : "");
   add(app, el("h1", null, "rlm trace"));
   if (first) add(app, el("div", "muted", first.query.length > 300 ? first.query.slice(0, 300) + "…" : first.query));
