@@ -104,10 +104,13 @@ describe("rlm trace view", () => {
     })
   )
 
-  it.live("without a TRACE argument: a usage error (exit 2)", () =>
+  it.live("without a TRACE argument, or without view: a usage error (exit 2)", () =>
     Effect.gen(function* () {
       const r = yield* runCli(["trace", "view"])
       assert.strictEqual(r.code, 2)
+      const bare = yield* runCli(["trace"])
+      assert.strictEqual(bare.code, 2)
+      assert.match(bare.stderr, /rlm trace view --help/)
     })
   )
 })

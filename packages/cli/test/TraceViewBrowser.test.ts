@@ -186,6 +186,113 @@ describe.skipIf(executablePath === undefined)("rlm trace view in headless chromi
     120_000
   )
 
+  it.live("every part of a step renders: tool calls, stderr, errors, feedback, a lost interpreter, retries", () =>
+    Effect.promise(async () => {
+      const trace = Trace.make([
+        new TraceEvent.RunStarted({
+          runId: "run",
+          depth: 0,
+          query: "q",
+          context: { type: "documents", totalChars: 2, documentCount: 2, documentLengths: [1, 1], preview: "ab" },
+          model: "m",
+          language: "javascript",
+          isolation: "namespace",
+          timestamp: 1_700_000_000_000
+        }),
+        new TraceEvent.ModelCallRetried({
+          runId: "run",
+          step: 1,
+          role: "root",
+          model: "m",
+          attempt: 1,
+          reason: "RateLimited",
+          message: "RETRY-MESSAGE",
+          status: 429,
+          delayMs: 500,
+          usage: {}
+        }),
+        new TraceEvent.SubCall({
+          runId: "run",
+          parentStep: 1,
+          kind: "llm_query",
+          model: "s",
+          prompt: "SUB-PROMPT",
+          promptSha256: "0".repeat(64),
+          promptChars: 10,
+          error: "SUB-ERROR",
+          usage: {},
+          durationMs: 5,
+          finishReason: "length"
+        }),
+        new TraceEvent.StepCompleted({
+          runId: "run",
+          step: 1,
+          reply: "",
+          blocks: [
+            { code: "CODE-1", stdout: "", stderr: "STDERR-1", error: "ERROR-1", truncated: true, durationMs: 3 },
+            { code: "CODE-2", stdout: "STDOUT-2", stderr: "", truncated: false, durationMs: 4 }
+          ],
+          feedback: "FEEDBACK-1",
+          interpreterLost: { reason: "Crashed", message: "LOST-MESSAGE", restarts: 1 },
+          toolCalls: [{ id: "call_1", name: "run_code", arguments: '{"code": "CODE-1"}' }],
+          usage: { inputTokens: 3 },
+          model: "m",
+          modelMs: 2,
+          durationMs: 20,
+          finishReason: "tool-calls"
+        }),
+        new TraceEvent.FinalAnswer({ runId: "run", step: 1, source: "forced", answer: "ANSWER" }),
+        new TraceEvent.RunFinished({
+          runId: "run",
+          status: "budget_exceeded",
+          steps: 1,
+          subCalls: 1,
+          usage: { inputTokens: 3 },
+          costUsd: 0.0123,
+          durationMs: 30,
+          error: "RUN-ERROR"
+        })
+      ])
+      const htmlPath = files.path("all.html")
+      writeFileSync(htmlPath, TraceView.render(trace))
+      const { page, problems } = await open(htmlPath)
+      const totals = await page.locator(".totals").innerText()
+      assert.include(totals, "budget_exceeded")
+      assert.include(totals, "$0.0123")
+      assert.match(totals, /1\s+retried attempts/)
+      // textContent: the labels are upper-cased by CSS only.
+      const run = (await page.locator("details.run").first().textContent()) ?? ""
+      for (const text of ["RUN-ERROR", "ANSWER", "forced", "documents", "namespace"]) assert.include(run, text)
+      await page.locator("details.step > summary").first().click()
+      await page.locator("details.sub > summary").first().click()
+      await page.locator("details.sub > .body").first().waitFor()
+      const step = (await page.locator("details.step").first().textContent()) ?? ""
+      for (const text of [
+        "tool call run_code (call_1)",
+        '{"code": "CODE-1"}',
+        "CODE-1",
+        "STDERR-1",
+        "ERROR-1",
+        "output truncated",
+        "CODE-2",
+        "STDOUT-2",
+        "FEEDBACK-1",
+        "interpreter lost (Crashed, restart 1)",
+        "LOST-MESSAGE",
+        "retried root call, attempt 1 (RateLimited 429, waited 500 ms)",
+        "RETRY-MESSAGE",
+        "SUB-PROMPT",
+        "SUB-ERROR",
+        "tool-calls",
+        "length"
+      ]) {
+        assert.include(step, text)
+      }
+      assert.deepStrictEqual(problems, [])
+      await page.close()
+    })
+  )
+
   it.live("hostile run ids (__proto__, toString, a parent cycle) do not break the page", () =>
     Effect.promise(async () => {
       const run = (runId: string, parent?: string) =>
