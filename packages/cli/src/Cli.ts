@@ -48,6 +48,7 @@ import { CliError, interruptedExitCode } from "./CliError.js"
 import * as backends from "./internal/backends.js"
 import * as Progress from "./Progress.js"
 import * as TerminalText from "./TerminalText.js"
+import * as TraceViewCommand from "./TraceViewCommand.js"
 
 /**
  * The version `rlm --version` prints.
@@ -253,7 +254,7 @@ export const makeCommand = <E, R>(execute: (flags: RunFlags) => Effect.Effect<vo
     Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
   ).pipe(
     Command.withDescription("Recursive Language Models: answer questions about prompts too long to read at once."),
-    Command.withSubcommands([runCommand])
+    Command.withSubcommands([runCommand, TraceViewCommand.command])
   )
 }
 

@@ -21,3 +21,8 @@ export * as Progress from "./Progress.js"
  * @since 0.2.0
  */
 export * as TerminalText from "./TerminalText.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as TraceViewCommand from "./TraceViewCommand.js"

@@ -30,3 +30,7 @@ export * as TraceEvent from "./TraceEvent.js"
  * @since 0.1.0
  */
 export * as TraceRecorder from "./TraceRecorder.js"
+/**
+ * @since 0.2.0
+ */
+export * as TraceView from "./TraceView.js"
