@@ -312,15 +312,19 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           emit(
             ctx.tree,
-            new TraceEvent.SubCall({
-              ...baseOf(now),
-              model: response.model,
-              reply: response.text,
-              replySha256: sha256(response.text),
-              replyChars: response.text.length,
-              usage: usageOf(response.usage),
-              ...finishOf(response)
-            })
+            new TraceEvent.SubCall(
+              {
+                ...baseOf(now),
+                model: response.model,
+                reply: response.text,
+                replySha256: sha256(response.text),
+                replyChars: response.text.length,
+                usage: usageOf(response.usage),
+                ...finishOf(response)
+              },
+              // Built from typed values (the adapter's decoded response): not checked again at every sub-call.
+              true
+            )
           )
         )
       )
