@@ -23,6 +23,7 @@ import { createRequire, syncBuiltinESMExports } from "node:module"
 import { pathToFileURL } from "node:url"
 import { PRELUDE } from "./javascript-prelude.mjs"
 import { assertLockedDown, cutNodeNetwork, lockIntrinsics, stripProcess } from "./node-wall.mjs"
+import { refuseArgs } from "./tool-args.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
 
@@ -113,27 +114,6 @@ const newModule = () => {
 // object by parameter name), checked here (the host checks again).
 const tools = Array.isArray(config.tools) ? config.tools : []
 const toolNames = new Set(tools.map((tool) => String(tool?.name)))
-const MAX_ARGS_DEPTH = 64
-/** Why a call's arguments are refused before they cross, or undefined. */
-const refuseArgs = (args) => {
-  if (args === null || typeof args !== "object" || Array.isArray(args)) return "invalid host call"
-  const stack = Object.keys(args).map((key) => [args[key], 1, key, -1])
-  while (stack.length > 0) {
-    const [value, depth, key, index] = stack.pop()
-    if (typeof value === "string") {
-      if (value.length <= maxPromptChars) continue
-      const what =
-        depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
-      return `${what} has ${value.length} characters, more than the limit of ${maxPromptChars}`
-    }
-    if (value === null || typeof value !== "object") continue
-    if (depth >= MAX_ARGS_DEPTH) return `the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
-    } else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
-  }
-  return undefined
-}
 /** Set when the host aborted the running block (a budget spent): no more calls, and the block is interrupted. */
 let aborted = false
 let pendingReply
@@ -149,7 +129,7 @@ const callHost = (name, payload) =>
     try {
       if (!toolNames.has(name)) throw new Error("invalid host call")
       const args = JSON.parse(payload)
-      const refused = refuseArgs(args)
+      const refused = refuseArgs(args, maxPromptChars)
       if (refused !== undefined) throw new Error(refused === "invalid host call" ? refused : `${name}: ${refused}`)
       message = { t: "call", id: currentRequest, call: nextCallId++, name, args }
     } catch (e) {

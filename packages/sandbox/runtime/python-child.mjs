@@ -32,6 +32,7 @@ import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs"
 import { Socket } from "node:net"
 import { pathToFileURL } from "node:url"
 import { assertLockedDown } from "./node-wall.mjs"
+import { refuseArgs } from "./tool-args.mjs"
 import { dirtyOutsideRuns, encode, readHead, restoreInto, scanImage, withRestoreHook } from "./snapshot-image.mjs"
 
 const config = JSON.parse(process.argv[2] ?? "{}")
@@ -372,29 +373,6 @@ const charCount = (text, max) => {
   for (const _ of text) n++
   return n
 }
-/** How deep a call's arguments may nest (the host refuses deeper ones too). */
-const MAX_ARGS_DEPTH = 64
-/** Why a call's arguments are refused before they cross (the host checks again), or undefined. */
-const refuseArgs = (args) => {
-  if (args === null || typeof args !== "object" || Array.isArray(args)) return "invalid host call"
-  const stack = Object.keys(args).map((key) => [args[key], 1, key, -1])
-  while (stack.length > 0) {
-    const [value, depth, key, index] = stack.pop()
-    if (typeof value === "string") {
-      const n = charCount(value, promptCap)
-      if (n <= promptCap) continue
-      const what =
-        depth === 1 ? `the ${key}` : depth === 2 && index >= 0 ? `item ${index} of ${key}` : `a string in ${key}`
-      return `${what} has ${n} characters; the limit is ${promptCap}`
-    }
-    if (value === null || typeof value !== "object") continue
-    if (depth >= MAX_ARGS_DEPTH) return `the arguments are nested more than ${MAX_ARGS_DEPTH} deep`
-    if (Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) stack.push([value[i], depth + 1, key, i])
-    } else for (const k of Object.keys(value)) stack.push([value[k], depth + 1, key, -1])
-  }
-  return undefined
-}
 /** Set when the host aborted the running block (a budget spent): no more calls, and it is interrupted at every poll. */
 let aborted = false
 const call = (name, payload) => {
@@ -408,7 +386,7 @@ const call = (name, payload) => {
   } catch {
     return "0invalid host call"
   }
-  const refused = refuseArgs(args)
+  const refused = refuseArgs(args, promptCap, charCount)
   if (refused !== undefined) return refused === "invalid host call" ? `0${refused}` : `0${name}: ${refused}`
   const left = deadline - performance.now()
   deadline = Number.POSITIVE_INFINITY
