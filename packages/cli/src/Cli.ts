@@ -595,7 +595,8 @@ export class StdoutIsTerminal extends Context.Reference<StdoutIsTerminal>()("@rl
 /**
  * Run a validated plan: the RLM with its adapter, sandbox and a progress
  * recorder; print the answer on stdout; write the trace (also on failure and
- * interruption).
+ * interruption). With `--otlp`, the run's spans are exported, the last of
+ * them before it returns (also on failure and interruption).
  *
  * @since 0.1.0
  * @category Running
@@ -662,15 +663,17 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
       (self) => {
         const path = p.trace
         return path === undefined ? self : Effect.onExit(self, (exit) => writeTrace(path, Exit.isSuccess(exit)))
-      },
-      // Outermost: the exporter sends the last spans when its scope closes, once the run has ended however it did.
-      (self) => (p.otlp === undefined ? self : Effect.provide(self, Otlp.layer(p.otlp, version)))
+      }
     )
     const terminal = yield* StdoutIsTerminal
     yield* Console.log(terminal && !p.raw ? TerminalText.sanitize(result.answer) : result.answer)
     const failedTrace = yield* Ref.get(traceError)
     if (Option.isSome(failedTrace)) return yield* Effect.fail(failedTrace.value)
-  })
+  }).pipe(
+    // The exporter sends the last spans when its scope closes: once the run has ended (however it did) and the
+    // answer is printed.
+    (self) => (p.otlp === undefined ? self : Effect.provide(self, Otlp.layer(p.otlp, version)))
+  )
 
 const oneLine = (text: string, max = Number.POSITIVE_INFINITY) => {
   const flat = text.replace(/\s*\n\s*/g, " ").trim()
