@@ -70,9 +70,10 @@ export const Attribute = {
   status: "rlm.status",
   /** The error's message, when the span failed with a typed error. */
   error: "rlm.error",
-  /** `rlm.run`: the steps it took. `rlm.step`, `rlm.block`, `rlm.sub_call`: the step number. */
+  /** `rlm.run`: the steps it took. */
   steps: "rlm.steps",
-  step: "rlm.step",
+  /** `rlm.step`, `rlm.block`, `rlm.sub_call`: the step's number in its run (from 1). */
+  step: "rlm.step.number",
   /** `rlm.run`: sub-calls the run made (not its descendants). */
   subCalls: "rlm.sub_calls",
   /** `rlm.run`: its cost in USD, when every call of it and its descendants was priced. */
