@@ -46,6 +46,7 @@ import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import { CliError, interruptedExitCode } from "./CliError.js"
 import * as backends from "./internal/backends.js"
+import * as Otlp from "./internal/otlp.js"
 import * as Progress from "./Progress.js"
 import * as TerminalText from "./TerminalText.js"
 import * as TraceViewCommand from "./TraceViewCommand.js"
@@ -102,6 +103,8 @@ export interface RunFlags {
   readonly quiet: boolean
   /** Print the answer's bytes on stdout even when it is a terminal. */
   readonly raw: boolean
+  /** An OTLP/HTTP traces endpoint to export the run's spans to. */
+  readonly otlp?: string | undefined
 }
 
 const optional = <A>(options: Options.Options<A>) => Options.optional(options)
@@ -205,6 +208,13 @@ const runOptions = {
     Options.withDescription(
       "Print the answer's exact bytes on stdout even when it is a terminal (by default control characters and escape sequences are removed there; stderr is always cleaned)."
     )
+  ),
+  otlp: optional(
+    Options.text("otlp").pipe(
+      Options.withDescription(
+        "Export the run's spans (runs, steps, model calls, code blocks, sub-calls) as OpenTelemetry traces to this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318/v1/traces (a collector, Jaeger); sent before rlm exits, also on failure and Ctrl-C."
+      )
+    )
   )
 } as const
 
@@ -235,7 +245,8 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
   subModel: Option.getOrUndefined(parsed.subModel),
   llama: parsed.llama,
   quiet: parsed.quiet,
-  raw: parsed.raw
+  raw: parsed.raw,
+  ...(Option.isSome(parsed.otlp) ? { otlp: parsed.otlp.value } : {})
 })
 
 /**
@@ -357,6 +368,8 @@ export interface RunPlan {
   readonly raw: boolean
   /** Notes for the user (ignored flags, unbounded limits), printed to stderr. */
   readonly notes: ReadonlyArray<string>
+  /** The OTLP/HTTP traces endpoint the run's spans are exported to (`--otlp`). */
+  readonly otlp?: string | undefined
 }
 
 /**
@@ -381,6 +394,10 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       return yield* Effect.fail(usage(`--max-cost must be a number of USD >= 0, got ${flags.maxCost}.`))
     }
     const prices = flags.prices === undefined ? undefined : yield* readPrices(flags.prices)
+    const otlpEndpoint = flags.otlp === undefined ? undefined : Otlp.endpoint(flags.otlp)
+    if (otlpEndpoint !== undefined && "error" in otlpEndpoint) {
+      return yield* Effect.fail(usage(`${otlpEndpoint.error}; e.g. --otlp http://127.0.0.1:4318/v1/traces.`))
+    }
 
     const kind = flags.adapter ?? (flags.fake !== undefined ? "fake" : "openai-compat")
     let adapter: backends.AdapterSettings
@@ -490,7 +507,8 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       trace: flags.trace,
       quiet: flags.quiet,
       raw: flags.raw,
-      notes
+      notes,
+      ...(otlpEndpoint !== undefined ? { otlp: otlpEndpoint.url } : {})
     }
   })
 
@@ -578,7 +596,8 @@ export class StdoutIsTerminal extends Context.Reference<StdoutIsTerminal>()("@rl
 /**
  * Run a validated plan: the RLM with its adapter, sandbox and a progress
  * recorder; print the answer on stdout; write the trace (also on failure and
- * interruption).
+ * interruption). With `--otlp`, the run's spans are exported, the last of
+ * them before it returns (also on failure and interruption).
  *
  * @since 0.1.0
  * @category Running
@@ -651,7 +670,11 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
     yield* Console.log(terminal && !p.raw ? TerminalText.sanitize(result.answer) : result.answer)
     const failedTrace = yield* Ref.get(traceError)
     if (Option.isSome(failedTrace)) return yield* Effect.fail(failedTrace.value)
-  })
+  }).pipe(
+    // The exporter sends the last spans when its scope closes: once the run has ended (however it did) and the
+    // answer is printed.
+    (self) => (p.otlp === undefined ? self : Effect.provide(self, Otlp.layer(p.otlp, version)))
+  )
 
 const oneLine = (text: string, max = Number.POSITIVE_INFINITY) => {
   const flat = text.replace(/\s*\n\s*/g, " ").trim()

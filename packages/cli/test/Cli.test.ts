@@ -132,7 +132,9 @@ describe("rlm run: flag parsing", () => {
         "strict",
         "--protocol",
         "tools",
-        "--raw"
+        "--raw",
+        "--otlp",
+        "http://127.0.0.1:4318/v1/traces"
       ])
       assert.deepStrictEqual(flags, {
         context: files.path("ctx.txt"),
@@ -159,7 +161,8 @@ describe("rlm run: flag parsing", () => {
         subModel: "small",
         llama: true,
         quiet: true,
-        raw: true
+        raw: true,
+        otlp: "http://127.0.0.1:4318/v1/traces"
       })
     })
   )

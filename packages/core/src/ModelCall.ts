@@ -15,6 +15,9 @@
  * are committed with the call's: on success with the last attempt's usage, on
  * failure alone (instead of releasing the reservation).
  *
+ * Each call is an `rlm.model_call` span (see `Tracing`): its role, model and
+ * depth, then the reply's tokens and finish reason, or the error.
+ *
  * @since 0.2.0
  */
 import * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
@@ -25,7 +28,9 @@ import * as Exit from "effect/Exit"
 import * as Ref from "effect/Ref"
 import type * as Budget from "./Budget.js"
 import type * as Policy from "./Policy.js"
+import * as Tracing from "./internal/tracing.js"
 import type { BudgetExceeded } from "./RlmError.js"
+import { Attribute, GenAiAttribute } from "./Tracing.js"
 
 /**
  * What a call needs from its run tree.
@@ -97,7 +102,7 @@ const timeoutError = (ms: number) =>
 
 /**
  * Make one model call under the run tree's budget, depth permit and call
- * timeout.
+ * timeout, in an `rlm.model_call` span.
  *
  * @since 0.2.0
  * @category Calls
@@ -105,10 +110,16 @@ const timeoutError = (ms: number) =>
 export const call: (
   deps: Deps,
   request: Request
-) => Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> = Effect.fn("ModelCall.call")(
+) => Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> = Effect.fn("rlm.model_call")(
   function* (deps: Deps, request: Request) {
     const { adapter, budget, policy } = deps
     const model = adapter.model(request.role)
+    yield* Effect.annotateCurrentSpan({
+      [Attribute.role]: request.role,
+      [Attribute.model]: model,
+      [Attribute.depth]: request.depth,
+      [GenAiAttribute.requestModel]: model
+    })
     const kind = request.role === "root" ? "root" : "sub"
     const admit =
       request.admission === "grant"
@@ -116,12 +127,15 @@ export const call: (
         : budget.reserve({ kind, model, inputEstimate: LlmAdapter.estimateRequestTokens(request.messages) })
     // The usage the failed attempts the adapter retried reported: committed with the call's own.
     const retried = yield* Ref.make<LlmAdapter.Usage | undefined>(undefined)
+    const retries = yield* Ref.make(0)
     const observer: AttemptObserver.Observer = (attempt) =>
-      Effect.zipRight(
-        attempt.usage === undefined
-          ? Effect.void
-          : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage)),
-        request.onRetry === undefined ? Effect.void : request.onRetry(attempt)
+      Ref.update(retries, (n) => n + 1).pipe(
+        Effect.zipRight(
+          attempt.usage === undefined
+            ? Effect.void
+            : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage))
+        ),
+        Effect.zipRight(request.onRetry === undefined ? Effect.void : request.onRetry(attempt))
       )
     const send = (reservation: Budget.Reservation) => {
       const chat = adapter.chat(
@@ -162,6 +176,16 @@ export const call: (
               request.onFailure === undefined ? Effect.void : request.onFailure()
             )
       )
-    return yield* budget.permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
+    return yield* budget
+      .permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
+      .pipe(
+        Effect.tap((response) => Effect.annotateCurrentSpan(Tracing.reply(response, true))),
+        Effect.onExit(() =>
+          Effect.flatMap(Ref.get(retries), (n) =>
+            n === 0 ? Effect.void : Effect.annotateCurrentSpan(Attribute.retries, n)
+          )
+        ),
+        Tracing.annotateOutcome
+      )
   }
 )

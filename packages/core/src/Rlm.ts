@@ -11,6 +11,9 @@
  * to the pure `Step.decide`, which returns the next `Step.RunState` and what
  * to do. `Rlm.run` is the stream folded into a `RunResult`.
  *
+ * Every run, step, model call, code block and sub-call is a span of Effect's
+ * tracer (see `Tracing` for the names, the nesting and the attributes).
+ *
  * @since 0.1.0
  */
 
@@ -25,6 +28,7 @@ import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import type * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -33,8 +37,10 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
 import * as Budget from "./Budget.js"
 import * as HostTools from "./HostTools.js"
+import * as Tracing from "./internal/tracing.js"
 import * as ModelCall from "./ModelCall.js"
 import * as Policy from "./Policy.js"
 import * as Prompts from "./Prompts.js"
@@ -44,6 +50,7 @@ import { BudgetExceeded, type RlmError, RunFailed } from "./RlmError.js"
 import * as RunEvent from "./RunEvent.js"
 import * as Step from "./Step.js"
 import * as ToolProtocol from "./ToolProtocol.js"
+import { Attribute, SpanName } from "./Tracing.js"
 
 /**
  * @since 0.1.0
@@ -134,6 +141,11 @@ interface RunCtx {
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
   readonly subCalls: Ref.Ref<number>
   readonly children: Ref.Ref<number>
+  /**
+   * The `rlm.block` span of the block running now, if any: the parent of the
+   * spans of its host calls, which the sandbox runs on fibers of its own.
+   */
+  readonly blockSpan: Ref.Ref<Option.Option<Tracer.AnySpan>>
 }
 
 interface Answer {
@@ -291,6 +303,29 @@ const refusePrompt = (ctx: RunCtx, kind: "llm_query" | "rlm_query", prompt: stri
     : Effect.void
 }
 
+/**
+ * Run a sub-call in its `rlm.sub_call` span, annotated with its outcome (the
+ * caller adds the reply's attributes).
+ */
+const subCallSpan =
+  (ctx: RunCtx, kind: "llm_query" | "rlm_query", prompt: string, model: string) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(Ref.get(ctx.step), (step) =>
+      self.pipe(
+        Tracing.annotateOutcome,
+        Effect.withSpan(SpanName.subCall, {
+          attributes: {
+            [Attribute.runId]: ctx.runId,
+            [Attribute.depth]: ctx.depth,
+            [Attribute.step]: step,
+            [Attribute.subCallKind]: kind,
+            [Attribute.model]: model,
+            [Attribute.promptChars]: prompt.length
+          }
+        })
+      )
+    )
+
 const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
   Effect.gen(function* () {
     yield* refusePrompt(ctx, "llm_query", prompt)
@@ -330,7 +365,13 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       )
     )
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
-    if (exit._tag === "Success") return exit.value.text
+    if (exit._tag === "Success") {
+      yield* Effect.annotateCurrentSpan({
+        ...Tracing.reply(exit.value),
+        [Attribute.replyChars]: exit.value.text.length
+      })
+      return exit.value.text
+    }
     const base = baseOf(yield* Clock.currentTimeMillis)
     const failure = exit.cause._tag === "Fail" ? exit.cause.error : undefined
     if (failure instanceof BudgetExceeded) {
@@ -342,7 +383,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       return yield* Effect.fail(hostError(`llm_query failed (${failure.reason}): ${failure.message}`, failure))
     }
     return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
-  })
+  }).pipe(subCallSpan(ctx, "llm_query", prompt, ctx.tree.adapter.model("sub")))
 
 /**
  * A batch of sub-calls, `concurrency` at a time. When one fails the batch (a
@@ -385,14 +426,20 @@ const batched =
       ).pipe(Effect.onExit(() => idle.await))
     })
 
+/** `rlm_query`: a child run, or at the depth limit a plain `llm_query`. */
 const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
+  ctx.depth + 1 > ctx.tree.policy.maxDepth
+    ? Effect.zipRight(refusePrompt(ctx, "rlm_query", prompt), llmQuery(ctx, prompt))
+    : childRun(ctx, prompt).pipe(subCallSpan(ctx, "rlm_query", prompt, ctx.tree.adapter.model("root")))
+
+const childRun = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
   Effect.gen(function* () {
     const { tree } = ctx
     yield* refusePrompt(ctx, "rlm_query", prompt)
-    if (ctx.depth + 1 > tree.policy.maxDepth) return yield* llmQuery(ctx, prompt)
     const parentStep = yield* Ref.get(ctx.step)
     const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
     const childRunId = `${ctx.runId}/${parentStep}.${index}`
+    yield* Effect.annotateCurrentSpan(Attribute.childRunId, childRunId)
     const start = yield* Clock.currentTimeMillis
     yield* tree.budget.reserveSubCall
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
@@ -424,6 +471,7 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
     }
     if (exit._tag === "Success") {
       const reply = exit.value.answer
+      yield* Effect.annotateCurrentSpan(Attribute.replyChars, reply.length)
       yield* emit(
         tree,
         new TraceEvent.SubCall({ ...base, reply, replySha256: sha256(reply), replyChars: reply.length })
@@ -441,8 +489,8 @@ const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
  * The run's host functions: the built-ins (`HostTools`), their handlers over
  * this run's budget and trace, then the user's tools.
  */
-const hostFunctions = (ctx: RunCtx) =>
-  HostTools.dispatcher<BudgetExceeded>([
+const hostFunctions = (ctx: RunCtx) => {
+  const host = HostTools.dispatcher<BudgetExceeded>([
     HostTools.entry(HostTools.LlmQuery, ({ prompt }) => llmQuery(ctx, prompt), { prompt: "string" }),
     HostTools.entry(HostTools.LlmQueryBatched, ({ prompts }) => batched(ctx, (p) => llmQuery(ctx, p))(prompts), {
       prompts: "strings"
@@ -454,6 +502,14 @@ const hostFunctions = (ctx: RunCtx) =>
     HostTools.entry(HostTools.BudgetTool, () => budgetOf(ctx)),
     ...ctx.tree.userTools
   ])
+  // The sandbox runs host calls on fibers of its own, forked where the session was opened: their spans are
+  // put under the block that made the call, explicitly.
+  const call: Sandbox.HostCall<BudgetExceeded> = (name, args) =>
+    Effect.flatMap(Ref.get(ctx.blockSpan), (span) =>
+      Option.isSome(span) ? Effect.withParentSpan(host.call(name, args), span.value) : host.call(name, args)
+    )
+  return { tools: host.tools, call }
+}
 
 /** `budget()`: what is left of the tree's limits, for this run. */
 const budgetOf = (ctx: RunCtx): Effect.Effect<HostTools.BudgetLeft> =>
@@ -603,7 +659,7 @@ const runBlocks = (
         run.ctx.tree,
         new RunEvent.BlockStarted({ runId, step, index, total: code.length, code: source }, true)
       )
-      const outcome = yield* runBlock(run, source)
+      const outcome = yield* tracedBlock(run, step, index, source)
       yield* emit(
         run.ctx.tree,
         new RunEvent.BlockFinished(
@@ -620,6 +676,58 @@ const runBlocks = (
     }
     return outcomes
   })
+
+/**
+ * A block that failed, as the failure of its `rlm.block` span (so the span has
+ * an error status); caught right outside the span, the run goes on.
+ */
+class BlockFailed extends Data.TaggedError("BlockFailed")<{
+  readonly message: string
+  readonly outcome: Step.BlockOutcome
+}> {}
+
+/** Why a block's span failed, in the project's words (model output is never put in a span). */
+const blockFailure = (outcome: Step.BlockOutcome): string | undefined =>
+  outcome.budgetExceeded !== undefined
+    ? `The block was aborted: ${outcome.budgetExceeded.message}`
+    : outcome.lost !== undefined
+      ? `The block lost the interpreter (${outcome.lost.reason}).`
+      : outcome.block.error !== undefined
+        ? "The block raised an error."
+        : undefined
+
+/**
+ * A block in its `rlm.block` span, which is the parent of its host calls'
+ * spans. A block that failed fails its span (error status) and the run goes
+ * on with its outcome.
+ */
+const tracedBlock = (
+  run: Run,
+  step: number,
+  index: number,
+  code: string
+): Effect.Effect<Step.BlockOutcome, RunFailed> =>
+  Effect.gen(function* () {
+    yield* Ref.set(run.ctx.blockSpan, yield* Effect.option(Effect.currentSpan))
+    const outcome = yield* runBlock(run, code).pipe(Effect.ensuring(Ref.set(run.ctx.blockSpan, Option.none())))
+    yield* Effect.annotateCurrentSpan({
+      [Attribute.blockFailed]: outcome.block.error !== undefined,
+      [Attribute.blockDurationMs]: outcome.block.durationMs
+    })
+    const failure = blockFailure(outcome)
+    return failure === undefined ? outcome : yield* new BlockFailed({ message: failure, outcome })
+  }).pipe(
+    Effect.withSpan(SpanName.block, {
+      attributes: {
+        [Attribute.runId]: run.spec.runId,
+        [Attribute.depth]: run.spec.depth,
+        [Attribute.step]: step,
+        [Attribute.blockIndex]: index,
+        [Attribute.codeChars]: code.length
+      }
+    }),
+    Effect.catchTag("BlockFailed", (e) => Effect.succeed(e.outcome))
+  )
 
 const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunFailed> =>
   Effect.gen(function* () {
@@ -739,6 +847,10 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
     )
     const turn = run.tools === undefined ? undefined : ToolProtocol.parse(pending.response)
     const parsed = turn?.parsed ?? Protocol.parse(pending.response.text, { language: run.config.language })
+    yield* Effect.annotateCurrentSpan({
+      ...Tracing.reply(pending.response),
+      [Attribute.blocks]: parsed.code.length
+    })
     const outcomes = yield* runBlocks(run, number, parsed.code)
     const name = Step.varToRead(run.config, state, parsed, outcomes)
     const read = name === undefined ? undefined : yield* readVar(run, name)
@@ -760,7 +872,20 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
       outcomes.map((o) => o.block),
       decided
     )
-  })
+  }).pipe(stepSpan(run, state.step + 1, false))
+
+/** A step in its `rlm.step` span. */
+const stepSpan =
+  (run: Run, number: number, forced: boolean) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withSpan(self, SpanName.step, {
+      attributes: {
+        [Attribute.runId]: run.spec.runId,
+        [Attribute.depth]: run.spec.depth,
+        [Attribute.step]: number,
+        [Attribute.forced]: forced
+      }
+    })
 
 /** Ask for the answer once (no code is run); `Step.decideForced` takes the reply as the answer, or fails. */
 const forcedStep = (
@@ -781,6 +906,7 @@ const forcedStep = (
       run.tools === undefined
         ? Protocol.parse(pending.response.text, { language: run.config.language })
         : ToolProtocol.parse(pending.response).parsed
+    yield* Effect.annotateCurrentSpan(Tracing.reply(pending.response))
     const name = Step.forcedVarToRead(parsed)
     // Nothing more is asked of the REPL: a variable that cannot be read is no answer.
     const read =
@@ -804,7 +930,7 @@ const forcedStep = (
       note
     )
     return yield* settle(run, pending, [], decided)
-  })
+  }).pipe(stepSpan(run, number, true))
 
 /** Steps until a decision ends the run. */
 const loop = (run: Run, state: Step.RunState): Effect.Effect<Answer, RlmError> =>
@@ -884,7 +1010,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       step: yield* Ref.make(0),
       usage: [ownUsage, ...spec.usage],
       subCalls: yield* Ref.make(0),
-      children: yield* Ref.make(0)
+      children: yield* Ref.make(0),
+      blockSpan: yield* Ref.make(Option.none<Tracer.AnySpan>())
     }
     /** See `Run.pending`. */
     const pending = yield* Ref.make(Option.none<Pending>())
@@ -893,19 +1020,27 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
     const finish = (status: TraceEvent.RunFinished["status"], error?: string) =>
       Effect.gen(function* () {
         const used = yield* Ref.get(ownUsage)
-        yield* emit(
-          tree,
-          new TraceEvent.RunFinished({
-            runId: spec.runId,
-            status,
-            steps: yield* Ref.get(ctx.step),
-            subCalls: yield* Ref.get(ctx.subCalls),
-            usage: used.tokens,
-            ...runCost(used),
-            durationMs: (yield* Clock.currentTimeMillis) - started,
-            ...(error !== undefined ? { error } : {})
+        const finished = new TraceEvent.RunFinished({
+          runId: spec.runId,
+          status,
+          steps: yield* Ref.get(ctx.step),
+          subCalls: yield* Ref.get(ctx.subCalls),
+          usage: used.tokens,
+          ...runCost(used),
+          durationMs: (yield* Clock.currentTimeMillis) - started,
+          ...(error !== undefined ? { error } : {})
+        })
+        yield* Effect.annotateCurrentSpan(
+          Tracing.defined({
+            [Attribute.status]: status,
+            [Attribute.steps]: finished.steps,
+            [Attribute.subCalls]: finished.subCalls,
+            ...Tracing.tokens(finished.usage),
+            [Attribute.costUsd]: finished.costUsd,
+            [Attribute.error]: error
           })
         )
+        yield* emit(tree, finished)
       })
 
     const body = Effect.gen(function* () {
@@ -993,7 +1128,19 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
       Effect.tapError((e) => finish(e._tag === "BudgetExceeded" ? "budget_exceeded" : "failed", e.message)),
       Effect.onInterrupt(() => finish("interrupted", "interrupted"))
     )
-  })
+  }).pipe(
+    Effect.withSpan(SpanName.run, {
+      attributes: Tracing.defined({
+        [Attribute.runId]: spec.runId,
+        [Attribute.depth]: spec.depth,
+        [Attribute.parentRunId]: spec.parentRunId,
+        [Attribute.parentStep]: spec.parentStep,
+        [Attribute.language]: tree.sandbox.language,
+        [Attribute.isolation]: tree.sandbox.isolation,
+        [Attribute.model]: tree.adapter.model("root")
+      })
+    })
+  )
 
 /** `Effect.timeoutFail` with the policy's wall-clock limit, failing with `BudgetExceeded`. */
 const wallClock = <A, E, R>(policy: Policy.Policy, self: Effect.Effect<A, E, R>) =>

@@ -50,3 +50,7 @@ export * as Step from "./Step.js"
  * @since 0.2.0
  */
 export * as ToolProtocol from "./ToolProtocol.js"
+/**
+ * @since 0.2.0
+ */
+export * as Tracing from "./Tracing.js"
