@@ -233,7 +233,7 @@ describe("Replay.layer: a run replayed from its trace alone", () => {
     Effect.gen(function* () {
       const trace = traceOf(yield* record(batchScript, { policy: { maxDepth: 1 } }))
       // The same run, but the model code now asks 'k1 AGAIN': the trace holds 'k1 again'.
-      const script = batchScript.script.map((s) => (typeof s === "string" ? s.replace("k1 again", "k1 AGAIN") : s))
+      const script = (batchScript.script ?? []).map((s) => (typeof s === "string" ? s.replace("k1 again", "k1 AGAIN") : s))
       const forged = Trace.make(
         trace.events.map((e) =>
           e._tag === "StepCompleted" && e.runId === "run" && e.step === 2
