@@ -119,7 +119,9 @@ for (const sandbox of sandboxes) {
         assert.strictEqual(r.code, 3)
         assert.match(r.stderr, /^rlm: budget exceeded: maxTotalTokens \(--max-tokens\): .*\b10\b/m)
         const trace = yield* readTrace(tracePath)
-        assert.strictEqual(trace.events[0]?._tag, "RunStarted")
+        // The run's input first (what `rlm replay` needs), then the run.
+        assert.strictEqual(trace.events[0]?._tag, "RunInput")
+        assert.strictEqual(trace.events[1]?._tag, "RunStarted")
       })
     )
 
