@@ -666,7 +666,8 @@ export const runInputOf = (p: RunPlan): TraceEvent.RunInput =>
     contextSha256: sha256(p.context),
     language: p.sandbox.kind,
     protocol: p.options.protocol ?? "fenced",
-    policy: Schema.encodeSync(Policy.Policy)(p.policy),
+    // Through JSON: the encoded policy's absent fields are `undefined`, which JSON drops.
+    policy: JSON.parse(JSON.stringify(Schema.encodeSync(Policy.Policy)(p.policy))) as Record<string, TraceEvent.Json>,
     ...(p.options.systemPrompt !== undefined ? { systemPrompt: p.options.systemPrompt } : {}),
     ...(p.options.requireReplBeforeFinal !== undefined
       ? { requireReplBeforeFinal: p.options.requireReplBeforeFinal }

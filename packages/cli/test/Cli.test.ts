@@ -62,6 +62,7 @@ describe("rlm run: flag parsing", () => {
         query: "Q",
         fake: undefined,
         trace: undefined,
+        cache: undefined,
         sandbox: "python",
         protocol: "fenced",
         isolation: "auto",
@@ -132,13 +133,16 @@ describe("rlm run: flag parsing", () => {
         "strict",
         "--protocol",
         "tools",
-        "--raw"
+        "--raw",
+        "--cache",
+        "cache-dir"
       ])
       assert.deepStrictEqual(flags, {
         context: files.path("ctx.txt"),
         query: "Q",
         fake: "s.json",
         trace: "t.json",
+        cache: "cache-dir",
         sandbox: "js",
         protocol: "tools",
         isolation: "strict",

@@ -54,12 +54,14 @@ for (const sandbox of sandboxes) {
         assert.deepStrictEqual([...tags].sort(), [
           "FinalAnswer",
           "RunFinished",
+          "RunInput",
           "RunStarted",
           "StepCompleted",
           "StepCompleted",
           "SubCall"
         ])
-        assert.strictEqual(tags[0], "RunStarted")
+        assert.strictEqual(tags[0], "RunInput")
+        assert.strictEqual(tags[1], "RunStarted")
         assert.strictEqual(tags.at(-1), "RunFinished")
         const sub = trace.events.find((e) => e._tag === "SubCall")
         assert.strictEqual(sub?._tag === "SubCall" ? sub.reply : undefined, "fake summary")

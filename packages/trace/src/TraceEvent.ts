@@ -210,6 +210,31 @@ export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepComp
 }) {}
 
 /**
+ * A JSON value.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+
+/**
+ * A JSON value (numbers finite).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const Json: Schema.Schema<Json> = Schema.suspend(() =>
+  Schema.Union(
+    Schema.Null,
+    Schema.Boolean,
+    Schema.JsonNumber,
+    Schema.String,
+    Schema.Array(Json),
+    Schema.Record({ key: Schema.String, value: Json })
+  )
+)
+
+/**
  * What a run was started with, so it can be run again from its trace alone
  * (`rlm replay`): the query, the whole context, the REPL language and the
  * options. Written first by `rlm run --trace`; a library run does not record
@@ -228,7 +253,7 @@ export class RunInput extends Schema.TaggedClass<RunInput>()("RunInput", {
   language: Schema.String,
   protocol: Schema.optional(Schema.Literal("fenced", "tools")),
   /** The run's policy in its encoded (JSON) form, as `@rlm-runtime/core/Policy` writes it. */
-  policy: Schema.Unknown,
+  policy: Schema.Record({ key: Schema.String, value: Json }),
   systemPrompt: Schema.optional(Schema.String),
   requireReplBeforeFinal: Schema.optional(Schema.Boolean),
   execTimeoutMs: Schema.optional(Schema.JsonNumber)
