@@ -847,7 +847,9 @@ export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, F
     const replay = yield* Replay.make(trace).pipe(Effect.mapError(replayFailed))
     const language = flags.sandbox ?? recorded.language
     if (language !== "python" && language !== "js") {
-      return yield* Effect.fail(input(`the trace records the sandbox ${JSON.stringify(language)}; pass --sandbox python|js.`))
+      return yield* Effect.fail(
+        input(`the trace records the sandbox ${JSON.stringify(language)}; pass --sandbox python|js.`)
+      )
     }
     const policy = yield* Schema.decodeUnknown(Policy.Policy)(recorded.policy).pipe(
       Effect.mapError((e) => input(`the trace's policy is invalid: ${ParseResult.TreeFormatter.formatErrorSync(e)}`))
@@ -857,7 +859,9 @@ export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, F
       policy,
       ...(recorded.protocol === "tools" ? { protocol: "tools" as const } : {}),
       ...(recorded.systemPrompt !== undefined ? { systemPrompt: recorded.systemPrompt } : {}),
-      ...(recorded.requireReplBeforeFinal !== undefined ? { requireReplBeforeFinal: recorded.requireReplBeforeFinal } : {}),
+      ...(recorded.requireReplBeforeFinal !== undefined
+        ? { requireReplBeforeFinal: recorded.requireReplBeforeFinal }
+        : {}),
       ...(execTimeout !== undefined ? { execTimeout } : {})
     }
     const sandbox: backends.SandboxSettings = {

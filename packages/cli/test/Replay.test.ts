@@ -132,7 +132,9 @@ describe("a trace that survives a crash", () => {
         assert.strictEqual(trace.events.filter((e) => e._tag === "StepCompleted").length, 3)
         // No temporary file is left in the directory either.
         assert.deepStrictEqual(
-          readdirSync(files.dir).filter((name) => name.startsWith("killed.json") && !["killed.json", "killed.jsonl"].includes(name)),
+          readdirSync(files.dir).filter(
+            (name) => name.startsWith("killed.json") && !["killed.json", "killed.jsonl"].includes(name)
+          ),
           []
         )
       }),
@@ -211,7 +213,10 @@ describe("rlm replay", () => {
         const t = yield* runCli(["replay", tampered])
         assert.strictEqual(t.code, 5, t.stderr)
         assert.strictEqual(t.stdout, "")
-        assert.match(t.stderr, /^rlm: The trace was changed after it was recorded: SubCall\.reply of run "run" at step 1/m)
+        assert.match(
+          t.stderr,
+          /^rlm: The trace was changed after it was recorded: SubCall\.reply of run "run" at step 1/m
+        )
 
         const requery = edit("requery.json", (e) =>
           e._tag === "RunInput" ? new TraceEvent.RunInput({ ...e, query: "Summarize it differently." }) : e

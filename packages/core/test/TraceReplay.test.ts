@@ -51,12 +51,14 @@ const comparable = (trace: Trace.Trace) => {
 const callsOf = (trace: Trace.Trace) => {
   const out: Record<string, Array<string>> = {}
   for (const event of trace.events) {
-    if (event._tag === "StepCompleted") (out[event.runId] ??= []).push(`root ${event.step} ${event.promptSha256}`)
+    if (event._tag === "StepCompleted")
+      out[event.runId] = [...(out[event.runId] ?? []), `root ${event.step} ${event.promptSha256}`]
   }
   const subs: Record<string, Array<string>> = {}
   for (const event of trace.events) {
     if (event._tag === "SubCall" && event.kind === "llm_query" && event.reply !== undefined) {
-      ;(subs[`${event.runId}#${event.parentStep}`] ??= []).push(event.promptSha256)
+      const key = `${event.runId}#${event.parentStep}`
+      subs[key] = [...(subs[key] ?? []), event.promptSha256]
     }
   }
   for (const list of Object.values(subs)) list.sort()
@@ -233,7 +235,9 @@ describe("Replay.layer: a run replayed from its trace alone", () => {
     Effect.gen(function* () {
       const trace = traceOf(yield* record(batchScript, { policy: { maxDepth: 1 } }))
       // The same run, but the model code now asks 'k1 AGAIN': the trace holds 'k1 again'.
-      const script = (batchScript.script ?? []).map((s) => (typeof s === "string" ? s.replace("k1 again", "k1 AGAIN") : s))
+      const script = (batchScript.script ?? []).map((s) =>
+        typeof s === "string" ? s.replace("k1 again", "k1 AGAIN") : s
+      )
       const forged = Trace.make(
         trace.events.map((e) =>
           e._tag === "StepCompleted" && e.runId === "run" && e.step === 2

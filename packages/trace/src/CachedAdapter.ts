@@ -253,11 +253,16 @@ export const makeStore = (
     const store = (yield* KeyValueStore.KeyValueStore).forSchema(LlmAdapter.ChatResponse)
     const roles = new Set(options.roles ?? ["sub"])
     const read = (key: string) =>
-      store.get(key).pipe(
-        Effect.catchAllCause((cause) =>
-          Effect.as(Effect.logWarning(`The LLM cache entry ${shortKey(key)}… could not be read; asking the model`, cause), Option.none())
+      store
+        .get(key)
+        .pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.as(
+              Effect.logWarning(`The LLM cache entry ${shortKey(key)}… could not be read; asking the model`, cause),
+              Option.none()
+            )
+          )
         )
-      )
     const write = (key: string, response: LlmAdapter.ChatResponse) =>
       store
         .set(key, response)

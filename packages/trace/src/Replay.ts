@@ -403,7 +403,10 @@ export const make = (trace: Trace.Trace): Effect.Effect<Replay.Service, TraceTam
       Effect.zipRight(
         Ref.update(first, (d) => (Option.isSome(d) ? d : Option.some(divergence))),
         Effect.fail(
-          new LlmAdapter.LlmError({ reason: "NotFound", message: `Replay diverged from the trace: ${divergence.message}` })
+          new LlmAdapter.LlmError({
+            reason: "NotFound",
+            message: `Replay diverged from the trace: ${divergence.message}`
+          })
         )
       )
     const answered = (call: ReplayedCall) => Ref.update(calls, (list) => [...list, call])

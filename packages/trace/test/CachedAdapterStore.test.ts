@@ -49,8 +49,10 @@ const aRun = Effect.gen(function* () {
   return out
 })
 
-const withStore = (calls: Ref.Ref<{ root: number; sub: number }>, store: Layer.Layer<KeyValueStore.KeyValueStore, unknown>) =>
-  CachedAdapter.layerStore().pipe(Layer.provide(countingModel(calls)), Layer.provide(store))
+const withStore = (
+  calls: Ref.Ref<{ root: number; sub: number }>,
+  store: Layer.Layer<KeyValueStore.KeyValueStore, unknown>
+) => CachedAdapter.layerStore().pipe(Layer.provide(countingModel(calls)), Layer.provide(store))
 
 describe("CachedAdapter.layerStore: a sub-call cache across runs", () => {
   it.effect("a second run with the same prompts makes no sub-call to the model; root calls always go", () =>

@@ -40,7 +40,16 @@ const trace = Trace.make([
     language: "js",
     policy: {}
   }),
-  new TraceEvent.RunStarted({ runId: "run", depth: 0, query: "q", context, model: "big", language: "js", isolation: "process", timestamp: 0 }),
+  new TraceEvent.RunStarted({
+    runId: "run",
+    depth: 0,
+    query: "q",
+    context,
+    model: "big",
+    language: "js",
+    isolation: "process",
+    timestamp: 0
+  }),
   // Recorded in completion order: b before a.
   subCall("prompt b", "reply b"),
   subCall("prompt a", "reply a"),
@@ -69,7 +78,10 @@ describe("Replay", () => {
       const response = yield* replay.adapter.chat(rootRequest).pipe(at(1, "root"))
       assert.strictEqual(response.text, "FINAL(x)")
       assert.strictEqual(response.finishReason, "tool-calls")
-      assert.deepStrictEqual(response.toolCalls?.map((c) => c.name), ["final_answer"])
+      assert.deepStrictEqual(
+        response.toolCalls?.map((c) => c.name),
+        ["final_answer"]
+      )
       assert.strictEqual(response.usage.inputTokens, 5)
       assert.strictEqual(replay.adapter.model("root"), "big")
       assert.strictEqual(replay.adapter.model("sub"), "small")
