@@ -3,7 +3,8 @@
  *
  * `rlm run --context FILE --query TEXT [--fake SCRIPT.json] [--trace OUT.json] ...`
  * runs one RLM and prints only the final answer on stdout; progress lines and
- * errors go to stderr. {@link run} is the whole program as an Effect, usable
+ * errors go to stderr. `rlm replay TRACE` runs a recorded run again offline,
+ * every model call answered from its trace. {@link run} is the whole program as an Effect, usable
  * in-process (tests) as well as from `bin.ts`.
  *
  * Text of the model's or the guest's never reaches a terminal as control
