@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox } from "@rlm-runtime/sandbox"
 import { Hash, Replay, Trace, TraceEvent } from "@rlm-runtime/trace"
-import { Cause, Effect, Exit, Layer, Option } from "effect"
+import { Cause, Effect, Either, Exit, FastCheck as fc, Layer, Option } from "effect"
 import { Rlm } from "../src/index.js"
 import * as Random from "./utils/randomRuns.js"
 
@@ -79,6 +79,41 @@ const replay = (trace: Trace.Trace, options: Rlm.RunOptions, query = QUERY) =>
     return { exit, replayer }
   })
 
+/** Replay through `Replay.layer(trace)` as a user would: the run, then `Replay.check`. */
+const replayLayer = (trace: Trace.Trace, options: Rlm.RunOptions) =>
+  Effect.gen(function* () {
+    const exit = yield* Effect.exit(Rlm.run(QUERY, CONTEXT, options))
+    const checked = yield* Effect.either(Replay.check)
+    return { exit, checked }
+  }).pipe(Effect.provide(Layer.merge(Replay.layer(trace), Js)))
+
+/** The trace with the SubCall events of each step reordered (a deterministic shuffle from `seed`). */
+const shuffleSubCalls = (trace: Trace.Trace, seed: number) => {
+  const groups = new Map<string, Array<number>>()
+  trace.events.forEach((e, i) => {
+    if (e._tag !== "SubCall") return
+    const key = `${e.runId}#${e.parentStep}`
+    groups.set(key, [...(groups.get(key) ?? []), i])
+  })
+  const events = [...trace.events]
+  let state = seed >>> 0
+  const next = () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
+    return state
+  }
+  for (const positions of groups.values()) {
+    const picked = positions.map((i) => trace.events[i] as TraceEvent.TraceEvent)
+    for (let i = picked.length - 1; i > 0; i--) {
+      const j = next() % (i + 1)
+      ;[picked[i], picked[j]] = [picked[j] as TraceEvent.TraceEvent, picked[i] as TraceEvent.TraceEvent]
+    }
+    positions.forEach((at, k) => {
+      events[at] = picked[k] as TraceEvent.TraceEvent
+    })
+  }
+  return Trace.make(events)
+}
+
 const assertSameRun = (original: RunExit, replayed: RunExit) => {
   assert.deepStrictEqual(outcomeOf(replayed), outcomeOf(original))
   assert.deepStrictEqual(comparable(traceOf(replayed)), comparable(traceOf(original)))
@@ -119,9 +154,33 @@ describe("Replay.layer: a run replayed from its trace alone", () => {
       Effect.gen(function* () {
         const rendered = Random.render(script)
         const original = yield* record({ ...rendered, script: [...rendered.script, ...tail] }, { policy })
-        const { exit, replayer } = yield* replay(traceOf(original), { policy })
+        const { checked, exit } = yield* replayLayer(traceOf(original), { policy })
         assertSameRun(original, exit)
         // Every call was answered from the trace, and every recorded call was asked.
+        assert.deepStrictEqual(checked, Either.right(undefined))
+      }),
+    { timeout: 300_000, fastCheck: { numRuns: RUNS } }
+  )
+
+  it.live.prop(
+    "concurrent batches: sub-calls are matched by prompt hash whatever order the trace recorded them in",
+    // No child runs and no budget limit: nothing races on a shared budget, so
+    // the law holds at any concurrency.
+    [
+      Random.script({ rlmWeight: 0 }).map((s) => ({ ...s, catchAll: true })),
+      fc.integer({ min: 2, max: 4 }),
+      fc.integer({ min: 1, max: 5 }),
+      fc.nat()
+    ],
+    ([script, concurrency, maxSteps, seed]) =>
+      Effect.gen(function* () {
+        const policy = { concurrency, maxSteps, maxDepth: 0 }
+        const rendered = Random.render(script)
+        const original = yield* record({ ...rendered, script: [...rendered.script, ...tail] }, { policy })
+        const trace = shuffleSubCalls(traceOf(original), seed)
+        const { exit, replayer } = yield* replay(trace, { policy })
+        assert.deepStrictEqual(outcomeOf(exit), outcomeOf(original))
+        assert.deepStrictEqual(callsOf(traceOf(exit)), callsOf(traceOf(original)))
         assert.isTrue(Option.isNone(yield* replayer.divergence))
         yield* replayer.check
       }),
