@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
 import * as CallSite from "@rlm-runtime/adapters/CallSite"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Hash from "@rlm-runtime/trace/Hash"
@@ -122,6 +123,39 @@ describe("Replay", () => {
       assert.strictEqual(d.reason, "UnknownStep")
       assert.strictEqual(d.step, 2)
       assert.include(d.message, 'run "run", step 2')
+    })
+  )
+
+  it.effect("the failed attempts the original adapter retried are reported again, before the answer", () =>
+    Effect.gen(function* () {
+      const retried = (role: "root" | "sub", attempt: number) =>
+        new TraceEvent.ModelCallRetried({
+          runId: "run",
+          step: 1,
+          role,
+          model: role === "root" ? "big" : "small",
+          attempt,
+          reason: "RateLimited",
+          message: `429 #${attempt}`,
+          status: 429,
+          delayMs: 10,
+          usage: {}
+        })
+      // Recorded before the call they belong to, as the run loop records them.
+      const events = [...trace.events]
+      events.splice(3, 0, retried("sub", 1))
+      events.splice(5, 0, retried("root", 1), retried("root", 2))
+      const replay = yield* Replay.make(Trace.make(events))
+      const seen: Array<string> = []
+      const observer = (a: AttemptObserver.AttemptFailed) =>
+        Effect.sync(() => void seen.push(`${a.reason} ${a.message}`))
+      yield* replay.adapter.chat(sub("prompt b")).pipe(at(1, "sub"), AttemptObserver.observe(observer))
+      assert.deepStrictEqual(seen, [])
+      yield* replay.adapter.chat(sub("prompt a")).pipe(at(1, "sub"), AttemptObserver.observe(observer))
+      assert.deepStrictEqual(seen, ["RateLimited 429 #1"])
+      yield* replay.adapter.chat(rootRequest).pipe(at(1, "root"), AttemptObserver.observe(observer))
+      assert.deepStrictEqual(seen, ["RateLimited 429 #1", "RateLimited 429 #1", "RateLimited 429 #2"])
+      yield* replay.check
     })
   )
 
