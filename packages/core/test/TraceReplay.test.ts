@@ -242,6 +242,28 @@ describe("Replay.layer: a run replayed from its trace alone", () => {
     })
   )
 
+  it.live("a run that failed on a root call (the model failed) replays to the same failure, with no divergence", () =>
+    Effect.gen(function* () {
+      // One reply, then the script runs out: the second root call fails with ScriptExhausted.
+      const fake: FakeAdapter.Options = {
+        script: [repl("var a = llm_query('k0')")],
+        rules: [{ match: "", reply: "x" }]
+      }
+      const original = yield* record(fake, {})
+      assert.isTrue(Exit.isFailure(original))
+      const { exit, replayer } = yield* replay(traceOf(original), {})
+      assert.isTrue(Exit.isFailure(exit))
+      const reasonOf = (e: RunExit) => {
+        const o = outcomeOf(e) as { _tag?: string; reason?: string }
+        return [o._tag, o.reason]
+      }
+      assert.deepStrictEqual(reasonOf(exit), reasonOf(original))
+      assert.deepStrictEqual(reasonOf(exit), ["RunFailed", "Model"])
+      assert.deepStrictEqual(callsOf(traceOf(exit)), callsOf(traceOf(original)))
+      yield* replayer.check
+    })
+  )
+
   it.live("a reply changed but not its hash fails with TraceTampered before anything runs", () =>
     Effect.gen(function* () {
       const trace = traceOf(yield* record(batchScript, { policy: { maxDepth: 1 } }))

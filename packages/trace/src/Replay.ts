@@ -289,6 +289,8 @@ interface Index {
   readonly subs: Map<string, Array<SubEntry>>
   /** `runId#step` → the root call's retried attempts. */
   readonly rootRetries: Map<string, Array<TraceEvent.ModelCallRetried>>
+  /** runId → its RunFinished. */
+  readonly finished: Map<string, TraceEvent.RunFinished>
   readonly rootModel: string
   readonly subModel: string
 }
@@ -300,6 +302,7 @@ const indexOf = (trace: Trace.Trace): Index => {
   const steps = new Map<string, Map<number, TraceEvent.StepCompleted>>()
   const subs = new Map<string, Array<SubEntry>>()
   const rootRetries = new Map<string, Array<TraceEvent.ModelCallRetried>>()
+  const finished = new Map<string, TraceEvent.RunFinished>()
   // A sub-call's retried attempts are recorded before its SubCall: kept until it comes.
   const waiting = new Map<string, Array<TraceEvent.ModelCallRetried>>()
   let subModel: string | undefined
@@ -307,6 +310,9 @@ const indexOf = (trace: Trace.Trace): Index => {
     switch (event._tag) {
       case "RunStarted":
         started.set(event.runId, event)
+        break
+      case "RunFinished":
+        finished.set(event.runId, event)
         break
       case "StepCompleted": {
         const byStep = steps.get(event.runId) ?? new Map<number, TraceEvent.StepCompleted>()
@@ -334,7 +340,7 @@ const indexOf = (trace: Trace.Trace): Index => {
     }
   }
   const rootModel = [...started.values()][0]?.model ?? "replay"
-  return { started, steps, subs, rootRetries, rootModel, subModel: subModel ?? rootModel }
+  return { started, steps, subs, rootRetries, finished, rootModel, subModel: subModel ?? rootModel }
 }
 
 const isReason = Schema.is(LlmAdapter.LlmErrorReason)
@@ -456,7 +462,24 @@ export const make = (trace: Trace.Trace): Effect.Effect<Replay.Service, TraceTam
             )
           }
           recorded = byStep.get(site.step)
-          if (recorded === undefined || used.has(siteKey(runId, site.step))) {
+          const failed = index.finished.get(runId)
+          const key = siteKey(runId, site.step)
+          if (
+            recorded === undefined &&
+            !used.has(key) &&
+            failed?.status === "failed" &&
+            site.step === Math.max(0, ...byStep.keys()) + 1
+          ) {
+            // The recorded run failed on this call (the model failed): fail it again.
+            yield* Ref.update(usedSteps, (set) => new Set(set).add(key))
+            yield* replayRetries(index.rootRetries.get(key) ?? [])
+            yield* answered({ runId, step: site.step, role: "root", promptSha256: actual })
+            return yield* new LlmAdapter.LlmError({
+              reason: "Unknown",
+              message: failed.error ?? "The recorded root call failed."
+            })
+          }
+          if (recorded === undefined || used.has(key)) {
             return yield* diverge(
               new ReplayDivergence({
                 reason: "UnknownStep",
