@@ -872,9 +872,6 @@ export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, F
       isolation: backends.isolationModes.auto
     }
     const progress = yield* Progress.make({ quiet: flags.quiet })
-    const diverged = Effect.flatMap(replay.divergence, (d) =>
-      Option.isSome(d) ? Effect.fail(replayFailed(d.value)) : Effect.void
-    )
     const result = yield* Effect.flatMap(Sandbox, (s) =>
       Effect.zipRight(progress.setIsolation(s.isolation), Rlm.run(recorded.query, recorded.context, options))
     ).pipe(
@@ -882,13 +879,11 @@ export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, F
       Effect.provideService(LlmAdapter, replay.adapter),
       Effect.provideService(TraceRecorder, progress),
       Effect.catchAll((e) =>
-        // A divergence explains the failure better than the error it caused.
+        // A divergence (or a recorded call never made) explains the failure better than the error it caused;
+        // else the recorded run failed the same way, and this is its error.
         Effect.zipRight(
-          diverged,
-          Effect.zipRight(
-            replay.check.pipe(Effect.mapError(replayFailed)),
-            Effect.fail(e._tag === "CliError" ? e : fromRunError(e, undefined, sandbox))
-          )
+          replay.check.pipe(Effect.mapError(replayFailed)),
+          Effect.fail(e._tag === "CliError" ? e : fromRunError(e, undefined, sandbox))
         )
       )
     )

@@ -52,11 +52,11 @@ const rlm = (args: ReadonlyArray<string>, poll?: () => boolean) =>
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
 
-/** Three steps, each model call taking 700 ms: slow enough to kill the run between steps 2 and 3. */
+/** Three steps, each model call taking 1 s: slow enough to kill the run between steps 2 and 3. */
 const threeSteps = JSON.stringify({
   script: [repl("var a = llm_query('one')"), repl("var b = llm_query('two')"), "FINAL(three)"],
   rules: [{ match: "", reply: "ok" }],
-  latencyMs: 700
+  latencyMs: 1000
 })
 
 const countSteps = (path: string) => {
