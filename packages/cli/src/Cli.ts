@@ -659,7 +659,7 @@ export const isJsonlPath = (path: string): boolean => path.toLowerCase().endsWit
  * @since 0.2.0
  * @category Tracing
  */
-export const runInputOf = (p: RunPlan): TraceEvent.RunInput =>
+export const runInputOf = (p: RunPlan, models?: { readonly root: string; readonly sub: string }): TraceEvent.RunInput =>
   new TraceEvent.RunInput({
     runId: "run",
     query: p.query,
@@ -673,7 +673,8 @@ export const runInputOf = (p: RunPlan): TraceEvent.RunInput =>
     ...(p.options.requireReplBeforeFinal !== undefined
       ? { requireReplBeforeFinal: p.options.requireReplBeforeFinal }
       : {}),
-    ...(p.sandbox.execTimeout !== undefined ? { execTimeoutMs: Duration.toMillis(p.sandbox.execTimeout) } : {})
+    ...(p.sandbox.execTimeout !== undefined ? { execTimeoutMs: Duration.toMillis(p.sandbox.execTimeout) } : {}),
+    ...(models !== undefined ? { models: { root: models.root, sub: models.sub } } : {})
   })
 
 const traceFailed = (path: string, e: { readonly message: string }) =>
@@ -727,7 +728,6 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
       live === undefined
         ? progress
         : yield* TraceRecorderModule.tee(progress, live).pipe(Effect.mapError((e) => traceFailed(live, e)))
-    if (path !== undefined) yield* recorder.record(runInputOf(p))
     const traceError = yield* Ref.make(Option.none<CliError>())
     /** Write the trace; a failure is kept to fail a successful run, or printed beside the run's own error. */
     const writeTrace = (path: string, runSucceeded: boolean) =>
@@ -757,11 +757,19 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           runSucceeded ? Ref.set(traceError, Option.some(e)) : Console.error(`rlm: ${oneLine(e.message)}`)
         )
       )
+    // The run's input first, with the model names the adapter was configured with: what `rlm replay` needs.
+    const recordInput =
+      path === undefined
+        ? Effect.void
+        : Effect.flatMap(LlmAdapter, (adapter) =>
+            recorder.record(runInputOf(p, { root: adapter.model("root"), sub: adapter.model("sub") }))
+          )
     const result = yield* Effect.flatMap(Sandbox, (sandbox) =>
       progress
         .setIsolation(sandbox.isolation)
         .pipe(
           Effect.zipRight(backends.checkIsolation(p.sandbox, sandbox.isolation)),
+          Effect.zipRight(recordInput),
           Effect.zipRight(Rlm.run(p.query, p.context, p.options))
         )
     ).pipe(

@@ -203,6 +203,15 @@ describe("rlm replay", () => {
         const original = yield* record("seed.js.json", path)
         assert.strictEqual(original.code, 0, original.stderr)
         const trace = yield* decode(readFileSync(path, "utf8"))
+        const input = trace.events[0]
+        assert.strictEqual(input?._tag, "RunInput")
+        if (input?._tag === "RunInput") {
+          assert.strictEqual(input.query, "Summarize the context.")
+          assert.strictEqual(input.context, SEED_CONTEXT)
+          assert.strictEqual(input.language, "js")
+          assert.deepStrictEqual(input.models, { root: "fake", sub: "fake" })
+          assert.strictEqual((input.policy as { concurrency?: number }).concurrency, 3)
+        }
         const edit = (name: string, f: (e: TraceEvent.TraceEvent) => TraceEvent.TraceEvent) => {
           writeFileSync(files.path(name), Trace.toJson(Trace.make(trace.events.map(f))))
           return files.path(name)

@@ -339,8 +339,17 @@ const indexOf = (trace: Trace.Trace): Index => {
         break
     }
   }
-  const rootModel = [...started.values()][0]?.model ?? "replay"
-  return { started, steps, subs, rootRetries, finished, rootModel, subModel: subModel ?? rootModel }
+  const input = trace.events.find((event): event is TraceEvent.RunInput => event._tag === "RunInput")
+  const rootModel = input?.models?.root ?? [...started.values()][0]?.model ?? "replay"
+  return {
+    started,
+    steps,
+    subs,
+    rootRetries,
+    finished,
+    rootModel,
+    subModel: input?.models?.sub ?? subModel ?? rootModel
+  }
 }
 
 const isReason = Schema.is(LlmAdapter.LlmErrorReason)
@@ -391,15 +400,35 @@ const where = (runId: string, step: number) => `run ${JSON.stringify(runId)}, st
 // ---------------------------------------------------------------------------
 
 /**
+ * @since 0.2.0
+ * @category Models
+ */
+export interface Options {
+  /**
+   * The model name `model(role)` reports (budgets and prices are keyed on
+   * it). Default: the names `RunInput.models` recorded, else the root run's
+   * `RunStarted.model` and the first sub-call's model.
+   */
+  readonly model?: string | ((role: LlmAdapter.CallRole) => string) | undefined
+}
+
+/**
  * Check the trace ({@link verify}) and build the replay over it.
  *
  * @since 0.2.0
  * @category Constructors
  */
-export const make = (trace: Trace.Trace): Effect.Effect<Replay.Service, TraceTampered> =>
+export const make = (trace: Trace.Trace, options: Options = {}): Effect.Effect<Replay.Service, TraceTampered> =>
   Effect.gen(function* () {
     yield* verify(trace)
     const index = indexOf(trace)
+    const fixed = options.model
+    const modelOf: (role: LlmAdapter.CallRole) => string =
+      fixed === undefined
+        ? (role) => (role === "root" ? index.rootModel : index.subModel)
+        : typeof fixed === "string"
+          ? () => fixed
+          : fixed
     const usedSteps = yield* Ref.make(new Set<string>())
     const usedSubs = yield* Ref.make(new Set<TraceEvent.SubCall>())
     const calls = yield* Ref.make<ReadonlyArray<ReplayedCall>>([])
@@ -577,7 +606,7 @@ export const make = (trace: Trace.Trace): Effect.Effect<Replay.Service, TraceTam
       })
 
     const adapter = LlmAdapter.make({
-      model: (role) => (role === "root" ? index.rootModel : index.subModel),
+      model: modelOf,
       chat: (request) =>
         Effect.flatMap(CallSite.get, (site) =>
           request.role === "root" ? root(request, site, LlmCache.keyOf(request)) : sub(request, site)
@@ -642,9 +671,12 @@ export const make = (trace: Trace.Trace): Effect.Effect<Replay.Service, TraceTam
  * @since 0.2.0
  * @category Layers
  */
-export const layer = (trace: Trace.Trace): Layer.Layer<LlmAdapter.LlmAdapter | Replay, TraceTampered> =>
+export const layer = (
+  trace: Trace.Trace,
+  options?: Options
+): Layer.Layer<LlmAdapter.LlmAdapter | Replay, TraceTampered> =>
   Layer.effectContext(
-    Effect.map(make(trace), (replay) =>
+    Effect.map(make(trace, options), (replay) =>
       Context.make(Replay, replay).pipe(Context.add(LlmAdapter.LlmAdapter, replay.adapter))
     )
   )

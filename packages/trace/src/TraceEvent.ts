@@ -256,7 +256,13 @@ export class RunInput extends Schema.TaggedClass<RunInput>()("RunInput", {
   policy: Schema.Record({ key: Schema.String, value: Json }),
   systemPrompt: Schema.optional(Schema.String),
   requireReplBeforeFinal: Schema.optional(Schema.Boolean),
-  execTimeoutMs: Schema.optional(Schema.JsonNumber)
+  execTimeoutMs: Schema.optional(Schema.JsonNumber),
+  /**
+   * The model names the adapter was configured with, by role (what budgets
+   * and prices are keyed on; a reply's `model` is the name the server
+   * reported, which may differ).
+   */
+  models: Schema.optional(Schema.Struct({ root: Schema.String, sub: Schema.String }))
 }) {}
 
 /**

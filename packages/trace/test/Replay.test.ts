@@ -86,6 +86,16 @@ describe("Replay", () => {
       assert.strictEqual(response.usage.inputTokens, 5)
       assert.strictEqual(replay.adapter.model("root"), "big")
       assert.strictEqual(replay.adapter.model("sub"), "small")
+      const named = yield* Replay.make(trace, { model: (role) => `${role}-configured` })
+      assert.strictEqual(named.adapter.model("sub"), "sub-configured")
+      // RunInput.models, when recorded, names them.
+      const withModels = Trace.make(
+        trace.events.map((e) =>
+          e._tag === "RunInput" ? new TraceEvent.RunInput({ ...e, models: { root: "r", sub: "s" } }) : e
+        )
+      )
+      const recorded = yield* Replay.make(withModels)
+      assert.deepStrictEqual([recorded.adapter.model("root"), recorded.adapter.model("sub")], ["r", "s"])
     })
   )
 
