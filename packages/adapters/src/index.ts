@@ -6,6 +6,10 @@
  * @since 0.2.0
  */
 export * as AttemptObserver from "./AttemptObserver.js"
+/**
+ * @since 0.2.0
+ */
+export * as CallSite from "./CallSite.js"
 
 /**
  * @since 0.1.0

@@ -3,7 +3,8 @@
  *
  * `rlm run --context FILE --query TEXT [--fake SCRIPT.json] [--trace OUT.json] ...`
  * runs one RLM and prints only the final answer on stdout; progress lines and
- * errors go to stderr. {@link run} is the whole program as an Effect, usable
+ * errors go to stderr. `rlm replay TRACE` runs a recorded run again offline,
+ * every model call answered from its trace. {@link run} is the whole program as an Effect, usable
  * in-process (tests) as well as from `bin.ts`.
  *
  * Text of the model's or the guest's never reaches a terminal as control
@@ -16,21 +17,30 @@
  */
 
 import { format as formatArgs } from "node:util"
+import * as Args from "@effect/cli/Args"
 import type * as CliApp from "@effect/cli/CliApp"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import * as FileSystem from "@effect/platform/FileSystem"
+import type * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as Path from "@effect/platform/Path"
 import type { Teardown } from "@effect/platform/Runtime"
+import * as NodeKeyValueStore from "@effect/platform-node/NodeKeyValueStore"
 import * as FakeAdapter from "@rlm-runtime/adapters/FakeAdapter"
+import { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
 import * as Policy from "@rlm-runtime/core/Policy"
 import * as Prompts from "@rlm-runtime/core/Prompts"
 import * as Rlm from "@rlm-runtime/core/Rlm"
 import type { RlmError } from "@rlm-runtime/core/RlmError"
 import { type Isolation, Sandbox } from "@rlm-runtime/sandbox/Sandbox"
+import * as CachedAdapter from "@rlm-runtime/trace/CachedAdapter"
+import { sha256 } from "@rlm-runtime/trace/Hash"
 import * as PrivateFile from "@rlm-runtime/trace/PrivateFile"
+import * as Replay from "@rlm-runtime/trace/Replay"
 import * as Trace from "@rlm-runtime/trace/Trace"
+import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import * as TraceRecorderModule from "@rlm-runtime/trace/TraceRecorder"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
@@ -72,8 +82,14 @@ export interface RunFlags {
   readonly query: string
   /** A FakeAdapter script file (`{"script": [...], "rules": [...], "latencyMs"?: n}`). */
   readonly fake: string | undefined
-  /** Where to write the trace JSON. */
+  /**
+   * Where to write the trace: a `.jsonl` path gets each event appended as it
+   * happens; any other path gets the JSON document at the end, with the
+   * events appended to `<path>.partial.jsonl` while the run lasts.
+   */
   readonly trace: string | undefined
+  /** A directory caching sub-call responses across runs (`KeyValueStore` on the file system). */
+  readonly cache?: string | undefined
   readonly sandbox: "python" | "js"
   /** How the root model replies: fenced code blocks (default) or the provider's tools API. */
   readonly protocol?: "fenced" | "tools" | undefined
@@ -124,7 +140,16 @@ const runOptions = {
   ),
   trace: optional(
     Options.text("trace").pipe(
-      Options.withDescription("Write the run's trace as JSON to this file (also when the run fails).")
+      Options.withDescription(
+        "Write the run's trace to this file (also when the run fails or is killed). FILE.jsonl: each event is appended as it happens. Any other name: the JSON document, written atomically at the end, with the events appended to FILE.partial.jsonl while the run lasts."
+      )
+    )
+  ),
+  cache: optional(
+    Options.text("cache").pipe(
+      Options.withDescription(
+        "A directory caching sub-call (llm_query) responses across runs, keyed by the request: a prompt asked before is answered from it and costs nothing."
+      )
     )
   ),
   sandbox: Options.choice("sandbox", ["python", "js"]).pipe(
@@ -220,11 +245,25 @@ const runOptions = {
 
 type ParsedRunOptions = Command.Command.ParseConfig<typeof runOptions>
 
+const replayOptions = {
+  trace: Args.text({ name: "TRACE" }).pipe(
+    Args.withDescription("The trace file written by rlm run --trace (JSON or JSONL).")
+  ),
+  sandbox: optional(
+    Options.choice("sandbox", ["python", "js"]).pipe(
+      Options.withDescription("The REPL language (default: the one the trace recorded).")
+    )
+  ),
+  quiet: runOptions.quiet,
+  raw: runOptions.raw
+} as const
+
 const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
   context: parsed.context,
   query: parsed.query,
   fake: Option.getOrUndefined(parsed.fake),
   trace: Option.getOrUndefined(parsed.trace),
+  cache: Option.getOrUndefined(parsed.cache),
   sandbox: parsed.sandbox,
   protocol: parsed.protocol,
   isolation: parsed.isolation,
@@ -257,15 +296,31 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
  * @since 0.1.0
  * @category Constructors
  */
-export const makeCommand = <E, R>(execute: (flags: RunFlags) => Effect.Effect<void, E, R>) => {
+export const makeCommand = <E, R, E2 = CliError, R2 = FileSystem.FileSystem>(
+  execute: (flags: RunFlags) => Effect.Effect<void, E, R>,
+  replay?: (flags: ReplayFlags) => Effect.Effect<void, E2, R2>
+) => {
   const runCommand = Command.make("run", runOptions, (parsed) => execute(toFlags(parsed))).pipe(
     Command.withDescription("Run an RLM over a context and print the final answer on stdout (progress goes to stderr).")
+  )
+  const replayHandler = (replay ?? replayFlags) as (flags: ReplayFlags) => Effect.Effect<void, E2, R2>
+  const replayCommand = Command.make("replay", replayOptions, (parsed) =>
+    replayHandler({
+      trace: parsed.trace,
+      sandbox: Option.getOrUndefined(parsed.sandbox),
+      quiet: parsed.quiet,
+      raw: parsed.raw
+    })
+  ).pipe(
+    Command.withDescription(
+      "Run a recorded run again offline, every model call answered from its trace (written by rlm run --trace, JSON or JSONL), and print the answer. Exit 0 when the answer and the calls match the trace, 5 when they do not or the trace was changed."
+    )
   )
   return Command.make("rlm", {}, () =>
     Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
   ).pipe(
     Command.withDescription("Recursive Language Models: answer questions about prompts too long to read at once."),
-    Command.withSubcommands([runCommand, TraceViewCommand.command])
+    Command.withSubcommands([runCommand, replayCommand, TraceViewCommand.command])
   )
 }
 
@@ -363,6 +418,8 @@ export interface RunPlan {
   readonly adapter: backends.AdapterSettings
   readonly sandbox: backends.SandboxSettings
   readonly trace: string | undefined
+  /** The `--cache` directory. */
+  readonly cache?: string | undefined
   readonly quiet: boolean
   /** Print the answer unsanitized even on a terminal (`--raw`). */
   readonly raw: boolean
@@ -505,6 +562,7 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
         isolation: backends.isolationModes[flags.isolation]
       },
       trace: flags.trace,
+      ...(flags.cache !== undefined ? { cache: flags.cache } : {}),
       quiet: flags.quiet,
       raw: flags.raw,
       notes,
@@ -594,10 +652,87 @@ export class StdoutIsTerminal extends Context.Reference<StdoutIsTerminal>()("@rl
 }) {}
 
 /**
+ * Where a `--trace FILE` that is not `.jsonl` gets its events while the run
+ * lasts: `FILE.partial.jsonl`. It is replaced by `FILE` (the JSON document)
+ * when the run ends, and left behind, holding every event up to then, when
+ * the process is killed.
+ *
+ * @since 0.2.0
+ * @category Tracing
+ */
+export const partialTracePath = (path: string): string => `${path}.partial.jsonl`
+
+/**
+ * Whether a `--trace` path is written as JSONL (each event appended as it
+ * happens) rather than as one JSON document.
+ *
+ * @since 0.2.0
+ * @category Tracing
+ */
+export const isJsonlPath = (path: string): boolean => path.toLowerCase().endsWith(".jsonl")
+
+/**
+ * The `RunInput` event `rlm run --trace` records first: what `rlm replay`
+ * needs to run the same run again.
+ *
+ * @since 0.2.0
+ * @category Tracing
+ */
+export const runInputOf = (p: RunPlan, models?: { readonly root: string; readonly sub: string }): TraceEvent.RunInput =>
+  new TraceEvent.RunInput({
+    runId: "run",
+    query: p.query,
+    context: p.context,
+    contextSha256: sha256(p.context),
+    language: p.sandbox.kind,
+    protocol: p.options.protocol ?? "fenced",
+    // Through JSON: the encoded policy's absent fields are `undefined`, which JSON drops.
+    policy: JSON.parse(JSON.stringify(Schema.encodeSync(Policy.Policy)(p.policy))) as Record<string, TraceEvent.Json>,
+    ...(p.options.systemPrompt !== undefined ? { systemPrompt: p.options.systemPrompt } : {}),
+    ...(p.options.requireReplBeforeFinal !== undefined
+      ? { requireReplBeforeFinal: p.options.requireReplBeforeFinal }
+      : {}),
+    ...(p.sandbox.execTimeout !== undefined ? { execTimeoutMs: Duration.toMillis(p.sandbox.execTimeout) } : {}),
+    ...(models !== undefined ? { models: { root: models.root, sub: models.sub } } : {})
+  })
+
+const traceFailed = (path: string, e: { readonly message: string }) =>
+  new CliError({ reason: "Trace", message: `could not write the --trace file ${JSON.stringify(path)}: ${e.message}` })
+
+/**
+ * The `--cache DIR` store: a `KeyValueStore` on the file system, its
+ * directory made private (`0700`) when it is created: it holds prompts and
+ * replies.
+ */
+const cacheStore = (dir: string): Layer.Layer<KeyValueStore.KeyValueStore, CliError, FileSystem.FileSystem> => {
+  const failed = (e: { readonly message: string }) =>
+    input(`could not open the --cache directory ${JSON.stringify(dir)}: ${e.message}`)
+  const made = Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const exists = yield* fs.exists(dir).pipe(Effect.orElseSucceed(() => false))
+    if (!exists) yield* fs.makeDirectory(dir, { recursive: true, mode: 0o700 })
+    return NodeKeyValueStore.layerFileSystem(dir)
+  }).pipe(Effect.mapError(failed))
+  return Layer.unwrapEffect(made).pipe(Layer.mapError((e) => (e instanceof CliError ? e : failed(e))))
+}
+
+/** The plan's adapter, behind the `--cache` store when one is given. */
+const planAdapter = (p: RunPlan): Layer.Layer<LlmAdapter, CliError, FileSystem.FileSystem> => {
+  const base = backends.adapterLayer(p.adapter)
+  return p.cache === undefined
+    ? base
+    : CachedAdapter.layerStore().pipe(Layer.provide(base), Layer.provide(cacheStore(p.cache)))
+}
+
+/**
  * Run a validated plan: the RLM with its adapter, sandbox and a progress
  * recorder; print the answer on stdout; write the trace (also on failure and
- * interruption). With `--otlp`, the run's spans are exported, the last of
- * them before it returns (also on failure and interruption).
+ * interruption). With `--trace FILE.jsonl` every event is appended to the
+ * file as it happens; with another name the events go to
+ * {@link partialTracePath} while the run lasts and the JSON document
+ * replaces it atomically at the end. Either way a killed run leaves every
+ * event recorded until it died. With `--otlp`, the run's spans are exported,
+ * the last of them before it returns (also on failure and interruption).
  *
  * @since 0.1.0
  * @category Running
@@ -606,28 +741,33 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
   Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     for (const note of p.notes) yield* Console.error(`rlm: note: ${note}`)
-    const recorder = yield* Progress.make({ quiet: p.quiet })
+    const progress = yield* Progress.make({ quiet: p.quiet })
+    const path = p.trace
+    const live = path === undefined ? undefined : isJsonlPath(path) ? path : partialTracePath(path)
+    const recorder =
+      live === undefined
+        ? progress
+        : yield* TraceRecorderModule.tee(progress, live).pipe(Effect.mapError((e) => traceFailed(live, e)))
     const traceError = yield* Ref.make(Option.none<CliError>())
     /** Write the trace; a failure is kept to fail a successful run, or printed beside the run's own error. */
     const writeTrace = (path: string, runSucceeded: boolean) =>
       recorder.snapshot.pipe(
         Effect.flatMap((trace) =>
-          Effect.try({
-            try: () => Trace.toJson(trace),
-            catch: (e) => new CliError({ reason: "Trace", message: `could not encode the trace: ${String(e)}` })
-          }).pipe(
-            Effect.flatMap((json) =>
-              PrivateFile.writeFileString(path, `${json}\n`).pipe(
-                Effect.provideService(FileSystem.FileSystem, fs),
-                Effect.mapError(
-                  (e) =>
-                    new CliError({
-                      reason: "Trace",
-                      message: `could not write the --trace file ${JSON.stringify(path)}: ${e.message}`
-                    })
+          (isJsonlPath(path)
+            ? Effect.void
+            : Effect.try({
+                try: () => Trace.toJson(trace),
+                catch: (e) => new CliError({ reason: "Trace", message: `could not encode the trace: ${String(e)}` })
+              }).pipe(
+                Effect.flatMap((json) =>
+                  // Atomic (a temporary file renamed over the target): the document is whole or absent.
+                  PrivateFile.writeFileString(path, `${json}\n`).pipe(Effect.mapError((e) => traceFailed(path, e)))
+                ),
+                Effect.zipRight(
+                  fs.remove(partialTracePath(path)).pipe(Effect.mapError((e) => traceFailed(partialTracePath(path), e)))
                 )
               )
-            ),
+          ).pipe(
             Effect.zipRight(
               p.quiet ? Effect.void : Console.error(`rlm: trace written to ${path} (${trace.events.length} events)`)
             )
@@ -637,15 +777,23 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           runSucceeded ? Ref.set(traceError, Option.some(e)) : Console.error(`rlm: ${oneLine(e.message)}`)
         )
       )
+    // The run's input first, with the model names the adapter was configured with: what `rlm replay` needs.
+    const recordInput =
+      path === undefined
+        ? Effect.void
+        : Effect.flatMap(LlmAdapter, (adapter) =>
+            recorder.record(runInputOf(p, { root: adapter.model("root"), sub: adapter.model("sub") }))
+          )
     const result = yield* Effect.flatMap(Sandbox, (sandbox) =>
-      recorder
+      progress
         .setIsolation(sandbox.isolation)
         .pipe(
           Effect.zipRight(backends.checkIsolation(p.sandbox, sandbox.isolation)),
+          Effect.zipRight(recordInput),
           Effect.zipRight(Rlm.run(p.query, p.context, p.options))
         )
     ).pipe(
-      Effect.provide(Layer.merge(backends.adapterLayer(p.adapter), backends.sandboxLayer(p.sandbox))),
+      Effect.provide(Layer.merge(planAdapter(p), backends.sandboxLayer(p.sandbox))),
       Effect.provideService(TraceRecorder, recorder),
       Effect.tapError((e) =>
         Option.match(partialAnswerOf(e), {
@@ -661,18 +809,16 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           return Effect.fail(fromRunError(e, finished?._tag === "RunFinished" ? finished.error : undefined, p.sandbox))
         })
       ),
-      (self) => {
-        const path = p.trace
-        return path === undefined ? self : Effect.onExit(self, (exit) => writeTrace(path, Exit.isSuccess(exit)))
-      }
+      (self) => (path === undefined ? self : Effect.onExit(self, (exit) => writeTrace(path, Exit.isSuccess(exit))))
     )
     const terminal = yield* StdoutIsTerminal
     yield* Console.log(terminal && !p.raw ? TerminalText.sanitize(result.answer) : result.answer)
     const failedTrace = yield* Ref.get(traceError)
     if (Option.isSome(failedTrace)) return yield* Effect.fail(failedTrace.value)
   }).pipe(
-    // The exporter sends the last spans when its scope closes: once the run has ended (however it did) and the
-    // answer is printed.
+    Effect.scoped,
+    // The exporter sends the last spans when its scope closes: once the run has ended (however it did), the answer
+    // is printed and the trace written.
     (self) => (p.otlp === undefined ? self : Effect.provide(self, Otlp.layer(p.otlp, version)))
   )
 
@@ -680,6 +826,109 @@ const oneLine = (text: string, max = Number.POSITIVE_INFINITY) => {
   const flat = text.replace(/\s*\n\s*/g, " ").trim()
   return flat.length > max ? `${flat.slice(0, max)}…` : flat
 }
+
+// ---------------------------------------------------------------------------
+// replay
+// ---------------------------------------------------------------------------
+
+/**
+ * The arguments of `rlm replay`.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export interface ReplayFlags {
+  /** The trace file (JSON or JSONL) written by `rlm run --trace`. */
+  readonly trace: string
+  /** The REPL language; default: the one the trace recorded. */
+  readonly sandbox: "python" | "js" | undefined
+  readonly quiet: boolean
+  readonly raw: boolean
+}
+
+const replayFailed = (e: { readonly message: string }) => new CliError({ reason: "Replay", message: e.message })
+
+/**
+ * `rlm replay TRACE`: run the recorded run again offline, every model call
+ * answered from the trace (`Replay`), and print the answer. Fails with a
+ * `CliError` "Replay" (exit 5) when the trace was changed after it was
+ * recorded (`TraceTampered`), or when the replay left the recorded run: a call
+ * the trace does not hold, a recorded call never made, another answer
+ * (`ReplayDivergence`). A recorded run that failed replays to the same
+ * failure, with the same exit code as `rlm run`.
+ *
+ * @since 0.2.0
+ * @category Running
+ */
+export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, FileSystem.FileSystem> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs
+      .readFileString(flags.trace)
+      .pipe(Effect.mapError((e) => input(`could not read the trace ${JSON.stringify(flags.trace)}: ${e.message}`)))
+    const trace = yield* Trace.decodeText(text).pipe(
+      Effect.mapError((e) => input(`the trace ${JSON.stringify(flags.trace)} could not be decoded: ${e.message}`))
+    )
+    const recorded = trace.events.find((event): event is TraceEvent.RunInput => event._tag === "RunInput")
+    if (recorded === undefined) {
+      return yield* Effect.fail(
+        input(
+          `the trace ${JSON.stringify(flags.trace)} holds no RunInput event (the query, context and options of the run): only a trace written by \`rlm run --trace\` of this version can be replayed from the command line. A library run replays with Replay.layer(trace).`
+        )
+      )
+    }
+    // Refuse a changed trace before anything runs.
+    const replay = yield* Replay.make(trace).pipe(Effect.mapError(replayFailed))
+    const language = flags.sandbox ?? recorded.language
+    if (language !== "python" && language !== "js") {
+      return yield* Effect.fail(
+        input(`the trace records the sandbox ${JSON.stringify(language)}; pass --sandbox python|js.`)
+      )
+    }
+    const policy = yield* Schema.decodeUnknown(Policy.Policy)(recorded.policy).pipe(
+      Effect.mapError((e) => input(`the trace's policy is invalid: ${ParseResult.TreeFormatter.formatErrorSync(e)}`))
+    )
+    const execTimeout = recorded.execTimeoutMs === undefined ? undefined : Duration.millis(recorded.execTimeoutMs)
+    const options: Rlm.RunOptions = {
+      policy,
+      ...(recorded.protocol === "tools" ? { protocol: "tools" as const } : {}),
+      ...(recorded.systemPrompt !== undefined ? { systemPrompt: recorded.systemPrompt } : {}),
+      ...(recorded.requireReplBeforeFinal !== undefined
+        ? { requireReplBeforeFinal: recorded.requireReplBeforeFinal }
+        : {}),
+      ...(execTimeout !== undefined ? { execTimeout } : {})
+    }
+    const sandbox: backends.SandboxSettings = {
+      kind: language,
+      execTimeout,
+      memoryMb: undefined,
+      isolation: backends.isolationModes.auto
+    }
+    const progress = yield* Progress.make({ quiet: flags.quiet })
+    const result = yield* Effect.flatMap(Sandbox, (s) =>
+      Effect.zipRight(progress.setIsolation(s.isolation), Rlm.run(recorded.query, recorded.context, options))
+    ).pipe(
+      Effect.provide(backends.sandboxLayer(sandbox)),
+      Effect.provideService(LlmAdapter, replay.adapter),
+      Effect.provideService(TraceRecorder, progress),
+      Effect.catchAll((e) =>
+        // A divergence (or a recorded call never made) explains the failure better than the error it caused;
+        // else the recorded run failed the same way, and this is its error.
+        Effect.zipRight(
+          replay.check.pipe(Effect.mapError(replayFailed)),
+          Effect.fail(e._tag === "CliError" ? e : fromRunError(e, undefined, sandbox))
+        )
+      )
+    )
+    yield* replay.check.pipe(Effect.mapError(replayFailed))
+    yield* Replay.checkAnswer(trace, result.answer).pipe(Effect.mapError(replayFailed))
+    if (!flags.quiet) {
+      const calls = yield* replay.calls
+      yield* Console.error(`rlm: replay matches the trace (${calls.length} model calls answered from it)`)
+    }
+    const terminal = yield* StdoutIsTerminal
+    yield* Console.log(terminal && !flags.raw ? TerminalText.sanitize(result.answer) : result.answer)
+  })
 
 /**
  * The real `rlm run` handler: {@link plan} then {@link execute}.

@@ -15,12 +15,14 @@ import * as Data from "effect/Data"
  * - `Isolation`: `--isolation strict` and the machine cannot give the OS wall
  *   (bubblewrap or unshare) the sandbox needs for it (exit 4).
  * - `Trace`: the `--trace` file could not be written (exit 1).
+ * - `Replay`: `rlm replay` left the recorded run (a `ReplayDivergence`) or the
+ *   trace was changed after it was recorded (`TraceTampered`) (exit 5).
  * - `Internal`: a bug (exit 70).
  *
  * @since 0.1.0
  * @category Models
  */
-export type Reason = "Usage" | "Input" | "Budget" | "Model" | "Sandbox" | "Isolation" | "Trace" | "Internal"
+export type Reason = "Usage" | "Input" | "Budget" | "Model" | "Sandbox" | "Isolation" | "Trace" | "Replay" | "Internal"
 
 /**
  * The exit code of each reason.
@@ -36,6 +38,7 @@ export const exitCodes: Readonly<Record<Reason, number>> = {
   Sandbox: 1,
   Isolation: 4,
   Trace: 1,
+  Replay: 5,
   Internal: 70
 }
 

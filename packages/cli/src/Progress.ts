@@ -97,6 +97,8 @@ const tokens = (usage: TraceEvent.TokenUsage) =>
  */
 export const format = (state: State, event: TraceEvent.TraceEvent): readonly [string | undefined, State] => {
   switch (event._tag) {
+    case "RunInput":
+      return [undefined, state]
     case "RunStarted": {
       const root = event.parentRunId === undefined
       const where = root ? "run started" : `child run started (depth ${event.depth})`

@@ -99,7 +99,7 @@ describe("rlm as a real subprocess", () => {
         assert.strictEqual(errors.length, 1, r.stderr)
         assert.include(errors[0], "--max-subcalls")
         const trace = yield* Effect.orDie(Trace.decodeJson(readFileSync(tracePath, "utf8")))
-        const started = trace.events[0]
+        const started = trace.events.find((e) => e._tag === "RunStarted")
         assert.strictEqual(started?._tag === "RunStarted" ? started.context.totalChars : -1, SEED_CONTEXT.length)
       }),
     120_000

@@ -62,6 +62,7 @@ describe("rlm run: flag parsing", () => {
         query: "Q",
         fake: undefined,
         trace: undefined,
+        cache: undefined,
         sandbox: "python",
         protocol: "fenced",
         isolation: "auto",
@@ -134,13 +135,16 @@ describe("rlm run: flag parsing", () => {
         "tools",
         "--raw",
         "--otlp",
-        "http://127.0.0.1:4318/v1/traces"
+        "http://127.0.0.1:4318/v1/traces",
+        "--cache",
+        "cache-dir"
       ])
       assert.deepStrictEqual(flags, {
         context: files.path("ctx.txt"),
         query: "Q",
         fake: "s.json",
         trace: "t.json",
+        cache: "cache-dir",
         sandbox: "js",
         protocol: "tools",
         isolation: "strict",

@@ -54,12 +54,14 @@ for (const sandbox of sandboxes) {
         assert.deepStrictEqual([...tags].sort(), [
           "FinalAnswer",
           "RunFinished",
+          "RunInput",
           "RunStarted",
           "StepCompleted",
           "StepCompleted",
           "SubCall"
         ])
-        assert.strictEqual(tags[0], "RunStarted")
+        assert.strictEqual(tags[0], "RunInput")
+        assert.strictEqual(tags[1], "RunStarted")
         assert.strictEqual(tags.at(-1), "RunFinished")
         const sub = trace.events.find((e) => e._tag === "SubCall")
         assert.strictEqual(sub?._tag === "SubCall" ? sub.reply : undefined, "fake summary")
@@ -119,7 +121,9 @@ for (const sandbox of sandboxes) {
         assert.strictEqual(r.code, 3)
         assert.match(r.stderr, /^rlm: budget exceeded: maxTotalTokens \(--max-tokens\): .*\b10\b/m)
         const trace = yield* readTrace(tracePath)
-        assert.strictEqual(trace.events[0]?._tag, "RunStarted")
+        // The run's input first (what `rlm replay` needs), then the run.
+        assert.strictEqual(trace.events[0]?._tag, "RunInput")
+        assert.strictEqual(trace.events[1]?._tag, "RunStarted")
       })
     )
 

@@ -20,9 +20,11 @@
 import type * as AttemptObserver from "@rlm-runtime/adapters/AttemptObserver"
 import type * as Tool from "@effect/ai/Tool"
 import type * as Toolkit from "@effect/ai/Toolkit"
+import * as CallSite from "@rlm-runtime/adapters/CallSite"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import { sha256 } from "@rlm-runtime/trace/Hash"
+import * as LlmCache from "@rlm-runtime/trace/LlmCache"
 import { Trace } from "@rlm-runtime/trace/Trace"
 import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { TraceRecorder } from "@rlm-runtime/trace/TraceRecorder"
@@ -235,19 +237,18 @@ const modelCall = (
   admission: "reserve" | "grant" = "reserve",
   tools?: ReadonlyArray<LlmAdapter.ToolDefinition>
 ): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> =>
-  ModelCall.call(ctx.tree, {
-    role,
-    depth: ctx.depth,
-    messages,
-    tools,
-    admission,
-    onStart: (model) =>
-      Effect.flatMap(Ref.get(ctx.step), (step) =>
-        emit(ctx.tree, new RunEvent.ModelCallStarted({ runId: ctx.runId, step, role, model }, true))
-      ),
-    onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response)),
-    onRetry: (attempt) => retriedAttempt(ctx, role, attempt)
-  })
+  Effect.flatMap(Ref.get(ctx.step), (step) =>
+    ModelCall.call(ctx.tree, {
+      role,
+      depth: ctx.depth,
+      messages,
+      tools,
+      admission,
+      onStart: (model) => emit(ctx.tree, new RunEvent.ModelCallStarted({ runId: ctx.runId, step, role, model }, true)),
+      onCommit: (response, cost) => Effect.zipRight(countUsage(ctx, response.usage, cost), onResponse(response)),
+      onRetry: (attempt) => retriedAttempt(ctx, role, attempt)
+    }).pipe(CallSite.within({ runId: ctx.runId, step, role, depth: ctx.depth }))
+  )
 
 /**
  * A failed attempt the adapter retries: a `ModelCallRetried` event, and the
@@ -540,6 +541,8 @@ interface Pending {
   readonly modelMs: number
   readonly response: LlmAdapter.ChatResponse
   readonly blocks: ReadonlyArray<TraceEvent.CodeBlock>
+  /** `StepCompleted.promptSha256`: the request's messages, hashed as `LlmCache.keyOf` does. */
+  readonly promptSha256: string
 }
 
 /** One run of the tree (the root or a child), with its REPL open. */
@@ -577,7 +580,9 @@ const stoppedStep = (runId: string, p: Pending, now: number) =>
     model: p.response.model,
     modelMs: p.modelMs,
     durationMs: now - p.stepStart,
-    ...finishOf(p.response)
+    ...finishOf(p.response),
+    promptSha256: p.promptSha256,
+    replySha256: sha256(p.response.text)
   })
 
 /** Record the pending step, if any, as stopped half-way. */
@@ -607,7 +612,9 @@ const recordStep = (run: Run, p: Pending, blocks: ReadonlyArray<TraceEvent.CodeB
             model: p.response.model,
             modelMs: p.modelMs,
             durationMs: stepEnd - p.stepStart,
-            ...finishOf(p.response)
+            ...finishOf(p.response),
+            promptSha256: p.promptSha256,
+            replySha256: sha256(p.response.text)
           },
           // Built from typed values (the blocks from decoded results): not checked again at every step.
           true
@@ -625,12 +632,14 @@ const rootCall = (
 ): Effect.Effect<Pending, LlmAdapter.LlmError | BudgetExceeded> =>
   Effect.gen(function* () {
     const stepStart = yield* Clock.currentTimeMillis
+    const promptSha256 = LlmCache.keyOf({ role: "root", messages })
     const pendingOf = (response: LlmAdapter.ChatResponse, now: number): Pending => ({
       step,
       stepStart,
       modelMs: now - stepStart,
       response,
-      blocks: []
+      blocks: [],
+      promptSha256
     })
     const response = yield* modelCall(
       run.ctx,

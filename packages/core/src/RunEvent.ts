@@ -122,6 +122,7 @@ export const RunEvent = Schema.Union(TraceEvent.TraceEvent, ModelCallStarted, Bl
 export type RunEvent = typeof RunEvent.Type
 
 const traceTags: ReadonlySet<string> = new Set<TraceEvent.Tag>([
+  "RunInput",
   "RunStarted",
   "StepCompleted",
   "SubCall",

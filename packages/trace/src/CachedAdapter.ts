@@ -17,6 +17,7 @@
  *
  * @since 0.1.0
  */
+import * as KeyValueStore from "@effect/platform/KeyValueStore"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
@@ -220,3 +221,84 @@ export const layerReplay = (
   options: Omit<ReplayOptions, "mode"> = {}
 ): Layer.Layer<LlmAdapter.LlmAdapter, never, LlmCache.LlmCache> =>
   Layer.effect(LlmAdapter.LlmAdapter, makeReplay(options))
+
+/**
+ * @since 0.2.0
+ * @category Models
+ */
+export interface StoreOptions {
+  /** The calls read through the store. Default `["sub"]`: sub-calls only. */
+  readonly roles?: ReadonlyArray<LlmAdapter.CallRole> | undefined
+}
+
+/**
+ * A read-through cache across runs in front of the `LlmAdapter` in context,
+ * kept in a `KeyValueStore` (for a directory,
+ * `NodeKeyValueStore.layerFileSystem(dir)`; `rlm run --cache DIR`): a call of
+ * one of `roles` (default: sub-calls) is answered from the store when it holds
+ * a response for the request's key ({@link LlmCache.keyOf}), else sent to the
+ * model and its response stored. Repeated prompts, in this run or a later
+ * one, cost nothing. Calls of other roles (the root model's turns) always go
+ * to the model. A store that cannot be read or written is logged and treated
+ * as a miss: the cache never fails a run.
+ *
+ * @since 0.2.0
+ * @category Constructors
+ */
+export const makeStore = (
+  options: StoreOptions = {}
+): Effect.Effect<LlmAdapter.LlmAdapter.Service, never, LlmAdapter.LlmAdapter | KeyValueStore.KeyValueStore> =>
+  Effect.gen(function* () {
+    const model = yield* LlmAdapter.LlmAdapter
+    const store = (yield* KeyValueStore.KeyValueStore).forSchema(LlmAdapter.ChatResponse)
+    const roles = new Set(options.roles ?? ["sub"])
+    const read = (key: string) =>
+      store
+        .get(key)
+        .pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.as(
+              Effect.logWarning(`The LLM cache entry ${shortKey(key)}… could not be read; asking the model`, cause),
+              Option.none()
+            )
+          )
+        )
+    const write = (key: string, response: LlmAdapter.ChatResponse) =>
+      store
+        .set(key, response)
+        .pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning(`The LLM cache entry ${shortKey(key)}… could not be written`, cause)
+          )
+        )
+    return LlmAdapter.make({
+      model: model.model,
+      chat: (request) => {
+        if (!roles.has(request.role)) return model.chat(request)
+        const key = LlmCache.keyOf(request)
+        return Effect.flatMap(read(key), (cached) =>
+          Option.isSome(cached)
+            ? Effect.succeed(cached.value)
+            : Effect.tap(model.chat(request), (response) => write(key, response))
+        )
+      }
+    })
+  })
+
+/**
+ * {@link makeStore} as a layer:
+ *
+ * ```ts
+ * CachedAdapter.layerStore().pipe(
+ *   Layer.provide(adapter),
+ *   Layer.provide(NodeKeyValueStore.layerFileSystem(".rlm-cache"))
+ * )
+ * ```
+ *
+ * @since 0.2.0
+ * @category Layers
+ */
+export const layerStore = (
+  options?: StoreOptions
+): Layer.Layer<LlmAdapter.LlmAdapter, never, LlmAdapter.LlmAdapter | KeyValueStore.KeyValueStore> =>
+  Layer.effect(LlmAdapter.LlmAdapter, makeStore(options))

@@ -14,8 +14,9 @@ import * as TraceEvent from "./TraceEvent.js"
  * The trace format version this module writes.
  *
  * - 3: `StepCompleted.toolCalls` (the tools protocol), `StepCompleted.finishReason`,
- *   `SubCall.finishReason`, the `ModelCallRetried` event (a failed attempt the
- *   adapter retried). A format-2 document decodes as it is (the new fields are
+ *   `StepCompleted.promptSha256` / `replySha256` (replay), `SubCall.finishReason`,
+ *   the `ModelCallRetried` event (a failed attempt the adapter retried), the
+ *   `RunInput` event (what `rlm replay` reruns). A format-2 document decodes as it is (the new fields are
  *   optional) and is written back as format 3.
  * - 2: `RunStarted.isolation`, `StepCompleted.interpreterLost`.
  * - 1: the first format. Still read: a format-1 document decodes as a

@@ -199,7 +199,70 @@ export class StepCompleted extends Schema.TaggedClass<StepCompleted>()("StepComp
   modelMs: Schema.JsonNumber,
   durationMs: Schema.JsonNumber,
   /** Why the root model stopped, when the adapter could tell (format 3). */
-  finishReason: Schema.optional(LlmAdapter.FinishReason)
+  finishReason: Schema.optional(LlmAdapter.FinishReason),
+  /**
+   * SHA-256 of the root request's messages, the key `LlmCache.keyOf` gives
+   * it (format 3): replay checks the request it is asked against it.
+   */
+  promptSha256: Schema.optional(Schema.String),
+  /** SHA-256 of `reply` (format 3): replay refuses a trace whose reply does not match it. */
+  replySha256: Schema.optional(Schema.String)
+}) {}
+
+/**
+ * A JSON value.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+
+/**
+ * A JSON value (numbers finite).
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export const Json: Schema.Schema<Json> = Schema.suspend(() =>
+  Schema.Union(
+    Schema.Null,
+    Schema.Boolean,
+    Schema.JsonNumber,
+    Schema.String,
+    Schema.Array(Json),
+    Schema.Record({ key: Schema.String, value: Json })
+  )
+)
+
+/**
+ * What a run was started with, so it can be run again from its trace alone
+ * (`rlm replay`): the query, the whole context, the REPL language and the
+ * options. Written first by `rlm run --trace`; a library run does not record
+ * it (its caller knows its inputs). The context makes the trace as large as
+ * the context: trace files are private (mode `0600`). New in format 3.
+ *
+ * @since 0.2.0
+ * @category Events
+ */
+export class RunInput extends Schema.TaggedClass<RunInput>()("RunInput", {
+  runId: Schema.String,
+  query: Schema.String,
+  context: Schema.String,
+  /** SHA-256 of `context`: replay refuses a trace whose context does not match it. */
+  contextSha256: Schema.String,
+  language: Schema.String,
+  protocol: Schema.optional(Schema.Literal("fenced", "tools")),
+  /** The run's policy in its encoded (JSON) form, as `@rlm-runtime/core/Policy` writes it. */
+  policy: Schema.Record({ key: Schema.String, value: Json }),
+  systemPrompt: Schema.optional(Schema.String),
+  requireReplBeforeFinal: Schema.optional(Schema.Boolean),
+  execTimeoutMs: Schema.optional(Schema.JsonNumber),
+  /**
+   * The model names the adapter was configured with, by role (what budgets
+   * and prices are keyed on; a reply's `model` is the name the server
+   * reported, which may differ).
+   */
+  models: Schema.optional(Schema.Struct({ root: Schema.String, sub: Schema.String }))
 }) {}
 
 /**
@@ -283,7 +346,15 @@ export class RunFinished extends Schema.TaggedClass<RunFinished>()("RunFinished"
  * @since 0.1.0
  * @category Models
  */
-export const TraceEvent = Schema.Union(RunStarted, StepCompleted, SubCall, ModelCallRetried, FinalAnswer, RunFinished)
+export const TraceEvent = Schema.Union(
+  RunInput,
+  RunStarted,
+  StepCompleted,
+  SubCall,
+  ModelCallRetried,
+  FinalAnswer,
+  RunFinished
+)
 
 /**
  * @since 0.1.0

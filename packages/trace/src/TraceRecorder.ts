@@ -104,8 +104,27 @@ export const makeJsonl = (
   options?: JsonlOptions
 ): Effect.Effect<TraceRecorder.Service, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
-    const file = yield* PrivateFile.open(path, options)
     const memory = yield* makeMemory
+    return yield* tee(memory, path, options)
+  })
+
+/**
+ * `recorder` with every event it records also appended to a JSONL file, as
+ * {@link makeJsonl} does: one line per event, written (not buffered) before
+ * `record` returns, so a run killed at any moment leaves every event recorded
+ * until then. `events` and `snapshot` are `recorder`'s. The file is mode
+ * `0600` and closed when the scope closes.
+ *
+ * @since 0.2.0
+ * @category Constructors
+ */
+export const tee = <S extends TraceRecorder.Service>(
+  recorder: S,
+  path: string,
+  options?: JsonlOptions
+): Effect.Effect<S, PlatformError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function* () {
+    const file = yield* PrivateFile.open(path, options)
     // One writer at a time, so lines never interleave and the file keeps the
     // recording order even when concurrent sub-calls record at once; a write is
     // uninterruptible so an interrupted run never leaves half a line.
@@ -118,10 +137,9 @@ export const makeJsonl = (
         )
       )
     return {
-      record: (event) =>
-        lock.withPermits(1)(Effect.uninterruptible(Effect.zipRight(memory.record(event), write(event)))),
-      events: memory.events,
-      snapshot: memory.snapshot
+      ...recorder,
+      record: (event: TraceEvent.TraceEvent) =>
+        lock.withPermits(1)(Effect.uninterruptible(Effect.zipRight(recorder.record(event), write(event))))
     }
   })
 

@@ -19,6 +19,10 @@ export * as LlmCache from "./LlmCache.js"
  */
 export * as PrivateFile from "./PrivateFile.js"
 /**
+ * @since 0.2.0
+ */
+export * as Replay from "./Replay.js"
+/**
  * @since 0.1.0
  */
 export * as Trace from "./Trace.js"
