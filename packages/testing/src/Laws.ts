@@ -92,7 +92,15 @@ export const comparableEvents = (trace: Trace.Trace): ReadonlyArray<Record<strin
   })
 }
 
-const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
+/** A JSON text with the keys of every object sorted: equal values give equal texts, whatever their key order. */
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_key, v: unknown) =>
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v
+  )
+
+const same = (a: unknown, b: unknown) => canonical(a) === canonical(b)
 
 /**
  * The model calls a trace records: per run, its root steps in order (step
@@ -218,6 +226,42 @@ const outcomeOf = (result: RlmTest.Recorded["result"]) =>
 // ---------------------------------------------------------------------------
 
 /**
+ * Whether the run answered without meeting a budget limit: it answered, and
+ * no step was the last answer `onBudgetExceeded: "answer-now"` grants.
+ *
+ * @since 0.2.0
+ * @category Usage
+ */
+export const answeredWithinLimits = (recorded: RlmTest.Recorded): boolean =>
+  Either.isRight(recorded.result) &&
+  !recorded.trace.events.some(
+    (event) => event._tag === "StepCompleted" && (event.feedback ?? "").includes("onBudgetExceeded=answer-now")
+  )
+
+/**
+ * The recorded policy with `maxSteps`, `maxSubCalls` and the three token
+ * limits set to the used amounts plus `headroom`. `maxSteps` stays as
+ * recorded when a run used more steps than it allows (its last step was the
+ * forced "answer now" turn, which a larger limit would not ask for).
+ * `maxDepth` stays as recorded: a deeper limit would turn an `rlm_query` that
+ * ran as `llm_query` at the limit into a child run.
+ *
+ * @since 0.2.0
+ * @category Usage
+ */
+export const atLeastUsage = (recorded: RlmTest.Recorded, used: Usage, headroom: Headroom): Policy.Policy => {
+  const recordedPolicy = policyOf(recorded)
+  return Policy.make({
+    ...fieldsOf(recordedPolicy),
+    maxSteps: used.steps > recordedPolicy.maxSteps ? recordedPolicy.maxSteps : Math.max(1, used.steps + headroom.steps),
+    maxSubCalls: used.subCalls + headroom.subCalls,
+    maxInputTokens: used.inputTokens + headroom.tokens,
+    maxOutputTokens: used.outputTokens + headroom.tokens,
+    maxTotalTokens: used.totalTokens + headroom.tokens
+  })
+}
+
+/**
  * Replaying the recorded trace (with the recorded options) gives the same
  * outcome — the same answer, or the same error — and the same model calls,
  * and `Replay.check` / `Replay.checkAnswer` pass.
@@ -269,16 +313,9 @@ export const replaySucceedsWithinUsage = (
 ): Effect.Effect<void, LawViolation | Replay.ReplayDivergence | Replay.TraceTampered, Sandbox.Sandbox> =>
   Effect.gen(function* () {
     const law = "replaySucceedsWithinUsage"
-    if (Either.isLeft(recorded.result)) return
+    if (!answeredWithinLimits(recorded)) return
     const used = usageOf(recorded.trace)
-    const policy = Policy.make({
-      ...fieldsOf(policyOf(recorded)),
-      maxSteps: Math.max(1, used.steps + headroom.steps),
-      maxSubCalls: used.subCalls + headroom.subCalls,
-      maxInputTokens: used.inputTokens + headroom.tokens,
-      maxOutputTokens: used.outputTokens + headroom.tokens,
-      maxTotalTokens: used.totalTokens + headroom.tokens
-    })
+    const policy = atLeastUsage(recorded, used, headroom)
     const replayed = yield* RlmTest.replay(recorded, { policy })
     if (Either.isLeft(replayed.result)) {
       return yield* violated(
@@ -286,8 +323,9 @@ export const replaySucceedsWithinUsage = (
         `under limits at least the usage ${JSON.stringify(used)} the replay failed: ${replayed.result.left.message}`
       )
     }
-    if (replayed.result.right.answer !== recorded.result.right.answer) {
-      return yield* violated(law, `the replay answered ${JSON.stringify(replayed.result.right.answer)}`)
+    const answer = Either.getOrThrow(recorded.result).answer
+    if (replayed.result.right.answer !== answer) {
+      return yield* violated(law, `the replay answered ${JSON.stringify(replayed.result.right.answer)}, not ${JSON.stringify(answer)}`)
     }
   })
 
@@ -299,15 +337,43 @@ export const replaySucceedsWithinUsage = (
  */
 export type LowerableLimit = "maxSubCalls" | "maxInputTokens" | "maxTotalTokens"
 
-const usedFor = (used: Usage, limit: LowerableLimit) =>
-  limit === "maxSubCalls" ? used.subCalls : limit === "maxInputTokens" ? used.inputTokens : used.totalTokens
+/** The output tokens of the last model call: the root run's last root call (its final answer). */
+const lastOutput = (trace: Trace.Trace): number => {
+  const root = Trace.rootRuns(trace)[0]?.runId ?? "run"
+  const last = [...trace.events]
+    .reverse()
+    .find((event) => event._tag === "StepCompleted" && event.runId === root)
+  return last?._tag === "StepCompleted" ? (last.usage.outputTokens ?? 0) : 0
+}
 
 /**
- * With `limit` set below what the trace used (`used - 1 - below`, at least
- * 0) and `onBudgetExceeded: "fail"`, the replay fails with `BudgetExceeded`
+ * The amount of `limit` the run needed, and the value a limit must stay
+ * below to refuse a call: the sub-calls and input tokens used, and for
+ * `maxTotalTokens` what sending the last call needed (the tokens used minus
+ * that call's output). Budgets refuse a call before it is sent, from its
+ * input; its output is only capped, never foreseen, so a total limit between
+ * the two lets the last call through with its output cut short.
+ */
+const neededFor = (trace: Trace.Trace, used: Usage, limit: LowerableLimit) =>
+  limit === "maxSubCalls"
+    ? used.subCalls
+    : limit === "maxInputTokens"
+      ? used.inputTokens
+      : used.totalTokens - lastOutput(trace) + 1
+
+/**
+ * For a run that answered within its limits: with every other limit at the
+ * trace's usage ({@link atLeastUsage}), `limit` set below what the run
+ * needed (`needed - 1 - below`, at least 0) and `onBudgetExceeded: "fail"`,
+ * the replay fails with `BudgetExceeded`
  * for that limit, every call it made is one the trace holds, and the error's
- * partial trace is a prefix of the original ({@link isPrefixOf}). A trace
- * that used none of the limit satisfies it trivially.
+ * partial trace is a prefix of the original ({@link isPrefixOf}). What is
+ * needed: the sub-calls made (`maxSubCalls`), the input tokens used
+ * (`maxInputTokens`), and for `maxTotalTokens` the tokens used minus the
+ * last call's output — a budget refuses a call before it is sent, from its
+ * input, and only caps its output, so a total limit less than that output
+ * below the usage lets the last call through. A run that did not answer
+ * within its limits, or needed none of the limit, satisfies it trivially.
  *
  * `maxSteps` is not among the limits: a run out of steps is asked for an
  * answer, a request the recorded run never made.
@@ -322,10 +388,16 @@ export const replayFailsBelowUsage = (
 ): Effect.Effect<void, LawViolation | Replay.ReplayDivergence | Replay.TraceTampered, Sandbox.Sandbox> =>
   Effect.gen(function* () {
     const law = "replayFailsBelowUsage"
-    const used = usedFor(usageOf(recorded.trace), limit)
-    if (used === 0) return
+    if (!answeredWithinLimits(recorded)) return
+    const usage = usageOf(recorded.trace)
+    const used = neededFor(recorded.trace, usage, limit)
+    if (used <= 0) return
     const value = Math.max(0, used - 1 - below)
-    const policy = Policy.make({ ...fieldsOf(policyOf(recorded)), onBudgetExceeded: "fail", [limit]: value })
+    const policy = Policy.make({
+      ...fieldsOf(atLeastUsage(recorded, usage, { steps: 0, subCalls: 0, tokens: 0 })),
+      onBudgetExceeded: "fail",
+      [limit]: value
+    })
     const replayed = yield* RlmTest.replay(recorded, { policy, complete: false })
     if (Either.isRight(replayed.result)) {
       return yield* violated(law, `with ${limit} = ${value} (used ${used}) the replay answered`)
