@@ -30,7 +30,7 @@ export const PolicyFields = Schema.Struct({
   maxSteps: Schema.Int.pipe(Schema.between(1, 6)),
   maxSubCalls: Schema.Int.pipe(Schema.between(0, 30)),
   maxTotalTokens: Schema.optional(Schema.Int.pipe(Schema.between(0, 30_000))),
-  maxDepth: Schema.Int.pipe(Schema.between(0, 1)),
+  maxDepth: Schema.Literal(0, 1),
   concurrency: Schema.Literal(1),
   onBudgetExceeded: Schema.Literal("fail", "answer-now")
 })
@@ -115,7 +115,7 @@ const statement = (childRuns: boolean): FastCheck.Arbitrary<Statement> =>
         pad: FastCheck.nat(40)
       })
     },
-    { weight: childRuns ? 1 : 0, arbitrary: FastCheck.record({ _tag: FastCheck.constant("rlm" as const), pad: FastCheck.nat(40) }) },
+    { weight: childRuns ? 2 : 0, arbitrary: FastCheck.record({ _tag: FastCheck.constant("rlm" as const), pad: FastCheck.nat(40) }) },
     { weight: 1, arbitrary: FastCheck.record({ _tag: FastCheck.constant("print" as const), text: word }) }
   )
 

@@ -26,6 +26,11 @@ const suite = (language: RlmTest.Language, numRuns: number) => (it: Vitest.Vites
   it.effect.prop("replaying any recorded trace gives the same answer and the same calls", [input], ([input]) =>
     Effect.flatMap(recordInput(input), Laws.replayIsFaithful), options)
 
+  // Child runs need maxDepth 1 and sub-calls to spare: make them common.
+  const deep = input.map((i) => ({ ...i, policy: Policy.make({ ...i.policy, maxDepth: 1, maxSubCalls: 30 }) }))
+  it.effect.prop("replaying a run tree with child runs gives the same answer and the same calls", [deep], ([input]) =>
+    Effect.flatMap(recordInput(input), Laws.replayIsFaithful), options)
+
   it.effect.prop("under limits at least the trace's usage, replay succeeds", [input, headroom], ([input, room]) =>
     Effect.flatMap(recordInput(input), (recorded) => Laws.replaySucceedsWithinUsage(recorded, room)), options)
 
@@ -131,9 +136,11 @@ describe("the Arbitraries make runs the laws bite on", () => {
       let answered = 0
       let withSubCalls = 0
       let failedBlocks = 0
+      let withChildren = 0
       for (const input of inputs) {
         const recorded = yield* recordInput(input)
         if (Laws.answeredWithinLimits(recorded)) answered++
+        if (Laws.usageOf(recorded.trace).depth > 0) withChildren++
         if (Laws.answeredWithinLimits(recorded) && Laws.usageOf(recorded.trace).subCalls > 0) withSubCalls++
         for (const e of recorded.trace.events) {
           if (e._tag !== "StepCompleted") continue
@@ -141,13 +148,14 @@ describe("the Arbitraries make runs the laws bite on", () => {
           failedBlocks += e.blocks.filter((b) => b.error !== undefined && !b.error.includes("Budget")).length
         }
       }
-      return { answered, withSubCalls, failedBlocks }
+      return { answered, withSubCalls, withChildren, failedBlocks }
     })
 
   layer(JavascriptSandbox.layer())((it) => {
     it.effect("JavaScript: most runs answer within their limits, many with sub-calls, no block fails", () =>
       Effect.gen(function* () {
-        const { answered, failedBlocks, withSubCalls } = yield* census("js", 20)
+        const { answered, failedBlocks, withChildren, withSubCalls } = yield* census("js", 20)
+        assert.isAtLeast(withChildren, 1)
         assert.isAtLeast(answered, 8)
         assert.isAtLeast(withSubCalls, 4)
         assert.strictEqual(failedBlocks, 0)
