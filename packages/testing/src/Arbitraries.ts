@@ -106,7 +106,14 @@ const word = FastCheck.stringMatching(/^[a-z][a-z ]{0,20}$/)
 
 const statement = (childRuns: boolean): FastCheck.Arbitrary<Statement> =>
   FastCheck.oneof(
-    { weight: 4, arbitrary: FastCheck.record({ _tag: FastCheck.constant("llm" as const), key: FastCheck.nat(2), pad: FastCheck.nat(80) }) },
+    {
+      weight: 4,
+      arbitrary: FastCheck.record({
+        _tag: FastCheck.constant("llm" as const),
+        key: FastCheck.nat(2),
+        pad: FastCheck.nat(80)
+      })
+    },
     {
       weight: 3,
       arbitrary: FastCheck.record({
@@ -115,7 +122,10 @@ const statement = (childRuns: boolean): FastCheck.Arbitrary<Statement> =>
         pad: FastCheck.nat(40)
       })
     },
-    { weight: childRuns ? 2 : 0, arbitrary: FastCheck.record({ _tag: FastCheck.constant("rlm" as const), pad: FastCheck.nat(40) }) },
+    {
+      weight: childRuns ? 2 : 0,
+      arbitrary: FastCheck.record({ _tag: FastCheck.constant("rlm" as const), pad: FastCheck.nat(40) })
+    },
     { weight: 1, arbitrary: FastCheck.record({ _tag: FastCheck.constant("print" as const), text: word }) }
   )
 
@@ -160,11 +170,7 @@ const renderStatement = (s: Statement, i: number, uid: string, language: RlmTest
 export const renderReply = (reply: ScriptedReply, index: number, language: RlmTest.Language): string =>
   reply._tag === "final"
     ? `FINAL(${reply.text})`
-    : [
-        "```repl",
-        ...reply.statements.map((s, j) => renderStatement(s, j, `${index}.${j}`, language)),
-        "```"
-      ].join("\n")
+    : ["```repl", ...reply.statements.map((s, j) => renderStatement(s, j, `${index}.${j}`, language)), "```"].join("\n")
 
 /**
  * @since 0.2.0

@@ -6,12 +6,14 @@
  * `it.effect.prop` / `it.live.prop` of `@effect/vitest`:
  *
  * ```ts
- * it.live.prop("replay is faithful", [Arbitraries.runInput()], ([input]) =>
- *   RlmTest.record(input.query, input.context, { policy: input.policy }).pipe(
- *     Effect.provide(FakeAdapter.layer(input.script)),
- *     Effect.flatMap(Laws.replayIsFaithful)
- *   ).pipe(Effect.provide(JavascriptSandbox.layer()))
- * )
+ * layer(JavascriptSandbox.layer())((it) => {
+ *   it.effect.prop("replay is faithful", [Arbitraries.runInput()], ([input]) =>
+ *     RlmTest.record(input.query, input.context, { policy: input.policy }).pipe(
+ *       Effect.provide(FakeAdapter.layer(input.script)),
+ *       Effect.flatMap(Laws.replayIsFaithful)
+ *     )
+ *   )
+ * })
  * ```
  *
  * - {@link replayIsFaithful}: replaying the trace gives the same outcome and
@@ -276,10 +278,14 @@ export const replayIsFaithful = (
     const law = "replayIsFaithful"
     const replayed = yield* RlmTest.replay(recorded)
     const [was, now] = [outcomeOf(recorded.result), outcomeOf(replayed.result)]
-    if (!same(was, now)) return yield* violated(law, `the outcome was ${JSON.stringify(was)}, the replay's is ${JSON.stringify(now)}`)
+    if (!same(was, now))
+      return yield* violated(law, `the outcome was ${JSON.stringify(was)}, the replay's is ${JSON.stringify(now)}`)
     const [before, after] = [callsOf(recorded.trace), callsOf(replayed.trace)]
     if (!same(before, after)) {
-      return yield* violated(law, `the calls differ: recorded ${JSON.stringify(before)}, replayed ${JSON.stringify(after)}`)
+      return yield* violated(
+        law,
+        `the calls differ: recorded ${JSON.stringify(before)}, replayed ${JSON.stringify(after)}`
+      )
     }
   })
 
@@ -325,7 +331,10 @@ export const replaySucceedsWithinUsage = (
     }
     const answer = Either.getOrThrow(recorded.result).answer
     if (replayed.result.right.answer !== answer) {
-      return yield* violated(law, `the replay answered ${JSON.stringify(replayed.result.right.answer)}, not ${JSON.stringify(answer)}`)
+      return yield* violated(
+        law,
+        `the replay answered ${JSON.stringify(replayed.result.right.answer)}, not ${JSON.stringify(answer)}`
+      )
     }
   })
 
@@ -340,9 +349,7 @@ export type LowerableLimit = "maxSubCalls" | "maxInputTokens" | "maxTotalTokens"
 /** The output tokens of the last model call: the root run's last root call (its final answer). */
 const lastOutput = (trace: Trace.Trace): number => {
   const root = Trace.rootRuns(trace)[0]?.runId ?? "run"
-  const last = [...trace.events]
-    .reverse()
-    .find((event) => event._tag === "StepCompleted" && event.runId === root)
+  const last = [...trace.events].reverse().find((event) => event._tag === "StepCompleted" && event.runId === root)
   return last?._tag === "StepCompleted" ? (last.usage.outputTokens ?? 0) : 0
 }
 
@@ -413,7 +420,8 @@ export const replayFailsBelowUsage = (
     }
     if (error.trace === undefined) return yield* violated(law, "the BudgetExceeded carries no trace")
     const prefix = isPrefixOf(error.trace, recorded.trace)
-    if (Either.isLeft(prefix)) return yield* violated(law, `the partial trace is no prefix of the original: ${prefix.left}`)
+    if (Either.isLeft(prefix))
+      return yield* violated(law, `the partial trace is no prefix of the original: ${prefix.left}`)
   })
 
 /**
@@ -424,7 +432,9 @@ export const replayFailsBelowUsage = (
  * @since 0.2.0
  * @category Laws
  */
-export const traceRoundTrips = (trace: Trace.Trace): Effect.Effect<void, LawViolation | Trace.TraceDecodeError | Trace.TraceEncodeError> =>
+export const traceRoundTrips = (
+  trace: Trace.Trace
+): Effect.Effect<void, LawViolation | Trace.TraceDecodeError | Trace.TraceEncodeError> =>
   Effect.gen(function* () {
     const law = "traceRoundTrips"
     const json = yield* Trace.encodeJson(trace)

@@ -177,7 +177,9 @@ export const sandboxLayer = (language: Language = "js"): Layer.Layer<Sandbox.San
  * @since 0.2.0
  * @category Layers
  */
-export const layer = (options: LayerOptions = {}): Layer.Layer<LlmAdapter.LlmAdapter | Sandbox.Sandbox, SandboxError> => {
+export const layer = (
+  options: LayerOptions = {}
+): Layer.Layer<LlmAdapter.LlmAdapter | Sandbox.Sandbox, SandboxError> => {
   const { sandbox, ...fake } = options
   return Layer.merge(FakeAdapter.layer(fake), sandboxLayer(sandbox))
 }

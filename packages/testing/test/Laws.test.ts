@@ -23,16 +23,28 @@ const suite = (language: RlmTest.Language, numRuns: number) => (it: Vitest.Vites
   const input = Arbitraries.runInput({ language })
   const options = { timeout: 600_000, fastCheck: { numRuns } }
 
-  it.effect.prop("replaying any recorded trace gives the same answer and the same calls", [input], ([input]) =>
-    Effect.flatMap(recordInput(input), Laws.replayIsFaithful), options)
+  it.effect.prop(
+    "replaying any recorded trace gives the same answer and the same calls",
+    [input],
+    ([input]) => Effect.flatMap(recordInput(input), Laws.replayIsFaithful),
+    options
+  )
 
   // Child runs need maxDepth 1 and sub-calls to spare: make them common.
   const deep = input.map((i) => ({ ...i, policy: Policy.make({ ...i.policy, maxDepth: 1, maxSubCalls: 30 }) }))
-  it.effect.prop("replaying a run tree with child runs gives the same answer and the same calls", [deep], ([input]) =>
-    Effect.flatMap(recordInput(input), Laws.replayIsFaithful), options)
+  it.effect.prop(
+    "replaying a run tree with child runs gives the same answer and the same calls",
+    [deep],
+    ([input]) => Effect.flatMap(recordInput(input), Laws.replayIsFaithful),
+    options
+  )
 
-  it.effect.prop("under limits at least the trace's usage, replay succeeds", [input, headroom], ([input, room]) =>
-    Effect.flatMap(recordInput(input), (recorded) => Laws.replaySucceedsWithinUsage(recorded, room)), options)
+  it.effect.prop(
+    "under limits at least the trace's usage, replay succeeds",
+    [input, headroom],
+    ([input, room]) => Effect.flatMap(recordInput(input), (recorded) => Laws.replaySucceedsWithinUsage(recorded, room)),
+    options
+  )
 
   it.effect.prop(
     "under a limit below the usage, replay fails with BudgetExceeded and a prefix of the trace",
@@ -42,8 +54,12 @@ const suite = (language: RlmTest.Language, numRuns: number) => (it: Vitest.Vites
     options
   )
 
-  it.effect.prop("the trace of any run round-trips through JSON and JSONL", [input], ([input]) =>
-    Effect.flatMap(recordInput(input), (recorded) => Laws.traceRoundTrips(recorded.trace)), options)
+  it.effect.prop(
+    "the trace of any run round-trips through JSON and JSONL",
+    [input],
+    ([input]) => Effect.flatMap(recordInput(input), (recorded) => Laws.traceRoundTrips(recorded.trace)),
+    options
+  )
 }
 
 describe("Laws over the Fake adapter", () => {
@@ -94,7 +110,9 @@ describe("the laws fail when they should", () => {
         assert.deepStrictEqual(Laws.usageOf(recorded.trace).subCalls, 4)
         assert.deepStrictEqual(Laws.usageOf(recorded.trace).steps, 3)
         yield* Laws.replaySucceedsWithinUsage(recorded)
-        const error = yield* Effect.flip(Laws.replaySucceedsWithinUsage(recorded, { steps: 0, subCalls: -1, tokens: 0 }))
+        const error = yield* Effect.flip(
+          Laws.replaySucceedsWithinUsage(recorded, { steps: 0, subCalls: -1, tokens: 0 })
+        )
         // The refused sub-call is an error in model code, the run goes on and asks what the trace does not hold.
         assert.include(["LawViolation", "ReplayDivergence"], error._tag)
       })
