@@ -773,6 +773,27 @@ function lastLine(error) {
   return text.split("\n").slice(-3).join("\n")
 }
 
+// --- Warm-up (an interpreter started ahead of use, compiled by TurboFan only:
+// pythonProcess.ts `optimizeAhead`). V8 compiles each WebAssembly function the
+// first time it is called; a few blocks run here, through the same path as a
+// session's, compile what the first blocks of a session would call, before
+// any session has this interpreter. No request is read meanwhile (this is
+// before "ready"), and warm_up leaves nothing: no variable, no output, no
+// final answer (see python_repl.py).
+if (config.warmUp === true && mode === "repl") {
+  for (const code of JSON.parse(setup.warm_up_blocks())) {
+    begin(0, 0)
+    try {
+      shrink(JSON.parse(execBlock(code, 20_000, -1, -1)), 20_000)
+    } catch (error) {
+      fatal(error)
+    }
+    end()
+  }
+  setup.forget_warm_up()
+  timedOut = false
+}
+
 send({ t: "ready", snapshot: snapshotStatus })
 onRequest = handleRequest
 for (const message of early.splice(0)) handleRequest(message)

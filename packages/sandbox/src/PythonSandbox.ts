@@ -97,6 +97,8 @@ const resolve = (options: Options | undefined, wall: Wall) => {
   return {
     start: startProcess(processOptions, snapshots),
     spawn: spawnProcess(processOptions, snapshots),
+    // The pool's interpreters: the same snapshot, compiled ahead (see `optimizeAhead`).
+    spawnAhead: spawnProcess({ ...processOptions, optimizeAhead: true }, snapshots),
     sessionOptions: {
       execTimeout: Duration.decode(options?.execTimeout ?? defaultExecTimeout),
       gracePeriod: Duration.decode(options?.gracePeriod ?? Duration.seconds(2))
@@ -138,9 +140,13 @@ export const make = (options?: Options): Effect.Effect<Sandbox.Service, SandboxE
 export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
     const wall = yield* resolveWall(options.isolation ?? "auto")
-    const { sessionOptions, spawn } = resolve(options, wall)
+    const { sessionOptions, spawn, spawnAhead } = resolve(options, wall)
+    // Started ahead of use, so compiled ahead: a start costs more CPU (off the
+    // session's path), and the session's blocks run at their warm cost from
+    // the first. A replacement within a session (after a crash) is a cold
+    // start on the session's path: `spawn`, compiled as usual.
     const pool = yield* Pool.make<PyProcess, SandboxError, Scope.Scope>({
-      acquire: spawn,
+      acquire: spawnAhead,
       size: Math.max(1, Math.floor(options.size))
     })
     return Sandbox.of({
