@@ -560,12 +560,15 @@ def warm_up_blocks():
 def forget_warm_up():
     """Called once from JavaScript after the warm-up blocks: forget them.
 
-    Every name they bound is deleted from the REPL's namespace (the helpers,
-    P and context are put back by _restore), and nothing they did is kept:
-    no final answer, the caps unset.
+    Every name they bound is deleted from the REPL's namespace (the helpers
+    are put back by _restore), and nothing they did is kept: P and context
+    empty again (the session loads its own), no final answer, the caps unset.
     """
     for key in _ns.keys() - _NS_AT_START:
         del _ns[key]
+    _state["P"] = ""
+    _state["context"] = ""
+    _state["slots"] = []
     _state["final"] = None
     _state["max_answer"] = -1
     _state["max_prompt"] = -1

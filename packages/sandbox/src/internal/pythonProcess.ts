@@ -45,15 +45,15 @@ export interface ProcessOptions {
   /** The OS wall the child runs behind. */
   readonly wall: Wall
   /**
-   * Compile Pyodide's WebAssembly with V8's optimizing compiler (TurboFan)
-   * only, no baseline tier (`--no-liftoff`): a start costs ~0.6 s more CPU,
-   * and the interpreter's blocks run at their warm cost from the first one.
-   * The child also runs a few blocks of its own before it says it is ready
-   * (`warm_up` in python_repl.py, which leaves nothing behind), so that the
-   * functions a session's first blocks call are compiled before it has it.
-   * For interpreters started ahead of use (the pool); default false.
+   * An interpreter started ahead of use (the pool): V8's default tier-up
+   * budget instead of the raised one, and the child runs a warm-up once it is
+   * ready (`warm_up_blocks` in python_repl.py: a few hundred small blocks
+   * through a session's path, stopped by the first request, leaving nothing
+   * behind), so that the hot WebAssembly functions are compiled by TurboFan
+   * while it waits in the pool rather than during its session's first blocks.
+   * Default false.
    */
-  readonly optimizeAhead?: boolean | undefined
+  readonly warmUp?: boolean | undefined
 }
 
 /**
@@ -261,21 +261,15 @@ export const spawnChild = (
       // from 93-100 to 59-60 ms here: Pyodide probes WebAssembly features by
       // compiling modules that must fail, and with lazy validation the failure
       // comes later, uncaught, at the first call: a plain load then crashes.)
-      ...(options.optimizeAhead === true && process.env.RLM_TMP_POOL_LIFTOFF !== "1"
-        ? // An interpreter started ahead of use (the pool): every function is
-          // compiled by TurboFan when first called (still lazily), none by
-          // Liftoff. With Liftoff, a fresh interpreter's first ~1,000 blocks
-          // cost 0.65-2 ms of CPU each (Liftoff code, and TurboFan tiering the
-          // hot functions up in the background) against ~0.3 ms here. Measured
-          // on 2 cores (docs/benchmarks.md, session 6): start CPU 0.5-0.8 ->
-          // 1.3-1.4 s, blocks 1-300 1.3 -> 0.3-0.5 ms of CPU each.
-          ["--no-liftoff"]
-        : // Tier WebAssembly up to TurboFan after 10x V8's default budget: at the
-          // default, starting Pyodide and the first blocks already trigger hundreds
-          // of background TurboFan compiles that compete for the CPU. Measured on 2
-          // cores: cold start 829 -> 765 ms (median of 12), the first CPU-heavy
-          // block 300-380 -> 206-220 ms, later blocks unchanged (~106 ms).
-          ["--wasm-tiering-budget=20000000"]),
+      // Tier WebAssembly up to TurboFan after 10x V8's default budget: at the
+      // default, starting Pyodide and the first blocks already trigger hundreds
+      // of background TurboFan compiles that compete for the CPU. Measured on 2
+      // cores: cold start 829 -> 765 ms (median of 12), the first CPU-heavy
+      // block 300-380 -> 206-220 ms, later blocks unchanged (~106 ms).
+      // A pooled interpreter (`warmUp`) keeps V8's default: its warm-up,
+      // off any session's path, is what makes the hot functions tier up
+      // (docs/benchmarks.md, session 6).
+      ...(options.warmUp === true ? [] : ["--wasm-tiering-budget=20000000"]),
       // The JavaScript heap of the interpreter's thread (Pyodide's own objects,
       // proxies, strings crossing to JavaScript).
       `--max-old-space-size=${Math.max(64, options.heapMb)}`,
@@ -285,7 +279,7 @@ export const spawnChild = (
         runtimeDir: runtime,
         memoryMb: options.memoryMb,
         heapMb: options.heapMb,
-        ...(options.optimizeAhead === true && process.env.RLM_TMP_POOL_LIFTOFF !== "1" ? { warmUp: true } : {}),
+        ...(options.warmUp === true ? { warmUp: true } : {}),
         ...config
       })
     ]
