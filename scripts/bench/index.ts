@@ -1,12 +1,13 @@
 /**
- * Benchmarks: `pnpm bench <sandbox|subcalls|loop>`. Each prints `BENCH ...` lines
+ * Benchmarks: `pnpm bench <sandbox|subcalls|loop|pythonFresh>`. Each prints `BENCH ...` lines
  * with figures measured in the same run.
  */
 const which = process.argv[2]
 const benches: Record<string, () => Promise<unknown>> = {
   sandbox: () => import("./sandbox.js"),
   subcalls: () => import("./subcalls.js"),
-  loop: () => import("./loop.js")
+  loop: () => import("./loop.js"),
+  pythonFresh: () => import("./pythonFresh.js")
 }
 const load = which ? benches[which] : undefined
 if (!load) {

@@ -773,6 +773,59 @@ function lastLine(error) {
   return text.split("\n").slice(-3).join("\n")
 }
 
+// --- Warm-up (an interpreter started ahead of use: the pool's, config
+// `warmUp`). V8 compiles Pyodide's WebAssembly functions with its baseline
+// compiler first and tiers the hot ones up to TurboFan once they have run
+// enough; a fresh interpreter's first few hundred blocks pay for that. A pooled
+// interpreter pays while it waits instead: once ready, it runs a session's
+// path (tools, a context, blocks through execBlock, reads of variables) in
+// slices between which the event loop reads requests. The first request
+// stops it for good, and before that request runs, forget_warm_up leaves
+// nothing of it: no variable, no output, no final answer, P and context empty
+// (python_repl.py). A request that comes first just finds a less warm interpreter.
+const WARM_ROUNDS = 40
+let warming = false
+const warmUp = () => {
+  warming = true
+  const blocks = JSON.parse(setup.warm_up_blocks())
+  let round = 0
+  const step = () => {
+    if (!warming) return
+    if (round === 0) {
+      installTools("[]")
+      asciiSlot(8)
+      loadContext(undefined, undefined)
+    }
+    for (const code of blocks) {
+      begin(0, 0)
+      try {
+        shrink(JSON.parse(execBlock(code, 20_000, -1, -1)), 20_000)
+      } catch (error) {
+        fatal(error)
+      }
+      end()
+    }
+    JSON.parse(listVars())
+    JSON.parse(getVar("x", -1))
+    round++
+    if (round < WARM_ROUNDS) setImmediate(step)
+    else stopWarmUp()
+  }
+  setImmediate(step)
+}
+const stopWarmUp = () => {
+  if (!warming) return
+  warming = false
+  setup.forget_warm_up()
+  timedOut = false
+}
+
 send({ t: "ready", snapshot: snapshotStatus })
-onRequest = handleRequest
-for (const message of early.splice(0)) handleRequest(message)
+onRequest = (message) => {
+  stopWarmUp()
+  handleRequest(message)
+}
+const queued = early.splice(0)
+for (const message of queued) onRequest(message)
+// (Not when a session's requests came first: it has the interpreter already.)
+if (config.warmUp === true && mode === "repl" && queued.length === 0) warmUp()

@@ -537,6 +537,44 @@ def get_var(name, max_chars=-1):
     return _dumps(text)
 
 
+# Blocks run once by a pooled interpreter before it is ready (python-child.mjs,
+# the warm-up): the paths of a session's first blocks (assignment, output, an
+# expression's value, a loop, a comprehension, a traceback, the helpers).
+_WARM_BLOCKS = (
+    "x = 1",
+    "x = 1\nprint(x)",
+    "x + 1",
+    "s = 'abc' * 3\nfor i in range(10):\n    x += i\nlen(s)",
+    "y = [i * 2 for i in range(20)]\nd = {'a': 1, 'b': y}\nd['a']",
+    "peek(10), lenP(), find('a')[:1]",
+    "1 / 0",
+    "x = 1",
+)
+
+
+def warm_up_blocks():
+    """The warm-up blocks, as JSON (for python-child.mjs)."""
+    return _dumps(_WARM_BLOCKS)
+
+
+def forget_warm_up():
+    """Called once from JavaScript after the warm-up blocks: forget them.
+
+    Every name they bound is deleted from the REPL's namespace (the helpers
+    are put back by _restore), and nothing they did is kept: P and context
+    empty again (the session loads its own), no final answer, the caps unset.
+    """
+    for key in _ns.keys() - _NS_AT_START:
+        del _ns[key]
+    _state["P"] = ""
+    _state["context"] = ""
+    _state["slots"] = []
+    _state["final"] = None
+    _state["max_answer"] = -1
+    _state["max_prompt"] = -1
+    _restore()
+
+
 def list_vars():
     return _dumps([{"name": n, "type": t} for n, t in _user_vars()])
 
@@ -724,6 +762,7 @@ def _clean_environment():
 _clean_environment()
 _GLOBALS = None
 _restore()
+_NS_AT_START = frozenset(_ns)
 _GLOBALS = globals()
 _SNAPSHOT = dict(_GLOBALS)
 _CODES = [

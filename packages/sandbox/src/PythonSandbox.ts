@@ -97,6 +97,8 @@ const resolve = (options: Options | undefined, wall: Wall) => {
   return {
     start: startProcess(processOptions, snapshots),
     spawn: spawnProcess(processOptions, snapshots),
+    // The pool's interpreters: the same snapshot, warmed up while they wait (see `warmUp`).
+    spawnWarm: spawnProcess({ ...processOptions, warmUp: true }, snapshots),
     sessionOptions: {
       execTimeout: Duration.decode(options?.execTimeout ?? defaultExecTimeout),
       gracePeriod: Duration.decode(options?.gracePeriod ?? Duration.seconds(2))
@@ -138,9 +140,14 @@ export const make = (options?: Options): Effect.Effect<Sandbox.Service, SandboxE
 export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, SandboxError, Scope.Scope> =>
   Effect.gen(function* () {
     const wall = yield* resolveWall(options.isolation ?? "auto")
-    const { sessionOptions, spawn } = resolve(options, wall)
+    const { sessionOptions, spawn, spawnWarm } = resolve(options, wall)
+    // Started ahead of use, so warmed up while waiting: V8 tiers Pyodide's hot
+    // functions up then, not in the session's first blocks (a pooled
+    // interpreter uses ~1 s more CPU while idle). A replacement within a
+    // session (after a crash) is a cold start on the session's path: `spawn`,
+    // no warm-up.
     const pool = yield* Pool.make<PyProcess, SandboxError, Scope.Scope>({
-      acquire: spawn,
+      acquire: spawnWarm,
       size: Math.max(1, Math.floor(options.size))
     })
     return Sandbox.of({

@@ -575,6 +575,70 @@ describe("PythonSandbox memory snapshot", () => {
 })
 
 describe("PythonSandbox.layerPool", () => {
+  /** A session's first look at a pooled interpreter: nothing of its warm-up. */
+  const seesNothingOfTheWarmUp = (text: string) =>
+    Effect.gen(function* () {
+      const sandbox = yield* Sandbox.Sandbox
+      const { host } = recordingHost()
+      const repl = yield* sandbox.open({ context: { text }, host })
+      // The first block: no output of the warm-up's blocks, no variable of theirs.
+      const first = yield* repl.exec(`SHOW_VARS()`)
+      assert.strictEqual(first.stdout, "No user variables.\n")
+      assert.strictEqual(first.stderr, "")
+      assert.isUndefined(first.error)
+      assert.isUndefined(first.final)
+      assert.deepStrictEqual(yield* repl.listVars, [])
+      for (const name of ["x", "s", "i", "y", "d"]) {
+        assert.deepStrictEqual(yield* repl.getVar(name), Option.none())
+      }
+      const names = yield* repl.exec(
+        `g = dict(globals())\nprint([n for n in ("x", "s", "i", "y", "d") if n in g], sorted(n for n in g if not n.startswith("__") and not callable(g[n])), P == context, P)\ndel g`
+      )
+      assert.strictEqual(names.stdout, `[] ['P', 'context'] True ${text}\n`)
+      assert.isUndefined(names.error)
+      // And the REPL works as usual from there.
+      const r = yield* repl.exec(`x = 41\nx + 1`)
+      assert.strictEqual(r.stdout, "42\n")
+      assert.deepStrictEqual(yield* repl.listVars, [{ name: "x", type: "int" }])
+    }).pipe(Effect.scoped)
+
+  it.live(
+    "a pooled interpreter runs a warm-up while it waits; a session sees nothing of it, taken during or after it",
+    () =>
+      Effect.gen(function* () {
+        // The pool's interpreters are started with the warm-up (and V8's default tier-up budget).
+        const cmdlines = () => sandboxChildren().map((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8"))
+        // Taken as soon as the pool has it: its warm-up has just begun, the session's first request stops it.
+        yield* seesNothingOfTheWarmUp("first session")
+        // Its replacement has had the time to finish the warm-up (or most of it) before it is taken.
+        yield* Effect.sleep(Duration.seconds(6))
+        const lines = cmdlines()
+        assert.isTrue(
+          lines.some((line) => line.includes('"warmUp":true') && !line.includes("--wasm-tiering-budget")),
+          lines.join("\n")
+        )
+        yield* seesNothingOfTheWarmUp("second session")
+      }).pipe(Effect.provide(PythonSandbox.layerPool({ size: 1 }))),
+    180_000
+  )
+
+  it.live(
+    "an interpreter of the plain layer runs no warm-up",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const { host } = recordingHost()
+        yield* sandbox.open({ context: { text: "plain" }, host })
+        const cmdlines = sandboxChildren().map((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8"))
+        assert.isAtLeast(cmdlines.length, 1)
+        for (const line of cmdlines) {
+          assert.notInclude(line, "warmUp")
+          assert.include(line, "--wasm-tiering-budget=20000000")
+        }
+      }).pipe(Effect.scoped, Effect.provide(PythonSandbox.layer())),
+    180_000
+  )
+
   it.live(
     "a pooled interpreter serves one session: the next one skips the cold start and sees nothing of the first",
     () =>

@@ -44,6 +44,16 @@ export interface ProcessOptions {
   readonly nodePath: string
   /** The OS wall the child runs behind. */
   readonly wall: Wall
+  /**
+   * An interpreter started ahead of use (the pool): V8's default tier-up
+   * budget instead of the raised one, and the child runs a warm-up once it is
+   * ready (`warm_up_blocks` in python_repl.py: a few hundred small blocks
+   * through a session's path, stopped by the first request, leaving nothing
+   * behind), so that the hot WebAssembly functions are compiled by TurboFan
+   * while it waits in the pool rather than during its session's first blocks.
+   * Default false.
+   */
+  readonly warmUp?: boolean | undefined
 }
 
 /**
@@ -256,7 +266,10 @@ export const spawnChild = (
       // of background TurboFan compiles that compete for the CPU. Measured on 2
       // cores: cold start 829 -> 765 ms (median of 12), the first CPU-heavy
       // block 300-380 -> 206-220 ms, later blocks unchanged (~106 ms).
-      "--wasm-tiering-budget=20000000",
+      // A pooled interpreter (`warmUp`) keeps V8's default: its warm-up,
+      // off any session's path, is what makes the hot functions tier up
+      // (docs/benchmarks.md, session 6).
+      ...(options.warmUp === true ? [] : ["--wasm-tiering-budget=20000000"]),
       // The JavaScript heap of the interpreter's thread (Pyodide's own objects,
       // proxies, strings crossing to JavaScript).
       `--max-old-space-size=${Math.max(64, options.heapMb)}`,
@@ -266,6 +279,7 @@ export const spawnChild = (
         runtimeDir: runtime,
         memoryMb: options.memoryMb,
         heapMb: options.heapMb,
+        ...(options.warmUp === true ? { warmUp: true } : {}),
         ...config
       })
     ]
