@@ -146,6 +146,7 @@ describe("rlm replay", () => {
   const files = tempFiles({
     "ctx.txt": SEED_CONTEXT,
     "seed.js.json": seedScript("js"),
+    "seed.python.json": seedScript("python"),
     "batch.json": JSON.stringify({
       script: [
         repl("var rs = llm_query_batched(['k0 a', 'k1 b', 'k2 c'])", "var kid = rlm_query('task: name it')"),
@@ -237,6 +238,40 @@ describe("rlm replay", () => {
         assert.include(d.stderr, "the question differs")
         // Through the terminal sanitizer: no escape sequence reaches stderr.
         assert.notInclude(t.stderr + d.stderr, "\u001b")
+      }),
+    120_000
+  )
+
+  it.live(
+    "replays a Python run: in the recorded language by default, and with --sandbox python",
+    () =>
+      Effect.gen(function* () {
+        const path = files.path("seed.python.trace.jsonl")
+        const original = yield* rlm([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          files.path("seed.python.json"),
+          "--sandbox",
+          "python",
+          "--trace",
+          path
+        ])
+        assert.strictEqual(original.code, 0, original.stderr)
+        assert.strictEqual(original.stdout, "fake summary\n")
+        for (const extra of [[], ["--sandbox", "python"]]) {
+          const replayed = yield* runCli(["replay", path, ...extra])
+          assert.strictEqual(replayed.code, 0, replayed.stderr)
+          assert.strictEqual(replayed.stdout, original.stdout)
+          assert.match(replayed.stderr, /^rlm: replay matches the trace/m)
+        }
+        // The same trace under the other language runs Python code as JavaScript: it cannot match.
+        const wrong = yield* runCli(["replay", path, "--sandbox", "js"])
+        assert.strictEqual(wrong.code, 5, wrong.stderr)
+        assert.strictEqual(wrong.stdout, "")
       }),
     120_000
   )
