@@ -70,24 +70,16 @@ import * as TraceViewCommand from "./TraceViewCommand.js"
 export const version = "0.1.0"
 
 /**
- * The flags of `rlm run`, as parsed (before validation). A flag that was not
- * given is `undefined`.
+ * The flags that choose the adapter, the sandbox and the policy, as parsed
+ * (before validation): {@link backendOptions}. A flag that was not given is
+ * `undefined`.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category Models
  */
-export interface RunFlags {
-  /** Path of the context file, or `-` for stdin. */
-  readonly context: string
-  readonly query: string
+export interface BackendFlags {
   /** A FakeAdapter script file (`{"script": [...], "rules": [...], "latencyMs"?: n}`). */
   readonly fake: string | undefined
-  /**
-   * Where to write the trace: a `.jsonl` path gets each event appended as it
-   * happens; any other path gets the JSON document at the end, with the
-   * events appended to `<path>.partial.jsonl` while the run lasts.
-   */
-  readonly trace: string | undefined
   /** A directory caching sub-call responses across runs (`KeyValueStore` on the file system). */
   readonly cache?: string | undefined
   readonly sandbox: "python" | "js"
@@ -116,6 +108,25 @@ export interface RunFlags {
   readonly model: string | undefined
   readonly subModel: string | undefined
   readonly llama: boolean
+}
+
+/**
+ * The flags of `rlm run`, as parsed (before validation). A flag that was not
+ * given is `undefined`.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export interface RunFlags extends BackendFlags {
+  /** Path of the context file, or `-` for stdin. */
+  readonly context: string
+  readonly query: string
+  /**
+   * Where to write the trace: a `.jsonl` path gets each event appended as it
+   * happens; any other path gets the JSON document at the end, with the
+   * events appended to `<path>.partial.jsonl` while the run lasts.
+   */
+  readonly trace: string | undefined
   readonly quiet: boolean
   /** Print the answer's bytes on stdout even when it is a terminal. */
   readonly raw: boolean
@@ -125,23 +136,19 @@ export interface RunFlags {
 
 const optional = <A>(options: Options.Options<A>) => Options.optional(options)
 
-const runOptions = {
-  context: Options.text("context").pipe(
-    Options.withAlias("c"),
-    Options.withDescription("File holding the context (the long prompt); - reads it from stdin.")
-  ),
-  query: Options.text("query").pipe(Options.withAlias("q"), Options.withDescription("The question to answer.")),
+/**
+ * The flags of `rlm run` that choose the adapter, the sandbox and the policy:
+ * what every command that runs RLMs takes (`rlm run`, `rlm serve`, `rlm eval`).
+ * Use with {@link backendFlagsOf} and {@link planBackend}.
+ *
+ * @since 0.2.0
+ * @category Options
+ */
+export const backendOptions = {
   fake: optional(
     Options.text("fake").pipe(
       Options.withDescription(
         'Drive the run with a scripted fake model: a JSON file {"script": [root replies...], "rules": [{"match": "...", "reply": "..."}], "latencyMs": n}.'
-      )
-    )
-  ),
-  trace: optional(
-    Options.text("trace").pipe(
-      Options.withDescription(
-        "Write the run's trace to this file (also when the run fails or is killed). FILE.jsonl: each event is appended as it happens. Any other name: the JSON document, written atomically at the end, with the events appended to FILE.partial.jsonl while the run lasts."
       )
     )
   ),
@@ -227,7 +234,23 @@ const runOptions = {
     Options.withDescription(
       "Settings for local Llama-family models: the stricter LLAMA_SYSTEM_PROMPT and no final answer before REPL output."
     )
+  )
+} as const
+
+const runOptions = {
+  context: Options.text("context").pipe(
+    Options.withAlias("c"),
+    Options.withDescription("File holding the context (the long prompt); - reads it from stdin.")
   ),
+  query: Options.text("query").pipe(Options.withAlias("q"), Options.withDescription("The question to answer.")),
+  trace: optional(
+    Options.text("trace").pipe(
+      Options.withDescription(
+        "Write the run's trace to this file (also when the run fails or is killed). FILE.jsonl: each event is appended as it happens. Any other name: the JSON document, written atomically at the end, with the events appended to FILE.partial.jsonl while the run lasts."
+      )
+    )
+  ),
+  ...backendOptions,
   quiet: Options.boolean("quiet").pipe(Options.withDescription("No progress lines on stderr.")),
   raw: Options.boolean("raw").pipe(
     Options.withDescription(
@@ -258,11 +281,15 @@ const replayOptions = {
   raw: runOptions.raw
 } as const
 
-const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
-  context: parsed.context,
-  query: parsed.query,
+/**
+ * The backend flags out of any parsed options record that spreads
+ * {@link backendOptions}.
+ *
+ * @since 0.2.0
+ * @category Options
+ */
+export const backendFlagsOf = (parsed: Command.Command.ParseConfig<typeof backendOptions>): BackendFlags => ({
   fake: Option.getOrUndefined(parsed.fake),
-  trace: Option.getOrUndefined(parsed.trace),
   cache: Option.getOrUndefined(parsed.cache),
   sandbox: parsed.sandbox,
   protocol: parsed.protocol,
@@ -282,7 +309,14 @@ const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
   baseUrl: Option.getOrUndefined(parsed.baseUrl),
   model: Option.getOrUndefined(parsed.model),
   subModel: Option.getOrUndefined(parsed.subModel),
-  llama: parsed.llama,
+  llama: parsed.llama
+})
+
+const toFlags = (parsed: ParsedRunOptions): RunFlags => ({
+  ...backendFlagsOf(parsed),
+  context: parsed.context,
+  query: parsed.query,
+  trace: Option.getOrUndefined(parsed.trace),
   quiet: parsed.quiet,
   raw: parsed.raw,
   ...(Option.isSome(parsed.otlp) ? { otlp: parsed.otlp.value } : {})
@@ -405,38 +439,48 @@ const readContext = (path: string) =>
       )
 
 /**
+ * What a validated set of {@link BackendFlags} chooses: the policy and run
+ * options, the adapter and the sandbox.
+ *
+ * @since 0.2.0
+ * @category Models
+ */
+export interface BackendPlan {
+  readonly policy: Policy.Policy
+  readonly options: Rlm.RunOptions
+  readonly adapter: backends.AdapterSettings
+  readonly sandbox: backends.SandboxSettings
+  /** The `--cache` directory. */
+  readonly cache?: string | undefined
+  /** Notes for the user (ignored flags, unbounded limits), printed to stderr. */
+  readonly notes: ReadonlyArray<string>
+}
+
+/**
  * Everything a validated `rlm run` needs.
  *
  * @since 0.1.0
  * @category Models
  */
-export interface RunPlan {
+export interface RunPlan extends BackendPlan {
   readonly query: string
   readonly context: string
-  readonly policy: Policy.Policy
-  readonly options: Rlm.RunOptions
-  readonly adapter: backends.AdapterSettings
-  readonly sandbox: backends.SandboxSettings
   readonly trace: string | undefined
-  /** The `--cache` directory. */
-  readonly cache?: string | undefined
   readonly quiet: boolean
   /** Print the answer unsanitized even on a terminal (`--raw`). */
   readonly raw: boolean
-  /** Notes for the user (ignored flags, unbounded limits), printed to stderr. */
-  readonly notes: ReadonlyArray<string>
   /** The OTLP/HTTP traces endpoint the run's spans are exported to (`--otlp`). */
   readonly otlp?: string | undefined
 }
 
 /**
- * Check the flags and read the inputs (`--context`, `--fake`, `--prices`).
- * Nothing runs and no file is written yet.
+ * Check the backend flags and read their files (`--fake`, `--prices`): the
+ * part of {@link plan} every command that runs RLMs shares.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category Validation
  */
-export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSystem.FileSystem | Path.Path> =>
+export const planBackend = (flags: BackendFlags): Effect.Effect<BackendPlan, CliError, FileSystem.FileSystem> =>
   Effect.gen(function* () {
     const notes: Array<string> = []
     const maxSteps = yield* checkInt("--max-steps", flags.maxSteps, 1)
@@ -451,11 +495,6 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       return yield* Effect.fail(usage(`--max-cost must be a number of USD >= 0, got ${flags.maxCost}.`))
     }
     const prices = flags.prices === undefined ? undefined : yield* readPrices(flags.prices)
-    const otlpEndpoint = flags.otlp === undefined ? undefined : Otlp.endpoint(flags.otlp)
-    if (otlpEndpoint !== undefined && "error" in otlpEndpoint) {
-      return yield* Effect.fail(usage(`${otlpEndpoint.error}; e.g. --otlp http://127.0.0.1:4318/v1/traces.`))
-    }
-
     const kind = flags.adapter ?? (flags.fake !== undefined ? "fake" : "openai-compat")
     let adapter: backends.AdapterSettings
     if (kind === "fake") {
@@ -536,6 +575,36 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
       ...(execTimeoutDuration !== undefined ? { execTimeout: execTimeoutDuration } : {})
     }
 
+    return {
+      policy,
+      options,
+      adapter,
+      sandbox: {
+        kind: flags.sandbox,
+        execTimeout: execTimeoutDuration,
+        memoryMb,
+        isolation: backends.isolationModes[flags.isolation]
+      },
+      ...(flags.cache !== undefined ? { cache: flags.cache } : {}),
+      notes
+    }
+  })
+
+/**
+ * Check the flags and read the inputs (`--context`, `--fake`, `--prices`).
+ * Nothing runs and no file is written yet.
+ *
+ * @since 0.1.0
+ * @category Validation
+ */
+export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function* () {
+    const backend = yield* planBackend(flags)
+    const otlpEndpoint = flags.otlp === undefined ? undefined : Otlp.endpoint(flags.otlp)
+    if (otlpEndpoint !== undefined && "error" in otlpEndpoint) {
+      return yield* Effect.fail(usage(`${otlpEndpoint.error}; e.g. --otlp http://127.0.0.1:4318/v1/traces.`))
+    }
+
     if (flags.trace !== undefined) {
       const fs = yield* FileSystem.FileSystem
       const path = yield* Path.Path
@@ -550,22 +619,12 @@ export const plan = (flags: RunFlags): Effect.Effect<RunPlan, CliError, FileSyst
 
     const context = yield* readContext(flags.context)
     return {
+      ...backend,
       query: flags.query,
       context,
-      policy,
-      options,
-      adapter,
-      sandbox: {
-        kind: flags.sandbox,
-        execTimeout: execTimeoutDuration,
-        memoryMb,
-        isolation: backends.isolationModes[flags.isolation]
-      },
       trace: flags.trace,
-      ...(flags.cache !== undefined ? { cache: flags.cache } : {}),
       quiet: flags.quiet,
       raw: flags.raw,
-      notes,
       ...(otlpEndpoint !== undefined ? { otlp: otlpEndpoint.url } : {})
     }
   })
@@ -717,12 +776,22 @@ const cacheStore = (dir: string): Layer.Layer<KeyValueStore.KeyValueStore, CliEr
 }
 
 /** The plan's adapter, behind the `--cache` store when one is given. */
-const planAdapter = (p: RunPlan): Layer.Layer<LlmAdapter, CliError, FileSystem.FileSystem> => {
+const planAdapter = (p: BackendPlan): Layer.Layer<LlmAdapter, CliError, FileSystem.FileSystem> => {
   const base = backends.adapterLayer(p.adapter)
   return p.cache === undefined
     ? base
     : CachedAdapter.layerStore().pipe(Layer.provide(base), Layer.provide(cacheStore(p.cache)))
 }
+
+/**
+ * The adapter (behind the `--cache` store when one is given) and the sandbox
+ * a {@link BackendPlan} chose, as one Layer.
+ *
+ * @since 0.2.0
+ * @category Layers
+ */
+export const backendLayer = (p: BackendPlan): Layer.Layer<LlmAdapter | Sandbox, CliError, FileSystem.FileSystem> =>
+  Layer.merge(planAdapter(p), backends.sandboxLayer(p.sandbox))
 
 /**
  * Run a validated plan: the RLM with its adapter, sandbox and a progress
@@ -793,7 +862,7 @@ export const execute = (p: RunPlan): Effect.Effect<void, CliError, FileSystem.Fi
           Effect.zipRight(Rlm.run(p.query, p.context, p.options))
         )
     ).pipe(
-      Effect.provide(Layer.merge(planAdapter(p), backends.sandboxLayer(p.sandbox))),
+      Effect.provide(backendLayer(p)),
       Effect.provideService(TraceRecorder, recorder),
       Effect.tapError((e) =>
         Option.match(partialAnswerOf(e), {
