@@ -64,6 +64,9 @@ export interface ContextStore {
   readonly remove: (id: string) => Effect.Effect<void, ContextError>
 }
 
+/** Bytes past the limit still read (and dropped) so that the client gets its 413. */
+const discardSlack = 16 * 1024 * 1024
+
 const idPattern = /^ctx_[0-9a-f]{32}$/
 
 /**
@@ -108,6 +111,10 @@ export const make = (options: Options): Effect.Effect<ContextStore, ContextError
         const hash = createHash("sha256")
         const decoder = new TextDecoder("utf-8", { fatal: true })
         const counted = { bytes: 0 }
+        const tooLarge = new ContextError({
+          reason: "TooLarge",
+          message: `the context is larger than this server's limit of ${options.maxBytes} bytes.`
+        })
         const written = body.pipe(
           Stream.mapError(
             (e) =>
@@ -120,10 +127,10 @@ export const make = (options: Options): Effect.Effect<ContextStore, ContextError
             Effect.gen(function* () {
               counted.bytes += chunk.byteLength
               if (counted.bytes > options.maxBytes) {
-                return yield* new ContextError({
-                  reason: "TooLarge",
-                  message: `the context is larger than this server's limit of ${options.maxBytes} bytes.`
-                })
+                // Read on (and drop) what the client still sends, so that it gets the 413 rather than a reset
+                // connection; a body far past the limit is cut off.
+                if (counted.bytes > 2 * options.maxBytes + discardSlack) return yield* tooLarge
+                return
               }
               yield* Effect.try({
                 try: () => decoder.decode(chunk, { stream: true }),
@@ -134,10 +141,14 @@ export const make = (options: Options): Effect.Effect<ContextStore, ContextError
             })
           ),
           Effect.zipRight(
-            Effect.try({
-              try: () => decoder.decode(),
-              catch: () => new ContextError({ reason: "NotText", message: "the context is not UTF-8 text." })
-            })
+            Effect.suspend(() =>
+              counted.bytes > options.maxBytes
+                ? Effect.fail(tooLarge)
+                : Effect.try({
+                    try: () => decoder.decode(),
+                    catch: () => new ContextError({ reason: "NotText", message: "the context is not UTF-8 text." })
+                  })
+            )
           )
         )
         yield* written.pipe(Effect.onError(() => Effect.promise(() => NodeFs.promises.rm(part, { force: true }))))

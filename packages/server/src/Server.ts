@@ -31,7 +31,7 @@ import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import type { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
 import type * as Rlm from "@rlm-runtime/core/Rlm"
-import type { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
+import { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -47,6 +47,7 @@ import * as Stream from "effect/Stream"
 import * as Admission from "./Admission.js"
 import { ApiError, invalid, notFound, toResponse } from "./ApiError.js"
 import * as ContextStore from "./ContextStore.js"
+import * as LazySandbox from "./LazySandbox.js"
 import * as OpenAiChat from "./OpenAiChat.js"
 import * as RunRegistry from "./RunRegistry.js"
 import {
@@ -89,6 +90,12 @@ export interface Options {
   readonly shutdownGrace?: Duration.DurationInput | undefined
   /** Finished runs kept for `GET /v1/runs/:id` (default 1000). */
   readonly maxRetainedRuns?: number | undefined
+  /**
+   * Start each run's interpreter at its first code block, not before its
+   * first model call (`LazySandbox`; default `true`): a run that answers
+   * without code never starts one.
+   */
+  readonly lazySandbox?: boolean | undefined
 }
 
 /**
@@ -228,11 +235,17 @@ const readText = (request: HttpServerRequest.HttpServerRequest, limit: number): 
     Stream.mapError(() => invalid("the request body could not be read.", undefined, "bad_body")),
     Stream.runForEach((chunk) => {
       counted.bytes += chunk.byteLength
-      if (counted.bytes > limit) return Effect.fail(tooLarge(limit, "request body"))
-      chunks.push(chunk)
+      if (counted.bytes <= limit) chunks.push(chunk)
+      // Past the limit, read on (dropping it) so that the client gets its 413 rather than a reset connection; a
+      // body far past the limit is cut off.
+      else if (counted.bytes > 2 * limit + 16 * 1024 * 1024) return Effect.fail(tooLarge(limit, "request body"))
       return Effect.void
     }),
-    Effect.map(() => Buffer.concat(chunks).toString("utf8"))
+    Effect.flatMap(() =>
+      counted.bytes > limit
+        ? Effect.fail(tooLarge(limit, "request body"))
+        : Effect.succeed(Buffer.concat(chunks).toString("utf8"))
+    )
   )
 }
 
@@ -678,7 +691,7 @@ export const layer = (
         runOptions: options.runOptions ?? {},
         admission,
         maxRetained: options.maxRetainedRuns
-      })
+      }).pipe((self) => (options.lazySandbox === false ? self : Effect.updateService(self, Sandbox, LazySandbox.make)))
       const draining = { value: false }
       const modelId = options.modelId ?? defaults.modelId
       const maxBodyBytes = options.maxBodyBytes ?? defaults.maxBodyBytes

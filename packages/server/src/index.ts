@@ -16,6 +16,11 @@ export * as ContextStore from "./ContextStore.js"
 /**
  * @since 0.1.0
  */
+export * as LazySandbox from "./LazySandbox.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as OpenAiChat from "./OpenAiChat.js"
 
 /**
