@@ -365,7 +365,8 @@ export const make = (options: Options): Effect.Effect<RunRegistry, never, Scope.
         yield* Ref.set(draining, true)
         const inFlight = [...fibers.values()]
         if (inFlight.length === 0) return
-        yield* Fiber.awaitAll(inFlight).pipe(Effect.timeout(grace), Effect.ignore)
+        // Interruptible: a finalizer runs uninterruptibly, and the timeout must be able to stop the waiting.
+        yield* Fiber.awaitAll(inFlight).pipe(Effect.interruptible, Effect.timeout(grace), Effect.ignore)
         yield* Fiber.interruptAll([...fibers.values()])
       })
 
