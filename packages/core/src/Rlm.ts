@@ -315,6 +315,7 @@ const subCallSpan =
       self.pipe(
         Tracing.annotateOutcome,
         Effect.withSpan(SpanName.subCall, {
+          captureStackTrace: false,
           attributes: {
             [Attribute.runId]: ctx.runId,
             [Attribute.depth]: ctx.depth,
@@ -727,6 +728,7 @@ const tracedBlock = (
     return failure === undefined ? outcome : yield* new BlockFailed({ message: failure, outcome })
   }).pipe(
     Effect.withSpan(SpanName.block, {
+      captureStackTrace: false,
       attributes: {
         [Attribute.runId]: run.spec.runId,
         [Attribute.depth]: run.spec.depth,
@@ -888,6 +890,7 @@ const stepSpan =
   (run: Run, number: number, forced: boolean) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.withSpan(self, SpanName.step, {
+      captureStackTrace: false,
       attributes: {
         [Attribute.runId]: run.spec.runId,
         [Attribute.depth]: run.spec.depth,
@@ -1139,6 +1142,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
     )
   }).pipe(
     Effect.withSpan(SpanName.run, {
+      captureStackTrace: false,
       attributes: Tracing.defined({
         [Attribute.runId]: spec.runId,
         [Attribute.depth]: spec.depth,
