@@ -381,7 +381,10 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       return yield* failure
     }
     if (failure instanceof LlmAdapter.LlmError) {
-      yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
+      yield* emit(
+        ctx.tree,
+        new TraceEvent.SubCall({ ...base, error: failure.message, errorReason: failure.reason, usage: {} })
+      )
       return yield* Effect.fail(hostError(`llm_query failed (${failure.reason}): ${failure.message}`, failure))
     }
     return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
