@@ -4,13 +4,11 @@
  * and the tests decode it: span names, parent links, attributes, statuses,
  * after a run that answers, one that fails, and one stopped with Ctrl-C.
  */
-import { spawn } from "node:child_process"
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
-import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { runCli, SEED_CONTEXT, seedScript, tempFiles } from "./utils.js"
+import { runCli, SEED_CONTEXT, seedScript, spawnRlm, tempFiles } from "./utils.js"
 
 interface OtlpValue {
   readonly stringValue?: string
@@ -218,8 +216,6 @@ describe("rlm run --otlp", () => {
     () =>
       Effect.gen(function* () {
         const c = yield* collector
-        const root = fileURLToPath(new URL("../../..", import.meta.url))
-        const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
         const args = [
           "run",
           "--context",
@@ -235,25 +231,15 @@ describe("rlm run --otlp", () => {
           "--otlp",
           `${c.url}/v1/traces`
         ]
-        const code = yield* Effect.async<number | null>((resume) => {
-          const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@rlm-runtime/source", bin, ...args], {
-            cwd: root,
-            stdio: ["pipe", "pipe", "pipe"],
-            env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" }
-          })
-          let stderr = ""
-          let sent = false
-          child.stderr.setEncoding("utf8").on("data", (d: string) => {
-            stderr += d
-            // Step 1 is recorded: its spans have started (and end, if not before, when the run is interrupted).
+        let sent = false
+        const { code } = yield* spawnRlm(args, {
+          // Step 1 is recorded: its spans have started (and end, if not before, when the run is interrupted).
+          onStderr: (stderr, child) => {
             if (!sent && /^rlm: step 1:/m.test(stderr)) {
               sent = true
               child.kill("SIGINT")
             }
-          })
-          child.on("close", (code) => resume(Effect.succeed(code)))
-          child.stdin.end("")
-          return Effect.sync(() => child.kill("SIGKILL"))
+          }
         })
         assert.strictEqual(code, 130)
         const spans = c.received.flatMap((b) => b.spans)
