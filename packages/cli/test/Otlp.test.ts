@@ -126,6 +126,7 @@ describe("rlm run --otlp", () => {
         ])
         assert.strictEqual(r.code, 0, r.stderr)
         assert.strictEqual(r.stdout, "fake summary\n")
+        assert.notInclude(r.stderr, "could not export")
         assert.isAbove(c.received.length, 0)
         for (const batch of c.received) {
           assert.strictEqual(batch.path, "/v1/traces")
@@ -189,6 +190,81 @@ describe("rlm run --otlp", () => {
         // The sub-call found no rule: it failed, and so did its block (model code did not catch it).
         assert.strictEqual(one(spans, "rlm.sub_call").status.code, 2)
         assert.strictEqual(one(spans, "rlm.block").status.code, 2)
+      }).pipe(Effect.scoped),
+    60_000
+  )
+
+  it.live(
+    "a collector that cannot be reached is said once on stderr; the run's answer and exit code are its own",
+    () =>
+      Effect.gen(function* () {
+        // A port that was just free: nothing listens on it.
+        const port = yield* Effect.promise(
+          () =>
+            new Promise<number>((resolve) => {
+              const server = createServer()
+              server.listen(0, "127.0.0.1", () => {
+                const { port } = server.address() as AddressInfo
+                server.close(() => resolve(port))
+              })
+            })
+        )
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          files.path("seed.js.json"),
+          "--sandbox",
+          "js",
+          "--quiet",
+          "--otlp",
+          `http://127.0.0.1:${port}/v1/traces`
+        ])
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.strictEqual(r.stdout, "fake summary\n")
+        const notes = r.stderr.split("\n").filter((line) => line.includes("--otlp: could not export spans"))
+        assert.strictEqual(notes.length, 1, r.stderr)
+        assert.include(notes[0], `http://127.0.0.1:${port}/v1/traces`)
+      }),
+    60_000
+  )
+
+  it.live(
+    "a collector that refuses the spans (HTTP 500) is said on stderr",
+    () =>
+      Effect.gen(function* () {
+        const server = createServer((_req, res) => {
+          res.statusCode = 500
+          res.end("no")
+        })
+        const port = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<number>((resolve) =>
+                server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port))
+              )
+          ),
+          () => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+        )
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          files.path("seed.js.json"),
+          "--sandbox",
+          "js",
+          "--quiet",
+          "--otlp",
+          `http://127.0.0.1:${port}`
+        ])
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.match(r.stderr, /--otlp: could not export spans to \S+ \(HTTP 500\)/)
       }).pipe(Effect.scoped),
     60_000
   )
