@@ -11,12 +11,17 @@
  * processes (`child_cpu_ms`, Linux only: `/proc/<pid>/task/<tid>/schedstat`
  * of this process's descendants). CPU time is what a loaded machine inflates
  * least. BENCH_STEADY=0 skips it.
+ *
+ * A third line, `BENCH loop-core`, measures the iteration with no interpreter
+ * at all (an in-memory `Repl` whose blocks succeed at once): the run loop's
+ * own cost (the step, the model call through the fake, the trace, the spans),
+ * wall and host CPU. BENCH_CORE=0 skips it.
  */
 import { readdirSync, readFileSync } from "node:fs"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { Rlm } from "@rlm-runtime/core"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
-import { Effect, Layer, type Scope } from "effect"
+import { Effect, Layer, Option, type Scope } from "effect"
 
 const sandboxName = process.env.BENCH_SANDBOX ?? "js"
 const steps = Number(process.env.BENCH_STEPS ?? 300)
@@ -175,3 +180,44 @@ if (process.env.BENCH_STEADY !== "0") {
     sandboxName === "python" ? PythonSandbox.layer() : JavascriptSandbox.layer()
   await Effect.runPromise(Effect.scoped(steady.pipe(Effect.provide(single))))
 }
+
+/** A Sandbox whose sessions run nothing: every block succeeds at once with no output. */
+const inMemory = (() => {
+  const done = new Sandbox.ExecResult({ stdout: "", stderr: "", truncated: false, durationMs: 0 })
+  const repl: Sandbox.Repl = {
+    language: "python",
+    exec: () => Effect.succeed(done),
+    getVar: () => Effect.succeed(Option.none()),
+    listVars: Effect.succeed([])
+  }
+  return Layer.succeed(
+    Sandbox.Sandbox,
+    Sandbox.Sandbox.of({ language: "python", isolation: "process", open: () => Effect.succeed(repl) })
+  )
+})()
+
+const core = Effect.gen(function* () {
+  const block = "```repl\nx = 1\n```"
+  const measured = (n: number) =>
+    Effect.gen(function* () {
+      const host = process.cpuUsage()
+      const { ms } = yield* timeRun(
+        [...Array.from({ length: n }, () => block), "FINAL(done)"],
+        { maxSteps: n + 1 },
+        Effect.void
+      ).pipe(Effect.provide(inMemory))
+      const used = process.cpuUsage(host)
+      return { ms, hostMs: (used.user + used.system) / 1000 }
+    })
+  for (let i = 0; i < 3; i++) yield* measured(steps)
+  const rows: Array<{ ms: number; hostMs: number }> = []
+  for (let i = 0; i < 5; i++) {
+    const long = yield* measured(steps)
+    const short = yield* measured(1)
+    rows.push({ ms: (long.ms - short.ms) / (steps - 1), hostMs: (long.hostMs - short.hostMs) / (steps - 1) })
+  }
+  const of = (pick: (row: (typeof rows)[number]) => number) => median(rows.map(pick)).toFixed(3)
+  console.log(`BENCH loop-core per_iteration_ms=${of((row) => row.ms)} host_cpu_ms=${of((row) => row.hostMs)}`)
+})
+
+if (process.env.BENCH_CORE !== "0") await Effect.runPromise(core)

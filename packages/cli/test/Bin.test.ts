@@ -1,41 +1,20 @@
-import { spawn } from "node:child_process"
+import type { ChildProcessWithoutNullStreams } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
-import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import { Effect } from "effect"
-import { SEED_CONTEXT, seedScript, tempFiles } from "./utils.js"
+import { SEED_CONTEXT, seedScript, spawnRlm, tempFiles } from "./utils.js"
 
-const root = fileURLToPath(new URL("../../..", import.meta.url))
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
-
-/** Run the real executable in a child process: `node --import tsx bin.ts <args>`. */
+/** Run the real executable in a child process (see `spawnRlm`). */
 const rlm = (
   args: ReadonlyArray<string>,
   stdin?: string,
   env?: Record<string, string>,
   /** Called with each stderr chunk and the child, e.g. to send it a signal. */
-  onStderr?: (text: string, child: ReturnType<typeof spawn>) => void
-) =>
-  Effect.async<{ code: number | null; stdout: string; stderr: string }>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@rlm-runtime/source", bin, ...args], {
-      cwd: root,
-      stdio: ["pipe", "pipe", "pipe"],
-      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env }
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d
-      onStderr?.(stderr, child)
-    })
-    child.on("close", (code) => resume(Effect.succeed({ code, stdout, stderr })))
-    child.stdin.end(stdin ?? "")
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
+  onStderr?: (text: string, child: ChildProcessWithoutNullStreams) => void
+) => spawnRlm(args, { stdin, env, onStderr })
 
 describe("rlm as a real subprocess", () => {
   const files = tempFiles({

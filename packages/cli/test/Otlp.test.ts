@@ -4,13 +4,11 @@
  * and the tests decode it: span names, parent links, attributes, statuses,
  * after a run that answers, one that fails, and one stopped with Ctrl-C.
  */
-import { spawn } from "node:child_process"
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
-import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { runCli, SEED_CONTEXT, seedScript, tempFiles } from "./utils.js"
+import { runCli, SEED_CONTEXT, seedScript, spawnRlm, tempFiles } from "./utils.js"
 
 interface OtlpValue {
   readonly stringValue?: string
@@ -128,6 +126,7 @@ describe("rlm run --otlp", () => {
         ])
         assert.strictEqual(r.code, 0, r.stderr)
         assert.strictEqual(r.stdout, "fake summary\n")
+        assert.notInclude(r.stderr, "could not export")
         assert.isAbove(c.received.length, 0)
         for (const batch of c.received) {
           assert.strictEqual(batch.path, "/v1/traces")
@@ -195,6 +194,81 @@ describe("rlm run --otlp", () => {
     60_000
   )
 
+  it.live(
+    "a collector that cannot be reached is said once on stderr; the run's answer and exit code are its own",
+    () =>
+      Effect.gen(function* () {
+        // A port that was just free: nothing listens on it.
+        const port = yield* Effect.promise(
+          () =>
+            new Promise<number>((resolve) => {
+              const server = createServer()
+              server.listen(0, "127.0.0.1", () => {
+                const { port } = server.address() as AddressInfo
+                server.close(() => resolve(port))
+              })
+            })
+        )
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          files.path("seed.js.json"),
+          "--sandbox",
+          "js",
+          "--quiet",
+          "--otlp",
+          `http://127.0.0.1:${port}/v1/traces`
+        ])
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.strictEqual(r.stdout, "fake summary\n")
+        const notes = r.stderr.split("\n").filter((line) => line.includes("--otlp: could not export spans"))
+        assert.strictEqual(notes.length, 1, r.stderr)
+        assert.include(notes[0], `http://127.0.0.1:${port}/v1/traces`)
+      }),
+    60_000
+  )
+
+  it.live(
+    "a collector that refuses the spans (HTTP 500) is said on stderr",
+    () =>
+      Effect.gen(function* () {
+        const server = createServer((_req, res) => {
+          res.statusCode = 500
+          res.end("no")
+        })
+        const port = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<number>((resolve) =>
+                server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port))
+              )
+          ),
+          () => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+        )
+        const r = yield* runCli([
+          "run",
+          "--context",
+          files.path("ctx.txt"),
+          "--query",
+          "Summarize the context.",
+          "--fake",
+          files.path("seed.js.json"),
+          "--sandbox",
+          "js",
+          "--quiet",
+          "--otlp",
+          `http://127.0.0.1:${port}`
+        ])
+        assert.strictEqual(r.code, 0, r.stderr)
+        assert.match(r.stderr, /--otlp: could not export spans to \S+ \(HTTP 500\)/)
+      }).pipe(Effect.scoped),
+    60_000
+  )
+
   it.live("a bad --otlp value is a usage error (exit 2) before anything runs", () =>
     Effect.gen(function* () {
       const r = yield* runCli([
@@ -218,8 +292,6 @@ describe("rlm run --otlp", () => {
     () =>
       Effect.gen(function* () {
         const c = yield* collector
-        const root = fileURLToPath(new URL("../../..", import.meta.url))
-        const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
         const args = [
           "run",
           "--context",
@@ -235,25 +307,15 @@ describe("rlm run --otlp", () => {
           "--otlp",
           `${c.url}/v1/traces`
         ]
-        const code = yield* Effect.async<number | null>((resume) => {
-          const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@rlm-runtime/source", bin, ...args], {
-            cwd: root,
-            stdio: ["pipe", "pipe", "pipe"],
-            env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" }
-          })
-          let stderr = ""
-          let sent = false
-          child.stderr.setEncoding("utf8").on("data", (d: string) => {
-            stderr += d
-            // Step 1 is recorded: its spans have started (and end, if not before, when the run is interrupted).
+        let sent = false
+        const { code } = yield* spawnRlm(args, {
+          // Step 1 is recorded: its spans have started (and end, if not before, when the run is interrupted).
+          onStderr: (stderr, child) => {
             if (!sent && /^rlm: step 1:/m.test(stderr)) {
               sent = true
               child.kill("SIGINT")
             }
-          })
-          child.on("close", (code) => resume(Effect.succeed(code)))
-          child.stdin.end("")
-          return Effect.sync(() => child.kill("SIGKILL"))
+          }
         })
         assert.strictEqual(code, 130)
         const spans = c.received.flatMap((b) => b.spans)

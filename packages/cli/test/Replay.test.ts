@@ -1,53 +1,18 @@
-import { spawn } from "node:child_process"
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import { Effect } from "effect"
-import { runCli, SEED_CONTEXT, seedScript, tempFiles } from "./utils.js"
-
-const root = fileURLToPath(new URL("../../..", import.meta.url))
-const bin = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
-
-interface Child {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-}
+import { runCli, SEED_CONTEXT, seedScript, spawnRlm, tempFiles } from "./utils.js"
 
 /**
  * Run the real executable in a child process. `poll` is called every 25 ms
- * with the child until it returns `true` (then the child is killed with
- * SIGKILL) or the child exits.
+ * until it returns `true` (then the child is killed with SIGKILL) or the
+ * child exits.
  */
 const rlm = (args: ReadonlyArray<string>, poll?: () => boolean) =>
-  Effect.async<Child>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@rlm-runtime/source", bin, ...args], {
-      cwd: root,
-      stdio: ["pipe", "pipe", "pipe"],
-      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "" }
-    })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    const timer =
-      poll === undefined
-        ? undefined
-        : setInterval(() => {
-            if (poll()) child.kill("SIGKILL")
-          }, 25)
-    child.on("close", (code, signal) => {
-      if (timer !== undefined) clearInterval(timer)
-      resume(Effect.succeed({ code, signal, stdout, stderr }))
-    })
-    child.stdin.end("")
-    return Effect.sync(() => {
-      if (timer !== undefined) clearInterval(timer)
-      child.kill("SIGKILL")
-    })
+  spawnRlm(args, {
+    poll: poll === undefined ? undefined : (child) => (poll() ? void child.kill("SIGKILL") : undefined)
   })
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")

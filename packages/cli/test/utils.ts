@@ -1,6 +1,8 @@
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { inspect } from "node:util"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as Cli from "@rlm-runtime/cli/Cli"
@@ -101,4 +103,59 @@ export const seedScript = (language: "python" | "js") =>
       "FINAL_VAR: answer"
     ],
     rules: [{ match: "Summarize", reply: "fake summary" }]
+  })
+
+/** The repository's root, where the real executable runs. */
+export const repoRoot = fileURLToPath(new URL("../../..", import.meta.url))
+
+const binSource = fileURLToPath(new URL("../src/bin.ts", import.meta.url))
+
+/** What a real `rlm` process did. */
+export interface Spawned {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/**
+ * Run the real executable in a child process (`node --import tsx bin.ts
+ * <args>`, from the repository's root, with only `PATH` and `HOME` of this
+ * environment plus `env`). `onStderr` sees all of stderr so far at each chunk,
+ * `poll` is called every 25 ms; either may signal the child. Interrupting the
+ * effect SIGKILLs it.
+ */
+export const spawnRlm = (
+  args: ReadonlyArray<string>,
+  options: {
+    readonly stdin?: string | undefined
+    readonly env?: Record<string, string> | undefined
+    readonly onStderr?: ((stderr: string, child: ChildProcessWithoutNullStreams) => void) | undefined
+    readonly poll?: ((child: ChildProcessWithoutNullStreams) => void) | undefined
+  } = {}
+) =>
+  Effect.async<Spawned>((resume) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "--conditions=@rlm-runtime/source", binSource, ...args], {
+      cwd: repoRoot,
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...options.env }
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d
+      options.onStderr?.(stderr, child)
+    })
+    const poll = options.poll
+    const timer = poll === undefined ? undefined : setInterval(() => poll(child), 25)
+    child.on("close", (code, signal) => {
+      if (timer !== undefined) clearInterval(timer)
+      resume(Effect.succeed({ code, signal, stdout, stderr }))
+    })
+    child.stdin.end(options.stdin ?? "")
+    return Effect.sync(() => {
+      if (timer !== undefined) clearInterval(timer)
+      child.kill("SIGKILL")
+    })
   })

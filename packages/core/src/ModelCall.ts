@@ -110,82 +110,82 @@ const timeoutError = (ms: number) =>
 export const call: (
   deps: Deps,
   request: Request
-) => Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> = Effect.fn("rlm.model_call")(
-  function* (deps: Deps, request: Request) {
-    const { adapter, budget, policy } = deps
-    const model = adapter.model(request.role)
-    yield* Effect.annotateCurrentSpan({
-      [Attribute.role]: request.role,
-      [Attribute.model]: model,
-      [Attribute.depth]: request.depth,
-      [GenAiAttribute.requestModel]: model
-    })
-    const kind = request.role === "root" ? "root" : "sub"
-    const admit =
-      request.admission === "grant"
-        ? budget.grant({ kind, model })
-        : budget.reserve({ kind, model, inputEstimate: LlmAdapter.estimateRequestTokens(request.messages) })
-    // The usage the failed attempts the adapter retried reported: committed with the call's own.
-    const retried = yield* Ref.make<LlmAdapter.Usage | undefined>(undefined)
-    const retries = yield* Ref.make(0)
-    const observer: AttemptObserver.Observer = (attempt) =>
-      Ref.update(retries, (n) => n + 1).pipe(
-        Effect.zipRight(
-          attempt.usage === undefined
-            ? Effect.void
-            : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage))
-        ),
-        Effect.zipRight(request.onRetry === undefined ? Effect.void : request.onRetry(attempt))
+) => Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> = Effect.fn("rlm.model_call", {
+  captureStackTrace: false
+})(function* (deps: Deps, request: Request) {
+  const { adapter, budget, policy } = deps
+  const model = adapter.model(request.role)
+  yield* Effect.annotateCurrentSpan({
+    [Attribute.role]: request.role,
+    [Attribute.model]: model,
+    [Attribute.depth]: request.depth,
+    [GenAiAttribute.requestModel]: model
+  })
+  const kind = request.role === "root" ? "root" : "sub"
+  const admit =
+    request.admission === "grant"
+      ? budget.grant({ kind, model })
+      : budget.reserve({ kind, model, inputEstimate: LlmAdapter.estimateRequestTokens(request.messages) })
+  // The usage the failed attempts the adapter retried reported: committed with the call's own.
+  const retried = yield* Ref.make<LlmAdapter.Usage | undefined>(undefined)
+  const retries = yield* Ref.make(0)
+  const observer: AttemptObserver.Observer = (attempt) =>
+    Ref.update(retries, (n) => n + 1).pipe(
+      Effect.zipRight(
+        attempt.usage === undefined
+          ? Effect.void
+          : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage))
+      ),
+      Effect.zipRight(request.onRetry === undefined ? Effect.void : request.onRetry(attempt))
+    )
+  const send = (reservation: Budget.Reservation) => {
+    const chat = adapter.chat(
+      new LlmAdapter.ChatRequest(
+        {
+          role: request.role,
+          // Not copied: a run's history is immutable (`Step.RunState`), each step makes a new one.
+          messages: request.messages,
+          ...(request.tools !== undefined ? { tools: request.tools } : {}),
+          ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
+        },
+        // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.
+        true
       )
-    const send = (reservation: Budget.Reservation) => {
-      const chat = adapter.chat(
-        new LlmAdapter.ChatRequest(
-          {
-            role: request.role,
-            // Not copied: a run's history is immutable (`Step.RunState`), each step makes a new one.
-            messages: request.messages,
-            ...(request.tools !== undefined ? { tools: request.tools } : {}),
-            ...(reservation.maxOutputTokens !== undefined ? { maxOutputTokens: reservation.maxOutputTokens } : {})
-          },
-          // Built from values already typed here; validating each request costs ~0.25 ms on the hot path.
-          true
-        )
-      )
-      const observed = AttemptObserver.observe(observer)(chat)
-      const timed =
-        policy.callTimeoutMs === undefined
-          ? observed
-          : Effect.timeoutFail(observed, {
-              duration: Duration.millis(policy.callTimeoutMs),
-              onTimeout: () => timeoutError(policy.callTimeoutMs as number)
-            })
-      return request.onStart === undefined ? timed : Effect.zipRight(request.onStart(model), timed)
-    }
-    const settle = (
-      reservation: Budget.Reservation,
-      exit: Exit.Exit<LlmAdapter.ChatResponse, LlmAdapter.LlmError>
-    ): Effect.Effect<void> =>
-      Effect.flatMap(Ref.get(retried), (before) =>
-        Exit.isSuccess(exit)
-          ? Effect.flatMap(budget.commit(reservation, addUsage(before, exit.value.usage)), (cost) =>
-              request.onCommit === undefined ? Effect.void : request.onCommit(exit.value, cost)
-            )
-          : Effect.zipRight(
-              // Tokens spent by attempts that failed are spent all the same.
-              before === undefined ? budget.release(reservation) : Effect.asVoid(budget.commit(reservation, before)),
-              request.onFailure === undefined ? Effect.void : request.onFailure()
-            )
-      )
-    return yield* budget
-      .permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
-      .pipe(
-        Effect.tap((response) => Effect.annotateCurrentSpan(Tracing.reply(response, true))),
-        Effect.onExit(() =>
-          Effect.flatMap(Ref.get(retries), (n) =>
-            n === 0 ? Effect.void : Effect.annotateCurrentSpan(Attribute.retries, n)
-          )
-        ),
-        Tracing.annotateOutcome
-      )
+    )
+    const observed = AttemptObserver.observe(observer)(chat)
+    const timed =
+      policy.callTimeoutMs === undefined
+        ? observed
+        : Effect.timeoutFail(observed, {
+            duration: Duration.millis(policy.callTimeoutMs),
+            onTimeout: () => timeoutError(policy.callTimeoutMs as number)
+          })
+    return request.onStart === undefined ? timed : Effect.zipRight(request.onStart(model), timed)
   }
-)
+  const settle = (
+    reservation: Budget.Reservation,
+    exit: Exit.Exit<LlmAdapter.ChatResponse, LlmAdapter.LlmError>
+  ): Effect.Effect<void> =>
+    Effect.flatMap(Ref.get(retried), (before) =>
+      Exit.isSuccess(exit)
+        ? Effect.flatMap(budget.commit(reservation, addUsage(before, exit.value.usage)), (cost) =>
+            request.onCommit === undefined ? Effect.void : request.onCommit(exit.value, cost)
+          )
+        : Effect.zipRight(
+            // Tokens spent by attempts that failed are spent all the same.
+            before === undefined ? budget.release(reservation) : Effect.asVoid(budget.commit(reservation, before)),
+            request.onFailure === undefined ? Effect.void : request.onFailure()
+          )
+    )
+  return yield* budget
+    .permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
+    .pipe(
+      Effect.tap((response) => Effect.annotateCurrentSpan(Tracing.reply(response, true))),
+      Effect.onExit(() =>
+        Effect.flatMap(Ref.get(retries), (n) =>
+          n === 0 ? Effect.void : Effect.annotateCurrentSpan(Attribute.retries, n)
+        )
+      ),
+      Tracing.annotateOutcome
+    )
+})

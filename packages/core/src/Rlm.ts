@@ -315,6 +315,7 @@ const subCallSpan =
       self.pipe(
         Tracing.annotateOutcome,
         Effect.withSpan(SpanName.subCall, {
+          captureStackTrace: false,
           attributes: {
             [Attribute.runId]: ctx.runId,
             [Attribute.depth]: ctx.depth,
@@ -380,7 +381,10 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       return yield* failure
     }
     if (failure instanceof LlmAdapter.LlmError) {
-      yield* emit(ctx.tree, new TraceEvent.SubCall({ ...base, error: failure.message, usage: {} }))
+      yield* emit(
+        ctx.tree,
+        new TraceEvent.SubCall({ ...base, error: failure.message, errorReason: failure.reason, usage: {} })
+      )
       return yield* Effect.fail(hostError(`llm_query failed (${failure.reason}): ${failure.message}`, failure))
     }
     return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
@@ -727,6 +731,7 @@ const tracedBlock = (
     return failure === undefined ? outcome : yield* new BlockFailed({ message: failure, outcome })
   }).pipe(
     Effect.withSpan(SpanName.block, {
+      captureStackTrace: false,
       attributes: {
         [Attribute.runId]: run.spec.runId,
         [Attribute.depth]: run.spec.depth,
@@ -888,6 +893,7 @@ const stepSpan =
   (run: Run, number: number, forced: boolean) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.withSpan(self, SpanName.step, {
+      captureStackTrace: false,
       attributes: {
         [Attribute.runId]: run.spec.runId,
         [Attribute.depth]: run.spec.depth,
@@ -1139,6 +1145,7 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
     )
   }).pipe(
     Effect.withSpan(SpanName.run, {
+      captureStackTrace: false,
       attributes: Tracing.defined({
         [Attribute.runId]: spec.runId,
         [Attribute.depth]: spec.depth,

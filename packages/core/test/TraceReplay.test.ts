@@ -312,6 +312,57 @@ describe("Replay.layer: a run replayed from its trace alone", () => {
     })
   )
 
+  it.live(
+    "a query that is a substring of the new first message (a single space) still reads as a changed question",
+    () =>
+      Effect.gen(function* () {
+        const trace = traceOf(yield* record(batchScript, { policy: { maxDepth: 1 } }, " "))
+        const { exit, replayer } = yield* replay(trace, { policy: { maxDepth: 1 } }, "Answer another question.")
+        assert.isTrue(Exit.isFailure(exit))
+        const divergence = yield* Effect.flip(replayer.check)
+        assert.strictEqual(
+          divergence._tag === "ReplayDivergence" ? divergence.reason : divergence._tag,
+          "PromptMismatch"
+        )
+        assert.include(divergence.excerpt ?? "", "the question differs")
+        assert.include(divergence.excerpt ?? "", 'got "Answer another question.')
+      })
+  )
+
+  it.live(
+    "a sub-call that failed replays with its recorded reason: the REPL shows the same error and the run matches",
+    () =>
+      Effect.gen(function* () {
+        const replies = ["```repl\ntry { llm_query('boom') } catch (e) { print(String(e)) }\n```", "FINAL(done)"]
+        let turn = 0
+        const failing = LlmAdapter.make({
+          model: () => "m",
+          chat: (request) =>
+            request.role === "root"
+              ? Effect.succeed(
+                  new LlmAdapter.ChatResponse({
+                    text: replies[Math.min(turn++, replies.length - 1)] as string,
+                    model: "m",
+                    usage: new LlmAdapter.Usage({ inputTokens: 1, outputTokens: 1 })
+                  })
+                )
+              : Effect.fail(new LlmAdapter.LlmError({ reason: "RateLimited", message: "slow down", status: 429 }))
+        })
+        const exit = yield* Effect.exit(Rlm.run(QUERY, CONTEXT, {})).pipe(
+          Effect.provideService(LlmAdapter.LlmAdapter, failing),
+          Effect.provide(Js)
+        )
+        const trace = traceOf(exit)
+        const sub = trace.events.find((e) => e._tag === "SubCall")
+        assert.strictEqual(sub?._tag === "SubCall" ? sub.errorReason : undefined, "RateLimited")
+        const output = trace.events.find((e) => e._tag === "StepCompleted")
+        assert.include(output?._tag === "StepCompleted" ? (output.blocks[0]?.stdout ?? "") : "", "RateLimited")
+        const replayed = yield* replay(trace, {})
+        assert.isTrue(Exit.isSuccess(replayed.exit))
+        assert.isTrue(Either.isRight(yield* Effect.either(replayed.replayer.check)))
+      })
+  )
+
   it.live("a changed sub-call prompt fails with ReplayDivergence and an excerpt of the prompts", () =>
     Effect.gen(function* () {
       const trace = traceOf(yield* record(batchScript, { policy: { maxDepth: 1 } }))

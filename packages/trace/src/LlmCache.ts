@@ -9,6 +9,8 @@
  *
  * @since 0.1.0
  */
+
+import { createHash, type Hash } from "node:crypto"
 import * as FileSystem from "@effect/platform/FileSystem"
 import { CallRole, ChatMessage, type ChatRequest, ChatResponse } from "@rlm-runtime/adapters/LlmAdapter"
 import * as Context from "effect/Context"
@@ -20,7 +22,6 @@ import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { sha256 } from "./Hash.js"
 import { canonicalJson } from "./internal/canonicalJson.js"
 import * as PrivateFile from "./PrivateFile.js"
 
@@ -63,21 +64,75 @@ export const toCachedRequest = (request: ChatRequest | CachedRequest): CachedReq
  * @since 0.1.0
  * @category Keys
  */
-export const keyOf = (request: ChatRequest | CachedRequest): string =>
-  sha256(
-    canonicalJson({
-      role: request.role,
-      messages: request.messages.map((message) => ({
-        role: message.role,
-        content: message.content,
-        ...(message.toolCalls !== undefined && message.toolCalls.length > 0
-          ? { toolCalls: message.toolCalls.map(({ arguments: args, id, name }) => ({ id, name, arguments: args })) }
-          : {}),
-        ...(message.toolCallId !== undefined ? { toolCallId: message.toolCallId } : {}),
-        ...(message.toolName !== undefined ? { toolName: message.toolName } : {})
-      }))
-    })
-  )
+export const keyOf = (request: ChatRequest | CachedRequest): string => {
+  const messages = request.messages
+  const resumed = resumePrefix(messages)
+  const hash = resumed?.hash.copy() ?? createHash("sha256").update('{"messages":[', "utf8")
+  for (let i = resumed?.count ?? 0; i < messages.length; i++) {
+    hash.update(
+      i === 0 ? messageJson(messages[i] as ChatMessage) : `,${messageJson(messages[i] as ChatMessage)}`,
+      "utf8"
+    )
+  }
+  const last = messages[messages.length - 1]
+  if (last !== undefined && resumed?.count !== messages.length) {
+    prefixes.set(last, { messages, count: messages.length, hash: hash.copy() })
+  }
+  return hash.update(`],"role":${JSON.stringify(request.role)}}`, "utf8").digest("hex")
+}
+
+/**
+ * The canonical JSON of one message (keys sorted, as `canonicalJson` writes
+ * them), computed once per message object: a conversation's earlier messages
+ * are the same objects at every step (messages are immutable).
+ */
+const messageJson = (message: ChatMessage): string => {
+  const known = messageJsons.get(message)
+  if (known !== undefined) return known
+  const json = canonicalJson({
+    role: message.role,
+    content: message.content,
+    ...(message.toolCalls !== undefined && message.toolCalls.length > 0
+      ? { toolCalls: message.toolCalls.map(({ arguments: args, id, name }) => ({ id, name, arguments: args })) }
+      : {}),
+    ...(message.toolCallId !== undefined ? { toolCallId: message.toolCallId } : {}),
+    ...(message.toolName !== undefined ? { toolName: message.toolName } : {})
+  })
+  messageJsons.set(message, json)
+  return json
+}
+
+const messageJsons = new WeakMap<object, string>()
+
+/**
+ * The hash state after the messages of an earlier request, kept by that
+ * request's last message. A root request is the previous one with the reply
+ * and the feedback appended, so {@link keyOf} hashes only what is new: the key
+ * of a whole conversation is not recomputed at every step (which made a run's
+ * hashing quadratic in its length).
+ */
+interface Prefix {
+  readonly messages: ReadonlyArray<object>
+  readonly count: number
+  readonly hash: Hash
+}
+
+const prefixes = new WeakMap<object, Prefix>()
+
+/** How far from the end {@link resumePrefix} looks for a known prefix. */
+const prefixSearch = 8
+
+/** The longest known prefix of `messages` among the last few positions, checked message by message (by identity). */
+const resumePrefix = (messages: ReadonlyArray<object>): Prefix | undefined => {
+  for (let end = messages.length; end > 0 && end > messages.length - prefixSearch; end--) {
+    const prefix = prefixes.get(messages[end - 1] as object)
+    if (prefix === undefined || prefix.count !== end) continue
+    let same = true
+    for (let i = 0; i < end && same; i++) same = prefix.messages[i] === messages[i]
+    if (same) return prefix
+  }
+  return undefined
+}
 
 /**
  * One cached request with every response recorded for it, oldest first.

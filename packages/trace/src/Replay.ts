@@ -256,9 +256,14 @@ const rootExcerpt = (
   request: LlmAdapter.ChatRequest
 ): string => {
   const firstUser = request.messages.find((message) => message.role === "user")
-  if (started !== undefined && firstUser !== undefined && !firstUser.content.includes(started.query)) {
-    const at = firstUser.content.indexOf("Question: ")
-    const actual = at < 0 ? firstUser.content : firstUser.content.slice(at + "Question: ".length)
+  // The first turn holds the question on a line of its own, "Question: <query>" (see core's `Prompts.firstTurn`).
+  if (
+    started !== undefined &&
+    firstUser !== undefined &&
+    !firstUser.content.includes(`\nQuestion: ${started.query}\n`)
+  ) {
+    const at = firstUser.content.indexOf("\nQuestion: ")
+    const actual = at < 0 ? firstUser.content : firstUser.content.slice(at + "\nQuestion: ".length)
     return `the question differs, ${excerpt(started.query, actual) ?? ""}`
   }
   const replies = request.messages.filter((message) => message.role === "assistant")
@@ -592,7 +597,10 @@ export const make = (trace: Trace.Trace, options: Options = {}): Effect.Effect<R
         yield* replayRetries(match.retries)
         yield* answered({ runId: recorded.runId, step: recorded.parentStep, role: "sub", promptSha256: actual })
         if (recorded.reply === undefined) {
-          return yield* new LlmAdapter.LlmError({ reason: "Unknown", message: recorded.error ?? "the call failed" })
+          return yield* new LlmAdapter.LlmError({
+            reason: isReason(recorded.errorReason) ? recorded.errorReason : "Unknown",
+            message: recorded.error ?? "the call failed"
+          })
         }
         return new LlmAdapter.ChatResponse(
           {

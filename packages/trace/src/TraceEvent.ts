@@ -283,6 +283,8 @@ export class SubCall extends Schema.TaggedClass<SubCall>()("SubCall", {
   replySha256: Schema.optional(Schema.String),
   replyChars: Schema.optional(Schema.JsonNumber),
   error: Schema.optional(Schema.String),
+  /** Why a failed `llm_query` failed: the adapter's `LlmError` reason (format 3, since 0.3.0). */
+  errorReason: Schema.optional(Schema.String),
   usage: TokenUsage,
   durationMs: Schema.JsonNumber,
   /** For `rlm_query`: the child run's id. */

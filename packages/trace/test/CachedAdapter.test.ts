@@ -75,6 +75,56 @@ describe("LlmCache.keyOf", () => {
     }
   )
 
+  it.prop(
+    "a conversation that grows, branches and is cut, sharing its message objects, keys as if hashed afresh",
+    [
+      Schema.Array(LlmAdapter.ChatMessage).pipe(Schema.minItems(1), Schema.maxItems(12)),
+      Schema.Array(Schema.Tuple(Schema.Literal("append", "branch", "cut", "reorder"), Schema.NonNegativeInt)).pipe(
+        Schema.maxItems(12)
+      ),
+      LlmAdapter.CallRole
+    ],
+    ([pool, edits, role]) => {
+      // The definition keyOf must keep: sha256 of the canonical JSON of role and messages.
+      const reference = (messages: ReadonlyArray<LlmAdapter.ChatMessage>) =>
+        Hash.sha256(
+          JSON.stringify({
+            messages: messages.map((m) => ({
+              content: m.content,
+              role: m.role,
+              ...(m.toolCallId !== undefined ? { toolCallId: m.toolCallId } : {}),
+              ...(m.toolCalls !== undefined && m.toolCalls.length > 0
+                ? { toolCalls: m.toolCalls.map((c) => ({ arguments: c.arguments, id: c.id, name: c.name })) }
+                : {}),
+              ...(m.toolName !== undefined ? { toolName: m.toolName } : {})
+            })),
+            role
+          })
+        )
+      const seen: Array<ReadonlyArray<LlmAdapter.ChatMessage>> = [[pool[0] as LlmAdapter.ChatMessage]]
+      for (const [edit, n] of edits) {
+        const from = seen[n % seen.length] as ReadonlyArray<LlmAdapter.ChatMessage>
+        const pick = pool[n % pool.length] as LlmAdapter.ChatMessage
+        const next =
+          edit === "append"
+            ? [...from, pick, pool[(n + 1) % pool.length] as LlmAdapter.ChatMessage]
+            : edit === "branch"
+              ? [...from.slice(0, Math.max(1, from.length - 1)), pick]
+              : edit === "cut"
+                ? from.slice(0, Math.max(1, n % (from.length + 1)))
+                : [...from].reverse()
+        seen.push(next)
+      }
+      for (const messages of seen) {
+        assert.strictEqual(LlmCache.keyOf({ role, messages }), reference(messages))
+      }
+      // Asked again in another order, every key is still the same.
+      for (const messages of [...seen].reverse()) {
+        assert.strictEqual(LlmCache.keyOf({ role, messages }), reference(messages))
+      }
+    }
+  )
+
   it("a message without tool fields keeps its key; tool calls and results change it", () => {
     const plain = request("root", "a")
     const withCall = new LlmAdapter.ChatRequest({

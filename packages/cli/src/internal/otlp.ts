@@ -4,10 +4,13 @@
  * `@effect/platform`'s HTTP client. The exporter sends a batch every few
  * seconds and the rest when its layer's scope closes: after the run, on
  * success, failure and interruption alike (waiting at most
- * {@link shutdownTimeout} for the collector). Its modules are imported only
+ * {@link shutdownTimeout} for the collector, and saying once on stderr when it
+ * cannot be reached or refuses the spans). Its modules are imported only
  * when the flag is given.
  */
+import * as HttpClient from "@effect/platform/HttpClient"
 import * as Config from "effect/Config"
+import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -92,6 +95,36 @@ export const layer = (url: string, serviceVersion: string): Layer.Layer<never, C
         resource: { serviceName, serviceVersion },
         headers,
         shutdownTimeout
-      }).pipe(Layer.provide(OtlpSerialization.layerJson), Layer.provide(NodeHttpClient.layerUndici))
+      }).pipe(
+        Layer.provide(OtlpSerialization.layerJson),
+        Layer.provide(noting(url)),
+        Layer.provide(NodeHttpClient.layerUndici)
+      )
+    })
+  )
+
+/**
+ * The exporter's HTTP client, saying once on stderr when the collector cannot
+ * be reached or refuses the spans (the exporter itself drops them silently
+ * and, at exit, waits up to {@link shutdownTimeout} for it).
+ */
+const noting = (url: string): Layer.Layer<HttpClient.HttpClient, never, HttpClient.HttpClient> =>
+  Layer.effect(
+    HttpClient.HttpClient,
+    Effect.map(HttpClient.HttpClient, (client) => {
+      let told = false
+      const tell = (why: string) =>
+        told
+          ? Effect.void
+          : Effect.suspend(() => {
+              told = true
+              return Console.error(`rlm: note: --otlp: could not export spans to ${url} (${why}); they are dropped.`)
+            })
+      return client.pipe(
+        HttpClient.tap((response) =>
+          response.status >= 200 && response.status < 300 ? Effect.void : tell(`HTTP ${response.status}`)
+        ),
+        HttpClient.tapError((error) => tell(error.reason === "Transport" ? "no connection" : error.message))
+      )
     })
   )
