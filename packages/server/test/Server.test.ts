@@ -345,4 +345,45 @@ describe("runs", () => {
       assertOpenAiError(unknown.text, "run_not_found")
     }).pipe(Effect.scoped)
   )
+
+  it.live("a chat client that goes away interrupts its run (non-streaming and streaming)", () =>
+    Effect.gen(function* () {
+      const server = yield* startServer({ script: Array.from({ length: 40 }, () => tick), latencyMs: 200 })
+      for (const stream of [false, true]) {
+        const before = new Set(readdirSync(server.registry.tracesDir))
+        const abort = new AbortController()
+        const request = fetch(`${server.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ messages: tokenMessages(1), stream }),
+          signal: abort.signal
+        }).then(
+          (r) => r.text(),
+          () => "aborted"
+        )
+        const runId = yield* Effect.promise(async () => {
+          for (;;) {
+            const added = readdirSync(server.registry.tracesDir).filter((f) => !before.has(f))
+            if (added.length > 0) {
+              const id = added[0]!.replace(/\.jsonl$/, "")
+              const r = await (await fetch(`${server.url}/v1/runs/${id}`)).json()
+              if (r.events >= 2) return id
+            }
+            await new Promise((resolve) => setTimeout(resolve, 50))
+          }
+        })
+        abort.abort()
+        yield* Effect.promise(() => request.catch(() => "aborted"))
+        const status = yield* Effect.promise(async () => {
+          for (let i = 0; i < 100; i++) {
+            const r = await (await fetch(`${server.url}/v1/runs/${runId}`)).json()
+            if (r.status !== "running") return r.status
+            await new Promise((resolve) => setTimeout(resolve, 50))
+          }
+          return "still running"
+        })
+        assert.strictEqual(status, "interrupted", `stream: ${stream}`)
+      }
+    }).pipe(Effect.scoped)
+  )
 })
