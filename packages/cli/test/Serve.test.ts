@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import { Effect, Option } from "effect"
-import { tempFiles } from "./utils.js"
+import { runCli, tempFiles } from "./utils.js"
 
 const launcher = fileURLToPath(new URL("../bin/rlm.mjs", import.meta.url))
 
@@ -80,6 +80,10 @@ describe("rlm serve (the built launcher, a real process)", () => {
         assert.strictEqual(written.length, 1)
         const trace = yield* Trace.decodeJsonl(readFileSync(join(traces, written[0]!), "utf8"))
         assert.strictEqual(Option.getOrUndefined(Trace.finalAnswer(trace, "run"))?.answer, "served answer")
+        // It starts with the run's input: `rlm replay` runs it again offline.
+        const replayed = yield* runCli(["replay", join(traces, written[0]!)])
+        assert.strictEqual(replayed.code, 0, replayed.stderr)
+        assert.strictEqual(replayed.stdout, "served answer\n")
       }),
     90_000
   )

@@ -21,13 +21,15 @@ import * as NodeFs from "node:fs"
 import * as NodePath from "node:path"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import type * as Budget from "@rlm-runtime/core/Budget"
+import * as Policy from "@rlm-runtime/core/Policy"
 import * as Rlm from "@rlm-runtime/core/Rlm"
 import type { RlmError } from "@rlm-runtime/core/RlmError"
 import type * as RlmContext from "@rlm-runtime/core/RlmContext"
-import type { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
-import type { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
+import { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
+import { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import * as Trace from "@rlm-runtime/trace/Trace"
-import type * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import { sha256 } from "@rlm-runtime/trace/Hash"
 import * as TraceRecorder from "@rlm-runtime/trace/TraceRecorder"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
@@ -38,6 +40,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -210,6 +213,45 @@ const totalsOf = (events: ReadonlyArray<TraceEvent.TraceEvent>): Budget.Totals =
 }
 
 /**
+ * The longest context recorded in a trace's `RunInput` (16 MiB): a run over a
+ * bigger one (an uploaded context used by many requests) keeps its trace
+ * small and cannot be replayed with `rlm replay`.
+ *
+ * @since 0.1.0
+ * @category Constants
+ */
+export const maxRecordedContextChars = 16 * 1024 * 1024
+
+/** The `RunInput` `rlm replay` needs, for a run over a text context of at most {@link maxRecordedContextChars}. */
+const runInputOf = (start: StartOptions, runOptions: Rlm.RunOptions) =>
+  Effect.gen(function* () {
+    if (typeof start.context !== "string" || start.context.length > maxRecordedContextChars) return undefined
+    const adapter = yield* LlmAdapter
+    const sandbox = yield* Sandbox
+    const policy =
+      runOptions.policy instanceof Policy.Policy ? runOptions.policy : new Policy.Policy(runOptions.policy ?? {})
+    return new TraceEvent.RunInput({
+      runId: "run",
+      query: start.query,
+      context: start.context,
+      contextSha256: sha256(start.context),
+      // As `rlm run --trace` writes it (its `--sandbox` value), so that `rlm replay` reads it.
+      language: sandbox.language === "javascript" ? "js" : sandbox.language,
+      protocol: runOptions.protocol ?? "fenced",
+      // Through JSON: the encoded policy's absent fields are `undefined`, which JSON drops.
+      policy: JSON.parse(JSON.stringify(Schema.encodeSync(Policy.Policy)(policy))),
+      ...(runOptions.systemPrompt !== undefined ? { systemPrompt: runOptions.systemPrompt } : {}),
+      ...(runOptions.requireReplBeforeFinal !== undefined
+        ? { requireReplBeforeFinal: runOptions.requireReplBeforeFinal }
+        : {}),
+      ...(runOptions.execTimeout !== undefined
+        ? { execTimeoutMs: Duration.toMillis(Duration.decode(runOptions.execTimeout)) }
+        : {}),
+      models: { root: adapter.model("root"), sub: adapter.model("sub") }
+    })
+  })
+
+/**
  * @since 0.1.0
  * @category Constructors
  */
@@ -306,6 +348,8 @@ export const make = (options: Options): Effect.Effect<RunRegistry, never, Scope.
             Effect.provide(NodeFileSystem.layer),
             Effect.orElseSucceed(() => base)
           )
+          const input = yield* runInputOf(start, options.runOptions)
+          if (input !== undefined) yield* recorder.record(input)
           return yield* Rlm.run(start.query, start.context, options.runOptions).pipe(
             Effect.provideService(TraceRecorder.TraceRecorder, recorder)
           )

@@ -256,7 +256,13 @@ describe("runs", () => {
           trace.map((e) => e.id),
           trace.map((_, i) => String(i + 1))
         )
-        assert.strictEqual(trace[0]?.event, "RunStarted")
+        // The run's input first (what `rlm replay` needs), then the run.
+        assert.deepStrictEqual(
+          trace.slice(0, 2).map((e) => e.event),
+          ["RunInput", "RunStarted"]
+        )
+        const input = JSON.parse(trace[0]!.data)
+        assert.deepStrictEqual([input.query, input.context, input.language], ["the secret?", "token-9", "js"])
         assert.strictEqual(trace.filter((e) => e.event === "StepCompleted").length, 3)
         assert.strictEqual(trace.at(-1)?.event, "RunFinished")
         for (const e of trace) assert.strictEqual(JSON.parse(e.data)._tag, e.event)
@@ -317,11 +323,11 @@ describe("runs", () => {
     Effect.gen(function* () {
       const server = yield* startServer({ script: Array.from({ length: 15 }, () => tick), latencyMs: 200 })
       const run = (yield* postJson(`${server.url}/v1/runs`, { query: "q", context: "c" })).json()
-      // Wait for a step to complete.
+      // Wait for a step to complete (RunInput, RunStarted, StepCompleted).
       yield* Effect.promise(async () => {
         for (;;) {
           const r = await (await fetch(`${server.url}/v1/runs/${run.id}`)).json()
-          if (r.events >= 2) return
+          if (r.events >= 3) return
           await new Promise((resolve) => setTimeout(resolve, 50))
         }
       })
@@ -333,7 +339,7 @@ describe("runs", () => {
       assert.isTrue(existsSync(view.trace_file))
       const trace = yield* Trace.decodeJsonl(readFileSync(view.trace_file, "utf8"))
       const tags = trace.events.map((e) => e._tag)
-      assert.strictEqual(tags[0], "RunStarted")
+      assert.deepStrictEqual(tags.slice(0, 2), ["RunInput", "RunStarted"])
       assert.include(tags, "StepCompleted")
       const finished = trace.events.find((e) => e._tag === "RunFinished")
       assert.strictEqual(finished?._tag === "RunFinished" ? finished.status : undefined, "interrupted")
