@@ -256,6 +256,11 @@ describe("limits", () => {
         assert.include(e?.message, "RLM_SERVER_TOKEN")
       }
       const served = yield* startServer({ host: "0.0.0.0", token: Redacted.make("t") })
+      // A port already taken: "Listen".
+      const taken = yield* Effect.exit(startServer({ port: served.port, token: Redacted.make("t"), host: "0.0.0.0" }))
+      assert.isTrue(Exit.isFailure(taken))
+      const listen = Exit.isFailure(taken) && taken.cause._tag === "Fail" ? taken.cause.error : undefined
+      assert.strictEqual(listen?.reason, "Listen")
       const health = yield* http(`http://127.0.0.1:${served.port}/healthz`)
       assert.strictEqual(health.status, 200)
     }).pipe(Effect.scoped)
@@ -307,10 +312,21 @@ describe("graceful shutdown", () => {
           await new Promise((resolve) => setTimeout(resolve, 20))
         }
       })
-      yield* Scope.close(scope, Exit.void)
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      // While it drains, new runs are refused with 503 and /healthz says so.
+      yield* Effect.promise(async () => {
+        while ((await (await fetch(`${server.url}/healthz`)).json()).status !== "draining") {
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+      })
+      const refused = yield* postJson(`${server.url}/v1/chat/completions`, { messages: tokenMessages(7) })
+      assert.strictEqual(refused.status, 503)
+      assert.strictEqual(assertOpenAiError(refused.text, "shutting_down").type, "server_error")
+      assert.isNotNull(refused.headers.get("retry-after"))
       const res = yield* Fiber.join(request)
       assert.strictEqual(res.status, 200, res.text)
       assert.strictEqual(res.json().choices[0].message.content, "answer: token-6")
+      yield* Fiber.join(closing)
     })
   )
 
