@@ -34,6 +34,8 @@ import type * as Rlm from "@rlm-runtime/core/Rlm"
 import { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import * as Trace from "@rlm-runtime/trace/Trace"
 import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -760,4 +762,20 @@ export const layer = (
       )
       return Layer.provideMerge(drain, served)
     })
+  )
+
+/**
+ * {@link layer} with the token read from the configuration:
+ * `RLM_SERVER_TOKEN` (optional, redacted).
+ *
+ * @since 0.1.0
+ * @category Layers
+ */
+export const layerConfig = (
+  options: Omit<Options, "token">
+): Layer.Layer<Server | HttpServer.HttpServer, ServerError | ConfigError.ConfigError, LlmAdapter | Sandbox> =>
+  Layer.unwrapEffect(
+    Effect.map(Config.option(Config.redacted("RLM_SERVER_TOKEN")), (token) =>
+      layer({ ...options, token: Option.getOrUndefined(token) })
+    )
   )

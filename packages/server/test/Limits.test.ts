@@ -2,9 +2,10 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as FakeAdapter from "@rlm-runtime/adapters/FakeAdapter"
+import * as JavascriptSandbox from "@rlm-runtime/sandbox/JavascriptSandbox"
 import * as Server from "@rlm-runtime/server/Server"
 import * as Trace from "@rlm-runtime/trace/Trace"
-import { Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
+import { ConfigProvider, Context, Effect, Exit, Fiber, Layer, Redacted, Scope } from "effect"
 import OpenAI from "openai"
 import { assertOpenAiError, http, postJson, startServer, tempDir, tokenMessages } from "./utils.js"
 
@@ -243,6 +244,24 @@ describe("limits", () => {
       )
       assert.instanceOf(sdkError, OpenAI.AuthenticationError)
       yield* stillWorks(server.url, 5, { authorization: "Bearer s3cret-token" })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("layerConfig reads RLM_SERVER_TOKEN", () =>
+    Effect.gen(function* () {
+      const dir = tempDir("cfg")
+      const ctx = yield* Layer.build(
+        Server.layerConfig({ port: 0, contextsDir: join(dir, "c"), tracesDir: join(dir, "t") }).pipe(
+          Layer.provide(Layer.merge(FakeAdapter.layer({ script: [] }), JavascriptSandbox.layer()))
+        )
+      ).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["RLM_SERVER_TOKEN", "from-config"]]))))
+      const server = Context.get(ctx, Server.Server)
+      assert.isTrue(server.authenticated)
+      assert.strictEqual((yield* http(`${server.url}/v1/models`)).status, 401)
+      assert.strictEqual(
+        (yield* http(`${server.url}/v1/models`, { headers: { authorization: "Bearer from-config" } })).status,
+        200
+      )
     }).pipe(Effect.scoped)
   )
 
