@@ -307,6 +307,9 @@ export const make = (options: Options): Effect.Effect<RunRegistry, never, Scope.
         const base: TraceRecorder.TraceRecorder.Service = {
           record: (event) =>
             Effect.suspend(() => {
+              // The run's input (with its whole context) goes to the trace file only: not kept in memory with
+              // the finished run, nor sent to event streams.
+              if (event._tag === "RunInput") return Effect.void
               buffer.push(event)
               const count = buffer.length
               return Effect.zipRight(
