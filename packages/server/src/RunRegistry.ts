@@ -172,15 +172,21 @@ interface Signal {
 
 const newRunId = () => `run_${randomBytes(12).toString("hex")}`
 
+/**
+ * A run's typed error as data.
+ *
+ * @since 0.1.0
+ * @category Models
+ */
+export const runErrorOf = (e: RlmError): RunError =>
+  e._tag === "BudgetExceeded"
+    ? { _tag: "BudgetExceeded", limit: e.limit, message: e.message }
+    : { _tag: "RunFailed", reason: e.reason, message: e.message }
+
 const errorOf = (cause: Cause.Cause<RlmError>): RunError => {
   if (Cause.isInterruptedOnly(cause)) return { _tag: "Interrupted", message: "the run was interrupted." }
   const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure)) {
-    const e = failure.value
-    return e._tag === "BudgetExceeded"
-      ? { _tag: "BudgetExceeded", limit: e.limit, message: e.message }
-      : { _tag: "RunFailed", reason: e.reason, message: e.message }
-  }
+  if (Option.isSome(failure)) return runErrorOf(failure.value)
   return { _tag: "Defect", message: Cause.pretty(cause).split("\n")[0] ?? "internal error" }
 }
 
