@@ -348,7 +348,7 @@ const sseResponse = (body: Stream.Stream<Uint8Array>) =>
 
 /** A stream that interrupts the run if it is stopped before the run ended (the client went away). */
 const interruptOnCancel = (handle: RunRegistry.RunHandle, body: Stream.Stream<Uint8Array>) =>
-  Stream.onEnd(body, Effect.void).pipe(
+  body.pipe(
     Stream.ensuring(
       Effect.flatMap(handle.view, (v) =>
         v.status === "queued" || v.status === "running" ? Effect.asVoid(handle.interrupt) : Effect.void
@@ -597,7 +597,7 @@ const guard =
   <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<unknown, R | HttpServerRequest.HttpServerRequest> =>
     Effect.gen(function* () {
       const request = yield* HttpServerRequest.HttpServerRequest
-      if (token !== undefined && !request.url.startsWith("/healthz")) {
+      if (token !== undefined && request.url.split("?")[0] !== "/healthz") {
         const header = request.headers.authorization
         const given = header?.startsWith("Bearer ") ? header.slice("Bearer ".length).trim() : undefined
         if (given === undefined) {
