@@ -342,6 +342,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
+      timestamp: start,
       durationMs: now - start
     })
     const exit = yield* Effect.exit(
@@ -469,6 +470,7 @@ const childRun = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
+      timestamp: start,
       durationMs: (yield* Clock.currentTimeMillis) - start,
       // The child's own calls carry its usage; counting it here too would count it twice.
       usage: {},
