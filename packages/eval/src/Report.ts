@@ -18,7 +18,7 @@ import { formatSize, type Kind } from "./Task.js"
  * @since 0.1.0
  * @category Utils
  */
-export const escape = (text: string): string =>
+export const escapeHtml = (text: string): string =>
   text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c)
 
 const COLORS: Record<Method, string> = { rlm: "#1f77b4", direct: "#d62728", "rlm-no-subcalls": "#2ca02c" }
@@ -84,7 +84,7 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
   const x = (size: number) => left + ((Math.log2(size) - lo) / span) * (w - left - right) * (xs.length > 1 ? 1 : 0.5)
   const y = (score: number) => top + (1 - score) * (h - top - bottom)
   const parts: Array<string> = []
-  parts.push(`<text x="${w / 2}" y="16" text-anchor="middle" class="title">${escape(title)}</text>`)
+  parts.push(`<text x="${w / 2}" y="16" text-anchor="middle" class="title">${escapeHtml(title)}</text>`)
   for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
     parts.push(
       `<line x1="${left}" x2="${w - right}" y1="${y(tick)}" y2="${y(tick)}" class="grid"/>`,
@@ -92,13 +92,13 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
     )
   }
   for (const size of xs) {
-    parts.push(`<text x="${x(size)}" y="${h - bottom + 16}" text-anchor="middle">${escape(formatSize(size))}</text>`)
+    parts.push(`<text x="${x(size)}" y="${h - bottom + 16}" text-anchor="middle">${escapeHtml(formatSize(size))}</text>`)
   }
   parts.push(`<text x="${w / 2}" y="${h - 6}" text-anchor="middle">context size (tokens)</text>`)
   if (window !== undefined && xs.length > 1 && window >= (xs[0] ?? 0) && window <= (xs[xs.length - 1] ?? 0)) {
     parts.push(
       `<line x1="${x(window)}" x2="${x(window)}" y1="${top}" y2="${h - bottom}" class="window"/>`,
-      `<text x="${x(window) + 4}" y="${top + 10}" class="window-label">window ${escape(formatSize(window))}</text>`
+      `<text x="${x(window) + 4}" y="${top + 10}" class="window-label">window ${escapeHtml(formatSize(window))}</text>`
     )
   }
   series.forEach((s, k) => {
@@ -111,15 +111,15 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
     }
     for (const p of points) {
       parts.push(
-        `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${color}"><title>${escape(`${s.method} ${formatSize(p.x)}: ${pct(p.y)}%`)}</title></circle>`
+        `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${color}"><title>${escapeHtml(`${s.method} ${formatSize(p.x)}: ${pct(p.y)}%`)}</title></circle>`
       )
     }
     parts.push(
       `<rect x="${left + 8 + k * 130}" y="${top + 4}" width="10" height="10" fill="${color}"/>`,
-      `<text x="${left + 22 + k * 130}" y="${top + 13}">${escape(s.method)}</text>`
+      `<text x="${left + 22 + k * 130}" y="${top + 13}">${escapeHtml(s.method)}</text>`
     )
   })
-  return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escape(title)}">${parts.join("")}</svg>`
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escapeHtml(title)}">${parts.join("")}</svg>`
 }
 
 /** Grouped bars: one group per kind, one bar per method. */
@@ -135,12 +135,12 @@ const barChart = (
   const bottom = 36
   const max = Math.max(0, ...groups.flatMap((g) => g.bars.map((b) => b.value))) || 1
   const groupWidth = (w - left - 10) / Math.max(1, groups.length)
-  const parts: Array<string> = [`<text x="${w / 2}" y="16" text-anchor="middle" class="title">${escape(title)}</text>`]
+  const parts: Array<string> = [`<text x="${w / 2}" y="16" text-anchor="middle" class="title">${escapeHtml(title)}</text>`]
   for (const tick of [0, 0.5, 1]) {
     const yy = top + (1 - tick) * (h - top - bottom)
     parts.push(
       `<line x1="${left}" x2="${w - 10}" y1="${yy}" y2="${yy}" class="grid"/>`,
-      `<text x="${left - 6}" y="${yy + 4}" text-anchor="end">${escape(format(max * tick))}</text>`
+      `<text x="${left - 6}" y="${yy + 4}" text-anchor="end">${escapeHtml(format(max * tick))}</text>`
     )
   }
   groups.forEach((g, gi) => {
@@ -149,14 +149,14 @@ const barChart = (
       const bh = (b.value / max) * (h - top - bottom)
       const bx = left + gi * groupWidth + 6 + bi * barWidth
       parts.push(
-        `<rect x="${bx.toFixed(1)}" y="${(h - bottom - bh).toFixed(1)}" width="${Math.max(1, barWidth - 2).toFixed(1)}" height="${bh.toFixed(1)}" fill="${COLORS[b.method]}"><title>${escape(`${g.label} ${b.method}: ${format(b.value)}`)}</title></rect>`
+        `<rect x="${bx.toFixed(1)}" y="${(h - bottom - bh).toFixed(1)}" width="${Math.max(1, barWidth - 2).toFixed(1)}" height="${bh.toFixed(1)}" fill="${COLORS[b.method]}"><title>${escapeHtml(`${g.label} ${b.method}: ${format(b.value)}`)}</title></rect>`
       )
     })
     parts.push(
-      `<text x="${(left + gi * groupWidth + groupWidth / 2).toFixed(1)}" y="${h - bottom + 16}" text-anchor="middle">${escape(g.label)}</text>`
+      `<text x="${(left + gi * groupWidth + groupWidth / 2).toFixed(1)}" y="${h - bottom + 16}" text-anchor="middle">${escapeHtml(g.label)}</text>`
     )
   })
-  return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escape(title)}">${parts.join("")}</svg>`
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escapeHtml(title)}">${parts.join("")}</svg>`
 }
 
 const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}…` : text)
@@ -217,13 +217,13 @@ export const html = (summary: Result.Summary, results: ReadonlyArray<Result.Resu
   ]
     .map(
       ({ c, kind, size }) =>
-        `<tr><td class="l">${escape(kind)}</td><td>${escape(size)}</td><td class="l">${escape(c.method)}</td><td>${c.n}</td><td>${pct(c.score)}</td><td>${c.failed}</td><td>${Math.round(c.meanTokens)}</td><td>${escape(formatCost(c.meanCostUsd))}</td><td>${escape(formatTime(c.meanTimeMs))}</td><td>${c.meanSteps.toFixed(1)}</td><td>${c.meanSubCalls.toFixed(1)}</td></tr>`
+        `<tr><td class="l">${escapeHtml(kind)}</td><td>${escapeHtml(size)}</td><td class="l">${escapeHtml(c.method)}</td><td>${c.n}</td><td>${pct(c.score)}</td><td>${c.failed}</td><td>${Math.round(c.meanTokens)}</td><td>${escapeHtml(formatCost(c.meanCostUsd))}</td><td>${escapeHtml(formatTime(c.meanTimeMs))}</td><td>${c.meanSteps.toFixed(1)}</td><td>${c.meanSubCalls.toFixed(1)}</td></tr>`
     )
     .join("\n")
   const resultRows = results
     .map(
       (r) =>
-        `<tr><td class="l"><code>${escape(r.taskId)}</code></td><td class="l">${escape(r.method)}</td><td>${pct(r.score)}</td><td class="l${r.status === "failed" ? " failed" : ""}"><pre>${escape(cut(r.status === "failed" ? `failed: ${r.error ?? ""}` : r.answer, 300))}</pre></td><td class="l"><pre>${escape(cut(r.truth, 120))}</pre></td><td>${r.totalTokens}</td><td>${escape(formatTime(r.timeMs))}</td><td>${r.steps}</td><td>${r.subCalls}</td><td class="l"><a href="${escape(r.trace)}"><code>${escape(r.trace)}</code></a></td></tr>`
+        `<tr><td class="l"><code>${escapeHtml(r.taskId)}</code></td><td class="l">${escapeHtml(r.method)}</td><td>${pct(r.score)}</td><td class="l${r.status === "failed" ? " failed" : ""}"><pre>${escapeHtml(cut(r.status === "failed" ? `failed: ${r.error ?? ""}` : r.answer, 300))}</pre></td><td class="l"><pre>${escapeHtml(cut(r.truth, 120))}</pre></td><td>${r.totalTokens}</td><td>${escapeHtml(formatTime(r.timeMs))}</td><td>${r.steps}</td><td>${r.subCalls}</td><td class="l"><a href="${escapeHtml(r.trace)}"><code>${escapeHtml(r.trace)}</code></a></td></tr>`
     )
     .join("\n")
   const settings = `seed ${summary.seed}, n ${summary.n} per task and size, methods ${summary.methods.join(", ")}${
@@ -236,7 +236,7 @@ export const html = (summary: Result.Summary, results: ReadonlyArray<Result.Resu
 <title>rlm eval report</title><style>${CSS}</style></head>
 <body>
 <h1>rlm eval report</h1>
-<p>${escape(settings)}.</p>
+<p>${escapeHtml(settings)}.</p>
 <h2>Score against context size</h2>
 <div class="charts">${scoreCharts.join("\n")}</div>
 <h2>Cost, time and tokens per task</h2>

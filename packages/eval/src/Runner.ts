@@ -46,7 +46,7 @@ import * as Tasks from "./Tasks.js"
  * @since 0.1.0
  * @category Errors
  */
-export class EvalError extends Schema.TaggedError<EvalError>("@rlm-runtime/eval/EvalError")("EvalError", {
+export class EvalFailure extends Schema.TaggedError<EvalFailure>("@rlm-runtime/eval/EvalFailure")("EvalFailure", {
   reason: Schema.Literal("Config", "Output", "Resume"),
   message: Schema.String
 }) {}
@@ -172,7 +172,7 @@ const encodeLine = Schema.encodeSync(Result.ResultLine)
  * The results already in `results.jsonl`: its complete, decodable lines. A
  * last line without its newline (a killed eval) or that does not decode is
  * dropped, and the file rewritten without it so new lines append cleanly; a
- * bad line before the last fails with `EvalError` "Resume".
+ * bad line before the last fails with `EvalFailure` "Resume".
  *
  * @since 0.1.0
  * @category Resuming
@@ -183,7 +183,7 @@ export const readResults = Effect.fn("Runner.readResults")(function* (file: stri
   if (!exists) return [] as ReadonlyArray<Result.ResultLine>
   const text = yield* fs
     .readFileString(file)
-    .pipe(Effect.mapError((e) => new EvalError({ reason: "Resume", message: `could not read ${file}: ${e.message}` })))
+    .pipe(Effect.mapError((e) => new EvalFailure({ reason: "Resume", message: `could not read ${file}: ${e.message}` })))
   const lines = text.split("\n")
   const complete = text.endsWith("\n") ? lines.slice(0, -1) : lines
   const out: Array<Result.ResultLine> = []
@@ -197,7 +197,7 @@ export const readResults = Effect.fn("Runner.readResults")(function* (file: stri
     } else if (i === complete.length - 1) {
       dropped = true
     } else {
-      return yield* new EvalError({
+      return yield* new EvalFailure({
         reason: "Resume",
         message: `${file} line ${i + 1} is not a result line; move the file away to start the eval over.`
       })
@@ -212,7 +212,7 @@ export const readResults = Effect.fn("Runner.readResults")(function* (file: stri
 })
 
 const outputFailed = (path: string, e: { readonly message: string }) =>
-  new EvalError({ reason: "Output", message: `could not write ${path}: ${e.message}` })
+  new EvalFailure({ reason: "Output", message: `could not write ${path}: ${e.message}` })
 
 const languageOf = (language: string) => (language === "javascript" ? "js" : language)
 
@@ -443,8 +443,8 @@ export const runUnit = Effect.fn("Runner.runUnit")(function* (config: Config, un
   })
 }, Effect.scoped)
 
-const checkConfig = (config: Config): Effect.Effect<void, EvalError> => {
-  const bad = (message: string) => Effect.fail(new EvalError({ reason: "Config", message }))
+const checkConfig = (config: Config): Effect.Effect<void, EvalFailure> => {
+  const bad = (message: string) => Effect.fail(new EvalFailure({ reason: "Config", message }))
   if (config.kinds.length === 0) return bad("no task kind was given")
   if (config.sizes.length === 0) return bad("no size was given")
   if (config.methods.length === 0) return bad("no method was given")
@@ -462,7 +462,7 @@ const checkConfig = (config: Config): Effect.Effect<void, EvalError> => {
 /**
  * Run the eval: the tasks × methods not yet in `DIR/results.jsonl`, each
  * result appended as it finishes; then `summary.json` and `report.html` over
- * every result of the config. Fails with {@link EvalError} for a bad config or
+ * every result of the config. Fails with {@link EvalFailure} for a bad config or
  * an output that cannot be written; a run that fails is a result (score 0,
  * `status: "failed"`), not a failure of the eval.
  *
@@ -472,7 +472,7 @@ const checkConfig = (config: Config): Effect.Effect<void, EvalError> => {
 export const run = <E = never, R = never>(
   config: Config,
   runner: RunnerOptions<E, R> = {}
-): Effect.Effect<Outcome, EvalError | E, LlmAdapter | Sandbox | FileSystem.FileSystem | Path.Path | R> =>
+): Effect.Effect<Outcome, EvalFailure | E, LlmAdapter | Sandbox | FileSystem.FileSystem | Path.Path | R> =>
   Effect.gen(function* () {
     yield* checkConfig(config)
     const fs = yield* FileSystem.FileSystem
@@ -539,11 +539,11 @@ export const run = <E = never, R = never>(
     const adapterLayer = runner.adapter
     const one = (
       unit: Unit
-    ): Effect.Effect<void, EvalError | E, LlmAdapter | Sandbox | FileSystem.FileSystem | Path.Path | R> => {
+    ): Effect.Effect<void, EvalFailure | E, LlmAdapter | Sandbox | FileSystem.FileSystem | Path.Path | R> => {
       const effect = runUnit(config, unit)
       const provided: Effect.Effect<
         Result.ResultLine,
-        EvalError | E,
+        EvalFailure | E,
         LlmAdapter | Sandbox | FileSystem.FileSystem | Path.Path | R
       > = adapterLayer === undefined ? effect : Effect.provide(effect, adapterLayer)
       return Effect.flatMap(provided, append)
