@@ -164,12 +164,11 @@ const fromEvalFailure = (e: Runner.EvalFailure) =>
  * @since 0.2.0
  * @category Running
  */
-export const evalFlags = (
-  flags: EvalFlags
-): Effect.Effect<void, CliError, FileSystem.FileSystem | Path.Path> =>
+export const evalFlags = (flags: EvalFlags): Effect.Effect<void, CliError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function* () {
     const lists = yield* Either.match(parseLists(flags), { onLeft: Effect.fail, onRight: Effect.succeed })
-    if (!Number.isInteger(flags.n) || flags.n < 1) return yield* Effect.fail(usage(`--n must be an integer >= 1, got ${flags.n}.`))
+    if (!Number.isInteger(flags.n) || flags.n < 1)
+      return yield* Effect.fail(usage(`--n must be an integer >= 1, got ${flags.n}.`))
     const window = flags.window === undefined ? undefined : Task.parseSize(flags.window)
     if (window !== undefined && Either.isLeft(window)) return yield* Effect.fail(usage(`--window: ${window.left}.`))
     if (!Number.isInteger(flags.evalConcurrency) || flags.evalConcurrency < 1) {
@@ -205,7 +204,9 @@ export const evalFlags = (
     const outcome = yield* Effect.flatMap(Sandbox, (sandbox) =>
       Effect.zipRight(
         backends.checkIsolation(plan.sandbox, sandbox.isolation),
-        Runner.run(config, { onProgress, adapter: fresh }).pipe(Effect.mapError((e) => (e instanceof CliError ? e : fromEvalFailure(e))))
+        Runner.run(config, { onProgress, adapter: fresh }).pipe(
+          Effect.mapError((e) => (e instanceof CliError ? e : fromEvalFailure(e)))
+        )
       )
     ).pipe(Effect.provide(Cli.backendLayer(plan)))
     if (!flags.quiet) {
@@ -239,11 +240,15 @@ export function make() {
   const options = {
     task: Options.text("task").pipe(
       Options.withDefault("sniah"),
-      Options.withDescription(`Comma-separated task kinds: ${["sniah", "oolong", "pairs", "multidoc", "codeqa"].join(", ")}.`)
+      Options.withDescription(
+        `Comma-separated task kinds: ${["sniah", "oolong", "pairs", "multidoc", "codeqa"].join(", ")}.`
+      )
     ),
     sizes: Options.text("sizes").pipe(
       Options.withDefault("8k,32k"),
-      Options.withDescription("Comma-separated context sizes in tokens (chars / 4): 8k, 32k, 128k, 1m, 10m (k = 1024) or a number.")
+      Options.withDescription(
+        "Comma-separated context sizes in tokens (chars / 4): 8k, 32k, 128k, 1m, 10m (k = 1024) or a number."
+      )
     ),
     n: Options.integer("n").pipe(Options.withDefault(5), Options.withDescription("Tasks per kind and size.")),
     seed: Options.integer("seed").pipe(Options.withDefault(1), Options.withDescription("Seed of the task generators.")),
@@ -263,16 +268,22 @@ export function make() {
     ...Cli.backendOptions,
     concurrency: Options.integer("concurrency").pipe(
       Options.withDefault(4),
-      Options.withDescription("Task × method runs at once (the model calls of one run are bounded by --run-concurrency).")
+      Options.withDescription(
+        "Task × method runs at once (the model calls of one run are bounded by --run-concurrency)."
+      )
     ),
     runConcurrency: Options.optional(
       Options.integer("run-concurrency").pipe(
-        Options.withDescription("Concurrent model calls per depth level within one run (rlm run's --concurrency; default 16).")
+        Options.withDescription(
+          "Concurrent model calls per depth level within one run (rlm run's --concurrency; default 16)."
+        )
       )
     ),
     out: Options.text("out").pipe(
       Options.withAlias("o"),
-      Options.withDescription("The output directory: results.jsonl, summary.json, report.html, traces/. Run again to resume.")
+      Options.withDescription(
+        "The output directory: results.jsonl, summary.json, report.html, traces/. Run again to resume."
+      )
     ),
     quiet: Options.boolean("quiet").pipe(Options.withDescription("No progress on stderr."))
   } as const

@@ -48,9 +48,11 @@ export const methods: ReadonlyArray<Method> = Method.literals
 const SUBCALL = /\b(llm_query|llm_query_batched|rlm_query|rlm_query_batched)\b/
 
 /**
- * A system prompt with every line that offers a sub-call tool removed (with
- * its continuation lines, indented under it), and "with sub-calls" advice
- * reworded.
+ * A system prompt with the sub-call tools taken out: a line that defines one
+ * (`- \`llm_query(prompt)\` …`) goes with its indented continuation lines; a
+ * list of helpers keeps its other helpers; any other sentence that mentions
+ * one is dropped, and advice about sub-calls ("with sub-calls", "before a
+ * large batch of sub-calls") is reworded or dropped.
  *
  * @since 0.1.0
  * @category Prompts
@@ -58,22 +60,34 @@ const SUBCALL = /\b(llm_query|llm_query_batched|rlm_query|rlm_query_batched)\b/
 export const withoutSubcalls = (prompt: string): string => {
   const out: Array<string> = []
   let dropping = false
-  for (const line of prompt.split("\n")) {
-    const continuation = /^\s{2,}\S/.test(line) && !/^\s*\d+\./.test(line)
+  for (const raw of prompt.split("\n")) {
+    const continuation = /^\s{2,}\S/.test(raw) && !/^\s*(\d+\.|-)\s/.test(raw)
     if (dropping && continuation) continue
-    dropping = SUBCALL.test(line)
-    if (dropping) {
-      // A numbered rule listing helpers keeps the helpers that are not sub-calls.
-      const kept = line
-        .split(/,\s*(?![^(]*\))/)
-        .filter((part) => !SUBCALL.test(part))
-        .join(", ")
-      if (/^\s*\d+\./.test(line) && kept.trim().length > 0) out.push(kept.replace(/,?\s*$/, "."))
-      continue
+    dropping = /^\s*-\s*`(llm_query|llm_query_batched|rlm_query|rlm_query_batched)\(/.test(raw)
+    if (dropping) continue
+    let line = raw
+      .replace(/,? then read the relevant parts with sub-calls/, ", then read the relevant parts")
+      .replace(/\s*Check it before a large batch of sub-calls\./, "")
+    if (SUBCALL.test(line)) {
+      const indent = /^\s*/.exec(line)?.[0] ?? ""
+      line = line.includes("->")
+        ? line
+            .split(/,\s*(?![^(]*\))/)
+            .filter((part) => !SUBCALL.test(part))
+            .join(", ")
+        : line
+            .split(/(?<=\.)\s+/)
+            .filter((sentence) => !SUBCALL.test(sentence))
+            .join(" ")
+      if (line.trim().length === 0 || /^\s*-?\s*$/.test(line)) continue
+      if (!line.startsWith(indent)) line = `${indent}${line.trimStart()}`
     }
-    out.push(line.replace(/,? then read the relevant parts with sub-calls/, ", then read the relevant parts"))
+    out.push(line)
   }
-  return out.join("\n")
+  // A list whose last items went away ends with its comma: close it.
+  return out
+    .map((line, i) => (line.endsWith(",") && !/^\s{2,}\S/.test(out[i + 1] ?? "") ? `${line.slice(0, -1)}.` : line))
+    .join("\n")
 }
 
 /**

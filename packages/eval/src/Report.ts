@@ -92,7 +92,9 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
     )
   }
   for (const size of xs) {
-    parts.push(`<text x="${x(size)}" y="${h - bottom + 16}" text-anchor="middle">${escapeHtml(formatSize(size))}</text>`)
+    parts.push(
+      `<text x="${x(size)}" y="${h - bottom + 16}" text-anchor="middle">${escapeHtml(formatSize(size))}</text>`
+    )
   }
   parts.push(`<text x="${w / 2}" y="${h - 6}" text-anchor="middle">context size (tokens)</text>`)
   if (window !== undefined && xs.length > 1 && window >= (xs[0] ?? 0) && window <= (xs[xs.length - 1] ?? 0)) {
@@ -135,7 +137,9 @@ const barChart = (
   const bottom = 36
   const max = Math.max(0, ...groups.flatMap((g) => g.bars.map((b) => b.value))) || 1
   const groupWidth = (w - left - 10) / Math.max(1, groups.length)
-  const parts: Array<string> = [`<text x="${w / 2}" y="16" text-anchor="middle" class="title">${escapeHtml(title)}</text>`]
+  const parts: Array<string> = [
+    `<text x="${w / 2}" y="16" text-anchor="middle" class="title">${escapeHtml(title)}</text>`
+  ]
   for (const tick of [0, 0.5, 1]) {
     const yy = top + (1 - tick) * (h - top - bottom)
     parts.push(

@@ -183,7 +183,9 @@ export const readResults = Effect.fn("Runner.readResults")(function* (file: stri
   if (!exists) return [] as ReadonlyArray<Result.ResultLine>
   const text = yield* fs
     .readFileString(file)
-    .pipe(Effect.mapError((e) => new EvalFailure({ reason: "Resume", message: `could not read ${file}: ${e.message}` })))
+    .pipe(
+      Effect.mapError((e) => new EvalFailure({ reason: "Resume", message: `could not read ${file}: ${e.message}` }))
+    )
   const lines = text.split("\n")
   const complete = text.endsWith("\n") ? lines.slice(0, -1) : lines
   const out: Array<Result.ResultLine> = []
