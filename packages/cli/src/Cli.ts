@@ -355,7 +355,7 @@ export const makeCommand = <E, R, E2 = CliError, R2 = FileSystem.FileSystem>(
     Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
   ).pipe(
     Command.withDescription("Recursive Language Models: answer questions about prompts too long to read at once."),
-    Command.withSubcommands([runCommand, replayCommand, TraceViewCommand.command, EvalCommand.make()])
+    Command.withSubcommands([runCommand, replayCommand, TraceViewCommand.command, EvalCommand.make(backendOptions)])
   )
 }
 

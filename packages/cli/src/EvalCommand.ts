@@ -35,7 +35,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import * as Cli from "./Cli.js"
+import type * as Cli from "./Cli.js"
 import { CliError } from "./CliError.js"
 import * as backends from "./internal/backends.js"
 import * as TerminalText from "./TerminalText.js"
@@ -157,6 +157,10 @@ const fromEvalFailure = (e: Runner.EvalFailure) =>
     message: e.message
   })
 
+// `Cli.ts` imports this module to register the command: the functions of `Cli` are imported when the command runs,
+// not at load time, so neither module needs the other half-loaded.
+const loadCli = Effect.promise(() => import("./Cli.js"))
+
 /**
  * The `rlm eval` handler: check the flags, plan the backend, run the eval
  * (`Runner.run`) and print the markdown table.
@@ -166,6 +170,7 @@ const fromEvalFailure = (e: Runner.EvalFailure) =>
  */
 export const evalFlags = (flags: EvalFlags): Effect.Effect<void, CliError, FileSystem.FileSystem | Path.Path> =>
   Effect.gen(function* () {
+    const Cli = yield* loadCli
     const lists = yield* Either.match(parseLists(flags), { onLeft: Effect.fail, onRight: Effect.succeed })
     if (!Number.isInteger(flags.n) || flags.n < 1)
       return yield* Effect.fail(usage(`--n must be an integer >= 1, got ${flags.n}.`))
@@ -229,14 +234,15 @@ export const argv = (args: ReadonlyArray<string>): ReadonlyArray<string> =>
   args[0] === "eval" ? args.map((a) => (a === "--n" ? "-n" : a.startsWith("--n=") ? `-n=${a.slice(4)}` : a)) : args
 
 /**
- * The `rlm eval` command. A function, not a constant: `Cli.ts` registers it
- * and this module reads `Cli.backendOptions`, so it is built only once both
- * modules are loaded.
+ * The `rlm eval` command, with the adapter, sandbox and policy flags of
+ * `rlm run` (`Cli.backendOptions`, which `Cli.ts` passes when it registers
+ * the command) and its own `--concurrency` (task × method runs at once) in
+ * place of theirs, which is `--run-concurrency` here.
  *
  * @since 0.2.0
  * @category Commands
  */
-export function make() {
+export const make = (backendOptions: typeof Cli.backendOptions) => {
   const options = {
     task: Options.text("task").pipe(
       Options.withDefault("sniah"),
@@ -265,7 +271,7 @@ export function make() {
         )
       )
     ),
-    ...Cli.backendOptions,
+    ...backendOptions,
     concurrency: Options.integer("concurrency").pipe(
       Options.withDefault(4),
       Options.withDescription(
@@ -288,18 +294,20 @@ export function make() {
     quiet: Options.boolean("quiet").pipe(Options.withDescription("No progress on stderr."))
   } as const
   return Command.make("eval", options, (parsed) =>
-    evalFlags({
-      ...Cli.backendFlagsOf({ ...parsed, concurrency: parsed.runConcurrency }),
-      task: parsed.task,
-      sizes: parsed.sizes,
-      n: parsed.n,
-      seed: parsed.seed,
-      methods: parsed.methods,
-      window: Option.getOrUndefined(parsed.window),
-      evalConcurrency: parsed.concurrency,
-      out: parsed.out,
-      quiet: parsed.quiet
-    })
+    Effect.flatMap(loadCli, (Cli) =>
+      evalFlags({
+        ...Cli.backendFlagsOf({ ...parsed, concurrency: parsed.runConcurrency }),
+        task: parsed.task,
+        sizes: parsed.sizes,
+        n: parsed.n,
+        seed: parsed.seed,
+        methods: parsed.methods,
+        window: Option.getOrUndefined(parsed.window),
+        evalConcurrency: parsed.concurrency,
+        out: parsed.out,
+        quiet: parsed.quiet
+      })
+    )
   ).pipe(
     Command.withDescription(
       "Run generated tasks (sniah, oolong, pairs, multidoc, codeqa) with rlm, direct and rlm-no-subcalls on your model; write DIR/results.jsonl, summary.json, report.html and traces/, and print a markdown table. Run again to resume."
