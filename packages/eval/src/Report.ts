@@ -75,7 +75,7 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
   const h = 260
   const left = 46
   const right = 16
-  const top = 28
+  const top = 44
   const bottom = 40
   const xs = [...sizes].sort((a, b) => a - b)
   const lo = Math.log2(xs[0] ?? 1)
@@ -100,15 +100,17 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
   if (window !== undefined && xs.length > 1 && window >= (xs[0] ?? 0) && window <= (xs[xs.length - 1] ?? 0)) {
     parts.push(
       `<line x1="${x(window)}" x2="${x(window)}" y1="${top}" y2="${h - bottom}" class="window"/>`,
-      `<text x="${x(window) + 4}" y="${top + 10}" class="window-label">window ${escapeHtml(formatSize(window))}</text>`
+      `<text x="${x(window) + 4}" y="${h - bottom - 6}" class="window-label">window ${escapeHtml(formatSize(window))}</text>`
     )
   }
   series.forEach((s, k) => {
     const points = [...s.points].sort((a, b) => a.x - b.x)
     const color = COLORS[s.method]
+    // rlm-no-subcalls dashed: where it lies on another line, both show.
+    const dash = s.method === "rlm-no-subcalls" ? ' stroke-dasharray="6 4"' : ""
     if (points.length > 1) {
       parts.push(
-        `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ")}"/>`
+        `<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${points.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(" ")}"/>`
       )
     }
     for (const p of points) {
@@ -117,8 +119,8 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
       )
     }
     parts.push(
-      `<rect x="${left + 8 + k * 130}" y="${top + 4}" width="10" height="10" fill="${color}"/>`,
-      `<text x="${left + 22 + k * 130}" y="${top + 13}">${escapeHtml(s.method)}</text>`
+      `<rect x="${left + 8 + k * 130}" y="${top - 20}" width="10" height="10" fill="${color}"/>`,
+      `<text x="${left + 22 + k * 130}" y="${top - 11}">${escapeHtml(s.method)}</text>`
     )
   })
   return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escapeHtml(title)}">${parts.join("")}</svg>`
@@ -128,7 +130,8 @@ const scoreChart = (title: string, series: ReadonlyArray<Series>, sizes: Readonl
 const barChart = (
   title: string,
   groups: ReadonlyArray<{ readonly label: string; readonly bars: ReadonlyArray<{ method: Method; value: number }> }>,
-  format: (value: number) => string
+  format: (value: number) => string,
+  empty = "nothing to show"
 ) => {
   const w = 460
   const h = 240
@@ -160,6 +163,9 @@ const barChart = (
       `<text x="${(left + gi * groupWidth + groupWidth / 2).toFixed(1)}" y="${h - bottom + 16}" text-anchor="middle">${escapeHtml(g.label)}</text>`
     )
   })
+  if (max === 1 && groups.every((g) => g.bars.every((b) => b.value === 0))) {
+    parts.push(`<text x="${w / 2}" y="${h / 2}" text-anchor="middle" class="window-label">${escapeHtml(empty)}</text>`)
+  }
   return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escapeHtml(title)}">${parts.join("")}</svg>`
 }
 
@@ -203,7 +209,8 @@ export const html = (summary: Result.Summary, results: ReadonlyArray<Result.Resu
   const costChart = barChart(
     "cost per task (USD)",
     groups((c) => c.meanCostUsd),
-    (v) => (v === 0 ? "0" : `$${v.toPrecision(2)}`)
+    (v) => (v === 0 ? "0" : `$${v.toPrecision(2)}`),
+    "no cost: no model had a price (--prices)"
   )
   const timeChart = barChart(
     "time per task",
