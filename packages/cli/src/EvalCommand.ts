@@ -256,7 +256,10 @@ export const make = (backendOptions: typeof Cli.backendOptions) => {
         "Comma-separated context sizes in tokens (chars / 4): 8k, 32k, 128k, 1m, 10m (k = 1024) or a number."
       )
     ),
-    n: Options.integer("n").pipe(Options.withDefault(5), Options.withDescription("Tasks per kind and size.")),
+    n: Options.integer("n").pipe(
+      Options.withDefault(5),
+      Options.withDescription("Tasks per kind and size (--n N or -n N).")
+    ),
     seed: Options.integer("seed").pipe(Options.withDefault(1), Options.withDescription("Seed of the task generators.")),
     methods: Options.text("methods").pipe(
       Options.withDefault("rlm,direct"),

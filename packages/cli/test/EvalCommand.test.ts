@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -19,6 +19,33 @@ const rlm = (args: ReadonlyArray<string>) =>
     )
     return Effect.sync(() => child.kill("SIGKILL"))
   })
+
+/** `rlm <args>` through the launcher, sent SIGINT once its stderr contains `marker`. */
+const rlmInterrupted = (args: ReadonlyArray<string>, marker: string) =>
+  Effect.async<{ code: number | null; stderr: string }>((resume) => {
+    const child = spawn(process.execPath, [launcher, ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    let stderr = ""
+    let sent = false
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d
+      if (!sent && stderr.includes(marker)) {
+        sent = true
+        child.kill("SIGINT")
+      }
+    })
+    child.on("close", (code) => resume(Effect.succeed({ code, stderr })))
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+const resultsOf = (out: string) =>
+  readFileSync(join(out, "results.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => {
+      const { timeMs: _, ...rest } = JSON.parse(l) as Record<string, unknown>
+      return rest
+    })
+    .sort((a, b) => `${a.taskId} ${a.method}`.localeCompare(`${b.taskId} ${b.method}`))
 
 /** A fake root model whose script solves any sniah task with plain code (no sub-call), then answers. */
 const SNIAH_SCRIPT = JSON.stringify({
@@ -89,6 +116,51 @@ describe("rlm eval", () => {
         assert.strictEqual(again.code, 0, again.stderr)
         assert.include(again.stderr, "12 results (12 resumed)")
         assert.strictEqual(readFileSync(join(out, "results.jsonl"), "utf8").trim().split("\n").length, 12)
+      }),
+    120_000
+  )
+
+  it.live(
+    "killed mid-way (SIGINT: exit 130), the same command resumes and ends with the results of an uninterrupted eval",
+    () =>
+      Effect.gen(function* () {
+        const files = tempFiles({
+          "slow.json": JSON.stringify({ ...JSON.parse(SNIAH_SCRIPT), latencyMs: 250 })
+        })
+        const args = (out: string) => [
+          "eval",
+          "--task",
+          "sniah",
+          "--sizes",
+          "1k,2k",
+          "--n",
+          "3",
+          "--methods",
+          "rlm,direct",
+          "--window",
+          "300",
+          "--concurrency",
+          "2",
+          "--out",
+          out,
+          "--fake",
+          files.path("slow.json"),
+          "--sandbox",
+          "js"
+        ]
+        const whole = yield* rlm(args(files.path("whole")))
+        assert.strictEqual(whole.code, 0, whole.stderr)
+        const killed = yield* rlmInterrupted(args(files.path("resumed")), "rlm eval: 4/12 tasks done")
+        assert.strictEqual(killed.code, 130, killed.stderr)
+        const partial = readFileSync(join(files.path("resumed"), "results.jsonl"), "utf8")
+          .trim()
+          .split("\n").length
+        assert.isAtLeast(partial, 4)
+        assert.isBelow(partial, 12)
+        const resumed = yield* rlm(args(files.path("resumed")))
+        assert.strictEqual(resumed.code, 0, resumed.stderr)
+        assert.include(resumed.stderr, `12 results (${partial} resumed)`)
+        assert.deepStrictEqual(resultsOf(files.path("resumed")), resultsOf(files.path("whole")))
       }),
     120_000
   )
