@@ -220,6 +220,16 @@ export const evalFlags = (flags: EvalFlags): Effect.Effect<void, CliError, FileS
       )
     }
     yield* Console.log(outcome.markdown)
+    // Every run failed on the provider: the eval measured nothing (a server down, a bad key); say so with its code.
+    const first = outcome.results[0]
+    if (first !== undefined && outcome.results.every((r) => r.failure === "Model")) {
+      return yield* Effect.fail(
+        new CliError({
+          reason: "Model",
+          message: `every run failed on the model provider (${outcome.results.length} runs; they run again when the eval resumes): ${first.error ?? "no details"}`
+        })
+      )
+    }
   })
 
 /**

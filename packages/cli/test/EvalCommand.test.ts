@@ -186,6 +186,35 @@ describe("rlm eval", () => {
     })
   )
 
+  it.effect(
+    "when every run fails on the model provider the eval exits 1 and says so (the table is still printed)",
+    () =>
+      Effect.gen(function* () {
+        const files = tempFiles({ "empty.json": JSON.stringify({ script: [] }) })
+        const r = yield* runCli([
+          "eval",
+          "--task",
+          "sniah",
+          "--sizes",
+          "1k",
+          "--n",
+          "1",
+          "--methods",
+          "direct",
+          "--out",
+          files.path("out"),
+          "--fake",
+          files.path("empty.json"),
+          "--sandbox",
+          "js",
+          "--quiet"
+        ])
+        assert.strictEqual(r.code, 1, r.stderr)
+        assert.include(r.stderr, "every run failed on the model provider (1 runs")
+        assert.include(r.stdout, "| sniah | 1k | direct | 1 | 0.0 | 1 |")
+      })
+  )
+
   it("--n is read as @effect/cli's -n only for rlm eval", () => {
     assert.deepStrictEqual(EvalCommand.argv(["eval", "--n", "20", "--n=3"]), ["eval", "-n", "20", "-n=3"])
     assert.deepStrictEqual(EvalCommand.argv(["run", "--n", "20"]), ["run", "--n", "20"])

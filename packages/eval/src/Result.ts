@@ -29,6 +29,13 @@ export class ResultLine extends Schema.Class<ResultLine>("@rlm-runtime/eval/Resu
   answer: Schema.String,
   truth: Schema.String,
   error: Schema.optional(Schema.String),
+  /**
+   * What failed: `Budget` (a policy limit, the run's wall time: a result like
+   * any other), `Model` (the provider) or `Sandbox` (the interpreter), which
+   * say nothing about the method and are run again when the eval resumes,
+   * or `Other`.
+   */
+  failure: Schema.optional(Schema.Literal("Budget", "Model", "Sandbox", "Other")),
   inputTokens: Schema.Number,
   outputTokens: Schema.Number,
   totalTokens: Schema.Number,
@@ -46,6 +53,16 @@ export class ResultLine extends Schema.Class<ResultLine>("@rlm-runtime/eval/Resu
   /** The trace, relative to the eval's directory (`traces/<task-id>.<method>.jsonl`). */
   trace: Schema.String
 }) {}
+
+/**
+ * Whether a result is final: anything but a failure of the provider or the
+ * sandbox, which a resumed eval runs again.
+ *
+ * @since 0.1.0
+ * @category Utils
+ */
+export const isFinal = (line: ResultLine): boolean =>
+  line.status === "answered" || (line.failure !== "Model" && line.failure !== "Sandbox")
 
 /**
  * The key a result is found by when an eval resumes.

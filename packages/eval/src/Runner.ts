@@ -241,6 +241,7 @@ interface Measured {
   readonly answer: string
   readonly status: "answered" | "failed"
   readonly error?: string | undefined
+  readonly failure?: Result.ResultLine["failure"]
   readonly usage: TraceEvent.TokenUsage
   readonly costUsd: number
   readonly steps: number
@@ -249,6 +250,17 @@ interface Measured {
 }
 
 const errorText = (e: RlmError) => e.message || e._tag
+
+const failureOf = (e: RlmError): NonNullable<Result.ResultLine["failure"]> =>
+  e._tag === "BudgetExceeded"
+    ? "Budget"
+    : e.reason === "Timeout"
+      ? "Budget"
+      : e.reason === "Model"
+        ? "Model"
+        : e.reason === "Sandbox" || e.reason === "SandboxRestarts"
+          ? "Sandbox"
+          : "Other"
 
 /** An `rlm` or `rlm-no-subcalls` run through `Rlm.run`, its events recorded. */
 const runRlm = Effect.fn("Runner.runRlm")(function* (
@@ -286,6 +298,7 @@ const runRlm = Effect.fn("Runner.runRlm")(function* (
     answer: "",
     status: "failed",
     error: errorText(result.left),
+    failure: failureOf(result.left),
     usage: Trace.totalUsage(events),
     costUsd: finished?.costUsd ?? 0,
     steps: events.filter((e) => e._tag === "StepCompleted" && e.runId === "run").length,
@@ -328,6 +341,7 @@ const runDirect = Effect.fn("Runner.runDirect")(function* (
   const ended = yield* Clock.currentTimeMillis
   if (Either.isLeft(response)) {
     const error = response.left.message
+    const failure = response.left._tag === "TimeoutException" ? ("Budget" as const) : ("Model" as const)
     yield* recorder.record(
       new TraceEvent.RunFinished({
         runId: "run",
@@ -343,6 +357,7 @@ const runDirect = Effect.fn("Runner.runDirect")(function* (
       answer: "",
       status: "failed",
       error,
+      failure,
       usage: {},
       costUsd: 0,
       steps: 0,
@@ -432,6 +447,7 @@ export const runUnit = Effect.fn("Runner.runUnit")(function* (config: Config, un
     answer: measured.answer,
     truth: task.truth,
     ...(measured.error !== undefined ? { error: measured.error } : {}),
+    ...(measured.failure !== undefined ? { failure: measured.failure } : {}),
     inputTokens: input,
     outputTokens: output,
     totalTokens: measured.usage.totalTokens ?? input + output,
@@ -485,12 +501,21 @@ export const run = <E = never, R = never>(
     const units = plan(config)
     const existing = yield* readResults(resultsFile)
     const byKey = new Map(existing.map((line) => [Result.keyOf(line), line]))
-    // A direct result counts as done only for the same window.
+    // Done: a final result (not a provider or sandbox failure); for direct, with the same window.
     const isDone = (unit: Unit) => {
       const line = byKey.get(Result.keyOf(unit))
-      return line !== undefined && (unit.method !== "direct" || line.window === config.window)
+      return line !== undefined && Result.isFinal(line) && (unit.method !== "direct" || line.window === config.window)
     }
     const todo = units.filter((unit) => !isDone(unit))
+    // The lines of the units to run again (a provider or sandbox failure, another window) leave the file first:
+    // results.jsonl keeps one line per task × method.
+    const rerun = new Set(todo.map(Result.keyOf))
+    const kept = existing.filter((line) => !rerun.has(Result.keyOf(line)))
+    if (kept.length < existing.length) {
+      yield* fs
+        .writeFileString(resultsFile, kept.map((l) => `${JSON.stringify(encodeLine(l))}\n`).join(""))
+        .pipe(Effect.mapError((e) => outputFailed(resultsFile, e)))
+    }
     const resumed = units.length - todo.length
     const doneLines = units.filter(isDone).flatMap((unit) => {
       const line = byKey.get(Result.keyOf(unit))

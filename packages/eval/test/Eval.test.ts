@@ -3,6 +3,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { assert, describe, it } from "@effect/vitest"
+import * as LlmAdapterModule from "@rlm-runtime/adapters/LlmAdapter"
 import { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
 import * as Policy from "@rlm-runtime/core/Policy"
 import * as Rlm from "@rlm-runtime/core/Rlm"
@@ -162,6 +163,39 @@ describe("rlm eval, end to end with the oracle", () => {
         const directTrace = yield* Trace.decodeText(readFileSync(join(full, direct?.trace ?? ""), "utf8"))
         assert.strictEqual(Option.getOrUndefined(Trace.finalAnswer(directTrace, "run"))?.answer, direct?.answer)
         assert.include(TraceView.render(directTrace), "direct")
+      }),
+    120_000
+  )
+
+  it.live(
+    "runs that failed on the provider are results (score 0, failure Model), and run again when the eval resumes",
+    () =>
+      Effect.gen(function* () {
+        const dir = tempDir()
+        const down = Layer.succeed(
+          LlmAdapter,
+          LlmAdapterModule.make({
+            model: () => "down",
+            chat: () =>
+              Effect.fail(new LlmAdapterModule.LlmError({ reason: "ServerError", message: "503 from the server" }))
+          })
+        )
+        const small: Runner.Config = { ...config(dir), kinds: ["sniah"], sizes: [1024], n: 2 }
+        const failed = yield* Runner.run(small).pipe(
+          Effect.provide(Layer.mergeAll(down, JavascriptSandbox.layer(), NodeContext.layer))
+        )
+        assert.strictEqual(failed.results.length, 6)
+        for (const r of failed.results) {
+          assert.strictEqual(r.status, "failed")
+          assert.strictEqual(r.failure, "Model")
+          assert.strictEqual(r.score, 0)
+          assert.include(r.error ?? "", "503")
+        }
+        const again = yield* Runner.run(small).pipe(Effect.provide(services))
+        assert.strictEqual(again.resumed, 0)
+        for (const r of again.results) assert.strictEqual(r.score, 1, `${r.taskId} ${r.method}`)
+        // Still one line per task × method.
+        assert.strictEqual(readLines(dir).length, 6)
       }),
     120_000
   )
