@@ -199,4 +199,31 @@ describe("rlm eval, end to end with the oracle", () => {
       }),
     120_000
   )
+
+  it.live(
+    "every kind runs through the harness and its scorer: the oracle RLM solves pairs, multidoc and codeqa through a sub-call",
+    () =>
+      Effect.gen(function* () {
+        const dir = tempDir()
+        const all: Runner.Config = {
+          ...config(dir),
+          kinds: ["sniah", "oolong", "pairs", "multidoc", "codeqa"],
+          sizes: [1024, 4096],
+          n: 1
+        }
+        const { results, summary } = yield* Runner.run(all).pipe(Effect.provide(services))
+        assert.strictEqual(results.length, 5 * 2 * 3)
+        for (const r of results.filter((r) => r.method === "rlm")) assert.strictEqual(r.score, 1, r.taskId)
+        for (const r of results.filter((r) => r.method === "direct" && r.size <= WINDOW)) {
+          assert.strictEqual(r.score, 1, r.taskId)
+        }
+        // Without sub-calls the oracle solves only sniah and oolong (with code); it has no code for the others.
+        for (const r of results.filter((r) => r.method === "rlm-no-subcalls")) {
+          assert.strictEqual(r.score, r.kind === "sniah" || r.kind === "oolong" ? 1 : 0, r.taskId)
+        }
+        assert.deepStrictEqual(summary.kinds, all.kinds)
+        assert.strictEqual(summary.rows.length, 5 * 2 * 3)
+      }),
+    120_000
+  )
 })

@@ -8,6 +8,8 @@
  */
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Method from "@rlm-runtime/eval/Method"
+import type { Kind } from "@rlm-runtime/eval/Task"
+import * as Tasks from "@rlm-runtime/eval/Tasks"
 import * as Oolong from "@rlm-runtime/eval/tasks/Oolong"
 import * as Sniah from "@rlm-runtime/eval/tasks/Sniah"
 import { Effect, Layer } from "effect"
@@ -58,8 +60,27 @@ const oolongCode = (question: string, subcalls: boolean) =>
 
 const questionOf = (text: string) => /Question: (.*)/.exec(text)?.[1] ?? ""
 
-const solveVisible = (context: string, question: string) =>
-  question.includes("special magic number") ? Sniah.solve(context, question) : Oolong.solve(context, question)
+/** The kind of a task, from its question. */
+export const kindOf = (question: string): Kind =>
+  question.includes("special magic number")
+    ? "sniah"
+    : question.includes("label")
+      ? "oolong"
+      : question.includes("pair of records")
+        ? "pairs"
+        : question.includes("works for")
+          ? "multidoc"
+          : "codeqa"
+
+const solveVisible = (context: string, question: string) => Tasks.families[kindOf(question)].solve(context, question)
+
+const WHOLE_ASK = "Answer the question about the text below.\nQuestion: "
+
+/** pairs, multidoc, codeqa: the whole context to one sub-call (small contexts only); no answer without sub-calls. */
+const wholeCode = (question: string, subcalls: boolean) =>
+  subcalls
+    ? `var answer = llm_query(${JSON.stringify(`${WHOLE_ASK}${question}\n\n`)} + P).trim()\nconsole.log(answer)`
+    : 'var answer = "unknown"\nconsole.log(answer)'
 
 /** The oracle's reply to one request. */
 export const reply = (request: LlmAdapter.ChatRequest): string => {
@@ -71,6 +92,7 @@ export const reply = (request: LlmAdapter.ChatRequest): string => {
       return Sniah.solve(last, `magic number for ${key}`) || "NONE"
     }
     if (last.startsWith(OOLONG_ASK)) return JSON.stringify(Object.fromEntries(Oolong.countLabels(last)))
+    if (last.startsWith(WHOLE_ASK)) return solveVisible(last.slice(last.indexOf("\n\n") + 2), questionOf(last))
     return "I cannot tell."
   }
   if (system === Method.DIRECT_SYSTEM_PROMPT) {
@@ -86,9 +108,13 @@ export const reply = (request: LlmAdapter.ChatRequest): string => {
   const first = request.messages.find((m) => m.role === "user")?.content ?? ""
   const question = questionOf(first)
   const subcalls = system.includes("llm_query")
-  const code = question.includes("special magic number")
-    ? sniahCode(/magic number for ([a-z]+-[a-z]+)/.exec(question)?.[1] ?? "", subcalls)
-    : oolongCode(question, subcalls)
+  const kind = kindOf(question)
+  const code =
+    kind === "sniah"
+      ? sniahCode(/magic number for ([a-z]+-[a-z]+)/.exec(question)?.[1] ?? "", subcalls)
+      : kind === "oolong"
+        ? oolongCode(question, subcalls)
+        : wholeCode(question, subcalls)
   return `\`\`\`repl\n${code}\n\`\`\``
 }
 
