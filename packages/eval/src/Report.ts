@@ -169,6 +169,12 @@ const barChart = (
   return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="${escapeHtml(title)}">${parts.join("")}</svg>`
 }
 
+/** A link to a trace only for a path the runner writes (`traces/<id>.<method>.jsonl`); anything else is text. */
+const traceLink = (path: string) =>
+  /^traces\/[A-Za-z0-9._-]+\.jsonl$/.test(path)
+    ? `<a href="${escapeHtml(path)}"><code>${escapeHtml(path)}</code></a>`
+    : `<code>${escapeHtml(path)}</code>`
+
 const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}…` : text)
 
 const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}h2{font-size:16px;margin-top:28px}
@@ -234,7 +240,7 @@ export const html = (summary: Result.Summary, results: ReadonlyArray<Result.Resu
   const resultRows = results
     .map(
       (r) =>
-        `<tr><td class="l"><code>${escapeHtml(r.taskId)}</code></td><td class="l">${escapeHtml(r.method)}</td><td>${pct(r.score)}</td><td class="l${r.status === "failed" ? " failed" : ""}"><pre>${escapeHtml(cut(r.status === "failed" ? `failed: ${r.error ?? ""}` : r.answer, 300))}</pre></td><td class="l"><pre>${escapeHtml(cut(r.truth, 120))}</pre></td><td>${r.totalTokens}</td><td>${escapeHtml(formatTime(r.timeMs))}</td><td>${r.steps}</td><td>${r.subCalls}</td><td class="l"><a href="${escapeHtml(r.trace)}"><code>${escapeHtml(r.trace)}</code></a></td></tr>`
+        `<tr><td class="l"><code>${escapeHtml(r.taskId)}</code></td><td class="l">${escapeHtml(r.method)}</td><td>${pct(r.score)}</td><td class="l${r.status === "failed" ? " failed" : ""}"><pre>${escapeHtml(cut(r.status === "failed" ? `failed: ${r.error ?? ""}` : r.answer, 300))}</pre></td><td class="l"><pre>${escapeHtml(cut(r.truth, 120))}</pre></td><td>${r.totalTokens}</td><td>${escapeHtml(formatTime(r.timeMs))}</td><td>${r.steps}</td><td>${r.subCalls}</td><td class="l">${traceLink(r.trace)}</td></tr>`
     )
     .join("\n")
   const settings = `seed ${summary.seed}, n ${summary.n} per task and size, methods ${summary.methods.join(", ")}${

@@ -39,11 +39,15 @@ const config = { kinds: ["sniah"] as const, sizes: [8192], methods: ["rlm", "dir
 
 describe("report.html", () => {
   it("model text with <script> in an answer (or an error) stays text, never markup", () => {
-    const lines = [line(HOSTILE), line("", { method: "direct", status: "failed", error: HOSTILE })]
+    const lines = [
+      line(HOSTILE, { trace: "javascript:alert(1)" }),
+      line("", { method: "direct", status: "failed", error: HOSTILE })
+    ]
     const html = Report.html(Result.summarize(config, lines), lines)
     assert.notInclude(html, "<script")
     assert.notInclude(html, "<img")
     assert.notInclude(html, 'href="javascript:')
+    assert.include(html, '<a href="traces/sniah-8k-s1-000.rlm.jsonl">')
     assert.include(html, "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;")
     // No script and nothing from the network: a Content-Security-Policy that allows neither.
     assert.include(html, "default-src 'none'")
