@@ -97,6 +97,16 @@ describe("rlm eval, end to end with the oracle", () => {
         // One line per method in each score chart; no script anywhere.
         assert.strictEqual(html.match(/<polyline/g)?.length, 2 * 3)
         assert.notInclude(html, "<script")
+        // The report's table: RLM at 100 past the window, direct below it.
+        const htmlScore = (kind: string, size: string, method: string) =>
+          Number(
+            new RegExp(
+              `<td class="l">${kind}</td><td>${size}</td><td class="l">${method}</td><td>\\d+</td><td>([\\d.]+)</td>`
+            ).exec(html)?.[1]
+          )
+        assert.strictEqual(htmlScore("sniah", "16k", "rlm"), 100)
+        assert.isBelow(htmlScore("sniah", "16k", "direct"), 100)
+        assert.strictEqual(htmlScore("sniah", "1k", "direct"), 100)
       }),
     120_000
   )
