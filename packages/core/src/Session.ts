@@ -635,7 +635,7 @@ const exportVars = (
 
 const invalid = (message: string) => new SessionError({ reason: "InvalidState", message })
 
-/** The nesting depth of a value, or undefined past `max` (iterative: a hostile value cannot overflow the stack). */
+/** Whether a value is nested at most `max` deep and is made of arrays and plain objects (iterative: a hostile value cannot overflow the stack). */
 const depthWithin = (value: unknown, max: number): boolean => {
   const stack: Array<readonly [unknown, number]> = [[value, 0]]
   let seen = 0
@@ -644,6 +644,9 @@ const depthWithin = (value: unknown, max: number): boolean => {
     if (++seen > 1_000_000) return false
     if (v === null || typeof v !== "object") continue
     if (d >= max) return false
+    // JSON has arrays and plain objects only: a class instance (a Date) would decode as a record of its own keys.
+    const proto = Object.getPrototypeOf(v)
+    if (!Array.isArray(v) && proto !== Object.prototype && proto !== null) return false
     for (const child of Object.values(v)) stack.push([child, d + 1])
   }
   return true
@@ -667,7 +670,18 @@ export const decodeState = (input: unknown): Effect.Effect<SessionState, Session
         ? (input as { variables: unknown }).variables
         : {}
     if (!depthWithin(vars, MAX_JSON_DEPTH + 1)) {
-      return yield* invalid(`a variable is nested deeper than ${MAX_JSON_DEPTH} levels, or has too many values`)
+      return yield* invalid(
+        `a variable is nested deeper than ${MAX_JSON_DEPTH} levels, has too many values, or is not JSON`
+      )
+    }
+    // Checked before decoding too: a key such as `__proto__` would not survive into the decoded record.
+    if (vars !== null && typeof vars === "object") {
+      for (const name of Object.keys(vars)) {
+        const why = name === "history" ? "'history' is rebound by the session" : badName(name, new Set())
+        if (why !== undefined) {
+          return yield* invalid(`the variable ${JSON.stringify(name.slice(0, 100))} cannot be restored: ${why}`)
+        }
+      }
     }
     const state = yield* Schema.decodeUnknown(SessionState)(
       input instanceof SessionState ? Schema.encodeSync(SessionState)(input) : input

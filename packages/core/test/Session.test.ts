@@ -4,12 +4,14 @@
  * export → resume, forged states, serialized asks, and a closed session.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { FakeAdapter } from "@rlm-runtime/adapters"
-import { JavascriptSandbox, PythonSandbox, type Sandbox } from "@rlm-runtime/sandbox"
-import { Chunk, Effect, Exit, Fiber, Layer, Option, Schema, Scope, Stream } from "effect"
+import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
+import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
+import { Chunk, Effect, Exit, FastCheck, Layer, Schema, Scope, Stream } from "effect"
 import { Rlm, RunEvent, Session } from "../src/index.js"
 
 type Language = "python" | "javascript"
+
+const SandboxTag = Sandbox.Sandbox
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
 
@@ -79,3 +81,552 @@ for (const language of ["javascript", "python"] as const) {
     )
   })
 }
+
+/** Live REPL sessions of the wrapped sandbox: +1 when one opens, -1 once it is closed. */
+const counted = (
+  sessions: { open: number; opened: number },
+  inner: Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError>
+) =>
+  Layer.effect(
+    SandboxTag,
+    Effect.map(SandboxTag, (sandbox) => ({
+      language: sandbox.language,
+      isolation: sandbox.isolation,
+      open: <E>(options: Sandbox.OpenOptions<E>) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            sessions.open++
+            sessions.opened++
+          }),
+          () =>
+            Effect.sync(() => {
+              sessions.open--
+            })
+        ).pipe(Effect.zipRight(sandbox.open(options)))
+    }))
+  ).pipe(Layer.provide(inner))
+
+/** What the summarizer saw: the compaction requests, and every other root request. */
+interface Seen {
+  readonly compactions: Array<LlmAdapter.ChatRequest>
+  readonly root: Array<LlmAdapter.ChatRequest>
+}
+
+/**
+ * The Fake adapter, except that a compaction request (recognized by its
+ * system prompt) is answered by a deterministic summarizer: `SUMMARY#n`
+ * then every "Final answer:" line of the request (the earlier summary's
+ * lines included), so the summary is made of what it was given.
+ */
+const summarizing = (options: FakeAdapter.Options, seen: Seen) =>
+  Layer.effect(
+    LlmAdapter.LlmAdapter,
+    Effect.map(FakeAdapter.makeInstrumented(options), ({ adapter }) =>
+      LlmAdapter.make({
+        model: adapter.model,
+        chat: (request) => {
+          if (request.role === "root" && request.messages[0]?.content.startsWith("You compact the history")) {
+            seen.compactions.push(request)
+            const text = request.messages.map((m) => m.content).join("\n")
+            const lines = text.split("\n").filter((l) => /^(Turn \d+ answered|Final answer:)/.test(l))
+            let turn = 0
+            const summary = [
+              `SUMMARY#${seen.compactions.length}`,
+              ...text.split("\n").flatMap((l) => {
+                const n = /^## Turn (\d+)$/.exec(l)
+                if (n) turn = Number(n[1])
+                const prior = /^Turn \d+ answered .*$/.exec(l)
+                if (prior) return [prior[0]]
+                const a = /^Final answer: (.*)$/.exec(l)
+                return a ? [`Turn ${turn} answered ${a[1]}`] : []
+              })
+            ].join("\n")
+            void lines
+            return Effect.succeed(
+              new LlmAdapter.ChatResponse({
+                text: summary,
+                model: "fake",
+                usage: new LlmAdapter.Usage({ inputTokens: 10, outputTokens: 5, totalTokens: 15 })
+              })
+            )
+          }
+          if (request.role === "root") seen.root.push(request)
+          return adapter.chat(request)
+        }
+      })
+    )
+  )
+
+const sumOfSquares = (n: number) => (n * (n + 1) * (2 * n + 1)) / 6
+
+describe("Session compaction", () => {
+  it.live(
+    "a scripted 20-turn conversation compacts, the model sees the summary, answers stay right, history keeps all 20",
+    () => {
+      const seen: Seen = { compactions: [], root: [] }
+      const turnCode = (i: number) =>
+        repl(
+          `var sq = ${i} * ${i}; var total = (typeof total === "undefined" ? 0 : total) + sq; var seenTurns = history.length`
+        )
+      const script = [
+        ...Array.from({ length: 20 }, (_, k) => [turnCode(k + 1), "FINAL_VAR(total)"]).flat(),
+        repl("var all = history.length + ':' + history.map((h) => h.answer).join(',')"),
+        "FINAL_VAR(all)"
+      ]
+      return Effect.gen(function* () {
+        const session = yield* Rlm.session({ context: "numbers", compactAt: 400 })
+        const compacted: Array<RunEvent.SessionCompacted> = []
+        for (let i = 1; i <= 20; i++) {
+          const query = `Turn ${i}: add ${i} squared to the total.`
+          if (i % 2 === 0) {
+            const events = Chunk.toReadonlyArray(yield* Stream.runCollect(session.askStream(query)))
+            for (const e of events) if (e._tag === "SessionCompacted") compacted.push(e)
+            const answered = events.at(-1)
+            assert.strictEqual(answered?._tag, "Answered")
+            assert.strictEqual(answered?._tag === "Answered" ? answered.answer : "", String(sumOfSquares(i)))
+          } else {
+            const result = yield* session.ask(query)
+            assert.strictEqual(result.answer, String(sumOfSquares(i)), `turn ${i}`)
+            // A turn's totals are its own: its two root calls, and a compaction's one.
+            assert.isAtMost(result.totals.rootCalls, 3)
+          }
+        }
+        const last = yield* session.ask("How many turns so far, and their answers?")
+        const answers = Array.from({ length: 20 }, (_, k) => sumOfSquares(k + 1)).join(",")
+        assert.strictEqual(last.answer, `20:${answers}`)
+
+        // Compacted several times; the stream showed it (the even turns were streamed).
+        assert.isAtLeast(seen.compactions.length, 3)
+        assert.isAtLeast(compacted.length, 1)
+        for (const e of compacted) assert.isTrue(e.tokensAfter < e.tokensBefore)
+        // Each summary was given the previous one.
+        for (const [i, request] of seen.compactions.entries()) {
+          if (i > 0) assert.include(request.messages[1]!.content, `SUMMARY#${i}`)
+        }
+        // After the first compaction the model sees the summary, not the early turns' messages,
+        // and its root history stays bounded.
+        const firstCompaction = seen.root.findIndex((r) => r.messages.some((m) => m.content.includes("SUMMARY#1")))
+        assert.isAbove(firstCompaction, 0)
+        for (const request of seen.root.slice(firstCompaction)) {
+          const contents = request.messages.map((m) => m.content).join("\n")
+          assert.match(contents, /SUMMARY#\d+/)
+          assert.notInclude(contents, "Question: Turn 1: add")
+          assert.include(contents, "Turn 1 answered 1")
+          // system prompt + summary + one kept turn + this turn: far below the 20 turns' messages.
+          assert.isBelow(Session.estimateTokens(request.messages.slice(1)), 400 * 3)
+        }
+        const state = yield* session.export
+        assert.strictEqual(state.turns.length, 21)
+        assert.isDefined(state.summary)
+        const summarized = state.summary!.turns
+        assert.isTrue(state.turns.slice(0, summarized).every((t) => t.messages === undefined))
+        assert.isTrue(state.turns.slice(summarized).every((t) => t.messages !== undefined))
+        assert.deepStrictEqual(state.variables.total, sumOfSquares(20))
+        assert.deepStrictEqual(state.variables.seenTurns, 19)
+      }).pipe(Effect.scoped, Effect.provide(Layer.merge(summarizing({ script }, seen), JavascriptSandbox.layer())))
+    },
+    120_000
+  )
+
+  it.effect("estimateTokens is characters / 4, rounded up, over contents and tool-call arguments", () =>
+    Effect.sync(() => {
+      const m = (content: string) => new LlmAdapter.ChatMessage({ role: "user", content })
+      assert.strictEqual(Session.estimateTokens([]), 0)
+      assert.strictEqual(Session.estimateTokens([m("abcd"), m("e")]), 2)
+      const call = new LlmAdapter.ChatMessage({
+        role: "assistant",
+        content: "",
+        toolCalls: [new LlmAdapter.ToolCall({ id: "1", name: "run_code", arguments: "{}" })]
+      })
+      assert.strictEqual(Session.estimateTokens([call]), 3)
+    })
+  )
+})
+
+/** A session state, as a client would send it: its JSON, parsed. */
+const wire = (state: Session.SessionState): unknown =>
+  JSON.parse(JSON.stringify(Schema.encodeSync(Session.SessionState)(state)))
+
+const baseState = (patch: Record<string, unknown> = {}): unknown => ({
+  version: 1,
+  id: "s1",
+  language: "javascript",
+  protocol: "fenced",
+  turns: [],
+  variables: {},
+  unserializable: [],
+  ...patch
+})
+
+const invalidReason = (input: unknown) => Effect.map(Effect.flip(Session.decodeState(input)), (e) => e.reason)
+
+describe("Session export and resume", () => {
+  for (const language of ["javascript", "python"] as const) {
+    it.live(
+      `${language}: export → resume continues in a fresh interpreter (variables back, unserializable listed)`,
+      () =>
+        Effect.gen(function* () {
+          const sessions = { open: 0, opened: 0 }
+          const sandbox = counted(sessions, sandboxOf(language))
+          const state = yield* Effect.gen(function* () {
+            const session = yield* Rlm.session({ context: "ctx" })
+            yield* session.ask("Define x.")
+            return yield* session.export
+          }).pipe(
+            Effect.scoped,
+            Effect.provide(
+              Layer.merge(FakeAdapter.layer({ script: [repl(code[language].define), "FINAL(defined)"] }), sandbox)
+            )
+          )
+          assert.strictEqual(sessions.open, 0)
+          assert.strictEqual(state.language, language)
+          assert.deepStrictEqual(state.variables, { x: 41, items: [1, "two", { k: null }] })
+          assert.deepStrictEqual(
+            state.unserializable.map((u) => u.name),
+            ["square"]
+          )
+          assert.strictEqual(state.unserializable[0]!.type, "function")
+          assert.strictEqual(state.turns.length, 1)
+          assert.strictEqual(state.turns[0]!.answer, "defined")
+
+          const resumed = yield* Session.decodeState(wire(state))
+          const layer = Layer.merge(
+            FakeAdapter.layerInstrumented({ script: [repl(code[language].restored), "FINAL_VAR(z)"] }),
+            sandbox
+          )
+          yield* Effect.gen(function* () {
+            const session = yield* Rlm.session({ resume: resumed, context: "ctx" })
+            assert.strictEqual(session.id, state.id)
+            assert.strictEqual(yield* session.turns, 1)
+            // Before any turn, the state is handed back as it came.
+            const again = yield* session.export
+            assert.deepStrictEqual(again.variables, state.variables)
+            assert.deepStrictEqual(again.unserializable, state.unserializable)
+            const result = yield* session.ask("Use x and items.")
+            assert.strictEqual(result.answer, "44")
+            const out = result.trace.events.flatMap((e) =>
+              e._tag === "StepCompleted" ? e.blocks.map((b) => b.stdout) : []
+            )
+            assert.include(out.join(""), "no square")
+            const stats = yield* FakeAdapter.FakeInstrumentation.pipe(Effect.flatMap((i) => i.stats))
+            const first = stats.requests[0]!.messages.map((m) => m.content)
+            // The resumed root history: the first turn's messages, then the new question.
+            assert.include(first[1]!, "Question: Define x.")
+            assert.include(first.at(-1)!, "turn 2 of a session")
+            const after = yield* session.export
+            assert.strictEqual(after.turns.length, 2)
+            assert.strictEqual(after.variables.z, 44)
+            // The function lost at export stays listed.
+            assert.include(
+              after.unserializable.map((u) => u.name),
+              "square"
+            )
+          }).pipe(Effect.scoped, Effect.provide(layer))
+          assert.strictEqual(sessions.opened, 2)
+          assert.strictEqual(sessions.open, 0)
+        }),
+      120_000
+    )
+
+    it.live(
+      `${language}: code-looking strings in a resumed state are data; values round-trip exactly`,
+      () =>
+        Effect.gen(function* () {
+          const hostile = [
+            `"); import os; os.system("echo pwned"); ("`,
+            "'''\n__import__('os').system('x')\n'''",
+            "`${globalThis.process}`",
+            '\\"); FINAL("pwned"); ("\\',
+            "\u2028\u2029\u0000\u007f",
+            "emoji 😀 and é and 中文",
+            "*/ }); throw new Error('x'); ({ /*"
+          ]
+          const strings = [
+            ...hostile,
+            ...FastCheck.sample(FastCheck.fullUnicodeString({ maxLength: 40 }), { numRuns: 40, seed: 13 })
+          ]
+          const variables: Record<string, unknown> = {
+            strings,
+            nested: { "a b": [1.5, -2, true, null, { "\u0000": "x", __proto__x: "y" }] },
+            big: 9007199254740991
+          }
+          const state = yield* Session.decodeState(baseState({ language, variables }))
+          const layer = Layer.merge(
+            FakeAdapter.layer({
+              script: [repl(language === "python" ? "n = len(strings)" : "var n = strings.length"), "FINAL_VAR(n)"]
+            }),
+            sandboxOf(language)
+          )
+          yield* Effect.gen(function* () {
+            const session = yield* Rlm.session({ resume: state })
+            const result = yield* session.ask("How many strings?")
+            assert.strictEqual(result.answer, String(strings.length))
+            const exported = yield* session.export
+            assert.deepStrictEqual(exported.variables.strings, strings)
+            assert.deepStrictEqual(exported.variables.nested, variables.nested)
+            assert.strictEqual(exported.variables.big, 9007199254740991)
+            assert.deepStrictEqual(exported.unserializable, [])
+          }).pipe(Effect.scoped, Effect.provide(layer))
+        }),
+      120_000
+    )
+  }
+
+  it.live("a later ask with a new context gets a fresh interpreter over it; JSON variables carry over", () =>
+    Effect.gen(function* () {
+      const sessions = { open: 0, opened: 0 }
+      const layer = Layer.merge(
+        FakeAdapter.layer({
+          script: [
+            repl("var first = P; var fn = () => 1"),
+            "FINAL_VAR(first)",
+            repl("var both = first + '+' + P + ':' + typeof fn"),
+            "FINAL_VAR(both)"
+          ]
+        }),
+        counted(sessions, JavascriptSandbox.layer())
+      )
+      yield* Effect.gen(function* () {
+        const session = yield* Rlm.session({ context: "alpha" })
+        assert.strictEqual((yield* session.ask("Read P.")).answer, "alpha")
+        const second = yield* session.ask("Read the new P.", { context: "beta" })
+        assert.strictEqual(second.answer, "alpha+beta:undefined")
+        const started = second.trace.events[0]
+        assert.strictEqual(started?._tag === "RunStarted" ? started.context.preview : "", "beta")
+        assert.strictEqual(sessions.opened, 2)
+        assert.strictEqual(sessions.open, 1)
+        const state = yield* session.export
+        assert.deepStrictEqual(state.unserializable, [{ name: "fn", type: "function" }])
+      }).pipe(Effect.scoped, Effect.provide(layer))
+      assert.strictEqual(sessions.open, 0)
+    })
+  )
+})
+
+describe("Session: forged states", () => {
+  it.effect("a state of another language is refused, typed", () =>
+    Effect.gen(function* () {
+      const state = yield* Session.decodeState(baseState({ language: "python" }))
+      const error = yield* Effect.flip(Rlm.session({ resume: state }))
+      assert.strictEqual(error._tag, "RunFailed")
+      assert.strictEqual(error._tag === "RunFailed" ? error.reason : "", "InvalidOptions")
+      const cause = error._tag === "RunFailed" ? error.cause : undefined
+      assert.instanceOf(cause, Session.SessionError)
+      assert.strictEqual((cause as Session.SessionError).reason, "LanguageMismatch")
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(FakeAdapter.layer({}), JavascriptSandbox.layer())))
+  )
+
+  it.effect("a state of another protocol is refused, typed", () =>
+    Effect.gen(function* () {
+      const state = yield* Session.decodeState(baseState({ protocol: "tools" }))
+      const error = yield* Effect.flip(Rlm.session({ resume: state }))
+      const cause = error._tag === "RunFailed" ? error.cause : undefined
+      assert.strictEqual((cause as Session.SessionError).reason, "ProtocolMismatch")
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(FakeAdapter.layer({}), JavascriptSandbox.layer())))
+  )
+
+  it.effect("bad variable names are refused", () =>
+    Effect.gen(function* () {
+      for (const name of [
+        "__proto__",
+        "_x",
+        "P",
+        "context",
+        "llm_query",
+        "budget",
+        "history",
+        "FINAL",
+        "1abc",
+        "a-b",
+        "import",
+        "class",
+        "x; import os",
+        "",
+        "a".repeat(65),
+        "é"
+      ]) {
+        assert.strictEqual(yield* invalidReason(baseState({ variables: { [name]: 1 } })), "InvalidState", name)
+      }
+      // Ordinary identifiers pass.
+      const ok = yield* Session.decodeState(baseState({ variables: { lookup: 1, x_1: 2 } }))
+      assert.deepStrictEqual(ok.variables, { lookup: 1, x_1: 2 })
+    })
+  )
+
+  it.prop(
+    "a variable name is accepted only if it is an identifier of both languages",
+    [FastCheck.string({ maxLength: 8 })],
+    ([name]) => {
+      const exit = Effect.runSyncExit(Session.decodeState(baseState({ variables: { [name]: 0 } })))
+      const identifier = /^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(name)
+      if (!identifier) assert.isTrue(Exit.isFailure(exit), JSON.stringify(name))
+      if (Exit.isSuccess(exit)) assert.isTrue(identifier)
+    }
+  )
+
+  it.effect("huge, deep and malformed values are refused", () =>
+    Effect.gen(function* () {
+      const huge = "x".repeat(Session.MAX_VARIABLE_CHARS)
+      assert.strictEqual(yield* invalidReason(baseState({ variables: { s: huge } })), "InvalidState")
+      const many = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`v${i}`, "y".repeat(90_000)]))
+      assert.strictEqual(yield* invalidReason(baseState({ variables: many })), "InvalidState")
+      let deep: unknown = 1
+      for (let i = 0; i < 100; i++) deep = [deep]
+      assert.strictEqual(yield* invalidReason(baseState({ variables: { d: deep } })), "InvalidState")
+      // Far too deep for a recursive decoder: refused without overflowing the stack.
+      let deeper: unknown = 1
+      for (let i = 0; i < 200_000; i++) deeper = { a: deeper }
+      assert.strictEqual(yield* invalidReason(baseState({ variables: { d: deeper } })), "InvalidState")
+      for (const value of [Number.NaN, Number.POSITIVE_INFINITY, undefined, () => 1, new Date(0)]) {
+        assert.strictEqual(yield* invalidReason(baseState({ variables: { v: value } })), "InvalidState")
+      }
+      assert.strictEqual(yield* invalidReason(baseState({ version: 2 })), "InvalidState")
+      assert.strictEqual(yield* invalidReason(baseState({ language: "ruby" })), "InvalidState")
+      assert.strictEqual(yield* invalidReason("not a state"), "InvalidState")
+      assert.strictEqual(yield* invalidReason(null), "InvalidState")
+    })
+  )
+
+  it.effect("the compacted turns must be the first ones, and the summary must cover exactly them", () =>
+    Effect.gen(function* () {
+      const msg = { role: "user", content: "q" }
+      const turn = (messages: boolean) => ({
+        query: "q",
+        answer: "a",
+        source: "FINAL",
+        steps: 1,
+        ...(messages ? { messages: [msg] } : {})
+      })
+      const good = yield* Session.decodeState(
+        baseState({ turns: [turn(false), turn(true)], summary: { text: "s", turns: 1 } })
+      )
+      assert.strictEqual(Session.rootHistory(good).length, 3)
+      assert.include(Session.rootHistory(good)[0]!.content, "Summary of turns 1-1")
+      assert.strictEqual(
+        yield* invalidReason(baseState({ turns: [turn(true), turn(false)], summary: { text: "s", turns: 1 } })),
+        "InvalidState"
+      )
+      assert.strictEqual(yield* invalidReason(baseState({ turns: [turn(false), turn(true)] })), "InvalidState")
+      assert.strictEqual(
+        yield* invalidReason(baseState({ turns: [turn(true)], summary: { text: "s", turns: 1 } })),
+        "InvalidState"
+      )
+    })
+  )
+
+  it.prop(
+    "SessionState: decode(encode(state)) is the state",
+    [
+      FastCheck.record({
+        id: FastCheck.string(),
+        language: FastCheck.constantFrom("python" as const, "javascript" as const),
+        turns: FastCheck.array(
+          FastCheck.record({ query: FastCheck.string(), answer: FastCheck.string(), steps: FastCheck.nat(30) }),
+          { maxLength: 4 }
+        ),
+        variables: FastCheck.dictionary(
+          FastCheck.stringMatching(/^x_[a-z0-9_]{0,10}$/),
+          FastCheck.jsonValue({ maxDepth: 3 }).filter((v) => !Object.is(v, -0))
+        )
+      })
+    ],
+    ([r]) => {
+      const variables = r.variables
+      const input = baseState({
+        id: r.id,
+        language: r.language,
+        turns: r.turns.map((t) => ({ ...t, source: "FINAL", messages: [{ role: "user", content: t.query }] })),
+        variables
+      })
+      const state = Effect.runSync(Session.decodeState(input))
+      assert.deepStrictEqual(Effect.runSync(Session.decodeState(wire(state))), state)
+    }
+  )
+})
+
+describe("Session lifetime", () => {
+  it.live("concurrent asks are serialized: the second turn starts after the first answered", () =>
+    Effect.gen(function* () {
+      const session = yield* Rlm.session({ context: "c" })
+      const [a, b] = yield* Effect.all(
+        [session.ask("Question A."), Effect.zipRight(Effect.sleep("5 millis"), session.ask("Question B."))],
+        { concurrency: 2 }
+      )
+      assert.strictEqual(a.answer, "1")
+      assert.strictEqual(b.answer, "2")
+      const stats = yield* FakeAdapter.FakeInstrumentation.pipe(Effect.flatMap((i) => i.stats))
+      const lasts = stats.requests.map((r) => r.messages.at(-1)!.content)
+      assert.strictEqual(stats.requests.length, 4)
+      assert.include(lasts[0]!, "Question A.")
+      assert.notInclude(lasts[1]!, "Question B.")
+      assert.include(lasts[2]!, "Question B.")
+      assert.include(lasts[2]!, "turn 2 of a session")
+      assert.strictEqual(b.totals.rootCalls, 2)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.merge(
+          FakeAdapter.layerInstrumented({
+            script: [repl("var n = 1"), "FINAL_VAR(n)", repl("n = n + 1"), "FINAL_VAR(n)"],
+            latencyMs: 30
+          }),
+          JavascriptSandbox.layer()
+        )
+      )
+    )
+  )
+
+  it.live("closing the scope shuts the interpreter down; an ask or export after it fails typed", () =>
+    Effect.gen(function* () {
+      const sessions = { open: 0, opened: 0 }
+      const layer = Layer.merge(
+        FakeAdapter.layer({ script: [repl("var v = 1"), "FINAL_VAR(v)"] }),
+        counted(sessions, JavascriptSandbox.layer())
+      )
+      yield* Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const session = yield* Scope.extend(Rlm.session({ context: "c" }), scope)
+        assert.strictEqual((yield* session.ask("Set v.")).answer, "1")
+        assert.strictEqual(sessions.open, 1)
+        yield* Scope.close(scope, Exit.void)
+        assert.strictEqual(sessions.open, 0)
+        const error = yield* Effect.flip(session.ask("Again?"))
+        assert.strictEqual(error._tag, "RunFailed")
+        const cause = error._tag === "RunFailed" ? error.cause : undefined
+        assert.instanceOf(cause, Session.SessionError)
+        assert.strictEqual((cause as Session.SessionError).reason, "Closed")
+        const streamed = yield* Effect.flip(Stream.runDrain(session.askStream("Again?")))
+        assert.strictEqual(streamed._tag, "RunFailed")
+        const exported = yield* Effect.flip(session.export)
+        assert.strictEqual(exported.reason, "Closed")
+      }).pipe(Effect.provide(layer))
+    })
+  )
+
+  it.live("host functions work in every turn and are refused between turns", () =>
+    Effect.gen(function* () {
+      const session = yield* Rlm.session({ context: "c" })
+      const one = yield* session.ask("Ask the sub-model.")
+      assert.strictEqual(one.answer, "sub says hi")
+      const two = yield* session.ask("Again.")
+      assert.strictEqual(two.answer, "sub says hi|sub says hi")
+      assert.strictEqual(two.trace.events.filter((e) => e._tag === "SubCall").length, 1)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.merge(
+          FakeAdapter.layer({
+            script: [
+              repl("var r = llm_query('hello')"),
+              "FINAL_VAR(r)",
+              repl("var r2 = r + '|' + llm_query('hello')"),
+              "FINAL_VAR(r2)"
+            ],
+            rules: [{ match: "hello", reply: "sub says hi" }]
+          }),
+          JavascriptSandbox.layer()
+        )
+      )
+    )
+  )
+})
