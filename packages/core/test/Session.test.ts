@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
-import { Chunk, Effect, Exit, FastCheck, Layer, Schema, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, FastCheck, Fiber, Layer, Schema, Scope, Stream } from "effect"
 import { Rlm, RunEvent, Session } from "../src/index.js"
 
 type Language = "python" | "javascript"
@@ -128,7 +128,6 @@ const summarizing = (options: FakeAdapter.Options, seen: Seen) =>
           if (request.role === "root" && request.messages[0]?.content.startsWith("You compact the history")) {
             seen.compactions.push(request)
             const text = request.messages.map((m) => m.content).join("\n")
-            const lines = text.split("\n").filter((l) => /^(Turn \d+ answered|Final answer:)/.test(l))
             let turn = 0
             const summary = [
               `SUMMARY#${seen.compactions.length}`,
@@ -141,7 +140,6 @@ const summarizing = (options: FakeAdapter.Options, seen: Seen) =>
                 return a ? [`Turn ${turn} answered ${a[1]}`] : []
               })
             ].join("\n")
-            void lines
             return Effect.succeed(
               new LlmAdapter.ChatResponse({
                 text: summary,
@@ -624,6 +622,61 @@ describe("Session lifetime", () => {
             ],
             rules: [{ match: "hello", reply: "sub says hi" }]
           }),
+          JavascriptSandbox.layer()
+        )
+      )
+    )
+  )
+
+  it.live("under the tools protocol, the root history keeps each tool call with its result", () =>
+    Effect.gen(function* () {
+      const session = yield* Rlm.session({ context: "c", protocol: "tools" })
+      assert.strictEqual((yield* session.ask("Set x.")).answer, "5")
+      assert.strictEqual((yield* session.ask("x + 1?")).answer, "6")
+      const stats = yield* FakeAdapter.FakeInstrumentation.pipe(Effect.flatMap((i) => i.stats))
+      const third = stats.requests[2]!.messages
+      const calls = third.flatMap((m) => (m.role === "assistant" ? (m.toolCalls ?? []).map((c) => c.id) : []))
+      const answered = third.flatMap((m) => (m.role === "tool" && m.toolCallId !== undefined ? [m.toolCallId] : []))
+      assert.isAbove(calls.length, 0)
+      // Every tool call of the earlier turn is answered in the history it is sent again with.
+      assert.deepStrictEqual(answered, calls)
+      assert.isTrue(third.some((m) => m.role === "assistant" && m.content.includes("Final answer: 5")))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.merge(
+          FakeAdapter.layerInstrumented({
+            script: [
+              [{ name: "run_code", arguments: { code: "var x = 5" } }],
+              [{ name: "final_answer", arguments: { variable: "x" } }],
+              [{ name: "run_code", arguments: { code: "var y = x + 1" } }],
+              [{ name: "final_answer", arguments: { variable: "y" } }]
+            ]
+          }),
+          JavascriptSandbox.layer()
+        )
+      )
+    )
+  )
+
+  it.live("an interrupted ask records no turn and releases the session for the next one", () =>
+    Effect.gen(function* () {
+      const session = yield* Rlm.session({ context: "c" })
+      const fiber = yield* Effect.fork(session.ask("Slow question."))
+      yield* Effect.sleep("100 millis")
+      yield* Fiber.interrupt(fiber)
+      assert.strictEqual(yield* session.turns, 0)
+      const state = yield* session.export
+      assert.strictEqual(state.turns.length, 0)
+      const result = yield* session.ask("Now answer.")
+      assert.strictEqual(result.answer, "7")
+      assert.strictEqual(yield* session.turns, 1)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.merge(
+          // The interrupted call may or may not have taken the first entry: the same block twice either way.
+          FakeAdapter.layer({ script: [repl("var v = 7"), repl("var v = 7"), "FINAL_VAR(v)"], latencyMs: 400 }),
           JavascriptSandbox.layer()
         )
       )
