@@ -179,6 +179,14 @@ describe("Session compaction", () => {
           if (i % 2 === 0) {
             const events = Chunk.toReadonlyArray(yield* Stream.runCollect(session.askStream(query)))
             for (const e of events) if (e._tag === "SessionCompacted") compacted.push(e)
+            const at = events.findIndex((e) => e._tag === "SessionCompacted")
+            if (at !== -1) {
+              // After RunStarted and its call's ModelCallStarted (step 0), before any step.
+              assert.strictEqual(events[0]?._tag, "RunStarted")
+              const call = events[at - 1]
+              assert.isTrue(call?._tag === "ModelCallStarted" && call.step === 0)
+              assert.isTrue(events.slice(0, at).every((e) => e._tag !== "StepCompleted"))
+            }
             const answered = events.at(-1)
             assert.strictEqual(answered?._tag, "Answered")
             assert.strictEqual(answered?._tag === "Answered" ? answered.answer : "", String(sumOfSquares(i)))
@@ -370,35 +378,43 @@ describe("Session export and resume", () => {
     )
   }
 
-  it.live("a later ask with a new context gets a fresh interpreter over it; JSON variables carry over", () =>
-    Effect.gen(function* () {
-      const sessions = { open: 0, opened: 0 }
-      const layer = Layer.merge(
-        FakeAdapter.layer({
-          script: [
-            repl("var first = P; var fn = () => 1"),
-            "FINAL_VAR(first)",
-            repl("var both = first + '+' + P + ':' + typeof fn"),
-            "FINAL_VAR(both)"
-          ]
+  for (const language of ["javascript", "python"] as const) {
+    it.live(
+      `${language}: a later ask with a new context gets a fresh interpreter over it; JSON variables carry over`,
+      () =>
+        Effect.gen(function* () {
+          const sessions = { open: 0, opened: 0 }
+          const programs =
+            language === "python"
+              ? [
+                  "first = P\nfn = lambda: 1",
+                  "both = first + '+' + P + ':' + ('function' if 'fn' in globals() else 'undefined')"
+                ]
+              : ["var first = P; var fn = () => 1", "var both = first + '+' + P + ':' + typeof fn"]
+          const layer = Layer.merge(
+            FakeAdapter.layer({
+              script: [repl(programs[0]!), "FINAL_VAR(first)", repl(programs[1]!), "FINAL_VAR(both)"]
+            }),
+            counted(sessions, sandboxOf(language))
+          )
+          yield* Effect.gen(function* () {
+            const session = yield* Rlm.session({ context: "alpha" })
+            assert.strictEqual((yield* session.ask("Read P.")).answer, "alpha")
+            const second = yield* session.ask("Read the new P.", { context: "beta" })
+            assert.strictEqual(second.answer, "alpha+beta:undefined")
+            const started = second.trace.events[0]
+            assert.strictEqual(started?._tag === "RunStarted" ? started.context.preview : "", "beta")
+            assert.strictEqual(sessions.opened, 2)
+            assert.strictEqual(sessions.open, 1)
+            const state = yield* session.export
+            assert.deepStrictEqual(state.unserializable, [{ name: "fn", type: "function" }])
+            assert.strictEqual(state.variables.both, "alpha+beta:undefined")
+          }).pipe(Effect.scoped, Effect.provide(layer))
+          assert.strictEqual(sessions.open, 0)
         }),
-        counted(sessions, JavascriptSandbox.layer())
-      )
-      yield* Effect.gen(function* () {
-        const session = yield* Rlm.session({ context: "alpha" })
-        assert.strictEqual((yield* session.ask("Read P.")).answer, "alpha")
-        const second = yield* session.ask("Read the new P.", { context: "beta" })
-        assert.strictEqual(second.answer, "alpha+beta:undefined")
-        const started = second.trace.events[0]
-        assert.strictEqual(started?._tag === "RunStarted" ? started.context.preview : "", "beta")
-        assert.strictEqual(sessions.opened, 2)
-        assert.strictEqual(sessions.open, 1)
-        const state = yield* session.export
-        assert.deepStrictEqual(state.unserializable, [{ name: "fn", type: "function" }])
-      }).pipe(Effect.scoped, Effect.provide(layer))
-      assert.strictEqual(sessions.open, 0)
-    })
-  )
+      60_000
+    )
+  }
 })
 
 describe("Session: forged states", () => {
