@@ -529,6 +529,7 @@ const budgetOf = (ctx: RunCtx): Effect.Effect<HostTools.BudgetLeft> =>
  * root history before its first user message come from the session instead
  * of a fresh REPL and a fresh conversation.
  *
+ * @since 0.3.0
  * @internal
  */
 export interface SessionTurn {
@@ -555,6 +556,7 @@ export interface SessionTurn {
  * What a session turn's `history` may use: a root call of the run, and its
  * event channel.
  *
+ * @since 0.3.0
  * @internal
  */
 export interface TurnCall {
@@ -1483,6 +1485,7 @@ const runWith = (
  * One turn of a `Session` as a run: {@link run} over the session's REPL and
  * root history (see `Session.make`).
  *
+ * @since 0.3.0
  * @internal
  */
 export const runTurn = (
@@ -1497,6 +1500,7 @@ export const runTurn = (
  * One turn of a `Session` as the events of a run: {@link stream} over the
  * session's REPL and root history (see `Session.make`).
  *
+ * @since 0.3.0
  * @internal
  */
 export const streamTurn = (

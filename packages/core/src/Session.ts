@@ -584,9 +584,36 @@ interface Carried {
 
 const noneCarried: Carried = { variables: {}, unserializable: [] }
 
+/**
+ * Builtins of either language that the session's own guest code (binding
+ * `history`, restoring and reading variables) relies on: a state may not
+ * shadow them.
+ */
+const BUILTINS_USED = new Set([
+  "JSON",
+  "Object",
+  "Array",
+  "String",
+  "Number",
+  "Error",
+  "globalThis",
+  "globals",
+  "len",
+  "type",
+  "str",
+  "list",
+  "dict",
+  "int",
+  "float",
+  "bool",
+  "all",
+  "RecursionError"
+])
+
 /** Why a variable name cannot be restored, or undefined. */
 const badName = (name: string, taken: ReadonlySet<string>): string | undefined => {
   if (taken.has(name)) return `'${name.slice(0, 100)}' is a name the REPL reserves`
+  if (BUILTINS_USED.has(name)) return `'${name}' would shadow a builtin the session's code uses`
   const invalid = HostTools.checkUserTools([{ name, description: "", parameters: [] }])
   return invalid === undefined ? undefined : invalid.replace("tool name", "variable name")
 }
@@ -647,6 +674,8 @@ const depthWithin = (value: unknown, max: number): boolean => {
     // JSON has arrays and plain objects only: a class instance (a Date) would decode as a record of its own keys.
     const proto = Object.getPrototypeOf(v)
     if (!Array.isArray(v) && proto !== Object.prototype && proto !== null) return false
+    // A `__proto__` key would be dropped by decoding (it sets the prototype): refused rather than lost.
+    if (Object.hasOwn(v, "__proto__")) return false
     for (const child of Object.values(v)) stack.push([child, d + 1])
   }
   return true

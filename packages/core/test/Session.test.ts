@@ -455,6 +455,8 @@ describe("Session: forged states", () => {
         "import",
         "class",
         "x; import os",
+        "JSON",
+        "globals",
         "",
         "a".repeat(65),
         "é"
@@ -494,6 +496,10 @@ describe("Session: forged states", () => {
       for (const value of [Number.NaN, Number.POSITIVE_INFINITY, undefined, () => 1, new Date(0)]) {
         assert.strictEqual(yield* invalidReason(baseState({ variables: { v: value } })), "InvalidState")
       }
+      assert.strictEqual(
+        yield* invalidReason(baseState({ variables: { v: JSON.parse('{"a": {"__proto__": 1}}') } })),
+        "InvalidState"
+      )
       assert.strictEqual(yield* invalidReason(baseState({ version: 2 })), "InvalidState")
       assert.strictEqual(yield* invalidReason(baseState({ language: "ruby" })), "InvalidState")
       assert.strictEqual(yield* invalidReason("not a state"), "InvalidState")
@@ -540,7 +546,7 @@ describe("Session: forged states", () => {
         ),
         variables: FastCheck.dictionary(
           FastCheck.stringMatching(/^x_[a-z0-9_]{0,10}$/),
-          FastCheck.jsonValue({ maxDepth: 3 }).filter((v) => !Object.is(v, -0))
+          FastCheck.jsonValue({ maxDepth: 3 }).map((v) => JSON.parse(JSON.stringify(v)))
         )
       })
     ],
