@@ -37,6 +37,7 @@ import * as Fiber from "effect/Fiber"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
 import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
@@ -535,19 +536,21 @@ const budgetOf = (ctx: RunCtx): Effect.Effect<HostTools.BudgetLeft> =>
 export interface SessionTurn {
   /**
    * The session's REPL (opened on first use, then the open one), its host
-   * calls routed to `options.host` for this run.
+   * calls routed to `options.host` for this run until the run's scope closes
+   * (where a run's own REPL would close: the host calls still in flight are
+   * stopped then).
    */
   readonly open: (
     options: Sandbox.OpenOptions<BudgetExceeded>
-  ) => Effect.Effect<Sandbox.Repl<BudgetExceeded>, Sandbox.SandboxError>
+  ) => Effect.Effect<Sandbox.Repl<BudgetExceeded>, Sandbox.SandboxError, Scope.Scope>
   /**
    * The root history between the system prompt and the turn's first user
    * message; `call` is a root model call of this run (budgeted, counted), for
    * a compaction.
    */
   readonly history: (turn: TurnCall) => Effect.Effect<ReadonlyArray<LlmAdapter.ChatMessage>, RlmError>
-  /** Added to the turn's first user message. */
-  readonly note: string | undefined
+  /** Added to the turn's first user message (read once the REPL is open). */
+  readonly note: Effect.Effect<string | undefined>
   /** The run's conversation (system prompt first) once it answered, before its `RunFinished`. */
   readonly onAnswered: (messages: ReadonlyArray<LlmAdapter.ChatMessage>) => Effect.Effect<void>
 }
@@ -1149,7 +1152,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           tree.userTools.map((t) => t.spec)
         )
       const typed = options.output ? Prompts.typedAnswer(String(options.output.ast), protocol) : undefined
-      const extra = [typed, spec.turn?.note].filter((s) => s !== undefined).join("\n\n")
+      const note = spec.turn === undefined ? undefined : yield* spec.turn.note
+      const extra = [typed, note].filter((s) => s !== undefined).join("\n\n")
       const first = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra === "" ? undefined : extra))
       const initial = spec.turn === undefined ? first : withHistory(first, yield* spec.turn.history(turnCall(ctx)))
       const run: Run = {

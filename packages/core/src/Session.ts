@@ -33,6 +33,7 @@
 import type * as Tool from "@effect/ai/Tool"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
@@ -763,6 +764,53 @@ const checkState = (state: SessionState, taken: ReadonlySet<string>): Effect.Eff
 // the session
 // ---------------------------------------------------------------------------
 
+/**
+ * A turn's host calls: its `HostCall`, and what ends the calls still in
+ * flight when the turn's run closes (as closing a run's own REPL would).
+ */
+interface Binding {
+  readonly call: Sandbox.HostCall<BudgetExceeded>
+  readonly ended: Deferred.Deferred<void>
+  readonly live: Ref.Ref<number>
+  readonly idle: Effect.Latch
+}
+
+const makeBinding = (call: Sandbox.HostCall<BudgetExceeded>) =>
+  Effect.all({
+    call: Effect.succeed(call),
+    ended: Deferred.make<void>(),
+    live: Ref.make(0),
+    idle: Effect.makeLatch(true)
+  })
+
+/** A host call of the turn, counted while it runs; stopped when the turn ends. */
+const hostCall = (binding: Binding, name: string, args: unknown) =>
+  Effect.uninterruptibleMask((restore) =>
+    Ref.update(binding.live, (n) => n + 1).pipe(
+      Effect.zipRight(binding.idle.close),
+      Effect.zipRight(
+        restore(
+          Effect.raceFirst(
+            binding.call(name, args),
+            Effect.zipRight(
+              Deferred.await(binding.ended),
+              Effect.fail(new Sandbox.HostCallError({ message: `${name.slice(0, 100)}: the turn ended` }))
+            )
+          )
+        )
+      ),
+      Effect.ensuring(
+        Effect.flatMap(
+          Ref.updateAndGet(binding.live, (n) => n - 1),
+          (n) => (n === 0 ? binding.idle.open : Effect.void)
+        )
+      )
+    )
+  )
+
+/** End a turn's host calls: those in flight are interrupted, and this returns once every one has stopped. */
+const endBinding = (binding: Binding) => Effect.zipRight(Deferred.succeed(binding.ended, undefined), binding.idle.await)
+
 /** The session's open interpreter. */
 interface Interp {
   readonly repl: Repl
@@ -798,6 +846,9 @@ const sandboxFailed = (e: Sandbox.SandboxError) =>
 
 const turnNote = (turn: number, language: Sandbox.Language) =>
   `This is turn ${turn} of a session: the REPL keeps the variables of the earlier turns, and \`history\` is the list of the earlier turns as {query, answer} (${language === "python" ? "a list of dicts" : "an array of objects"}).`
+
+const LOST_NOTE =
+  "The interpreter was replaced since the last turn (a block was interrupted, or the interpreter was lost): the variables of the earlier turns are gone; `history` is still bound."
 
 const finalMessage = (protocol: "fenced" | "tools", reply: string | undefined, answer: string) =>
   chat(
@@ -882,17 +933,17 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
     const interp = yield* Ref.make(Option.none<Interp>())
     const closed = yield* Ref.make(false)
     const lock = yield* Effect.makeSemaphore(1)
-    /** The running turn's host call; none between turns. */
-    const host = yield* Ref.make<Sandbox.HostCall<BudgetExceeded> | undefined>(undefined)
+    /** The running turn's host calls; none between turns. */
+    const host = yield* Ref.make<Binding | undefined>(undefined)
     const routed: Sandbox.HostCall<BudgetExceeded> = (name, args) =>
-      Effect.flatMap(Ref.get(host), (call) =>
-        call === undefined
+      Effect.flatMap(Ref.get(host), (binding) =>
+        binding === undefined
           ? Effect.fail(
               new Sandbox.HostCallError({
                 message: `${name.slice(0, 100)}: host functions can be called only while a turn runs`
               })
             )
-          : call(name, args)
+          : hostCall(binding, name, args)
       )
     const varsTotal = Math.max(0, Math.min(MAX_VARIABLES_CHARS, policy.maxAnswerChars - 200_000))
 
@@ -917,11 +968,25 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
       }
     })
 
-    /** The REPL of a turn: the open one, or a fresh one over the current context with the carried variables. */
+    /**
+     * The REPL of a turn: the open one, or a fresh one over the current
+     * context with the carried variables. Its host calls go to the turn until
+     * the run's scope closes, which stops those still in flight.
+     */
     const openRepl = (opening: Sandbox.OpenOptions<BudgetExceeded>) =>
       Effect.gen(function* () {
-        yield* Ref.set(host, opening.host as Sandbox.HostCall<BudgetExceeded>)
+        const binding = yield* makeBinding(opening.host as Sandbox.HostCall<BudgetExceeded>)
+        yield* Effect.acquireRelease(Ref.set(host, binding), () =>
+          Effect.zipRight(endBinding(binding), Ref.set(host, undefined))
+        )
         const open = yield* Ref.get(interp)
+        if (Option.isSome(open) && !(yield* Ref.getAndSet(clean, false))) {
+          // The last turn did not answer: if it was interrupted in a block, the sandbox replaced the
+          // interpreter (silently, the caller having given up), and `history` is gone with the variables.
+          const names = yield* Effect.either(open.value.repl.listVars)
+          if (names._tag === "Left" || !names.right.some((v) => v.name === "history")) yield* Ref.set(lost, true)
+        }
+        yield* Ref.set(clean, false)
         const repl = Option.isSome(open)
           ? open.value.repl
           : yield* Effect.gen(function* () {
@@ -942,7 +1007,7 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
               return opened
             })
         const { turns } = yield* Ref.get(conversation)
-        yield* execQuiet(
+        const bind = execQuiet(
           repl,
           bindCode(
             repl.language,
@@ -950,6 +1015,14 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
             turns.map((t) => ({ query: t.query, answer: t.answer }))
           ),
           "Binding history"
+        )
+        // An interpreter lost since the last turn (an interrupted block replaces it; a crash) is reported once,
+        // by the next request: it has been replaced, its variables are gone, and the turn is told so.
+        yield* bind.pipe(
+          Effect.catchIf(
+            (e) => e.stateLost,
+            () => Effect.zipRight(Ref.set(lost, true), bind)
+          )
         )
         return repl
       })
@@ -978,7 +1051,14 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
           open: openRepl,
           history: (call) =>
             Effect.tap(compact(conversation, compactAt, call), (history) => Ref.set(historyLength, history.length)),
-          note: number > 1 || resumed !== undefined ? turnNote(number, sandbox.language) : undefined,
+          note: Effect.map(
+            Ref.getAndSet(lost, false),
+            (wasLost) =>
+              [
+                ...(wasLost ? [LOST_NOTE] : []),
+                ...(number > 1 || resumed !== undefined ? [turnNote(number, sandbox.language)] : [])
+              ].join("\n\n") || undefined
+          ),
           onAnswered: (messages) =>
             Effect.flatMap(Ref.get(historyLength), (n) => Ref.set(turnMessages, messages.slice(1 + n)))
         }
@@ -988,7 +1068,7 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
           readonly steps: number
           readonly reply: string | undefined
         }) =>
-          Effect.flatMap(Ref.get(turnMessages), (messages) =>
+          Effect.flatMap(Effect.zipRight(Ref.set(clean, true), Ref.get(turnMessages)), (messages) =>
             Ref.update(conversation, (c) => ({
               ...c,
               turns: [
@@ -1009,6 +1089,10 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
         return { turn, record, context: yield* Ref.get(context) }
       })
 
+    /** Whether the interpreter was found replaced when the running turn opened it. */
+    const lost = yield* Ref.make(false)
+    /** Whether the last turn that opened the REPL answered (false while one runs). */
+    const clean = yield* Ref.make(true)
     const unbind = Ref.set(host, undefined)
 
     const ask: Session["ask"] = (query, askOptions) =>

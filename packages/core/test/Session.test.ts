@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
-import { Chunk, Effect, Exit, FastCheck, Fiber, Layer, Schema, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, FastCheck, Fiber, Layer, Schedule, Schema, Scope, Stream } from "effect"
 import { Rlm, RunEvent, Session } from "../src/index.js"
 
 type Language = "python" | "javascript"
@@ -704,4 +704,50 @@ describe("Session lifetime", () => {
       )
     )
   )
+
+  const programs = {
+    javascript: ["var k = 'kept'; var r = llm_query('slow')", "var out = typeof k + ':' + history.length"],
+    python: [
+      "k = 'kept'\nr = llm_query('slow')",
+      "out = ('defined' if 'k' in globals() else 'undefined') + ':' + str(len(history))"
+    ]
+  } as const
+  for (const language of ["javascript", "python"] as const) {
+    it.live(
+      `${language}: interrupting a turn stops its in-flight host calls before the ask returns; the next turn is told of the fresh interpreter`,
+      () =>
+        Effect.gen(function* () {
+          const session = yield* Rlm.session({ context: "c" })
+          const fiber = yield* Effect.fork(session.ask("Slow sub-call."))
+          const stats = FakeAdapter.FakeInstrumentation.pipe(Effect.flatMap((i) => i.stats))
+          // Wait until the block's sub-call is in flight.
+          yield* Effect.repeat(stats, { until: (s) => s.calls.sub === 1, schedule: Schedule.spaced("10 millis") })
+          yield* Fiber.interrupt(fiber)
+          const after = yield* stats
+          assert.strictEqual(after.inFlight, 0)
+          assert.strictEqual(after.succeeded, 1) // the root call only: the sub-call was interrupted
+          yield* Effect.sleep("1500 millis")
+          assert.strictEqual((yield* stats).succeeded, 1)
+          // An interrupted block replaces the interpreter (the sandbox's rule): the next turn runs in a fresh one,
+          // is told so, and still has history bound.
+          const result = yield* session.ask("What is kept?")
+          assert.strictEqual(result.answer, "undefined:0")
+          const requests = (yield* stats).requests.filter((r) => r.role === "root")
+          assert.include(requests.at(-2)!.messages.at(-1)!.content, "The interpreter was replaced since the last turn")
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(
+            Layer.merge(
+              FakeAdapter.layerInstrumented({
+                script: [repl(programs[language][0]), repl(programs[language][1]), "FINAL_VAR(out)"],
+                rules: [{ match: "", reply: "late" }],
+                latencyMs: 1000
+              }),
+              sandboxOf(language)
+            )
+          )
+        ),
+      30_000
+    )
+  }
 })
