@@ -590,31 +590,20 @@ const noneCarried: Carried = { variables: {}, unserializable: [] }
  * `history`, restoring and reading variables) relies on: a state may not
  * shadow them.
  */
-const BUILTINS_USED = new Set([
-  "JSON",
-  "Object",
-  "Array",
-  "String",
-  "Number",
-  "Error",
-  "globalThis",
-  "globals",
-  "len",
-  "type",
-  "str",
-  "list",
-  "dict",
-  "int",
-  "float",
-  "bool",
-  "all",
-  "RecursionError"
-])
+const BUILTINS_USED: Record<Sandbox.Language, ReadonlySet<string>> = {
+  javascript: new Set(["JSON", "Object", "Array", "String", "Number", "Error", "globalThis"]),
+  python: new Set(["globals", "len", "type", "str", "list", "dict", "int", "float", "bool", "all", "RecursionError"])
+}
 
 /** Why a variable name cannot be restored, or undefined. */
-const badName = (name: string, taken: ReadonlySet<string>): string | undefined => {
+const badName = (name: string, taken: ReadonlySet<string>, language: Sandbox.Language): string | undefined => {
   if (taken.has(name)) return `'${name.slice(0, 100)}' is a name the REPL reserves`
-  if (BUILTINS_USED.has(name)) return `'${name}' would shadow a builtin the session's code uses`
+  if (BUILTINS_USED[language].has(name)) return `'${name}' would shadow a builtin the session's code uses`
+  return notIdentifier(name)
+}
+
+/** Why a name is not an identifier of both languages (or a helper's, a built-in's), or undefined. */
+const notIdentifier = (name: string): string | undefined => {
   const invalid = HostTools.checkUserTools([{ name, description: "", parameters: [] }])
   return invalid === undefined ? undefined : invalid.replace("tool name", "variable name")
 }
@@ -631,7 +620,7 @@ const exportVars = (
     const unserializable: Array<Unserializable> = []
     for (const v of listed) {
       if (v.name === "history" || v.name === EXPORT_VAR) continue
-      if (badName(v.name, taken) !== undefined) {
+      if (badName(v.name, taken, repl.language) !== undefined) {
         unserializable.push({ name: v.name.slice(0, 200), type: `${v.type.slice(0, 100)} (name not restorable)` })
       } else names.push(v.name)
     }
@@ -707,7 +696,7 @@ export const decodeState = (input: unknown): Effect.Effect<SessionState, Session
     // Checked before decoding too: a key such as `__proto__` would not survive into the decoded record.
     if (vars !== null && typeof vars === "object") {
       for (const name of Object.keys(vars)) {
-        const why = name === "history" ? "'history' is rebound by the session" : badName(name, new Set())
+        const why = name === "history" ? "'history' is rebound by the session" : notIdentifier(name)
         if (why !== undefined) {
           return yield* invalid(`the variable ${JSON.stringify(name.slice(0, 100))} cannot be restored: ${why}`)
         }
@@ -728,7 +717,7 @@ const checkState = (state: SessionState, taken: ReadonlySet<string>): Effect.Eff
   Effect.suspend(() => {
     let total = 0
     for (const [name, value] of Object.entries(state.variables)) {
-      const why = name === "history" ? "'history' is rebound by the session" : badName(name, taken)
+      const why = name === "history" ? "'history' is rebound by the session" : badName(name, taken, state.language)
       if (why !== undefined)
         return Effect.fail(invalid(`the variable ${JSON.stringify(name.slice(0, 100))} cannot be restored: ${why}`))
       const chars = JSON.stringify(value).length
@@ -932,6 +921,10 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
     const context = yield* Ref.make(RlmContext.make(options.context ?? ""))
     const interp = yield* Ref.make(Option.none<Interp>())
     const closed = yield* Ref.make(false)
+    /** Whether the interpreter was found replaced when the running turn opened it. */
+    const lost = yield* Ref.make(false)
+    /** Whether the last turn that opened the REPL answered (false while one runs). */
+    const clean = yield* Ref.make(true)
     const lock = yield* Effect.makeSemaphore(1)
     /** The running turn's host calls; none between turns. */
     const host = yield* Ref.make<Binding | undefined>(undefined)
@@ -1089,20 +1082,11 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
         return { turn, record, context: yield* Ref.get(context) }
       })
 
-    /** Whether the interpreter was found replaced when the running turn opened it. */
-    const lost = yield* Ref.make(false)
-    /** Whether the last turn that opened the REPL answered (false while one runs). */
-    const clean = yield* Ref.make(true)
-    const unbind = Ref.set(host, undefined)
-
     const ask: Session["ask"] = (query, askOptions) =>
       lock.withPermits(1)(
         Effect.gen(function* () {
           const prepared = yield* prepare(query, askOptions)
-          const result = yield* Rlm.runTurn(query, prepared.context, options, prepared.turn).pipe(
-            Effect.provide(env),
-            Effect.ensuring(unbind)
-          )
+          const result = yield* Rlm.runTurn(query, prepared.context, options, prepared.turn).pipe(Effect.provide(env))
           const last = [...result.trace.events].reverse().find((e) => e._tag === "StepCompleted" && e.runId === "run")
           yield* prepared.record({
             answer: result.answer,
@@ -1118,7 +1102,6 @@ export const make = <Tools extends Record<string, Tool.Any> = {}>(
       Stream.unwrapScoped(
         Effect.gen(function* () {
           yield* Effect.acquireRelease(lock.take(1), () => lock.release(1))
-          yield* Effect.addFinalizer(() => unbind)
           const prepared = yield* prepare(query, askOptions)
           const lastReply = yield* Ref.make<string | undefined>(undefined)
           return Rlm.streamTurn(query, prepared.context, options, prepared.turn).pipe(

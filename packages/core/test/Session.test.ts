@@ -456,13 +456,21 @@ describe("Session: forged states", () => {
         "class",
         "x; import os",
         "JSON",
-        "globals",
         "",
         "a".repeat(65),
         "é"
       ]) {
         assert.strictEqual(yield* invalidReason(baseState({ variables: { [name]: 1 } })), "InvalidState", name)
       }
+      // Builtins the session's own code uses, by language.
+      for (const name of ["len", "globals"]) {
+        assert.strictEqual(
+          yield* invalidReason(baseState({ language: "python", variables: { [name]: 1 } })),
+          "InvalidState"
+        )
+      }
+      const js = yield* Session.decodeState(baseState({ variables: { len: 1 } }))
+      assert.deepStrictEqual(js.variables, { len: 1 })
       // Ordinary identifiers pass.
       const ok = yield* Session.decodeState(baseState({ variables: { lookup: 1, x_1: 2 } }))
       assert.deepStrictEqual(ok.variables, { lookup: 1, x_1: 2 })
