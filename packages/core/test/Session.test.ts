@@ -758,4 +758,53 @@ describe("Session lifetime", () => {
       30_000
     )
   }
+
+  it.live("a failed turn records nothing, keeps the REPL, and the session goes on", () =>
+    Effect.gen(function* () {
+      const session = yield* Rlm.session({ context: "c", policy: { maxConsecutiveErrors: 1 } })
+      const failed = yield* Effect.flip(session.ask("First, failing."))
+      assert.strictEqual(failed._tag, "BudgetExceeded")
+      assert.strictEqual(yield* session.turns, 0)
+      const result = yield* session.ask("Second.")
+      assert.strictEqual(result.answer, "1:0")
+      const stats = yield* FakeAdapter.FakeInstrumentation.pipe(Effect.flatMap((i) => i.stats))
+      const contents = stats.requests[1]!.messages.map((m) => m.content).join("\n")
+      assert.notInclude(contents, "First, failing.")
+      assert.notInclude(contents, "turn 2 of a session")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.merge(
+          FakeAdapter.layerInstrumented({
+            script: [
+              repl("var a = 1; throw new Error('boom')"),
+              repl("var out = a + ':' + history.length"),
+              "FINAL_VAR(out)"
+            ]
+          }),
+          JavascriptSandbox.layer()
+        )
+      )
+    )
+  )
+
+  it.live("a stream stopped early interrupts its turn, records nothing and frees the session", () =>
+    Effect.gen(function* () {
+      const session = yield* Rlm.session({ context: "c" })
+      const head = yield* Stream.runCollect(Stream.take(session.askStream("Stopped."), 1))
+      assert.strictEqual(Chunk.unsafeGet(head, 0)._tag, "RunStarted")
+      assert.strictEqual(yield* session.turns, 0)
+      const result = yield* session.ask("Answered.")
+      assert.strictEqual(result.answer, "ok")
+      assert.strictEqual(yield* session.turns, 1)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.merge(
+          FakeAdapter.layer({ script: ["FINAL(ok)", "FINAL(ok)"], latencyMs: 200 }),
+          JavascriptSandbox.layer()
+        )
+      )
+    )
+  )
 })
