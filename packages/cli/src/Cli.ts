@@ -55,6 +55,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import { CliError, interruptedExitCode } from "./CliError.js"
+import * as EvalCommand from "./EvalCommand.js"
 import * as backends from "./internal/backends.js"
 import * as Otlp from "./internal/otlp.js"
 import * as Progress from "./Progress.js"
@@ -355,7 +356,13 @@ export const makeCommand = <E, R, E2 = CliError, R2 = FileSystem.FileSystem>(
     Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
   ).pipe(
     Command.withDescription("Recursive Language Models: answer questions about prompts too long to read at once."),
-    Command.withSubcommands([runCommand, replayCommand, TraceViewCommand.command, ServeCommand.make()])
+    Command.withSubcommands([
+      runCommand,
+      replayCommand,
+      TraceViewCommand.command,
+      EvalCommand.make(backendOptions),
+      ServeCommand.make()
+    ])
   )
 }
 
@@ -1043,7 +1050,7 @@ export type Environment = CliApp.CliApp.Environment
 export const run = (
   args: ReadonlyArray<string>
 ): Effect.Effect<void, CliError | ValidationError.ValidationError, Environment> =>
-  app(["node", "rlm", ...args]).pipe(
+  app(["node", "rlm", ...EvalCommand.argv(args)]).pipe(
     Effect.catchAllDefect((defect) =>
       Effect.fail(
         new CliError({

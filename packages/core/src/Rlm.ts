@@ -37,6 +37,7 @@ import * as Fiber from "effect/Fiber"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
 import type * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
@@ -342,6 +343,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
+      timestamp: start,
       durationMs: now - start
     })
     const exit = yield* Effect.exit(
@@ -469,6 +471,7 @@ const childRun = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       prompt,
       promptSha256: sha256(prompt),
       promptChars: prompt.length,
+      timestamp: start,
       durationMs: (yield* Clock.currentTimeMillis) - start,
       // The child's own calls carry its usage; counting it here too would count it twice.
       usage: {},
@@ -528,6 +531,49 @@ const budgetOf = (ctx: RunCtx): Effect.Effect<HostTools.BudgetLeft> =>
     })
   })
 
+/**
+ * A turn of a `Session` (internal: see `Session.make`): the run's REPL and the
+ * root history before its first user message come from the session instead
+ * of a fresh REPL and a fresh conversation.
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export interface SessionTurn {
+  /**
+   * The session's REPL (opened on first use, then the open one), its host
+   * calls routed to `options.host` for this run until the run's scope closes
+   * (where a run's own REPL would close: the host calls still in flight are
+   * stopped then).
+   */
+  readonly open: (
+    options: Sandbox.OpenOptions<BudgetExceeded>
+  ) => Effect.Effect<Sandbox.Repl<BudgetExceeded>, Sandbox.SandboxError, Scope.Scope>
+  /**
+   * The root history between the system prompt and the turn's first user
+   * message; `call` is a root model call of this run (budgeted, counted), for
+   * a compaction.
+   */
+  readonly history: (turn: TurnCall) => Effect.Effect<ReadonlyArray<LlmAdapter.ChatMessage>, RlmError>
+  /** Added to the turn's first user message (read once the REPL is open). */
+  readonly note: Effect.Effect<string | undefined>
+  /** The run's conversation (system prompt first) once it answered, before its `RunFinished`. */
+  readonly onAnswered: (messages: ReadonlyArray<LlmAdapter.ChatMessage>) => Effect.Effect<void>
+}
+
+/**
+ * What a session turn's `history` may use: a root call of the run, and its
+ * event channel.
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export interface TurnCall {
+  readonly runId: string
+  readonly call: (messages: ReadonlyArray<LlmAdapter.ChatMessage>) => Effect.Effect<LlmAdapter.ChatResponse, RlmError>
+  readonly emit: (event: RunEvent.RunEvent) => Effect.Effect<void>
+}
+
 interface RunSpec {
   readonly runId: string
   readonly depth: number
@@ -536,6 +582,8 @@ interface RunSpec {
   readonly query: string
   readonly context: RlmContext.RlmContext
   readonly usage: ReadonlyArray<Ref.Ref<RunUsage>>
+  /** Set for the top run of a session turn. */
+  readonly turn?: SessionTurn | undefined
 }
 
 /** A root call whose usage is counted but whose step is not recorded yet. */
@@ -1013,6 +1061,20 @@ const answerNow = (run: Run, e: BudgetExceeded): Effect.Effect<Answer, RlmError>
     return yield* answerOf(decided)
   })
 
+/** A first state with a session's root history put between its system prompt and its first user message. */
+const withHistory = (first: Step.RunState, history: ReadonlyArray<LlmAdapter.ChatMessage>): Step.RunState =>
+  history.length === 0
+    ? first
+    : new Step.RunState({ ...first, messages: [first.messages[0]!, ...history, ...first.messages.slice(1)] }, true)
+
+/** A session turn's root calls outside a step (a compaction): step 0, through `ModelCall` like every call. */
+const turnCall = (ctx: RunCtx): TurnCall => ({
+  runId: ctx.runId,
+  call: (messages) =>
+    modelCall(ctx, "root", messages).pipe(Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))),
+  emit: (event) => emit(ctx.tree, event)
+})
+
 const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
   Effect.gen(function* () {
     const { adapter, options, policy, sandbox } = tree
@@ -1075,18 +1137,19 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         })
       )
       const host = hostFunctions(ctx)
-      const repl = yield* sandbox
-        .open({
-          context: { text: spec.context.text, documents: spec.context.documents },
-          host: host.call,
-          tools: host.tools,
-          outputLimit: options.outputLimit,
-          execTimeout: options.execTimeout,
-          maxAnswerChars: policy.maxAnswerChars,
-          maxPromptChars: policy.maxPromptChars,
-          maxLineBytes: policy.maxLineBytes
-        })
-        .pipe(Effect.mapError(sandboxFailed))
+      const opening: Sandbox.OpenOptions<BudgetExceeded> = {
+        context: { text: spec.context.text, documents: spec.context.documents },
+        host: host.call,
+        tools: host.tools,
+        outputLimit: options.outputLimit,
+        execTimeout: options.execTimeout,
+        maxAnswerChars: policy.maxAnswerChars,
+        maxPromptChars: policy.maxPromptChars,
+        maxLineBytes: policy.maxLineBytes
+      }
+      const repl = yield* (spec.turn === undefined ? sandbox.open(opening) : spec.turn.open(opening)).pipe(
+        Effect.mapError(sandboxFailed)
+      )
 
       const protocol = options.protocol ?? "fenced"
       const system =
@@ -1096,8 +1159,11 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
           protocol,
           tree.userTools.map((t) => t.spec)
         )
-      const extra = options.output ? Prompts.typedAnswer(String(options.output.ast), protocol) : undefined
-      const initial = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra))
+      const typed = options.output ? Prompts.typedAnswer(String(options.output.ast), protocol) : undefined
+      const note = spec.turn === undefined ? undefined : yield* spec.turn.note
+      const extra = [typed, note].filter((s) => s !== undefined).join("\n\n")
+      const first = Step.initial(system, Prompts.firstTurn(spec.query, meta, extra === "" ? undefined : extra))
+      const initial = spec.turn === undefined ? first : withHistory(first, yield* spec.turn.history(turnCall(ctx)))
       const run: Run = {
         ctx,
         spec,
@@ -1128,6 +1194,11 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
             : Effect.flatMap(partial, (p) =>
                 Effect.fail(withContext(e, { partialAnswer: Option.orElse(e.partialAnswer, () => p) }))
               )
+        ),
+        Effect.tap(() =>
+          spec.turn === undefined
+            ? Effect.void
+            : Effect.flatMap(Ref.get(run.state), (s) => (spec.turn as SessionTurn).onAnswered(s.messages))
         )
       )
     })
@@ -1252,7 +1323,8 @@ const drive = (
   query: string,
   context: RlmContext.Input,
   options: RunOptions<any, any>,
-  events: Publisher
+  events: Publisher,
+  turn?: SessionTurn
 ): Effect.Effect<void, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
   Effect.gen(function* () {
     if (options.protocol !== undefined && options.protocol !== "fenced" && options.protocol !== "tools") {
@@ -1288,7 +1360,7 @@ const drive = (
         )
       }
     }
-    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [] })
+    const top = runOne(tree, { runId: "run", depth: 0, query, context: RlmContext.make(context), usage: [], turn })
     const answered = yield* top.pipe(
       Effect.catchAll((e) => Effect.flatMap(events.snapshot, (trace) => Effect.fail(withContext(e, { trace }))))
     )
@@ -1307,11 +1379,11 @@ const drive = (
   })
 
 /** Start a run tree in the current scope: its events' mailbox, and the fiber driving it (which ends the mailbox). */
-const start = (query: string, context: RlmContext.Input, options: RunOptions<any, any>) =>
+const start = (query: string, context: RlmContext.Input, options: RunOptions<any, any>, turn?: SessionTurn) =>
   Effect.gen(function* () {
     const mailbox = yield* Mailbox.make<RunEvent.RunEvent, RlmError>()
     const events = yield* makePublisher(mailbox)
-    const fiber = yield* drive(query, context, options, events).pipe(Mailbox.into(mailbox), Effect.forkScoped)
+    const fiber = yield* drive(query, context, options, events, turn).pipe(Mailbox.into(mailbox), Effect.forkScoped)
     return { mailbox, fiber }
   })
 
@@ -1401,10 +1473,18 @@ export const run: {
     options?: RunOptions<string, Tools>
   ): Effect.Effect<RunResult<string>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox | Tool.HandlersFor<Tools>>
 } = (query: string, context: RlmContext.Input, options: RunOptions<any, any> = {}) =>
+  runWith(query, context, options) as any
+
+const runWith = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any, any>,
+  turn?: SessionTurn
+): Effect.Effect<RunResult<any>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
   Effect.scoped(
     Effect.gen(function* () {
       const recorder = yield* Effect.serviceOption(TraceRecorder)
-      const { fiber, mailbox } = yield* start(query, context, options)
+      const { fiber, mailbox } = yield* start(query, context, options, turn)
       // The fold runs in its own fiber, never interrupted from outside: when this run is interrupted, the
       // driver is interrupted and the fold goes on to the driver's last event, so nothing published is lost.
       const folded = yield* Effect.forkScoped(fold(mailbox, recorder))
@@ -1412,7 +1492,37 @@ export const run: {
         Effect.onInterrupt(() => Effect.zipRight(Fiber.interrupt(fiber), Fiber.await(folded)))
       )
     })
-  ) as any
+  )
+
+/**
+ * One turn of a `Session` as a run: {@link run} over the session's REPL and
+ * root history (see `Session.make`).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const runTurn = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any, any>,
+  turn: SessionTurn
+): Effect.Effect<RunResult<any>, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  runWith(query, context, options, turn)
+
+/**
+ * One turn of a `Session` as the events of a run: {@link stream} over the
+ * session's REPL and root history (see `Session.make`).
+ *
+ * @since 0.3.0
+ * @internal
+ */
+export const streamTurn = (
+  query: string,
+  context: RlmContext.Input,
+  options: RunOptions<any, any>,
+  turn: SessionTurn
+): Stream.Stream<RunEvent.RunEvent, RlmError, LlmAdapter.LlmAdapter | Sandbox.Sandbox> =>
+  Stream.unwrapScoped(Effect.map(start(query, context, options, turn), ({ mailbox }) => Mailbox.toStream(mailbox)))
 
 /**
  * An RLM as an `@effect/ai` `LanguageModel`: a Layer whose `generateText`
@@ -1423,3 +1533,13 @@ export const run: {
  * @category Layers
  */
 export { layer as languageModel } from "./RlmLanguageModel.js"
+
+/**
+ * A multi-turn session: one REPL and one root conversation over many asks
+ * (see `Session` for turns, compaction, export and resume). The same as
+ * `Session.make`.
+ *
+ * @since 0.3.0
+ * @category Constructors
+ */
+export { make as session } from "./Session.js"

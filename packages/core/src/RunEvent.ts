@@ -5,7 +5,7 @@
  * `SubCall`, `ModelCallRetried`, `FinalAnswer`, `RunFinished` — what a trace
  * keeps) or a live
  * event a progress view needs and a trace does not keep (a model call or a
- * block starting, a block finishing), or the last event of a run that
+ * block starting, a block finishing, a session's compaction), or the last event of a run that
  * answered, `Answered`, carrying its result.
  *
  * ## Ordering
@@ -110,10 +110,44 @@ export class Answered extends Schema.TaggedClass<Answered>()("Answered", {
 }) {}
 
 /**
+ * A session turn compacted its root history before its first step (see
+ * `Session`): one root call (the `ModelCallStarted` of step 0 before it)
+ * summarized the `turns` earlier turns not summarized yet, together with any
+ * earlier summary, and the conversation goes on from the system prompt, the
+ * summary and the `keptTurns` most recent turns. `usage` is that call's
+ * (counted in the run's totals and its `RunFinished`, though no trace event
+ * carries it); `tokensBefore`/`tokensAfter` are the estimated tokens
+ * (characters / 4) of the root history.
+ *
+ * @since 0.3.0
+ * @category Events
+ */
+export class SessionCompacted extends Schema.TaggedClass<SessionCompacted>()("SessionCompacted", {
+  runId: Schema.String,
+  /** Turns summarized by this compaction. */
+  turns: Schema.Number,
+  /** Turns the summary covers now, from the first. */
+  summarizedTurns: Schema.Number,
+  keptTurns: Schema.Number,
+  tokensBefore: Schema.Number,
+  tokensAfter: Schema.Number,
+  summaryChars: Schema.Number,
+  model: Schema.String,
+  usage: TraceEvent.TokenUsage
+}) {}
+
+/**
  * @since 0.2.0
  * @category Models
  */
-export const RunEvent = Schema.Union(TraceEvent.TraceEvent, ModelCallStarted, BlockStarted, BlockFinished, Answered)
+export const RunEvent = Schema.Union(
+  TraceEvent.TraceEvent,
+  ModelCallStarted,
+  BlockStarted,
+  BlockFinished,
+  SessionCompacted,
+  Answered
+)
 
 /**
  * @since 0.2.0

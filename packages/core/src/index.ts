@@ -43,6 +43,10 @@ export * as RlmLanguageModel from "./RlmLanguageModel.js"
  */
 export * as RunEvent from "./RunEvent.js"
 /**
+ * @since 0.3.0
+ */
+export * as Session from "./Session.js"
+/**
  * @since 0.2.0
  */
 export * as Step from "./Step.js"

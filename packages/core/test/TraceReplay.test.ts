@@ -355,6 +355,12 @@ describe("Replay.layer: a run replayed from its trace alone", () => {
         const trace = traceOf(exit)
         const sub = trace.events.find((e) => e._tag === "SubCall")
         assert.strictEqual(sub?._tag === "SubCall" ? sub.errorReason : undefined, "RateLimited")
+        // When it started, on the run's clock.
+        const runStarted = trace.events.find((e) => e._tag === "RunStarted")
+        assert.isAtLeast(
+          sub?._tag === "SubCall" ? (sub.timestamp ?? -1) : -1,
+          runStarted?._tag === "RunStarted" ? runStarted.timestamp : Number.POSITIVE_INFINITY
+        )
         const output = trace.events.find((e) => e._tag === "StepCompleted")
         assert.include(output?._tag === "StepCompleted" ? (output.blocks[0]?.stdout ?? "") : "", "RateLimited")
         const replayed = yield* replay(trace, {})

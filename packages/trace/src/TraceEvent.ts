@@ -286,6 +286,8 @@ export class SubCall extends Schema.TaggedClass<SubCall>()("SubCall", {
   /** Why a failed `llm_query` failed: the adapter's `LlmError` reason (format 3, since 0.3.0). */
   errorReason: Schema.optional(Schema.String),
   usage: TokenUsage,
+  /** When the call started (epoch milliseconds); traces written before 0.3.0 do not have it (format 3). */
+  timestamp: Schema.optional(Schema.JsonNumber),
   durationMs: Schema.JsonNumber,
   /** For `rlm_query`: the child run's id. */
   childRunId: Schema.optional(Schema.String),

@@ -208,7 +208,8 @@ const layOut = (durations: ReadonlyArray<number>, windowStart: number, windowEnd
  *   other (each block's `durationMs`);
  * - an `rlm_query` sub-call starts when its child run started (exact) and
  *   lasts its `durationMs`;
- * - the `llm_query` sub-calls of a step are laid out in its blocks' window
+ * - an `llm_query` sub-call starts at its `timestamp` (exact; since 0.3.0);
+ * - in older traces, the `llm_query` sub-calls of a step are laid out in its blocks' window
  *   from their durations and completion order (`estimated`): end to end when
  *   that fits, else the runs of calls that must have overlapped are drawn as
  *   started together.
@@ -274,7 +275,10 @@ export const view = (trace: Trace.Trace): View => {
       // A step recorded twice (not written by the runtime) gets its sub-calls once.
       const mine = (subsOf.get(s.step) ?? []).filter((c) => !usedSubs.has(c))
       for (const c of mine) usedSubs.add(c)
-      const free = mine.filter((c) => c.childRunId === undefined || !startOf.has(c.childRunId))
+      // Calls with a start time are drawn where they were; the others (traces before 0.3.0) are laid out.
+      const free = mine.filter(
+        (c) => c.timestamp === undefined && (c.childRunId === undefined || !startOf.has(c.childRunId))
+      )
       const laid = layOut(
         free.map((c) => c.durationMs),
         modelEnd,
@@ -283,8 +287,8 @@ export const view = (trace: Trace.Trace): View => {
       const laidOf = new Map(free.map((c, i) => [c, laid[i] as Span]))
       const subCalls = mine.map((c): SubCallView => {
         const childStart = c.childRunId === undefined ? undefined : startOf.get(c.childRunId)
-        const span =
-          childStart !== undefined ? { start: childStart, end: childStart + c.durationMs } : (laidOf.get(c) as Span)
+        const exact = childStart ?? (c.timestamp === undefined ? undefined : c.timestamp - origin)
+        const span = exact !== undefined ? { start: exact, end: exact + c.durationMs } : (laidOf.get(c) as Span)
         return { ...strip(c), span }
       })
       const children = (childrenOfStep.get(s.step) ?? []).map((c) => c.runId).filter((id) => !usedChildren.has(id))
@@ -303,8 +307,9 @@ export const view = (trace: Trace.Trace): View => {
       .filter((c) => !usedSubs.has(c))
       .map((c): SubCallView => {
         const childStart = c.childRunId === undefined ? undefined : startOf.get(c.childRunId)
-        const start = childStart ?? runStart
-        return { ...strip(c), span: { start, end: start + c.durationMs, estimated: childStart === undefined } }
+        const exact = childStart ?? (c.timestamp === undefined ? undefined : c.timestamp - origin)
+        const start = exact ?? runStart
+        return { ...strip(c), span: { start, end: start + c.durationMs, estimated: exact === undefined } }
       })
     totalSteps += steps.length
     totalSubCalls += subs.length

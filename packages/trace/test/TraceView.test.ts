@@ -149,6 +149,29 @@ describe("TraceView.view", () => {
     assert.isTrue(calls.every((c) => c.span.estimated === true))
   })
 
+  it("draws sub-calls with a start time where they ran, not estimated; calls without one are still laid out", () => {
+    const v = TraceView.view(
+      Trace.make([
+        started("run", T0),
+        // Completion order is not start order: the second call started first.
+        sub("run", 1, 50, { timestamp: T0 + 40 }),
+        sub("run", 1, 200, { timestamp: T0 + 12 }),
+        sub("run", 1, 30),
+        step("run", 1, 10, [300], 310)
+      ])
+    )
+    const calls = v.runs.run?.steps[0]?.subCalls ?? []
+    assert.deepStrictEqual(spans(calls), [
+      [40, 90],
+      [12, 212],
+      [10, 40]
+    ])
+    assert.deepStrictEqual(
+      calls.map((c) => c.span.estimated === true),
+      [false, false, true]
+    )
+  })
+
   it("keeps sub-calls and child runs whose step was never recorded", () => {
     const v = TraceView.view(
       Trace.make([started("run", T0), started("run/3.0", T0 + 5, { runId: "run", step: 3 }), sub("run", 3, 10)])
