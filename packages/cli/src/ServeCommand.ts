@@ -42,7 +42,9 @@ export const defaults = {
   contextsDir: ".rlm-serve/contexts",
   tracesDir: ".rlm-serve/traces",
   modelId: "rlm",
-  shutdownGrace: 10
+  shutdownGrace: 10,
+  maxSessions: 100,
+  sessionIdle: 1800
 } as const
 
 // A function: `Cli.ts` imports this module and this module reads `Cli.backendOptions`, so nothing of `Cli` may be
@@ -101,6 +103,14 @@ const serveOptions = () => ({
     Options.withDefault(defaults.shutdownGrace),
     Options.withDescription("Seconds runs in flight may go on at SIGINT/SIGTERM before they are interrupted.")
   ),
+  maxSessions: Options.integer("max-sessions").pipe(
+    Options.withDefault(defaults.maxSessions),
+    Options.withDescription("Open sessions (POST /v1/sessions) at most; past it, 429.")
+  ),
+  sessionIdle: Options.float("session-idle").pipe(
+    Options.withDefault(defaults.sessionIdle),
+    Options.withDescription("Seconds a session may go unused before it is closed.")
+  ),
   ...Cli.backendOptions
 })
 
@@ -123,6 +133,8 @@ export interface ServeFlags {
   readonly poolSize: number | undefined
   readonly modelId: string
   readonly shutdownGrace: number
+  readonly maxSessions: number
+  readonly sessionIdle: number
 }
 
 const usage = (message: string) => new CliError({ reason: "Usage", message })
@@ -165,6 +177,8 @@ export const serve = (flags: ServeFlags): Effect.Effect<void, CliError, FileSyst
     yield* check(flags.maxBodyMb > 0, `--max-body-mb must be > 0, got ${flags.maxBodyMb}.`)
     yield* check(flags.maxContextMb > 0, `--max-context-mb must be > 0, got ${flags.maxContextMb}.`)
     yield* check(flags.shutdownGrace >= 0, `--shutdown-grace must be >= 0 seconds, got ${flags.shutdownGrace}.`)
+    yield* check(flags.maxSessions >= 0, `--max-sessions must be >= 0, got ${flags.maxSessions}.`)
+    yield* check(flags.sessionIdle > 0, `--session-idle must be > 0 seconds, got ${flags.sessionIdle}.`)
     yield* check(
       flags.poolSize === undefined || flags.poolSize >= 1,
       `--pool-size must be >= 1, got ${flags.poolSize}.`
@@ -192,7 +206,9 @@ export const serve = (flags: ServeFlags): Effect.Effect<void, CliError, FileSyst
       tracesDir: flags.tracesDir,
       modelId: flags.modelId,
       runOptions: plan.options,
-      shutdownGrace: Duration.millis(Math.round(flags.shutdownGrace * 1000))
+      shutdownGrace: Duration.millis(Math.round(flags.shutdownGrace * 1000)),
+      maxSessions: flags.maxSessions,
+      sessionIdleTimeout: Duration.millis(Math.round(flags.sessionIdle * 1000))
     }).pipe(
       Layer.mapError(
         (e) =>
@@ -240,10 +256,12 @@ export const make = () =>
       tracesDir: parsed.tracesDir,
       poolSize: Option.getOrUndefined(parsed.poolSize),
       modelId: parsed.modelId,
-      shutdownGrace: parsed.shutdownGrace
+      shutdownGrace: parsed.shutdownGrace,
+      maxSessions: parsed.maxSessions,
+      sessionIdle: parsed.sessionIdle
     })
   ).pipe(
     Command.withDescription(
-      "Serve an RLM behind an OpenAI-compatible HTTP API: POST /v1/chat/completions (stream: true for Server-Sent Events), GET /v1/models, POST /v1/contexts, /v1/runs, GET /healthz, the OpenAPI document at /docs. Takes every adapter, sandbox and policy flag of rlm run."
+      "Serve an RLM behind an OpenAI-compatible HTTP API: POST /v1/chat/completions (stream: true for Server-Sent Events), GET /v1/models, POST /v1/contexts, /v1/runs, /v1/sessions, GET /healthz, the OpenAPI document at /docs. Takes every adapter, sandbox and policy flag of rlm run."
     )
   )

@@ -52,13 +52,16 @@ import * as ContextStore from "./ContextStore.js"
 import * as LazySandbox from "./LazySandbox.js"
 import * as OpenAiChat from "./OpenAiChat.js"
 import * as RunRegistry from "./RunRegistry.js"
+import * as Sessions from "./Sessions.js"
 import {
   type ChatCompletionRequest,
   type ChatMessage,
   ChatCompletionRequest as ChatRequestSchema,
   RunRequest,
   type RunObject,
-  ServerApi
+  ServerApi,
+  SessionRequest,
+  AskRequest
 } from "./ServerApi.js"
 
 /**
@@ -98,6 +101,10 @@ export interface Options {
    * without code never starts one.
    */
   readonly lazySandbox?: boolean | undefined
+  /** Open sessions at most (default 100); past it `POST /v1/sessions` gets 429. */
+  readonly maxSessions?: number | undefined
+  /** A session unused this long is closed (default 30 minutes). */
+  readonly sessionIdleTimeout?: Duration.DurationInput | undefined
 }
 
 /**
@@ -137,6 +144,7 @@ export declare namespace Server {
     readonly registry: RunRegistry.RunRegistry
     readonly store: ContextStore.ContextStore
     readonly admission: Admission.Admission
+    readonly sessions: Sessions.Sessions
   }
 }
 
@@ -202,6 +210,7 @@ interface State {
   readonly registry: RunRegistry.RunRegistry
   readonly store: ContextStore.ContextStore
   readonly admission: Admission.Admission
+  readonly sessions: Sessions.Sessions
   readonly draining: { value: boolean }
 }
 
@@ -572,6 +581,127 @@ const healthz = Effect.gen(function* () {
   })
 })
 
+const sessionsError = (e: Sessions.SessionsError): ApiError => {
+  switch (e.reason) {
+    case "NotFound":
+      return notFound(e.message, "id", "session_not_found")
+    case "InvalidState":
+      return invalid(e.message, "resume", "invalid_state")
+    case "TooMany":
+      return new ApiError({
+        status: 429,
+        type: "rate_limit_error",
+        code: "too_many_sessions",
+        message: e.message,
+        retryAfter: 60
+      })
+    case "Draining":
+      return new ApiError({
+        status: 503,
+        type: "server_error",
+        code: "shutting_down",
+        message: e.message,
+        retryAfter: 5
+      })
+    case "Failed":
+      return new ApiError({ status: 500, type: "server_error", code: "session_failed", message: e.message })
+  }
+}
+
+const sessionObject = (v: Sessions.SessionView) => ({
+  id: v.id,
+  object: "rlm.session" as const,
+  turns: v.turns,
+  created_at: Math.floor(v.createdAt / 1000),
+  last_used_at: Math.floor(v.lastUsedAt / 1000)
+})
+
+const contextOf = (
+  state: State,
+  body: { readonly context?: string | ReadonlyArray<string> | undefined; readonly context_id?: string | undefined }
+) =>
+  body.context !== undefined && body.context_id !== undefined
+    ? Effect.fail(invalid("give context or context_id, not both.", "context_id", "conflicting_context"))
+    : body.context_id !== undefined
+      ? Effect.map(
+          state.store.get(body.context_id).pipe(Effect.mapError(contextError("context_id"))),
+          (c): string | ReadonlyArray<string> | undefined => c
+        )
+      : Effect.succeed(body.context)
+
+const createSession = (request: HttpServerRequest.HttpServerRequest) =>
+  respond(
+    Effect.gen(function* () {
+      const state = yield* ServerState
+      const body = yield* readJson(request, state.maxBodyBytes, SessionRequest)
+      const context = yield* contextOf(state, body)
+      const view = yield* state.sessions
+        .create({
+          ...(context !== undefined ? { context } : {}),
+          ...(body.resume !== undefined ? { resume: body.resume } : {})
+        })
+        .pipe(Effect.mapError(sessionsError))
+      return HttpServerResponse.unsafeJson(sessionObject(view), { status: 201 })
+    })
+  )
+
+const getSession = (id: string) =>
+  respond(
+    Effect.flatMap(ServerState, (state) =>
+      state.sessions.get(id).pipe(
+        Effect.mapError(sessionsError),
+        Effect.map((v) => HttpServerResponse.unsafeJson(sessionObject(v)))
+      )
+    )
+  )
+
+const askSession = (id: string, request: HttpServerRequest.HttpServerRequest) =>
+  respond(
+    Effect.gen(function* () {
+      const state = yield* ServerState
+      const body = yield* readJson(request, state.maxBodyBytes, AskRequest)
+      if (body.query.trim().length === 0) return yield* invalid("query is empty.", "query", "missing_query")
+      const context = yield* contextOf(state, body)
+      const turn = yield* state.sessions.ask(id, body.query, context !== undefined ? { context } : undefined).pipe(
+        Effect.catchTags({
+          SessionsError: (e) => Effect.fail(sessionsError(e)),
+          Overloaded: (e) => Effect.fail(admissionError(e)),
+          TurnFailed: (e) =>
+            Effect.fail(OpenAiChat.runError(RunRegistry.runErrorOf(e.error), `${e.sessionId} turn ${e.turn}`))
+        })
+      )
+      return HttpServerResponse.unsafeJson({
+        object: "rlm.session.answer",
+        session_id: turn.sessionId,
+        turn: turn.turn,
+        answer: turn.result.answer,
+        steps: turn.result.steps,
+        usage: OpenAiChat.usageOf(turn.result.totals),
+        trace_file: turn.tracePath
+      })
+    })
+  )
+
+const deleteSession = (id: string) =>
+  respond(
+    Effect.flatMap(ServerState, (state) =>
+      state.sessions.remove(id).pipe(
+        Effect.mapError(sessionsError),
+        Effect.map(({ state: exported }) =>
+          HttpServerResponse.unsafeJson({ id, object: "rlm.session.deleted", deleted: true, state: exported })
+        )
+      )
+    )
+  )
+
+const SessionsHandlers = HttpApiBuilder.group(ServerApi, "sessions", (handlers) =>
+  handlers
+    .handleRaw("createSession", ({ request }) => createSession(request))
+    .handleRaw("getSession", ({ path }) => getSession(path.id))
+    .handleRaw("ask", ({ path, request }) => askSession(path.id, request))
+    .handleRaw("deleteSession", ({ path }) => deleteSession(path.id))
+)
+
 const OpenAiHandlers = HttpApiBuilder.group(ServerApi, "openai", (handlers) =>
   handlers.handleRaw("chatCompletions", ({ request }) => chatCompletions(request)).handleRaw("models", () => models)
 )
@@ -684,6 +814,8 @@ export const layer = (
         })
       }
       const admission = yield* Admission.make({ maxConcurrent, maxQueue })
+      const lazy = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+        options.lazySandbox === false ? self : Effect.updateService(self, Sandbox, LazySandbox.make)
       const maxContextBytes = options.maxContextBytes ?? defaults.maxContextBytes
       const store = yield* ContextStore.make({ dir: options.contextsDir, maxBytes: maxContextBytes }).pipe(
         Effect.mapError((e) => new ServerError({ reason: "Storage", message: e.message }))
@@ -693,7 +825,14 @@ export const layer = (
         runOptions: options.runOptions ?? {},
         admission,
         maxRetained: options.maxRetainedRuns
-      }).pipe((self) => (options.lazySandbox === false ? self : Effect.updateService(self, Sandbox, LazySandbox.make)))
+      }).pipe(lazy)
+      const sessions = yield* Sessions.make({
+        tracesDir: options.tracesDir,
+        runOptions: options.runOptions ?? {},
+        admission,
+        maxSessions: options.maxSessions,
+        idleTimeout: options.sessionIdleTimeout
+      }).pipe(lazy)
       const draining = { value: false }
       const modelId = options.modelId ?? defaults.modelId
       const maxBodyBytes = options.maxBodyBytes ?? defaults.maxBodyBytes
@@ -705,9 +844,10 @@ export const layer = (
         registry,
         store,
         admission,
+        sessions,
         draining
       }
-      const handlers = Layer.mergeAll(OpenAiHandlers, RunsHandlers, HealthHandlers).pipe(
+      const handlers = Layer.mergeAll(OpenAiHandlers, RunsHandlers, SessionsHandlers, HealthHandlers).pipe(
         Layer.provide(Layer.succeed(ServerState, state))
       )
       const api = HttpApiBuilder.api(ServerApi).pipe(Layer.provide(handlers))
@@ -745,7 +885,7 @@ export const layer = (
                 draining.value = true
               }),
               registry.drain(grace)
-            )
+            ).pipe(Effect.zipRight(sessions.closeAll))
           )
           const urlHost = host.includes(":") ? `[${host}]` : host
           return {
@@ -756,7 +896,8 @@ export const layer = (
             authenticated: options.token !== undefined,
             registry,
             store,
-            admission
+            admission,
+            sessions
           }
         })
       )

@@ -338,6 +338,108 @@ export class RunsGroup extends HttpApiGroup.make("runs")
   ) {}
 
 /**
+ * `POST /v1/sessions`: a session over a context given inline or by id, or
+ * resumed from a state a `DELETE` returned.
+ *
+ * @since 0.1.0
+ * @category Schemas
+ */
+export const SessionRequest = Schema.Struct({
+  context: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
+  context_id: Schema.optional(Schema.String),
+  resume: Schema.optional(Schema.Unknown)
+}).annotations({ identifier: "SessionRequest" })
+
+/**
+ * @since 0.1.0
+ * @category Schemas
+ */
+export const SessionObject = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("rlm.session"),
+  turns: Schema.Number,
+  created_at: Schema.Number,
+  last_used_at: Schema.Number
+}).annotations({ identifier: "Session" })
+
+/**
+ * `POST /v1/sessions/:id/ask`: the next question; `context` / `context_id`
+ * switch the session to a new context from this turn on.
+ *
+ * @since 0.1.0
+ * @category Schemas
+ */
+export const AskRequest = Schema.Struct({
+  query: Schema.String,
+  context: Schema.optional(Schema.Union(Schema.String, Schema.Array(Schema.String))),
+  context_id: Schema.optional(Schema.String)
+}).annotations({ identifier: "AskRequest" })
+
+/**
+ * @since 0.1.0
+ * @category Schemas
+ */
+export const AskResponse = Schema.Struct({
+  object: Schema.Literal("rlm.session.answer"),
+  session_id: Schema.String,
+  turn: Schema.Number,
+  answer: Schema.String,
+  steps: Schema.Number,
+  usage: Usage,
+  trace_file: Schema.String
+}).annotations({ identifier: "AskResponse" })
+
+/**
+ * @since 0.1.0
+ * @category Schemas
+ */
+export const SessionDeleted = Schema.Struct({
+  id: Schema.String,
+  object: Schema.Literal("rlm.session.deleted"),
+  deleted: Schema.Literal(true),
+  state: Schema.Unknown
+}).annotations({ identifier: "SessionDeleted" })
+
+/**
+ * Multi-turn sessions.
+ *
+ * @since 0.1.0
+ * @category Api
+ */
+export class SessionsGroup extends HttpApiGroup.make("sessions")
+  .add(
+    errors(
+      HttpApiEndpoint.post("createSession", "/v1/sessions")
+        .setPayload(SessionRequest)
+        .addSuccess(SessionObject, { status: 201 })
+        .annotate(OpenApi.Description, "Open a session: one REPL and one conversation over many asks."),
+      [400, 401, 404, 413, 429, 503]
+    )
+  )
+  .add(
+    errors(HttpApiEndpoint.get("getSession", "/v1/sessions/:id").setPath(IdPath).addSuccess(SessionObject), [401, 404])
+  )
+  .add(
+    errors(
+      HttpApiEndpoint.post("ask", "/v1/sessions/:id/ask")
+        .setPath(IdPath)
+        .setPayload(AskRequest)
+        .addSuccess(AskResponse)
+        .annotate(OpenApi.Description, "Ask the next question; turns of one session run one at a time."),
+      [400, 401, 404, 413, 422, 429, 500, 502, 503, 504]
+    )
+  )
+  .add(
+    errors(
+      HttpApiEndpoint.del("deleteSession", "/v1/sessions/:id")
+        .setPath(IdPath)
+        .addSuccess(SessionDeleted)
+        .annotate(OpenApi.Description, "Close the session; `state` is its export, to pass as `resume` later."),
+      [401, 404]
+    )
+  ) {}
+
+/**
  * @since 0.1.0
  * @category Api
  */
@@ -354,6 +456,7 @@ export class HealthGroup extends HttpApiGroup.make("health").add(
 export class ServerApi extends HttpApi.make("rlm")
   .add(OpenAiGroup)
   .add(RunsGroup)
+  .add(SessionsGroup)
   .add(HealthGroup)
   .annotate(OpenApi.Title, "rlm serve")
   .annotate(

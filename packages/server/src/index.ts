@@ -31,6 +31,11 @@ export * as RunRegistry from "./RunRegistry.js"
 /**
  * @since 0.1.0
  */
+export * as Sessions from "./Sessions.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as Server from "./Server.js"
 
 /**

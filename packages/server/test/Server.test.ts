@@ -140,6 +140,9 @@ describe("rlm serve through the official openai SDK", () => {
           "/v1/runs",
           "/v1/runs/{id}",
           "/v1/runs/{id}/events",
+          "/v1/sessions",
+          "/v1/sessions/{id}",
+          "/v1/sessions/{id}/ask",
           "/healthz"
         ]) {
           assert.isDefined(doc.paths[endpoint], endpoint)
