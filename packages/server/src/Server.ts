@@ -884,8 +884,8 @@ export const layer = (
               Effect.sync(() => {
                 draining.value = true
               }),
-              registry.drain(grace)
-            ).pipe(Effect.zipRight(sessions.closeAll))
+              Effect.all([registry.drain(grace), sessions.drain(grace)], { concurrency: 2, discard: true })
+            )
           )
           const urlHost = host.includes(":") ? `[${host}]` : host
           return {

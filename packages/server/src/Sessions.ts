@@ -109,7 +109,11 @@ export interface Sessions {
   /** Close the session; its state (encoded, for `resume`) when it could be exported. */
   readonly remove: (id: string) => Effect.Effect<{ readonly state: unknown }, SessionsError>
   readonly count: Effect.Effect<number>
-  readonly closeAll: Effect.Effect<void>
+  /**
+   * Graceful shutdown: refuse new sessions and turns, let the turns in flight
+   * go on for up to `grace`, then close every session.
+   */
+  readonly drain: (grace: Duration.DurationInput) => Effect.Effect<void>
 }
 
 interface Entry {
@@ -214,6 +218,8 @@ export const make = (options: Options): Effect.Effect<Sessions, never, Scope.Sco
     const ask: Sessions["ask"] = (id, query, askOptions) =>
       Effect.gen(function* () {
         const entry = yield* find(id)
+        if (state.draining)
+          return yield* new SessionsError({ reason: "Draining", message: "the server is shutting down." })
         const slot = yield* options.admission.reserve
         entry.busy++
         entry.lastUsedAt = Date.now()
@@ -262,11 +268,19 @@ export const make = (options: Options): Effect.Effect<Sessions, never, Scope.Sco
     const every = Duration.millis(Math.max(50, Math.min(60_000, Duration.toMillis(idle) / 4)))
     yield* sweep.pipe(Effect.repeat(Schedule.spaced(every)), Effect.forkScoped)
 
-    const closeAll = Effect.suspend(() => {
-      state.draining = true
-      return Effect.forEach([...entries.values()], close, { discard: true })
-    })
-    yield* Effect.addFinalizer(() => closeAll)
+    const drain = (grace: Duration.DurationInput) =>
+      Effect.gen(function* () {
+        state.draining = true
+        const idleNow = Effect.sync(() => [...entries.values()].every((e) => e.busy === 0))
+        yield* idleNow.pipe(
+          Effect.repeat({ until: (done) => done, schedule: Schedule.spaced(Duration.millis(50)) }),
+          Effect.interruptible,
+          Effect.timeout(grace),
+          Effect.ignore
+        )
+        yield* Effect.forEach([...entries.values()], close, { discard: true })
+      })
+    yield* Effect.addFinalizer(() => drain(0))
 
     return {
       create,
@@ -274,6 +288,6 @@ export const make = (options: Options): Effect.Effect<Sessions, never, Scope.Sco
       ask,
       remove,
       count: Effect.sync(() => entries.size),
-      closeAll
+      drain
     }
   })

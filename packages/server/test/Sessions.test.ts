@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import * as Trace from "@rlm-runtime/trace/Trace"
-import { Effect } from "effect"
+import { Effect, Exit, Fiber, Scope } from "effect"
 import { assertOpenAiError, http, postJson, startServer } from "./utils.js"
 
 /** Turn 1 stores a variable; turn 2 answers from it: the same REPL across asks. */
@@ -89,5 +89,38 @@ describe("sessions", () => {
       const empty = yield* postJson(`${server.url}/v1/sessions/${one.id}/ask`, { query: " " })
       assert.strictEqual(empty.status, 400)
     }).pipe(Effect.scoped)
+  )
+
+  it.live("at shutdown a turn in flight finishes, new turns get 503, then the sessions are closed", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const server = yield* startServer({
+        script: [remember, remember],
+        latencyMs: 800,
+        shutdownGrace: "20 seconds"
+      }).pipe(Scope.extend(scope))
+      const a = (yield* postJson(`${server.url}/v1/sessions`, { context: "token-5" })).json()
+      const b = (yield* postJson(`${server.url}/v1/sessions`, { context: "token-6" })).json()
+      const turn = yield* Effect.fork(postJson(`${server.url}/v1/sessions/${a.id}/ask`, { query: "remember" }))
+      yield* Effect.promise(async () => {
+        while ((await (await fetch(`${server.url}/healthz`)).json()).runs.running === 0) {
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+      })
+      const closing = yield* Effect.fork(Scope.close(scope, Exit.void))
+      yield* Effect.promise(async () => {
+        while ((await (await fetch(`${server.url}/healthz`)).json()).status !== "draining") {
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+      })
+      const refused = yield* postJson(`${server.url}/v1/sessions/${b.id}/ask`, { query: "remember" })
+      assert.strictEqual(refused.status, 503)
+      assertOpenAiError(refused.text, "shutting_down")
+      const answered = yield* Fiber.join(turn)
+      assert.strictEqual(answered.status, 200, answered.text)
+      assert.strictEqual(answered.json().answer, "token-5")
+      yield* Fiber.join(closing)
+      assert.strictEqual(yield* server.sessions.count, 0)
+    })
   )
 })
