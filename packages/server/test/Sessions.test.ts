@@ -60,12 +60,12 @@ describe("sessions", () => {
 
   it.live("idle sessions are closed; sessions with an uploaded context", () =>
     Effect.gen(function* () {
-      const server = yield* startServer({ script: [remember], sessionIdleTimeout: "300 millis" })
+      const server = yield* startServer({ script: [remember], sessionIdleTimeout: "1 second" })
       const ctx = (yield* http(`${server.url}/v1/contexts`, { method: "POST", body: "token-77" })).json()
       const session = (yield* postJson(`${server.url}/v1/sessions`, { context_id: ctx.id })).json()
       const first = yield* postJson(`${server.url}/v1/sessions/${session.id}/ask`, { query: "remember" })
       assert.strictEqual(first.json().answer, "token-77")
-      yield* Effect.sleep("1200 millis")
+      yield* Effect.sleep("3500 millis")
       assert.strictEqual((yield* http(`${server.url}/v1/sessions/${session.id}`)).status, 404)
     }).pipe(Effect.scoped)
   )
