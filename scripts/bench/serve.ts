@@ -2,7 +2,7 @@
  * `rlm serve` under load, in-process on a free loopback port, fake model.
  *
  * - `BENCH serve concurrency=50 requests=… p50_ms=… p99_ms=… trivial_p50_ms=…`:
- *   `requests` chat completions (`BENCH_REQUESTS`, default 100), 50 in flight
+ *   `requests` chat completions (`BENCH_REQUESTS`, default 50), 50 in flight
  *   at a time (`BENCH_CONCURRENCY`), each a run whose one root call (fake
  *   latency `BENCH_LATENCY_MS`, default 200) runs a JavaScript block that finds
  *   the request's token in its context; every answer is checked to be its own.
@@ -15,7 +15,9 @@
  *   (trivial_ratio = over HTTP / in-process); the same load of runs that answer
  *   without code (`FINAL(ok)` after the fake latency, no interpreter), whose
  *   p50 over the latency is the server's own overhead under 50 concurrent
- *   requests (1.0 is none); and the code load's p50 over the latency.
+ *   requests (1.0 is none); and the code load run through `Rlm.run`
+ *   in-process at the same concurrency (load_ratio = over HTTP / in-process:
+ *   what the server adds to runs that start interpreters).
  */
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -27,7 +29,7 @@ import { LazySandbox, Server } from "@rlm-runtime/server"
 import { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import { Context, Effect, Layer } from "effect"
 
-const requests = Number(process.env.BENCH_REQUESTS ?? 100)
+const requests = Number(process.env.BENCH_REQUESTS ?? 50)
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 50)
 const latency = Number(process.env.BENCH_LATENCY_MS ?? 200)
 const trivialN = 50
@@ -130,6 +132,25 @@ const program = Effect.gen(function* () {
     lightResults.map((r) => r.ms),
     50
   )
+  // The code load again, in-process: the same runs without the server.
+  const codeLayer = yield* Layer.build(
+    Layer.merge(
+      FakeAdapter.layer({ script: Array.from({ length: requests }, () => echo), latencyMs: latency }),
+      JavascriptSandbox.layer()
+    )
+  )
+  const inProcessLoad = yield* Effect.forEach(
+    Array.from({ length: requests }, (_, i) => i),
+    (i) =>
+      Effect.gen(function* () {
+        const start = performance.now()
+        const r = yield* Rlm.run(`What is secret ${i}?`, `The secret is token-${i}.`).pipe(Effect.provide(codeLayer))
+        if (r.answer !== `answer: token-${i}`) throw new Error(`in-process run ${i} answered ${r.answer}`)
+        return performance.now() - start
+      }),
+    { concurrency }
+  )
+  const inProcessP50 = percentile(inProcessLoad, 50)
   const trivialP50 = percentile(http, 50)
   const directP50 = percentile(direct, 50)
   const p50 = percentile(times, 50)
@@ -137,7 +158,7 @@ const program = Effect.gen(function* () {
     `BENCH serve concurrency=${concurrency} requests=${requests} p50_ms=${p50.toFixed(1)} p99_ms=${percentile(times, 99).toFixed(1)} trivial_p50_ms=${trivialP50.toFixed(1)}`
   )
   console.log(
-    `BENCH serve-baseline trivial_inprocess_p50_ms=${directP50.toFixed(1)} trivial_ratio=${(trivialP50 / directP50).toFixed(3)} fake_latency_ms=${latency} nocode_load_p50_ms=${lightP50.toFixed(1)} nocode_load_ratio=${(lightP50 / latency).toFixed(3)} load_p50_over_latency=${(p50 / latency).toFixed(3)}`
+    `BENCH serve-baseline trivial_inprocess_p50_ms=${directP50.toFixed(1)} trivial_ratio=${(trivialP50 / directP50).toFixed(3)} fake_latency_ms=${latency} nocode_load_p50_ms=${lightP50.toFixed(1)} nocode_load_ratio=${(lightP50 / latency).toFixed(3)} load_inprocess_p50_ms=${inProcessP50.toFixed(1)} load_ratio=${(p50 / inProcessP50).toFixed(3)}`
   )
 }).pipe(Effect.scoped)
 
