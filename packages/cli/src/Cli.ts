@@ -966,6 +966,7 @@ export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, F
       ...(recorded.requireReplBeforeFinal !== undefined
         ? { requireReplBeforeFinal: recorded.requireReplBeforeFinal }
         : {}),
+      ...(recorded.subCalls === false ? { subCalls: false } : {}),
       ...(execTimeout !== undefined ? { execTimeout } : {})
     }
     const sandbox: backends.SandboxSettings = {
