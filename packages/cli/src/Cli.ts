@@ -752,6 +752,7 @@ export const runInputOf = (p: RunPlan, models?: { readonly root: string; readonl
     ...(p.options.requireReplBeforeFinal !== undefined
       ? { requireReplBeforeFinal: p.options.requireReplBeforeFinal }
       : {}),
+    ...(p.options.subCalls === false ? { subCalls: false } : {}),
     ...(p.sandbox.execTimeout !== undefined ? { execTimeoutMs: Duration.toMillis(p.sandbox.execTimeout) } : {}),
     ...(models !== undefined ? { models: { root: models.root, sub: models.sub } } : {})
   })
