@@ -759,6 +759,7 @@ export const runInputOf = (p: RunPlan, models?: { readonly root: string; readonl
     ...(p.options.requireReplBeforeFinal !== undefined
       ? { requireReplBeforeFinal: p.options.requireReplBeforeFinal }
       : {}),
+    ...(p.options.subCalls === false ? { subCalls: false } : {}),
     ...(p.sandbox.execTimeout !== undefined ? { execTimeoutMs: Duration.toMillis(p.sandbox.execTimeout) } : {}),
     ...(models !== undefined ? { models: { root: models.root, sub: models.sub } } : {})
   })
@@ -973,6 +974,7 @@ export const replayFlags = (flags: ReplayFlags): Effect.Effect<void, CliError, F
       ...(recorded.requireReplBeforeFinal !== undefined
         ? { requireReplBeforeFinal: recorded.requireReplBeforeFinal }
         : {}),
+      ...(recorded.subCalls === false ? { subCalls: false } : {}),
       ...(execTimeout !== undefined ? { execTimeout } : {})
     }
     const sandbox: backends.SandboxSettings = {

@@ -135,9 +135,10 @@ export const JAVASCRIPT_TOOLS_SYSTEM_PROMPT = `${replPart(JAVASCRIPT_SYSTEM_PROM
 export const systemPromptFor = (
   language: "python" | "javascript",
   protocol: ReplyProtocol = "fenced",
-  tools: ReadonlyArray<Sandbox.ToolSpec> = []
+  tools: ReadonlyArray<Sandbox.ToolSpec> = [],
+  options: { readonly subCalls?: boolean | undefined } = {}
 ): string => {
-  const base =
+  const full =
     protocol === "tools"
       ? language === "javascript"
         ? JAVASCRIPT_TOOLS_SYSTEM_PROMPT
@@ -145,8 +146,45 @@ export const systemPromptFor = (
       : language === "javascript"
         ? JAVASCRIPT_SYSTEM_PROMPT
         : PYTHON_SYSTEM_PROMPT
+  const base = options.subCalls === false ? withoutSubCalls(full) : full
   return tools.length === 0 ? base : `${base}\n\n${toolListing(language, tools)}`
 }
+
+/**
+ * What the system prompts say about sub-calls, and what each becomes without
+ * them (`RunOptions.subCalls: false`): the lines that describe `llm_query`,
+ * `llm_query_batched` and `rlm_query` go, and the advice about sub-calls is
+ * reworded.
+ */
+const subCallText: ReadonlyArray<readonly [string, string]> = [
+  [
+    "- `llm_query(prompt)` asks a sub-model and returns its reply as a str. It sees only the prompt you pass it,\n  so include the snippet it should read (tens of thousands of characters are fine; the whole P is not).\n",
+    ""
+  ],
+  [
+    "- `llm_query_batched(prompts)` runs many sub-model calls concurrently and returns the replies in order. Prefer it to loops of llm_query.\n",
+    ""
+  ],
+  [
+    "- `llm_query(prompt)` asks a sub-model and returns its reply as a string (it looks synchronous; do not await it).\n  The sub-model sees only the prompt you pass, so include the snippet it should read.\n",
+    ""
+  ],
+  ["- `llm_query_batched(prompts)` runs many sub-model calls concurrently and returns the replies in order.\n", ""],
+  ["- `rlm_query(prompt)` starts a recursive RLM over the given text, for a sub-problem that is itself large.\n", ""],
+  [" Check it before a large batch of sub-calls.", ""],
+  [" Call llm_query in the block's normal flow, not after an `await`.", ""],
+  [", then read the relevant parts with sub-calls.", ", then read the relevant parts."]
+]
+
+/**
+ * A system prompt of this module without its sub-call tools (see
+ * {@link subCallText}); a prompt of the user's own is returned as it is.
+ *
+ * @since 0.3.0
+ * @category Prompts
+ */
+export const withoutSubCalls = (prompt: string): string =>
+  subCallText.reduce((text, [from, to]) => text.split(from).join(to), prompt)
 
 /**
  * The feedback for a reply that did nothing: no code and no final answer

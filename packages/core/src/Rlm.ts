@@ -98,6 +98,13 @@ export interface RunOptions<A = string, Tools extends Record<string, Tool.Any> =
    * (`RunFailed` "Tools").
    */
   readonly tools?: Toolkit.Toolkit<Tools> | undefined
+  /**
+   * `false`: no sub-calls, the paper's ablation. The REPL has no `llm_query`,
+   * `llm_query_batched`, `rlm_query` or `rlm_query_batched` (calling one is a
+   * `NameError` / `ReferenceError` the model can recover from) and the system
+   * prompt does not mention them. Default `true`.
+   */
+  readonly subCalls?: boolean | undefined
 }
 
 /**
@@ -498,15 +505,21 @@ const childRun = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
  * this run's budget and trace, then the user's tools.
  */
 const hostFunctions = (ctx: RunCtx) => {
+  const subCalls =
+    ctx.tree.options.subCalls === false
+      ? []
+      : [
+          HostTools.entry(HostTools.LlmQuery, ({ prompt }) => llmQuery(ctx, prompt), { prompt: "string" }),
+          HostTools.entry(HostTools.LlmQueryBatched, ({ prompts }) => batched(ctx, (p) => llmQuery(ctx, p))(prompts), {
+            prompts: "strings"
+          }),
+          HostTools.entry(HostTools.RlmQuery, ({ prompt }) => rlmQuery(ctx, prompt), { prompt: "string" }),
+          HostTools.entry(HostTools.RlmQueryBatched, ({ prompts }) => batched(ctx, (p) => rlmQuery(ctx, p))(prompts), {
+            prompts: "strings"
+          })
+        ]
   const host = HostTools.dispatcher<BudgetExceeded>([
-    HostTools.entry(HostTools.LlmQuery, ({ prompt }) => llmQuery(ctx, prompt), { prompt: "string" }),
-    HostTools.entry(HostTools.LlmQueryBatched, ({ prompts }) => batched(ctx, (p) => llmQuery(ctx, p))(prompts), {
-      prompts: "strings"
-    }),
-    HostTools.entry(HostTools.RlmQuery, ({ prompt }) => rlmQuery(ctx, prompt), { prompt: "string" }),
-    HostTools.entry(HostTools.RlmQueryBatched, ({ prompts }) => batched(ctx, (p) => rlmQuery(ctx, p))(prompts), {
-      prompts: "strings"
-    }),
+    ...subCalls,
     HostTools.entry(HostTools.BudgetTool, () => budgetOf(ctx)),
     ...ctx.tree.userTools
   ])
@@ -1157,7 +1170,8 @@ const runOne = (tree: Tree, spec: RunSpec): Effect.Effect<Answer, RlmError> =>
         Prompts.systemPromptFor(
           sandbox.language,
           protocol,
-          tree.userTools.map((t) => t.spec)
+          tree.userTools.map((t) => t.spec),
+          { subCalls: options.subCalls !== false }
         )
       const typed = options.output ? Prompts.typedAnswer(String(options.output.ast), protocol) : undefined
       const note = spec.turn === undefined ? undefined : yield* spec.turn.note

@@ -3,25 +3,18 @@
  *
  * - `rlm`: `Rlm.run` with the run options given (the REPL, `llm_query`,
  *   `rlm_query`).
- * - `rlm-no-subcalls`: the paper's ablation, the REPL without sub-calls. The
- *   system prompt is the language's own with every sub-call tool
- *   (`llm_query`, `llm_query_batched`, `rlm_query`, `rlm_query_batched`)
- *   taken out ({@link withoutSubcalls}), and the policy has `maxSubCalls: 0`
- *   and `maxDepth: 0`, so a call the model makes anyway is refused before
- *   any model is asked. Core has no option that removes the functions from
- *   the REPL, so such a call is a budget hit and fails the run (scored 0),
- *   where the paper's ablation would raise a NameError the model could
- *   recover from.
+ * - `rlm-no-subcalls`: the paper's ablation, the REPL without sub-calls
+ *   (`RunOptions.subCalls: false`): `llm_query`, `llm_query_batched`,
+ *   `rlm_query` and `rlm_query_batched` are not defined in the REPL (a call
+ *   the model makes anyway is a NameError / ReferenceError it can recover
+ *   from) and the system prompt does not name them.
  * - `direct`: the base model given the whole context in one chat call (role
  *   `root`), cut to the window ({@link directRequest}).
  *
  * @since 0.1.0
  */
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
-import * as Policy from "@rlm-runtime/core/Policy"
-import * as Prompts from "@rlm-runtime/core/Prompts"
 import type * as Rlm from "@rlm-runtime/core/Rlm"
-import type * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
 import * as Schema from "effect/Schema"
 import type { EvalTask } from "./Task.js"
 
@@ -91,20 +84,19 @@ export const withoutSubcalls = (prompt: string): string => {
 }
 
 /**
- * The run options of `rlm-no-subcalls`, from those of `rlm`.
+ * The run options of `rlm-no-subcalls`, from those of `rlm`: `subCalls:
+ * false` (the REPL has no sub-call functions and the system prompt does not
+ * name them). A system prompt of the user's own is rewritten with
+ * {@link withoutSubcalls}.
  *
  * @since 0.1.0
  * @category Constructors
  */
-export const noSubcallsOptions = (options: Rlm.RunOptions, language: Sandbox.Language): Rlm.RunOptions => {
-  const base = options.policy instanceof Policy.Policy ? options.policy : Policy.make(options.policy ?? {})
-  const system = options.systemPrompt ?? Prompts.systemPromptFor(language, options.protocol ?? "fenced")
-  return {
-    ...options,
-    policy: Policy.make({ ...base, maxSubCalls: 0, maxDepth: 0 }),
-    systemPrompt: withoutSubcalls(system)
-  }
-}
+export const noSubcallsOptions = (options: Rlm.RunOptions): Rlm.RunOptions => ({
+  ...options,
+  subCalls: false,
+  ...(options.systemPrompt !== undefined ? { systemPrompt: withoutSubcalls(options.systemPrompt) } : {})
+})
 
 /**
  * The system prompt of `direct`.

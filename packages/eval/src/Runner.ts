@@ -31,7 +31,7 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Layer from "effect/Layer"
+import type * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Method from "./Method.js"
@@ -232,6 +232,7 @@ const runInput = (task: EvalTask, options: Rlm.RunOptions, language: string, mod
     policy: JSON.parse(JSON.stringify(Schema.encodeSync(Policy.Policy)(policy))) as Record<string, TraceEvent.Json>,
     ...(options.systemPrompt !== undefined ? { systemPrompt: options.systemPrompt } : {}),
     ...(options.requireReplBeforeFinal !== undefined ? { requireReplBeforeFinal: options.requireReplBeforeFinal } : {}),
+    ...(options.subCalls === false ? { subCalls: false } : {}),
     ...(exec !== undefined ? { execTimeoutMs: exec } : {}),
     models
   })
@@ -430,7 +431,7 @@ export const runUnit = Effect.fn("Runner.runUnit")(function* (config: Config, un
     measured = yield* runRlm(task, options, recorder)
   } else {
     const sandbox = yield* Sandbox
-    measured = yield* runRlm(task, Method.noSubcallsOptions(options, sandbox.language), recorder)
+    measured = yield* runRlm(task, Method.noSubcallsOptions(options), recorder)
   }
   const ended = yield* Clock.currentTimeMillis
   const input = measured.usage.inputTokens ?? 0

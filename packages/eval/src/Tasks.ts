@@ -3,12 +3,13 @@
  *
  * @since 0.1.0
  */
+
+import type { EvalTask, Family, GenerateOptions, Kind } from "./Task.js"
 import * as CodeQa from "./tasks/CodeQa.js"
 import * as Multidoc from "./tasks/Multidoc.js"
 import * as Oolong from "./tasks/Oolong.js"
 import * as Pairs from "./tasks/Pairs.js"
 import * as Sniah from "./tasks/Sniah.js"
-import type { EvalTask, Family, GenerateOptions, Kind } from "./Task.js"
 
 /**
  * Every family, by kind.

@@ -158,10 +158,12 @@ describe("rlm eval, end to end with the oracle", () => {
           const input = trace.events.find((e): e is TraceEvent.RunInput => e._tag === "RunInput")
           assert.isDefined(input)
           if (input === undefined) continue
+          assert.strictEqual(input.subCalls, method === "rlm" ? undefined : false)
           const replay = yield* Replay.make(trace)
           const replayed = yield* Rlm.run(input.query, input.context, {
             policy: Schema.decodeUnknownSync(Policy.Policy)(input.policy),
-            ...(input.systemPrompt !== undefined ? { systemPrompt: input.systemPrompt } : {})
+            ...(input.systemPrompt !== undefined ? { systemPrompt: input.systemPrompt } : {}),
+            ...(input.subCalls === false ? { subCalls: false } : {})
           }).pipe(Effect.provideService(LlmAdapter, replay.adapter), Effect.provide(JavascriptSandbox.layer()))
           yield* replay.check
           yield* Replay.checkAnswer(trace, replayed.answer)

@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Prompts from "@rlm-runtime/core/Prompts"
 import * as Method from "@rlm-runtime/eval/Method"
 import * as Random from "@rlm-runtime/eval/Random"
 import * as Task from "@rlm-runtime/eval/Task"
@@ -210,16 +211,16 @@ describe("sizes", () => {
 })
 
 describe("rlm-no-subcalls", () => {
-  it("its system prompt names no sub-call tool; its policy allows no sub-call and no child run", () => {
+  it("runs without sub-call functions; a system prompt of the user's own loses its sub-call tools", () => {
+    const options = Method.noSubcallsOptions({ policy: { maxSteps: 7 } })
+    assert.strictEqual(options.subCalls, false)
+    assert.isUndefined(options.systemPrompt)
+    assert.deepStrictEqual(options.policy, { maxSteps: 7 })
     for (const language of ["python", "javascript"] as const) {
       for (const protocol of ["fenced", "tools"] as const) {
-        const options = Method.noSubcallsOptions({ protocol, policy: { maxSteps: 7 } }, language)
-        assert.isFalse(/llm_query|rlm_query/.test(options.systemPrompt ?? ""), `${language} ${protocol}`)
-        assert.include(options.systemPrompt ?? "", "peek(")
-        const policy = options.policy as { maxSubCalls: number; maxDepth: number; maxSteps: number }
-        assert.strictEqual(policy.maxSubCalls, 0)
-        assert.strictEqual(policy.maxDepth, 0)
-        assert.strictEqual(policy.maxSteps, 7)
+        const own = Method.noSubcallsOptions({ protocol, systemPrompt: Prompts.systemPromptFor(language, protocol) })
+        assert.isFalse(/llm_query|rlm_query/.test(own.systemPrompt ?? ""), `${language} ${protocol}`)
+        assert.include(own.systemPrompt ?? "", "peek(")
       }
     }
   })

@@ -256,6 +256,8 @@ export class RunInput extends Schema.TaggedClass<RunInput>()("RunInput", {
   policy: Schema.Record({ key: Schema.String, value: Json }),
   systemPrompt: Schema.optional(Schema.String),
   requireReplBeforeFinal: Schema.optional(Schema.Boolean),
+  /** `false` when the run had no sub-call functions (`RunOptions.subCalls`; since 0.3.0). */
+  subCalls: Schema.optional(Schema.Boolean),
   execTimeoutMs: Schema.optional(Schema.JsonNumber),
   /**
    * The model names the adapter was configured with, by role (what budgets
