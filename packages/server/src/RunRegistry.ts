@@ -253,6 +253,7 @@ const runInputOf = (start: StartOptions, runOptions: Rlm.RunOptions) =>
       ...(runOptions.execTimeout !== undefined
         ? { execTimeoutMs: Duration.toMillis(Duration.decode(runOptions.execTimeout)) }
         : {}),
+      ...(runOptions.subCalls === false ? { subCalls: false } : {}),
       models: { root: adapter.model("root"), sub: adapter.model("sub") }
     })
   })
