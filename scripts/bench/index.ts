@@ -1,5 +1,5 @@
 /**
- * Benchmarks: `pnpm bench <sandbox|subcalls|loop|pythonFresh>`. Each prints `BENCH ...` lines
+ * Benchmarks: `pnpm bench <sandbox|subcalls|loop|pythonFresh|serve>`. Each prints `BENCH ...` lines
  * with figures measured in the same run.
  */
 const which = process.argv[2]
@@ -7,7 +7,8 @@ const benches: Record<string, () => Promise<unknown>> = {
   sandbox: () => import("./sandbox.js"),
   subcalls: () => import("./subcalls.js"),
   loop: () => import("./loop.js"),
-  pythonFresh: () => import("./pythonFresh.js")
+  pythonFresh: () => import("./pythonFresh.js"),
+  serve: () => import("./serve.js")
 }
 const load = which ? benches[which] : undefined
 if (!load) {

@@ -59,6 +59,7 @@ import * as EvalCommand from "./EvalCommand.js"
 import * as backends from "./internal/backends.js"
 import * as Otlp from "./internal/otlp.js"
 import * as Progress from "./Progress.js"
+import * as ServeCommand from "./ServeCommand.js"
 import * as TerminalText from "./TerminalText.js"
 import * as TraceViewCommand from "./TraceViewCommand.js"
 
@@ -355,7 +356,13 @@ export const makeCommand = <E, R, E2 = CliError, R2 = FileSystem.FileSystem>(
     Effect.fail(new CliError({ reason: "Usage", message: "missing command: try `rlm run --help`." }))
   ).pipe(
     Command.withDescription("Recursive Language Models: answer questions about prompts too long to read at once."),
-    Command.withSubcommands([runCommand, replayCommand, TraceViewCommand.command, EvalCommand.make(backendOptions)])
+    Command.withSubcommands([
+      runCommand,
+      replayCommand,
+      TraceViewCommand.command,
+      EvalCommand.make(backendOptions),
+      ServeCommand.make()
+    ])
   )
 }
 
