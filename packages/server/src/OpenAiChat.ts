@@ -13,7 +13,7 @@
  *
  * @since 0.1.0
  */
-import type * as Budget from "@rlm-runtime/core/Budget"
+import * as Budget from "@rlm-runtime/core/Budget"
 import type * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
 import * as Either from "effect/Either"
 import { ApiError, invalid } from "./ApiError.js"
@@ -117,7 +117,7 @@ export const completion = (view: RunView, model: string): ChatCompletion => ({
   created: Math.floor(view.createdAt / 1000),
   model,
   choices: [{ index: 0, message: { role: "assistant", content: view.answer ?? "" }, finish_reason: "stop" }],
-  usage: usageOf(view.totals ?? zeroTotals),
+  usage: usageOf(view.totals ?? Budget.emptyTotals),
   rlm: {
     run_id: view.id,
     steps: view.steps ?? 0,
@@ -125,17 +125,6 @@ export const completion = (view: RunView, model: string): ChatCompletion => ({
     sub_calls: view.totals?.subCalls ?? 0
   }
 })
-
-const zeroTotals: Budget.Totals = {
-  rootCalls: 0,
-  subCalls: 0,
-  inputTokens: 0,
-  outputTokens: 0,
-  totalTokens: 0,
-  costUsd: 0,
-  unknownUsageCalls: 0,
-  unpricedCalls: 0
-}
 
 /**
  * A chunk of a streamed completion.

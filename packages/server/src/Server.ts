@@ -30,6 +30,7 @@ import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import type { LlmAdapter } from "@rlm-runtime/adapters/LlmAdapter"
+import * as Budget from "@rlm-runtime/core/Budget"
 import type * as Rlm from "@rlm-runtime/core/Rlm"
 import { Sandbox } from "@rlm-runtime/sandbox/Sandbox"
 import * as Trace from "@rlm-runtime/trace/Trace"
@@ -52,17 +53,17 @@ import * as ContextStore from "./ContextStore.js"
 import * as LazySandbox from "./LazySandbox.js"
 import * as OpenAiChat from "./OpenAiChat.js"
 import * as RunRegistry from "./RunRegistry.js"
-import * as Sessions from "./Sessions.js"
 import {
+  AskRequest,
   type ChatCompletionRequest,
   type ChatMessage,
   ChatCompletionRequest as ChatRequestSchema,
-  RunRequest,
   type RunObject,
+  RunRequest,
   ServerApi,
-  SessionRequest,
-  AskRequest
+  SessionRequest
 } from "./ServerApi.js"
+import * as Sessions from "./Sessions.js"
 
 /**
  * @since 0.1.0
@@ -404,7 +405,7 @@ const chatCompletions = (request: HttpServerRequest.HttpServerRequest) =>
           if (view.status !== "succeeded") {
             return [sseData(toBody(OpenAiChat.runError(view.error, view.id))), sseDone]
           }
-          const usage = OpenAiChat.usageOf(view.totals ?? emptyTotals)
+          const usage = OpenAiChat.usageOf(view.totals ?? Budget.emptyTotals)
           return [
             chunk({ content: view.answer ?? "" }),
             chunk({}, "stop"),
@@ -418,17 +419,6 @@ const chatCompletions = (request: HttpServerRequest.HttpServerRequest) =>
       return sseResponse(interruptOnCancel(handle, Stream.concat(first, rest)))
     })
   )
-
-const emptyTotals = {
-  rootCalls: 0,
-  subCalls: 0,
-  inputTokens: 0,
-  outputTokens: 0,
-  totalTokens: 0,
-  costUsd: 0,
-  unknownUsageCalls: 0,
-  unpricedCalls: 0
-}
 
 const toBody = (e: ApiError) => ({
   error: { message: e.message, type: e.type, param: e.param ?? null, code: e.code ?? null }
