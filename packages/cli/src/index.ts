@@ -26,3 +26,13 @@ export * as TerminalText from "./TerminalText.js"
  * @since 0.2.0
  */
 export * as TraceViewCommand from "./TraceViewCommand.js"
+
+/**
+ * @since 0.3.0
+ */
+export * as EvalCommand from "./EvalCommand.js"
+
+/**
+ * @since 0.3.0
+ */
+export * as ServeCommand from "./ServeCommand.js"
