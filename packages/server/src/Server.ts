@@ -261,6 +261,21 @@ const readText = (request: HttpServerRequest.HttpServerRequest, limit: number): 
   )
 }
 
+/** JSON nested deeper than this is refused (400) before it is decoded: decoders and formatters recurse. */
+const maxJsonDepth = 512
+
+/** Whether `value` nests at most `limit` arrays/objects deep (iterative: any depth is safe to ask about). */
+const depthWithin = (value: unknown, limit: number): boolean => {
+  const stack: Array<readonly [unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (v === null || typeof v !== "object") continue
+    if (depth >= limit) return false
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1])
+  }
+  return true
+}
+
 const readJson = <A, I>(
   request: HttpServerRequest.HttpServerRequest,
   limit: number,
@@ -277,6 +292,11 @@ const readJson = <A, I>(
           undefined,
           "invalid_json"
         )
+      )
+    }
+    if (!depthWithin(json, maxJsonDepth)) {
+      return Effect.fail(
+        invalid(`the request body nests deeper than ${maxJsonDepth} levels.`, undefined, "invalid_request")
       )
     }
     return Schema.decodeUnknown(schema)(json).pipe(
