@@ -552,7 +552,7 @@ const runEvents = (id: string, request: HttpServerRequest.HttpServerRequest) =>
     Effect.gen(function* () {
       const handle = yield* findRun(id)
       const header = request.headers["last-event-id"]
-      const after = header === undefined || header.trim() === "" ? 0 : Number(header)
+      const after = header === undefined || header.trim() === "" ? 0 : /^\d+$/.test(header.trim()) ? Number(header) : -1
       if (!Number.isInteger(after) || after < 0) {
         return yield* invalid(
           `Last-Event-ID must be an event number, got ${JSON.stringify(header)}.`,
@@ -739,7 +739,9 @@ const guard =
       const request = yield* HttpServerRequest.HttpServerRequest
       if (token !== undefined && request.url.split("?")[0] !== "/healthz") {
         const header = request.headers.authorization
-        const given = header?.startsWith("Bearer ") ? header.slice("Bearer ".length).trim() : undefined
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is everything after it, trimmed.
+        const scheme = header === undefined ? undefined : /^bearer[ \t]+(\S.*)$/i.exec(header.trim())
+        const given = scheme?.[1]?.trim()
         if (given === undefined) {
           return toResponse(
             new ApiError({

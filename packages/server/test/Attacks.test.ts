@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import * as Trace from "@rlm-runtime/trace/Trace"
-import { Effect, Redacted } from "effect"
+import { Effect, Fiber, Redacted } from "effect"
 import { assertOpenAiError, echoReply, http, parseSse, postJson, startServer, tokenMessages } from "./utils.js"
 
 const TOKEN = "s3cret-T0ken-value"
@@ -167,6 +167,8 @@ describe("the token", () => {
         { authorization: `Bearer ${TOKEN.slice(0, -1)}` },
         { authorization: "Bearer " },
         { authorization: "Bearer" },
+        { authorization: `bearer ${TOKEN.toLowerCase()}` },
+        { authorization: `Bearer ${TOKEN} extra` },
         { "x-api-key": TOKEN },
         { cookie: `token=${TOKEN}` }
       ]
@@ -189,6 +191,11 @@ describe("the token", () => {
       assert.strictEqual((yield* http(`${server.url}/healthz?x=1`)).status, 200)
       const docs = yield* http(`${server.url}/docs`, { headers: { authorization: `Bearer   ${TOKEN}  ` } })
       assert.strictEqual(docs.status, 200)
+      // The scheme is case-insensitive; a tab separates it as well as a space.
+      for (const authorization of [`bearer ${TOKEN}`, `BEARER ${TOKEN}`, `Bearer\t${TOKEN}`]) {
+        const res = yield* http(`${server.url}/v1/models`, { headers: { authorization } })
+        assert.strictEqual(res.status, 200, authorization)
+      }
       assert.notInclude(docs.text, TOKEN)
       yield* stillWorks(server.url, 4, { authorization: `Bearer ${TOKEN}` })
     }).pipe(Effect.scoped)
@@ -464,7 +471,7 @@ describe("SSE: model output cannot end or forge events", () => {
       const server = yield* startServer()
       const run = (yield* postJson(`${server.url}/v1/runs`, { query: "q", context: "token-2" })).json()
       yield* http(`${server.url}/v1/runs/${run.id}`)
-      for (const bad of ["-1", "abc", "1.5", "NaN", "Infinity", "1e400", "--", "-0.5"]) {
+      for (const bad of ["-1", "abc", "1.5", "NaN", "Infinity", "1e400", "--", "-0.5", "0x10", "1e2", "+3", "3 4"]) {
         const res = yield* http(`${server.url}/v1/runs/${run.id}/events`, { headers: { "last-event-id": bad } })
         assert.strictEqual(res.status, 400, `${bad}: ${res.text}`)
         const e = assertOpenAiError(res.text, "bad_last_event_id")
@@ -602,6 +609,30 @@ describe("sessions", () => {
         assert.strictEqual(trace.events.filter((e) => e._tag === "FinalAnswer").length, 1)
       }
       assert.strictEqual((yield* http(`${server.url}/v1/sessions/${s.id}`)).json().turns, 2)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a DELETE while a turn runs and another waits: the waiting ask is 404, the server unharmed", () =>
+    Effect.gen(function* () {
+      const server = yield* startServer({ script: Array.from({ length: 20 }, () => remember), latencyMs: 400 })
+      const s = (yield* postJson(`${server.url}/v1/sessions`, { context: "token-5" })).json()
+      const running = yield* Effect.fork(postJson(`${server.url}/v1/sessions/${s.id}/ask`, { query: "first" }))
+      yield* Effect.sleep("100 millis")
+      const waiting = yield* Effect.fork(postJson(`${server.url}/v1/sessions/${s.id}/ask`, { query: "second" }))
+      yield* Effect.sleep("100 millis")
+      const deleted = yield* http(`${server.url}/v1/sessions/${s.id}`, { method: "DELETE" })
+      assert.strictEqual(deleted.status, 200, deleted.text)
+      const first = yield* Fiber.join(running)
+      if (first.status !== 200) assertOpenAiError(first.text)
+      const second = yield* Fiber.join(waiting)
+      assert.strictEqual(second.status, 404, second.text)
+      assertOpenAiError(second.text, "session_not_found")
+      assert.strictEqual(yield* server.sessions.count, 0)
+      const stats = yield* server.admission.stats
+      assert.strictEqual(stats.running + stats.queued, 0)
+      const after = yield* postJson(`${server.url}/v1/chat/completions`, { messages: tokenMessages(5) })
+      assert.strictEqual(after.status, 200, after.text)
+      assert.strictEqual(after.json().choices[0].message.content, "token-5")
     }).pipe(Effect.scoped)
   )
 })
