@@ -129,6 +129,48 @@ describe("odd ids: no path traversal, a 404 in OpenAI's shape", () => {
   )
 })
 
+describe("odd requests", () => {
+  it.live("bad percent-escapes, odd methods, absolute-form targets, huge headers: a 4xx, never a 500 or a crash", () =>
+    Effect.gen(function* () {
+      const server = yield* startServer({ token: Redacted.make(TOKEN) })
+      const auth = `authorization: Bearer ${TOKEN}\r\n`
+      for (const target of [
+        "/v1/runs/%",
+        "/v1/runs/%E0%A4%A",
+        "/v1/contexts/%ZZ",
+        "/v1/sessions/%C0%AF",
+        "/%",
+        "/v1/%00"
+      ]) {
+        const res = yield* rawHttp(server.url, `GET ${target} HTTP/1.1\r\nhost: x\r\n${auth}connection: close\r\n\r\n`)
+        assert.match(res, /^HTTP\/1\.1 4\d\d/, `${target}: ${res.slice(0, 300)}`)
+        const body = res.slice(res.indexOf("\r\n\r\n") + 4)
+        if (body.length > 0) assertOpenAiError(body)
+      }
+      for (const method of ["PUT", "PATCH", "OPTIONS", "TRACE"]) {
+        const res = yield* http(`${server.url}/v1/chat/completions`, {
+          method,
+          headers: { authorization: `Bearer ${TOKEN}` }
+        }).pipe(Effect.catchAllDefect(() => Effect.succeed({ status: 400, text: "" })))
+        assert.isTrue(res.status >= 400 && res.status < 500, `${method}: ${res.status}`)
+        if (res.text.length > 0) assertOpenAiError(res.text)
+      }
+      // An absolute-form target does not skip the token.
+      const absolute = yield* rawHttp(
+        server.url,
+        `GET ${server.url}/v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`
+      )
+      assert.match(absolute, /^HTTP\/1\.1 (401|404)/)
+      const huge = yield* rawHttp(
+        server.url,
+        `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${"a".repeat(100_000)}\r\nconnection: close\r\n\r\n`
+      )
+      assert.match(huge, /^HTTP\/1\.1 431/)
+      assert.strictEqual((yield* http(`${server.url}/healthz`)).status, 200)
+    }).pipe(Effect.scoped)
+  )
+})
+
 describe("the token", () => {
   it.live("every route but /healthz needs `Authorization: Bearer <token>`, docs and SSE routes included", () =>
     Effect.gen(function* () {
