@@ -532,7 +532,7 @@ describe("SSE: model output cannot end or forge events", () => {
   )
 
   it.live(
-    "many SSE connections to a finished run; a client that never reads: the run finishes, its trace is written",
+    "many SSE connections to a run, live then finished; clients that never read: the runs finish, their traces are written",
     () =>
       Effect.gen(function* () {
         const server = yield* startServer({
@@ -540,7 +540,9 @@ describe("SSE: model output cannot end or forge events", () => {
             ...Array.from({ length: 4 }, () => "```repl\nconsole.log('x'.repeat(20000))\n```"),
             "FINAL(done)",
             ...Array.from({ length: 5 }, () => echoReply)
-          ]
+          ],
+          // Slow enough that the readers below connect while the run still runs.
+          latencyMs: 150
         })
         const finished = (yield* postJson(`${server.url}/v1/runs`, { query: "q", context: "token-1" })).json()
         // A stalled reader: the headers are read, the body never.
@@ -573,6 +575,25 @@ describe("SSE: model output cannot end or forge events", () => {
         assert.strictEqual(view.answer, "done")
         const trace = yield* Trace.decodeJsonl(readFileSync(view.trace_file, "utf8"))
         assert.isTrue(trace.events.some((e) => e._tag === "RunFinished"))
+        // A chat stream whose client never reads: the run finishes, its trace is written.
+        const chatSocket = Net.connect(Number(new URL(server.url).port), "127.0.0.1")
+        const chatBody = JSON.stringify({ messages: tokenMessages(8), stream: true })
+        chatSocket.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(chatBody)}\r\n\r\n${chatBody}`
+        )
+        chatSocket.pause()
+        const chatTrace = yield* Effect.promise(async () => {
+          for (;;) {
+            for (const f of readdirSync(server.registry.tracesDir)) {
+              const text = readFileSync(`${server.registry.tracesDir}/${f}`, "utf8")
+              if (text.includes("token-8") && text.includes('"RunFinished"')) return text
+            }
+            await new Promise((r) => setTimeout(r, 50))
+          }
+        })
+        const chatRun = yield* Trace.decodeJsonl(chatTrace)
+        assert.isTrue(chatRun.events.some((e) => e._tag === "FinalAnswer"))
+        chatSocket.destroy()
         // 50 readers of the finished run each get the whole stream and its end.
         const all = yield* Effect.all(
           Array.from({ length: 50 }, () => http(`${server.url}/v1/runs/${finished.id}/events`)),
