@@ -110,7 +110,9 @@ export const make = (options: Options): Effect.Effect<ContextStore, ContextError
         )
         const hash = createHash("sha256")
         const decoder = new TextDecoder("utf-8", { fatal: true })
-        const counted = { bytes: 0 }
+        // `text: false` once a chunk is not UTF-8: the rest is read and dropped (failing the body stream would
+        // destroy the request, and its socket, before the 400 is sent).
+        const counted = { bytes: 0, text: true }
         const tooLarge = new ContextError({
           reason: "TooLarge",
           message: `the context is larger than this server's limit of ${options.maxBytes} bytes.`
@@ -132,10 +134,13 @@ export const make = (options: Options): Effect.Effect<ContextStore, ContextError
                 if (counted.bytes > 2 * options.maxBytes + discardSlack) return yield* tooLarge
                 return
               }
-              yield* Effect.try({
-                try: () => decoder.decode(chunk, { stream: true }),
-                catch: () => new ContextError({ reason: "NotText", message: "the context is not UTF-8 text." })
-              })
+              if (!counted.text) return
+              try {
+                decoder.decode(chunk, { stream: true })
+              } catch {
+                counted.text = false
+                return
+              }
               hash.update(chunk)
               yield* Effect.tryPromise({ try: () => handle.write(chunk), catch: io("could not store") })
             })
@@ -144,10 +149,12 @@ export const make = (options: Options): Effect.Effect<ContextStore, ContextError
             Effect.suspend(() =>
               counted.bytes > options.maxBytes
                 ? Effect.fail(tooLarge)
-                : Effect.try({
-                    try: () => decoder.decode(),
-                    catch: () => new ContextError({ reason: "NotText", message: "the context is not UTF-8 text." })
-                  })
+                : !counted.text
+                  ? Effect.fail(new ContextError({ reason: "NotText", message: "the context is not UTF-8 text." }))
+                  : Effect.try({
+                      try: () => decoder.decode(),
+                      catch: () => new ContextError({ reason: "NotText", message: "the context is not UTF-8 text." })
+                    })
             )
           )
         )

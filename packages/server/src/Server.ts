@@ -261,6 +261,21 @@ const readText = (request: HttpServerRequest.HttpServerRequest, limit: number): 
   )
 }
 
+/** JSON nested deeper than this is refused (400) before it is decoded: decoders and formatters recurse. */
+const maxJsonDepth = 512
+
+/** Whether `value` nests at most `limit` arrays/objects deep (iterative: any depth is safe to ask about). */
+const depthWithin = (value: unknown, limit: number): boolean => {
+  const stack: Array<readonly [unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (v === null || typeof v !== "object") continue
+    if (depth >= limit) return false
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1])
+  }
+  return true
+}
+
 const readJson = <A, I>(
   request: HttpServerRequest.HttpServerRequest,
   limit: number,
@@ -277,6 +292,11 @@ const readJson = <A, I>(
           undefined,
           "invalid_json"
         )
+      )
+    }
+    if (!depthWithin(json, maxJsonDepth)) {
+      return Effect.fail(
+        invalid(`the request body nests deeper than ${maxJsonDepth} levels.`, undefined, "invalid_request")
       )
     }
     return Schema.decodeUnknown(schema)(json).pipe(
@@ -532,7 +552,7 @@ const runEvents = (id: string, request: HttpServerRequest.HttpServerRequest) =>
     Effect.gen(function* () {
       const handle = yield* findRun(id)
       const header = request.headers["last-event-id"]
-      const after = header === undefined || header.trim() === "" ? 0 : Number(header)
+      const after = header === undefined || header.trim() === "" ? 0 : /^\d+$/.test(header.trim()) ? Number(header) : -1
       if (!Number.isInteger(after) || after < 0) {
         return yield* invalid(
           `Last-Event-ID must be an event number, got ${JSON.stringify(header)}.`,
@@ -719,7 +739,9 @@ const guard =
       const request = yield* HttpServerRequest.HttpServerRequest
       if (token !== undefined && request.url.split("?")[0] !== "/healthz") {
         const header = request.headers.authorization
-        const given = header?.startsWith("Bearer ") ? header.slice("Bearer ".length).trim() : undefined
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is everything after it, trimmed.
+        const scheme = header === undefined ? undefined : /^bearer[ \t]+(\S.*)$/i.exec(header.trim())
+        const given = scheme?.[1]?.trim()
         if (given === undefined) {
           return toResponse(
             new ApiError({

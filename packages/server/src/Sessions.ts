@@ -123,6 +123,8 @@ interface Entry {
   readonly createdAt: number
   lastUsedAt: number
   busy: number
+  /** One turn at a time: a turn's number (and trace file) is taken under it. */
+  readonly lock: Effect.Semaphore
 }
 
 const notFound = (id: string) =>
@@ -209,7 +211,8 @@ export const make = (options: Options): Effect.Effect<Sessions, never, Scope.Sco
           scope,
           createdAt: now,
           lastUsedAt: now,
-          busy: 0
+          busy: 0,
+          lock: yield* Effect.makeSemaphore(1)
         }
         entries.set(entry.id, entry)
         return yield* view(entry)
@@ -220,9 +223,23 @@ export const make = (options: Options): Effect.Effect<Sessions, never, Scope.Sco
         const entry = yield* find(id)
         if (state.draining)
           return yield* new SessionsError({ reason: "Draining", message: "the server is shutting down." })
-        const slot = yield* options.admission.reserve
         entry.busy++
         entry.lastUsedAt = Date.now()
+        return yield* askLocked(entry, id, query, askOptions).pipe(
+          entry.lock.withPermits(1),
+          Effect.ensuring(
+            Effect.sync(() => {
+              entry.busy--
+              entry.lastUsedAt = Date.now()
+            })
+          )
+        )
+      })
+
+    const askLocked = (entry: Entry, id: string, query: string, askOptions: Parameters<Sessions["ask"]>[2]) =>
+      Effect.gen(function* () {
+        if (!entries.has(id)) return yield* notFound(id)
+        const slot = yield* options.admission.reserve
         const turn = (yield* entry.session.turns) + 1
         const tracePath = NodePath.join(tracesDir, `${id}-turn${turn}.jsonl`)
         const run = Effect.gen(function* () {
@@ -235,15 +252,9 @@ export const make = (options: Options): Effect.Effect<Sessions, never, Scope.Sco
             .ask(query, askOptions?.context !== undefined ? { context: askOptions.context } : undefined)
             .pipe(Effect.provideService(TraceRecorder.TraceRecorder, recorder))
         }).pipe(Effect.scoped)
-        const result = yield* slot.run(run).pipe(
-          Effect.mapError((error) => new TurnFailed({ sessionId: id, turn, error, tracePath })),
-          Effect.ensuring(
-            Effect.sync(() => {
-              entry.busy--
-              entry.lastUsedAt = Date.now()
-            })
-          )
-        )
+        const result = yield* slot
+          .run(run)
+          .pipe(Effect.mapError((error) => new TurnFailed({ sessionId: id, turn, error, tracePath })))
         return { sessionId: id, turn, result, tracePath }
       })
 
