@@ -33,6 +33,8 @@
 import type * as Tool from "@effect/ai/Tool"
 import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Sandbox from "@rlm-runtime/sandbox/Sandbox"
+import * as TraceEvent from "@rlm-runtime/trace/TraceEvent"
+import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
@@ -43,7 +45,6 @@ import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type * as Context from "effect/Context"
 import * as HostTools from "./HostTools.js"
 import * as Policy from "./Policy.js"
 import * as Rlm from "./Rlm.js"
@@ -101,28 +102,20 @@ const COMPACT_MESSAGE_CHARS = 2_000
 // ---------------------------------------------------------------------------
 
 /**
- * A JSON value.
+ * A JSON value (the trace's `TraceEvent.Json`).
  *
  * @since 0.3.0
  * @category Models
  */
-export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+export type Json = TraceEvent.Json
 
 /**
+ * A JSON value (numbers finite): the trace's `TraceEvent.Json` Schema.
+ *
  * @since 0.3.0
  * @category Models
  */
-export const Json: Schema.Schema<Json> = Schema.suspend(
-  (): Schema.Schema<Json> =>
-    Schema.Union(
-      Schema.Null,
-      Schema.Boolean,
-      Schema.JsonNumber,
-      Schema.String,
-      Schema.Array(Json),
-      Schema.Record({ key: Schema.String, value: Json })
-    )
-)
+export const Json: Schema.Schema<Json> = TraceEvent.Json
 
 /**
  * One turn of a session. `messages` is the turn's part of the root history
