@@ -4,6 +4,7 @@ import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
 import { Cause, Chunk, Clock, Duration, Effect, Exit, Fiber, Layer, Option, Ref, Supervisor, TestClock } from "effect"
 import { Rlm } from "../src/index.js"
+import { counted, type Sessions } from "./utils/countedSandbox.js"
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
 
@@ -12,35 +13,6 @@ const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n"
 // ---------------------------------------------------------------------------
 
 /** Live REPL sessions, counted by a `Sandbox` wrapper: +1 when a session opens, -1 once it is closed. */
-interface Sessions {
-  open: number
-  opened: number
-}
-
-/**
- * The given sandbox, with every session's lifetime counted. The counter is
- * acquired before the session and released after it closes (finalizers run in
- * reverse order), so `open` reaches 0 only when every session is gone.
- */
-const counted = <E>(sessions: Sessions, inner: Layer.Layer<Sandbox.Sandbox, E>) =>
-  Layer.effect(
-    Sandbox.Sandbox,
-    Effect.map(Sandbox.Sandbox, (sandbox) => ({
-      language: sandbox.language,
-      isolation: sandbox.isolation,
-      open: <E>(options: Sandbox.OpenOptions<E>) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            sessions.open++
-            sessions.opened++
-          }),
-          () =>
-            Effect.sync(() => {
-              sessions.open--
-            })
-        ).pipe(Effect.zipRight(sandbox.open(options)))
-    }))
-  ).pipe(Layer.provide(inner))
 
 /**
  * Sub-calls whose prompt contains `match` first wait `delay` (the Clock's, so

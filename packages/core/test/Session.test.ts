@@ -7,11 +7,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { FakeAdapter, LlmAdapter } from "@rlm-runtime/adapters"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
 import { Chunk, Effect, Exit, FastCheck, Fiber, Layer, Schedule, Schema, Scope, Stream } from "effect"
-import { Rlm, RunEvent, Session } from "../src/index.js"
+import { Rlm, type RunEvent, Session } from "../src/index.js"
+import { counted } from "./utils/countedSandbox.js"
 
 type Language = "python" | "javascript"
 
-const SandboxTag = Sandbox.Sandbox
 
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
 
@@ -81,30 +81,6 @@ for (const language of ["javascript", "python"] as const) {
     )
   })
 }
-
-/** Live REPL sessions of the wrapped sandbox: +1 when one opens, -1 once it is closed. */
-const counted = (
-  sessions: { open: number; opened: number },
-  inner: Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError>
-) =>
-  Layer.effect(
-    SandboxTag,
-    Effect.map(SandboxTag, (sandbox) => ({
-      language: sandbox.language,
-      isolation: sandbox.isolation,
-      open: <E>(options: Sandbox.OpenOptions<E>) =>
-        Effect.acquireRelease(
-          Effect.sync(() => {
-            sessions.open++
-            sessions.opened++
-          }),
-          () =>
-            Effect.sync(() => {
-              sessions.open--
-            })
-        ).pipe(Effect.zipRight(sandbox.open(options)))
-    }))
-  ).pipe(Layer.provide(inner))
 
 /** What the summarizer saw: the compaction requests, and every other root request. */
 interface Seen {
