@@ -12,7 +12,6 @@ import { counted } from "./utils/countedSandbox.js"
 
 type Language = "python" | "javascript"
 
-
 const repl = (...lines: Array<string>) => ["```repl", ...lines, "```"].join("\n")
 
 const sandboxOf = (language: Language): Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError> =>
