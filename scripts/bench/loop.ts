@@ -59,6 +59,9 @@ const program = Effect.gen(function* () {
     )
     short.push((yield* timeRun([block, "FINAL(done)"], {})).ms)
   }
+  console.error(
+    `# runs long_ms ${long.map((x) => x.toFixed(0)).join(" ")} short_ms ${short.map((x) => x.toFixed(0)).join(" ")}`
+  )
   const perIteration = (median(long) - median(short)) / (steps - 1)
   const warmRun = median(short)
   const child: Array<number> = []

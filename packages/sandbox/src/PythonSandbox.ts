@@ -11,6 +11,8 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
@@ -81,6 +83,15 @@ export interface Options {
 export interface PoolOptions extends Options {
   /** Interpreters kept started and waiting. Each is used by one session, then replaced. */
   readonly size: number
+  /**
+   * When the replacement of an interpreter a session took starts: this long
+   * after the session opened, or sooner, once that session ends or another
+   * session opens (that is, once anyone may need it). Starting an
+   * interpreter takes about a second of CPU, and a warm session's first
+   * blocks would share the CPU with it. Default 2 s; 0 starts it as soon as
+   * the session is open.
+   */
+  readonly replaceAfter?: Duration.DurationInput | undefined
 }
 
 const resolve = (options: Options | undefined, wall: Wall) => {
@@ -141,6 +152,7 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
   Effect.gen(function* () {
     const wall = yield* resolveWall(options.isolation ?? "auto")
     const { sessionOptions, spawn, spawnWarm } = resolve(options, wall)
+    const replaceAfter = Duration.decode(options.replaceAfter ?? Duration.seconds(2))
     // Started ahead of use, so warmed up while waiting: V8 tiers Pyodide's hot
     // functions up then, not in the session's first blocks (a pooled
     // interpreter uses ~1 s more CPU while idle). A replacement within a
@@ -150,6 +162,12 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
       acquire: spawnWarm,
       size: Math.max(1, Math.floor(options.size))
     })
+    // The hand-overs not made yet (see `replaceAfter`), and their timers.
+    const pending = new Set<Effect.Effect<void>>()
+    const timers = yield* FiberSet.make()
+    const replaceAllPending = Effect.suspend(() =>
+      Effect.forEach([...pending], (handOver) => handOver, { discard: true })
+    )
     return Sandbox.of({
       language: "python",
       isolation: wall.isolation,
@@ -157,11 +175,14 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
             yield* checkOpen(open)
+            // Another session may need an interpreter: start every replacement still waiting.
+            yield* replaceAllPending
             // Take an interpreter out of the pool for good: its ownership moves
             // to the session's scope, so nothing of this session is ever seen by
             // another. It is invalidated (the pool then starts a replacement)
-            // only once the session is open, so that spawning the replacement
-            // (and its CPU-heavy start) stays out of the warm-start path.
+            // only once the session is open (`replaceAfter`), so that spawning
+            // the replacement (and its CPU-heavy start) stays out of the warm
+            // start and the session's first blocks.
             const lease = yield* Scope.make()
             const proc = yield* restore(Pool.get(pool)).pipe(
               Scope.extend(lease),
@@ -169,8 +190,29 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
             )
             proc.transferred = true
             yield* Effect.addFinalizer(() => proc.terminate())
-            const handOver = Pool.invalidate(pool, proc).pipe(Effect.zipRight(Scope.close(lease, Exit.void)))
-            return yield* restore(makeSession(proc, spawn, open, sessionOptions)).pipe(Effect.ensuring(handOver))
+            const handOver: Effect.Effect<void> = yield* Effect.once(
+              Effect.suspend(() => {
+                pending.delete(handOver)
+                // (Its Scope is unused: the item is only marked.)
+                return Effect.scoped(Pool.invalidate(pool, proc)).pipe(Effect.zipRight(Scope.close(lease, Exit.void)))
+              }).pipe(Effect.uninterruptible)
+            )
+            const repl = yield* restore(makeSession(proc, spawn, open, sessionOptions)).pipe(
+              Effect.onError(() => handOver)
+            )
+            if (Duration.toMillis(replaceAfter) <= 0) {
+              yield* handOver
+            } else {
+              pending.add(handOver)
+              yield* Effect.addFinalizer(() => handOver)
+              // (Forked here, it would inherit this mask: the pool's close waits on an uninterruptible sleep.)
+              const timer = yield* FiberSet.run(
+                timers,
+                Effect.interruptible(Effect.zipRight(Effect.sleep(replaceAfter), handOver))
+              )
+              yield* Effect.addFinalizer(() => Fiber.interrupt(timer))
+            }
+            return repl
           })
         )
     })

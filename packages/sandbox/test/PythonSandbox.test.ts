@@ -623,6 +623,69 @@ describe("PythonSandbox.layerPool", () => {
   )
 
   it.live(
+    "a taken interpreter is replaced once its session ends, another session opens, or `replaceAfter` passes",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const { host } = recordingHost()
+        const count = () => sandboxChildren().length
+        /** Waits (up to 60 s) until the pool has started `n` interpreters in all, alive or not. */
+        const started = new Set<number>()
+        const waitForStarted = (n: number) =>
+          Effect.gen(function* () {
+            for (let i = 0; i < 600 && started.size < n; i++) {
+              for (const pid of sandboxChildren()) started.add(pid)
+              if (started.size >= n) break
+              yield* Effect.sleep(Duration.millis(100))
+            }
+            return started.size
+          })
+        assert.strictEqual(yield* waitForStarted(1), 1)
+        // Session A takes the only interpreter; no replacement starts while it runs its first blocks.
+        const scopeA = yield* Scope.make()
+        const a = yield* sandbox.open({ context: { text: "A" }, host }).pipe(Scope.extend(scopeA))
+        assert.strictEqual((yield* a.exec("print(P)")).stdout, "A\n")
+        yield* Effect.sleep(Duration.seconds(2))
+        for (const pid of sandboxChildren()) started.add(pid)
+        assert.strictEqual(started.size, 1, "no replacement while session A is young")
+        // A ends: its replacement starts then.
+        yield* Scope.close(scopeA, Exit.void)
+        assert.strictEqual(yield* waitForStarted(2), 2)
+        assert.strictEqual(count(), 1)
+        // Session B takes that one; C opening needs another: B's replacement starts for C at once.
+        const b = yield* sandbox.open({ context: { text: "B" }, host })
+        const c = yield* sandbox.open({ context: { text: "C" }, host })
+        assert.strictEqual(yield* waitForStarted(3), 3)
+        assert.strictEqual((yield* b.exec("print(P)")).stdout, "B\n")
+        assert.strictEqual((yield* c.exec("print(P)")).stdout, "C\n")
+        assert.strictEqual(started.size, 3)
+      }).pipe(Effect.scoped, Effect.provide(PythonSandbox.layerPool({ size: 1, replaceAfter: Duration.minutes(5) }))),
+    180_000
+  )
+
+  it.live(
+    "`replaceAfter` passed: the replacement starts while the session is still open",
+    () =>
+      Effect.gen(function* () {
+        const sandbox = yield* Sandbox.Sandbox
+        const { host } = recordingHost()
+        const first = sandboxChildren()
+        const a = yield* sandbox.open({ context: { text: "A" }, host })
+        assert.strictEqual((yield* a.exec("print(P)")).stdout, "A\n")
+        const taken = sandboxChildren()
+        let now = taken
+        for (let i = 0; i < 300 && now.length < 2; i++) {
+          yield* Effect.sleep(Duration.millis(100))
+          now = sandboxChildren()
+        }
+        // The session's interpreter and, beside it, its replacement.
+        assert.strictEqual(now.length, 2, `pool processes ${first} -> ${taken} -> ${now}`)
+        assert.isTrue(taken.every((pid) => now.includes(pid)))
+      }).pipe(Effect.scoped, Effect.provide(PythonSandbox.layerPool({ size: 1, replaceAfter: Duration.millis(500) }))),
+    180_000
+  )
+
+  it.live(
     "an interpreter of the plain layer runs no warm-up",
     () =>
       Effect.gen(function* () {
