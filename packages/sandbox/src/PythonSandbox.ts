@@ -168,6 +168,16 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
     const replaceAllPending = Effect.suspend(() =>
       Effect.forEach([...pending], (handOver) => handOver, { discard: true })
     )
+    // The pool's close waits for every interpreter out on lease: a session
+    // that outlives this layer still holds one. On close, its lease ends
+    // here, with no replacement (the interpreter is the session's already).
+    const closing = { value: false }
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closing.value = true
+        return replaceAllPending
+      })
+    )
     return Sandbox.of({
       language: "python",
       isolation: wall.isolation,
@@ -194,7 +204,10 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
               Effect.suspend(() => {
                 pending.delete(handOver)
                 // (Its Scope is unused: the item is only marked.)
-                return Effect.scoped(Pool.invalidate(pool, proc)).pipe(Effect.zipRight(Scope.close(lease, Exit.void)))
+                const release = Scope.close(lease, Exit.void)
+                return closing.value
+                  ? release
+                  : Effect.scoped(Pool.invalidate(pool, proc)).pipe(Effect.zipRight(release))
               }).pipe(Effect.uninterruptible)
             )
             const repl = yield* restore(makeSession(proc, spawn, open, sessionOptions)).pipe(

@@ -664,6 +664,31 @@ describe("PythonSandbox.layerPool", () => {
   )
 
   it.live(
+    "a session that outlives the pool's layer: the layer closes at once, the session still runs, its interpreter ends with it",
+    () =>
+      Effect.gen(function* () {
+        const { host } = recordingHost()
+        const outer = yield* Scope.make()
+        const repl = yield* Sandbox.Sandbox.pipe(
+          Effect.flatMap((sandbox) => sandbox.open({ context: { text: "kept" }, host })),
+          Scope.extend(outer),
+          Effect.provide(PythonSandbox.layerPool({ size: 1, replaceAfter: Duration.minutes(5) })),
+          Effect.timeoutFail({
+            duration: Duration.seconds(30),
+            onTimeout: () => new Error("the pool's layer did not close")
+          })
+        )
+        // The layer is closed: its waiting interpreter is gone, the session's is not.
+        const alive = sandboxChildren()
+        assert.strictEqual(alive.length, 1)
+        assert.strictEqual((yield* repl.exec("print(P)")).stdout, "kept\n")
+        yield* Scope.close(outer, Exit.void)
+        assert.isFalse(processExists(alive[0] as number))
+      }),
+    180_000
+  )
+
+  it.live(
     "`replaceAfter` passed: the replacement starts while the session is still open",
     () =>
       Effect.gen(function* () {
