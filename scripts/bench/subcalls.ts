@@ -19,7 +19,16 @@ import { Effect, Layer } from "effect"
 const n = Number(process.env.BENCH_N ?? 1000)
 const latency = Number(process.env.BENCH_LATENCY_MS ?? 50)
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32)
-const batchRuns = Number(process.env.BENCH_BATCH_RUNS ?? 3)
+/** A count from the environment: a whole number ≥ 1, or the bench stops with why. */
+const countFrom = (name: string, fallback: number): number => {
+  const raw = process.env[name]
+  const value = raw === undefined || raw === "" ? fallback : Number(raw)
+  if (!Number.isInteger(value) || value < 1)
+    throw new Error(`${name} must be a whole number ≥ 1, got ${JSON.stringify(raw)}`)
+  return value
+}
+const runsOfN = countFrom("BENCH_RUNS", 3)
+const batchRuns = countFrom("BENCH_BATCH_RUNS", 3)
 const OFFICIAL_CONCURRENCY = 16
 
 /** One batch of `n` prompts under `policy`: the block's wall time and the fake's counters. */
@@ -58,9 +67,7 @@ const program = Effect.gen(function* () {
   // The process's first batch also pays for V8 compiling the whole path (~50 ms here, in a 100 ms batch of 32):
   // reported apart as `cold_wall_ms`, then the median of `BENCH_RUNS` batches (default 3) is the measure.
   const cold = yield* batch({ concurrency })
-  const runs = yield* Effect.forEach(Array.from({ length: Number(process.env.BENCH_RUNS ?? 3) }), () =>
-    batch({ concurrency })
-  )
+  const runs = yield* Effect.forEach(Array.from({ length: runsOfN }), () => batch({ concurrency }))
   const wall = median(runs.map((run) => run.wall))
   const ideal = Math.ceil(n / concurrency) * latency
   console.log(

@@ -339,25 +339,33 @@ def _setrecursionlimit(n):
 def _restore():
     # This module's own globals and the helpers' code, in case model code
     # reached them through a helper's __globals__ (it only hurts its own session).
+    # Each dict is updated first: then it holds every name of its snapshot,
+    # and it has more names exactly when its size is larger. Only then are
+    # the extra names looked for (a set difference, in C), which is the
+    # costly part, so a block that added none pays for none.
     g = _GLOBALS
     if g is not None:
-        # (A set difference, in C: a Python loop testing each name cost more
-        # than the rest of the restore together.)
-        for key in g.keys() - _SNAPSHOT.keys():
-            del g[key]
         g.update(_SNAPSHOT)
+        if _len(g) != _len(_SNAPSHOT):
+            for key in g.keys() - _SNAPSHOT.keys():
+                del g[key]
         for f, code, defaults, kwdefaults in _CODES:
-            f.__code__ = code
-            f.__defaults__ = defaults
-            f.__kwdefaults__ = kwdefaults
+            # (Read, compared, and only written back when replaced: a write costs more.)
+            if f.__code__ is not code:
+                f.__code__ = code
+            if f.__defaults__ is not defaults:
+                f.__defaults__ = defaults
+            if f.__kwdefaults__ is not kwdefaults:
+                f.__kwdefaults__ = kwdefaults
     _ns["__builtins__"] = _builtins
     _ns["P"] = _state["P"]
     _ns["context"] = _state["context"]
     _ns.update(_HELPERS)
     d = _builtins.__dict__
-    for key in d.keys() - _BUILTINS.keys():
-        del d[key]
     d.update(_BUILTINS)
+    if _len(d) != _len(_BUILTINS):
+        for key in d.keys() - _BUILTINS.keys():
+            del d[key]
     _sys.stdout = _SYS["stdout"]
     _sys.stderr = _SYS["stderr"]
     _sys.setrecursionlimit = _setrecursionlimit

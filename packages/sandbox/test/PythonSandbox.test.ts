@@ -140,6 +140,21 @@ layer(
     })
   )
 
+  it.effect(
+    "a name added where another was deleted (the same count) is restored too: builtins and the helpers' globals",
+    () =>
+      Effect.gen(function* () {
+        yield* exec(
+          `import builtins\ndel builtins.abs\nbuiltins.planted = 1\ng = peek.__globals__\ng["planted_global"] = 1\ndel g["_len"]\npeek.__defaults__ = (3,)`
+        )
+        const r = yield* exec(
+          `import builtins\nprint(hasattr(builtins, "planted"), abs(-2), "planted_global" in peek.__globals__, "_len" in peek.__globals__, peek.__defaults__ == (3,), lenP() > 0)`
+        )
+        assert.isUndefined(r.error)
+        assert.strictEqual(r.stdout, "False 2 False True False True\n")
+      })
+  )
+
   it.effect("llm_query round-trips through the host Effect", () =>
     Effect.gen(function* () {
       const { calls } = yield* Session
