@@ -17,11 +17,11 @@
  * own cost (the step, the model call through the fake, the trace, the spans),
  * wall and host CPU. BENCH_CORE=0 skips it.
  */
-import { readdirSync, readFileSync } from "node:fs"
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { Rlm } from "@rlm-runtime/core"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
 import { Effect, Layer, Option, type Scope } from "effect"
+import { cpuNs, descendants } from "./procCpu.js"
 
 const sandboxName = process.env.BENCH_SANDBOX ?? "js"
 const steps = Number(process.env.BENCH_STEPS ?? 300)
@@ -82,45 +82,6 @@ const program = Effect.gen(function* () {
     `BENCH loop per_iteration_ms=${perIteration.toFixed(3)} warm_run_ms=${warmRun.toFixed(1)} child_rlm_ms=${median(child).toFixed(1)}`
   )
 })
-
-/** Nanoseconds of CPU of every thread of `pid` (Linux), 0 where unreadable. */
-const cpuNs = (pid: number | "self"): number => {
-  try {
-    return readdirSync(`/proc/${pid}/task`).reduce(
-      (sum, tid) => sum + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]),
-      0
-    )
-  } catch {
-    return 0
-  }
-}
-
-/** The pids under `root` (Linux), from each process's parent in `/proc/<pid>/stat`. */
-const descendants = (root: number): Array<number> => {
-  const children = new Map<number, Array<number>>()
-  let entries: Array<string> = []
-  try {
-    entries = readdirSync("/proc").filter((name) => /^\d+$/.test(name))
-  } catch {
-    return []
-  }
-  for (const name of entries) {
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-      children.set(parent, [...(children.get(parent) ?? []), Number(name)])
-    } catch {}
-  }
-  const out: Array<number> = []
-  const walk = (pid: number): void => {
-    for (const child of children.get(pid) ?? []) {
-      out.push(child)
-      walk(child)
-    }
-  }
-  walk(root)
-  return out
-}
 
 const steady = Effect.gen(function* () {
   const sandbox = yield* Sandbox.Sandbox

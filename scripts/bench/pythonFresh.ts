@@ -7,39 +7,10 @@
  * (default 7000) of waiting (`idle_cpu_ms`: what it used meanwhile); else a
  * plain `PythonSandbox.layer()` start (`cold_ms`: open + `pass`).
  */
-import { readdirSync, readFileSync } from "node:fs"
 import { PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
 import { Effect } from "effect"
+import { cpuNs, descendants } from "./procCpu.js"
 
-const cpuNs = (pid: number): number => {
-  try {
-    return readdirSync(`/proc/${pid}/task`).reduce(
-      (sum, tid) => sum + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]),
-      0
-    )
-  } catch {
-    return 0
-  }
-}
-const descendants = (root: number): Array<number> => {
-  const children = new Map<number, Array<number>>()
-  for (const name of readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8")
-      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
-      children.set(parent, [...(children.get(parent) ?? []), Number(name)])
-    } catch {}
-  }
-  const out: Array<number> = []
-  const walk = (pid: number): void => {
-    for (const c of children.get(pid) ?? []) {
-      out.push(c)
-      walk(c)
-    }
-  }
-  walk(root)
-  return out
-}
 const host: Sandbox.HostFunctions = {
   llmQuery: (p) => Effect.succeed(p),
   rlmQuery: (p) => Effect.succeed(p),
