@@ -27,7 +27,7 @@ import {
 import { checkOpen } from "./internal/hostCall.js"
 import { defaultExecTimeout, makeSession } from "./internal/pythonRepl.js"
 import { defaultSnapshotDir, snapshotSource } from "./internal/pythonSnapshot.js"
-import { type IsolationMode, type OpenOptions, type Repl, Sandbox, type SandboxError } from "./Sandbox.js"
+import { type IsolationMode, type OpenOptions, type Repl, Sandbox, SandboxError } from "./Sandbox.js"
 
 /**
  * @since 0.1.0
@@ -172,6 +172,7 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
     // that outlives this layer still holds one. On close, its lease ends
     // here, with no replacement (the interpreter is the session's already).
     const closing = { value: false }
+    const poolClosed = new SandboxError({ reason: "Closed", message: "The Python sandbox pool is closed." })
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closing.value = true
@@ -185,6 +186,7 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
         Effect.uninterruptibleMask((restore) =>
           Effect.gen(function* () {
             yield* checkOpen(open)
+            if (closing.value) return yield* poolClosed
             // Another session may need an interpreter: start every replacement still waiting.
             yield* replaceAllPending
             // Take an interpreter out of the pool for good: its ownership moves
@@ -198,6 +200,12 @@ export const makePool = (options: PoolOptions): Effect.Effect<Sandbox.Service, S
               Scope.extend(lease),
               Effect.onError(() => Scope.close(lease, Exit.void))
             )
+            // A session's interpreter goes back to the pool only as the layer
+            // closes (its lease ends, above): never hand it to another session.
+            if (proc.transferred) {
+              yield* Scope.close(lease, Exit.void)
+              return yield* poolClosed
+            }
             proc.transferred = true
             yield* Effect.addFinalizer(() => proc.terminate())
             const handOver: Effect.Effect<void> = yield* Effect.once(

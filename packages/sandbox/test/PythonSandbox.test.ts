@@ -12,7 +12,7 @@ import {
 import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Cause, Duration, Effect, Exit, Fiber, Logger, Option, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Logger, Option, Scope } from "effect"
 import { treePids } from "../src/internal/isolation.js"
 import * as Output from "../src/Output.js"
 import * as PythonSandbox from "../src/PythonSandbox.js"
@@ -700,6 +700,30 @@ describe("PythonSandbox.layerPool", () => {
         yield* Scope.close(outer, Exit.void)
         assert.isFalse(processExists(alive[0] as number))
       }),
+    180_000
+  )
+
+  it.live(
+    "a pool whose layer has closed opens no session: a typed Closed error, and an outliving session keeps its interpreter",
+    () =>
+      Effect.gen(function* () {
+        const { host } = recordingHost()
+        const outer = yield* Scope.make()
+        const layerScope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(
+          PythonSandbox.layerPool({ size: 1, replaceAfter: Duration.minutes(5) }),
+          layerScope
+        )
+        const sandbox = Context.get(context, Sandbox.Sandbox)
+        const kept = yield* sandbox.open({ context: { text: "kept" }, host }).pipe(Scope.extend(outer))
+        yield* Scope.close(layerScope, Exit.void)
+        // The session's interpreter went back to the closed pool: it is handed to nobody.
+        const refused = yield* sandbox.open({ context: { text: "late" }, host }).pipe(Effect.scoped, Effect.flip)
+        assert.strictEqual(refused._tag, "SandboxError")
+        assert.strictEqual(refused.reason, "Closed")
+        assert.strictEqual((yield* kept.exec("print(P)")).stdout, "kept\n")
+        yield* Scope.close(outer, Exit.void)
+      }).pipe(Effect.timeoutFail({ duration: Duration.seconds(60), onTimeout: () => new Error("open or close hung") })),
     180_000
   )
 
