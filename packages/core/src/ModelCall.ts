@@ -25,12 +25,11 @@ import * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Ref from "effect/Ref"
 import type * as Budget from "./Budget.js"
 import type * as Policy from "./Policy.js"
 import * as Tracing from "./internal/tracing.js"
 import type { BudgetExceeded } from "./RlmError.js"
-import { Attribute, GenAiAttribute } from "./Tracing.js"
+import { Attribute, GenAiAttribute, SpanName } from "./Tracing.js"
 
 /**
  * What a call needs from its run tree.
@@ -107,36 +106,56 @@ const timeoutError = (ms: number) =>
  * @since 0.2.0
  * @category Calls
  */
-export const call: (
+export const call = (
   deps: Deps,
   request: Request
-) => Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> = Effect.fn("rlm.model_call", {
-  captureStackTrace: false
-})(function* (deps: Deps, request: Request) {
-  const { adapter, budget, policy } = deps
-  const model = adapter.model(request.role)
-  yield* Effect.annotateCurrentSpan({
-    [Attribute.role]: request.role,
-    [Attribute.model]: model,
-    [Attribute.depth]: request.depth,
-    [GenAiAttribute.requestModel]: model
+): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> =>
+  Effect.suspend(() => {
+    const model = deps.adapter.model(request.role)
+    // What the failed attempts the adapter retried reported (their usage is
+    // committed with the call's own), made anew each time the call runs: one
+    // call's attempts come one at a time.
+    const attempts: Attempts = { retries: 0, usage: undefined }
+    return Tracing.spanned(
+      SpanName.modelCall,
+      {
+        [Attribute.role]: request.role,
+        [Attribute.model]: model,
+        [Attribute.depth]: request.depth,
+        [GenAiAttribute.requestModel]: model
+      },
+      () => attempt(deps, request, model, attempts),
+      (span, exit) => {
+        if (Exit.isSuccess(exit)) Tracing.setAttributes(span, Tracing.reply(exit.value, true))
+        if (attempts.retries > 0) span.attribute(Attribute.retries, attempts.retries)
+        Tracing.endWithOutcome(span, exit)
+      }
+    )
   })
+
+interface Attempts {
+  retries: number
+  usage: LlmAdapter.Usage | undefined
+}
+
+const attempt = (
+  { adapter, budget, policy }: Deps,
+  request: Request,
+  model: string,
+  attempts: Attempts
+): Effect.Effect<LlmAdapter.ChatResponse, LlmAdapter.LlmError | BudgetExceeded> => {
   const kind = request.role === "root" ? "root" : "sub"
   const admit =
     request.admission === "grant"
       ? budget.grant({ kind, model })
       : budget.reserve({ kind, model, inputEstimate: LlmAdapter.estimateRequestTokens(request.messages) })
-  // The usage the failed attempts the adapter retried reported: committed with the call's own.
-  const retried = yield* Ref.make<LlmAdapter.Usage | undefined>(undefined)
-  const retries = yield* Ref.make(0)
-  const observer: AttemptObserver.Observer = (attempt) =>
-    Ref.update(retries, (n) => n + 1).pipe(
-      Effect.zipRight(
-        attempt.usage === undefined
-          ? Effect.void
-          : Ref.update(retried, (u) => addUsage(u, attempt.usage as LlmAdapter.Usage))
-      ),
-      Effect.zipRight(request.onRetry === undefined ? Effect.void : request.onRetry(attempt))
+  const observer: AttemptObserver.Observer = (failed) =>
+    Effect.zipRight(
+      Effect.sync(() => {
+        attempts.retries++
+        if (failed.usage !== undefined) attempts.usage = addUsage(attempts.usage, failed.usage)
+      }),
+      request.onRetry === undefined ? Effect.void : request.onRetry(failed)
     )
   const send = (reservation: Budget.Reservation) => {
     const chat = adapter.chat(
@@ -166,8 +185,9 @@ export const call: (
     reservation: Budget.Reservation,
     exit: Exit.Exit<LlmAdapter.ChatResponse, LlmAdapter.LlmError>
   ): Effect.Effect<void> =>
-    Effect.flatMap(Ref.get(retried), (before) =>
-      Exit.isSuccess(exit)
+    Effect.suspend(() => {
+      const before = attempts.usage
+      return Exit.isSuccess(exit)
         ? Effect.flatMap(budget.commit(reservation, addUsage(before, exit.value.usage)), (cost) =>
             request.onCommit === undefined ? Effect.void : request.onCommit(exit.value, cost)
           )
@@ -176,16 +196,6 @@ export const call: (
             before === undefined ? budget.release(reservation) : Effect.asVoid(budget.commit(reservation, before)),
             request.onFailure === undefined ? Effect.void : request.onFailure()
           )
-    )
-  return yield* budget
-    .permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
-    .pipe(
-      Effect.tap((response) => Effect.annotateCurrentSpan(Tracing.reply(response, true))),
-      Effect.onExit(() =>
-        Effect.flatMap(Ref.get(retries), (n) =>
-          n === 0 ? Effect.void : Effect.annotateCurrentSpan(Attribute.retries, n)
-        )
-      ),
-      Tracing.annotateOutcome
-    )
-})
+    })
+  return budget.permit(request.depth)(Effect.acquireUseRelease(admit, send, settle))
+}

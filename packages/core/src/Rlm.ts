@@ -316,27 +316,33 @@ const refusePrompt = (ctx: RunCtx, kind: "llm_query" | "rlm_query", prompt: stri
  * Run a sub-call in its `rlm.sub_call` span, annotated with its outcome (the
  * caller adds the reply's attributes).
  */
-const subCallSpan =
-  (ctx: RunCtx, kind: "llm_query" | "rlm_query", prompt: string, model: string) =>
-  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.flatMap(Ref.get(ctx.step), (step) =>
-      self.pipe(
-        Tracing.annotateOutcome,
-        Effect.withSpan(SpanName.subCall, {
-          captureStackTrace: false,
-          attributes: {
-            [Attribute.runId]: ctx.runId,
-            [Attribute.depth]: ctx.depth,
-            [Attribute.step]: step,
-            [Attribute.subCallKind]: kind,
-            [Attribute.model]: model,
-            [Attribute.promptChars]: prompt.length
-          }
-        })
-      )
+const subCallSpan = <A, E, R>(
+  ctx: RunCtx,
+  kind: "llm_query" | "rlm_query",
+  prompt: string,
+  model: string,
+  body: (span: Tracer.Span) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Ref.get(ctx.step), (step) =>
+    Tracing.spanned(
+      SpanName.subCall,
+      {
+        [Attribute.runId]: ctx.runId,
+        [Attribute.depth]: ctx.depth,
+        [Attribute.step]: step,
+        [Attribute.subCallKind]: kind,
+        [Attribute.model]: model,
+        [Attribute.promptChars]: prompt.length
+      },
+      body,
+      Tracing.endWithOutcome
     )
+  )
 
 const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
+  subCallSpan(ctx, "llm_query", prompt, ctx.tree.adapter.model("sub"), (span) => llmQueryIn(ctx, prompt, span))
+
+const llmQueryIn = (ctx: RunCtx, prompt: string, span: Tracer.Span): Effect.Effect<string, HostFailure> =>
   Effect.gen(function* () {
     yield* refusePrompt(ctx, "llm_query", prompt)
     const parentStep = yield* Ref.get(ctx.step)
@@ -377,10 +383,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
     )
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
     if (exit._tag === "Success") {
-      yield* Effect.annotateCurrentSpan({
-        ...Tracing.reply(exit.value),
-        [Attribute.replyChars]: exit.value.text.length
-      })
+      Tracing.setAttributes(span, { ...Tracing.reply(exit.value), [Attribute.replyChars]: exit.value.text.length })
       return exit.value.text
     }
     const base = baseOf(yield* Clock.currentTimeMillis)
@@ -397,7 +400,7 @@ const llmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
       return yield* Effect.fail(hostError(`llm_query failed (${failure.reason}): ${failure.message}`, failure))
     }
     return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
-  }).pipe(subCallSpan(ctx, "llm_query", prompt, ctx.tree.adapter.model("sub")))
+  })
 
 /**
  * A batch of sub-calls, `concurrency` at a time. When one fails the batch (a
@@ -444,16 +447,16 @@ const batched =
 const rlmQuery = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
   ctx.depth + 1 > ctx.tree.policy.maxDepth
     ? Effect.zipRight(refusePrompt(ctx, "rlm_query", prompt), llmQuery(ctx, prompt))
-    : childRun(ctx, prompt).pipe(subCallSpan(ctx, "rlm_query", prompt, ctx.tree.adapter.model("root")))
+    : subCallSpan(ctx, "rlm_query", prompt, ctx.tree.adapter.model("root"), (span) => childRun(ctx, prompt, span))
 
-const childRun = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailure> =>
+const childRun = (ctx: RunCtx, prompt: string, span: Tracer.Span): Effect.Effect<string, HostFailure> =>
   Effect.gen(function* () {
     const { tree } = ctx
     yield* refusePrompt(ctx, "rlm_query", prompt)
     const parentStep = yield* Ref.get(ctx.step)
     const index = yield* Ref.getAndUpdate(ctx.children, (n) => n + 1)
     const childRunId = `${ctx.runId}/${parentStep}.${index}`
-    yield* Effect.annotateCurrentSpan(Attribute.childRunId, childRunId)
+    span.attribute(Attribute.childRunId, childRunId)
     const start = yield* Clock.currentTimeMillis
     yield* tree.budget.reserveSubCall
     yield* Ref.update(ctx.subCalls, (n) => n + 1)
@@ -486,7 +489,7 @@ const childRun = (ctx: RunCtx, prompt: string): Effect.Effect<string, HostFailur
     }
     if (exit._tag === "Success") {
       const reply = exit.value.answer
-      yield* Effect.annotateCurrentSpan(Attribute.replyChars, reply.length)
+      span.attribute(Attribute.replyChars, reply.length)
       yield* emit(
         tree,
         new TraceEvent.SubCall({ ...base, reply, replySha256: sha256(reply), replyChars: reply.length })
@@ -781,28 +784,25 @@ const tracedBlock = (
   index: number,
   code: string
 ): Effect.Effect<Step.BlockOutcome, RunFailed> =>
-  Effect.gen(function* () {
-    yield* Ref.set(run.ctx.blockSpan, yield* Effect.option(Effect.currentSpan))
-    const outcome = yield* runBlock(run, code).pipe(Effect.ensuring(Ref.set(run.ctx.blockSpan, Option.none())))
-    yield* Effect.annotateCurrentSpan({
-      [Attribute.blockFailed]: outcome.block.error !== undefined,
-      [Attribute.blockDurationMs]: outcome.block.durationMs
-    })
-    const failure = blockFailure(outcome)
-    return failure === undefined ? outcome : yield* new BlockFailed({ message: failure, outcome })
-  }).pipe(
-    Effect.withSpan(SpanName.block, {
-      captureStackTrace: false,
-      attributes: {
-        [Attribute.runId]: run.spec.runId,
-        [Attribute.depth]: run.spec.depth,
-        [Attribute.step]: step,
-        [Attribute.blockIndex]: index,
-        [Attribute.codeChars]: code.length
-      }
-    }),
-    Effect.catchTag("BlockFailed", (e) => Effect.succeed(e.outcome))
-  )
+  Tracing.spanned(
+    SpanName.block,
+    {
+      [Attribute.runId]: run.spec.runId,
+      [Attribute.depth]: run.spec.depth,
+      [Attribute.step]: step,
+      [Attribute.blockIndex]: index,
+      [Attribute.codeChars]: code.length
+    },
+    (span) =>
+      Effect.gen(function* () {
+        yield* Ref.set(run.ctx.blockSpan, Option.some(span))
+        const outcome = yield* runBlock(run, code).pipe(Effect.ensuring(Ref.set(run.ctx.blockSpan, Option.none())))
+        span.attribute(Attribute.blockFailed, outcome.block.error !== undefined)
+        span.attribute(Attribute.blockDurationMs, outcome.block.durationMs)
+        const failure = blockFailure(outcome)
+        return failure === undefined ? outcome : yield* new BlockFailed({ message: failure, outcome })
+      })
+  ).pipe(Effect.catchTag("BlockFailed", (e) => Effect.succeed(e.outcome)))
 
 const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunFailed> =>
   Effect.gen(function* () {
@@ -914,6 +914,9 @@ const settle = (
 
 /** One ordinary step: root call → parse → blocks → (FINAL_VAR read) → `Step.decide`. */
 const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmError> =>
+  stepSpan(run, state.step + 1, false, (span) => stepIn(run, state, span))
+
+const stepIn = (run: Run, state: Step.RunState, span: Tracer.Span): Effect.Effect<Step.Decided, RlmError> =>
   Effect.gen(function* () {
     const number = state.step + 1
     yield* Ref.set(run.ctx.step, number)
@@ -922,10 +925,7 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
     )
     const turn = run.tools === undefined ? undefined : ToolProtocol.parse(pending.response)
     const parsed = turn?.parsed ?? Protocol.parse(pending.response.text, { language: run.config.language })
-    yield* Effect.annotateCurrentSpan({
-      ...Tracing.reply(pending.response),
-      [Attribute.blocks]: parsed.code.length
-    })
+    Tracing.setAttributes(span, { ...Tracing.reply(pending.response), [Attribute.blocks]: parsed.code.length })
     const outcomes = yield* runBlocks(run, number, parsed.code)
     const name = Step.varToRead(run.config, state, parsed, outcomes)
     const read = name === undefined ? undefined : yield* readVar(run, name)
@@ -947,21 +947,25 @@ const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmEr
       outcomes.map((o) => o.block),
       decided
     )
-  }).pipe(stepSpan(run, state.step + 1, false))
+  })
 
 /** A step in its `rlm.step` span. */
-const stepSpan =
-  (run: Run, number: number, forced: boolean) =>
-  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withSpan(self, SpanName.step, {
-      captureStackTrace: false,
-      attributes: {
-        [Attribute.runId]: run.spec.runId,
-        [Attribute.depth]: run.spec.depth,
-        [Attribute.step]: number,
-        [Attribute.forced]: forced
-      }
-    })
+const stepSpan = <A, E, R>(
+  run: Run,
+  number: number,
+  forced: boolean,
+  body: (span: Tracer.Span) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Tracing.spanned(
+    SpanName.step,
+    {
+      [Attribute.runId]: run.spec.runId,
+      [Attribute.depth]: run.spec.depth,
+      [Attribute.step]: number,
+      [Attribute.forced]: forced
+    },
+    body
+  )
 
 /** Ask for the answer once (no code is run); `Step.decideForced` takes the reply as the answer, or fails. */
 const forcedStep = (
@@ -973,40 +977,42 @@ const forcedStep = (
   onModelError: (e: LlmAdapter.LlmError) => RlmError,
   exceeded?: Step.Exceeded
 ): Effect.Effect<Step.Decided, RlmError> =>
-  Effect.gen(function* () {
-    yield* Ref.set(run.ctx.step, number)
-    const pending = yield* rootCall(run, number, state.messages, admission).pipe(
-      Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
-    )
-    const parsed =
-      run.tools === undefined
-        ? Protocol.parse(pending.response.text, { language: run.config.language })
-        : ToolProtocol.parse(pending.response).parsed
-    yield* Effect.annotateCurrentSpan(Tracing.reply(pending.response))
-    const name = Step.forcedVarToRead(parsed)
-    // Nothing more is asked of the REPL: a variable that cannot be read is no answer.
-    const read =
-      name === undefined
-        ? undefined
-        : yield* run.repl.getVar(name).pipe(
-            Effect.map(
-              Option.match({
-                onNone: (): Step.VarRead => ({ _tag: "Missing", name }),
-                onSome: (value): Step.VarRead => ({ _tag: "Value", name, value })
-              })
-            ),
-            Effect.catchTag("SandboxError", (e) =>
-              Effect.succeed<Step.VarRead>({ _tag: "Unreadable", name, message: e.message })
+  stepSpan(run, number, true, (span) =>
+    Effect.gen(function* () {
+      yield* Ref.set(run.ctx.step, number)
+      const pending = yield* rootCall(run, number, state.messages, admission).pipe(
+        Effect.catchTag("LlmError", (e) => Effect.fail(onModelError(e)))
+      )
+      const parsed =
+        run.tools === undefined
+          ? Protocol.parse(pending.response.text, { language: run.config.language })
+          : ToolProtocol.parse(pending.response).parsed
+      Tracing.setAttributes(span, Tracing.reply(pending.response))
+      const name = Step.forcedVarToRead(parsed)
+      // Nothing more is asked of the REPL: a variable that cannot be read is no answer.
+      const read =
+        name === undefined
+          ? undefined
+          : yield* run.repl.getVar(name).pipe(
+              Effect.map(
+                Option.match({
+                  onNone: (): Step.VarRead => ({ _tag: "Missing", name }),
+                  onSome: (value): Step.VarRead => ({ _tag: "Value", name, value })
+                })
+              ),
+              Effect.catchTag("SandboxError", (e) =>
+                Effect.succeed<Step.VarRead>({ _tag: "Unreadable", name, message: e.message })
+              )
             )
-          )
-    const decided = Step.decideForced(
-      run.config,
-      state,
-      { reply: pending.response.text, parsed, read, step: number, exceeded },
-      note
-    )
-    return yield* settle(run, pending, [], decided)
-  }).pipe(stepSpan(run, number, true))
+      const decided = Step.decideForced(
+        run.config,
+        state,
+        { reply: pending.response.text, parsed, read, step: number, exceeded },
+        note
+      )
+      return yield* settle(run, pending, [], decided)
+    })
+  )
 
 /** Steps until a decision ends the run. */
 const loop = (run: Run, state: Step.RunState): Effect.Effect<Answer, RlmError> =>
