@@ -698,8 +698,7 @@ const rootCall = (
   messages: ReadonlyArray<LlmAdapter.ChatMessage>,
   admission: "reserve" | "grant" = "reserve"
 ): Effect.Effect<Pending, LlmAdapter.LlmError | BudgetExceeded> =>
-  Effect.gen(function* () {
-    const stepStart = yield* Clock.currentTimeMillis
+  Effect.flatMap(Clock.currentTimeMillis, (stepStart) => {
     const promptSha256 = LlmCache.keyOf({ role: "root", messages })
     const pendingOf = (response: LlmAdapter.ChatResponse, now: number): Pending => ({
       step,
@@ -709,7 +708,7 @@ const rootCall = (
       blocks: [],
       promptSha256
     })
-    const response = yield* modelCall(
+    return modelCall(
       run.ctx,
       "root",
       messages,
@@ -717,9 +716,15 @@ const rootCall = (
         Effect.flatMap(Clock.currentTimeMillis, (now) => Ref.set(run.pending, Option.some(pendingOf(response, now)))),
       admission,
       run.tools
+    ).pipe(
+      Effect.flatMap((response) =>
+        Effect.flatMap(Ref.get(run.pending), (pending) =>
+          Option.isSome(pending)
+            ? Effect.succeed(pending.value)
+            : Effect.map(Clock.currentTimeMillis, (now) => pendingOf(response, now))
+        )
+      )
     )
-    const pending = yield* Ref.get(run.pending)
-    return Option.isSome(pending) ? pending.value : pendingOf(response, yield* Clock.currentTimeMillis)
   })
 
 /** Run a reply's blocks in order; stop after one that lost the interpreter or hit a budget limit. */
@@ -727,32 +732,42 @@ const runBlocks = (
   run: Run,
   step: number,
   code: ReadonlyArray<string>
-): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> =>
-  Effect.gen(function* () {
-    const { runId } = run.spec
-    const outcomes: Array<Step.BlockOutcome> = []
-    for (const [index, source] of code.entries()) {
-      yield* emit(
-        run.ctx.tree,
-        new RunEvent.BlockStarted({ runId, step, index, total: code.length, code: source }, true)
-      )
-      const outcome = yield* tracedBlock(run, step, index, source)
-      yield* emit(
-        run.ctx.tree,
-        new RunEvent.BlockFinished(
-          { runId, step, index, failed: outcome.block.error !== undefined, durationMs: outcome.block.durationMs },
-          true
+): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> => {
+  const { runId } = run.spec
+  const total = code.length
+  // (Plain combinators, not a generator looping over yields: on a run's hot
+  // path, V8 compiled that generator twice, at the largest cost of a step.)
+  const from = (
+    index: number,
+    outcomes: ReadonlyArray<Step.BlockOutcome>
+  ): Effect.Effect<ReadonlyArray<Step.BlockOutcome>, RunFailed> => {
+    if (index >= total) return Effect.succeed(outcomes)
+    const source = code[index] as string
+    return emit(run.ctx.tree, new RunEvent.BlockStarted({ runId, step, index, total, code: source }, true)).pipe(
+      Effect.zipRight(tracedBlock(run, step, index, source)),
+      Effect.flatMap((outcome) => {
+        const done = [...outcomes, outcome]
+        const last = outcome.lost !== undefined || outcome.budgetExceeded !== undefined
+        return emit(
+          run.ctx.tree,
+          new RunEvent.BlockFinished(
+            { runId, step, index, failed: outcome.block.error !== undefined, durationMs: outcome.block.durationMs },
+            true
+          )
+        ).pipe(
+          Effect.zipRight(
+            Ref.update(
+              run.pending,
+              Option.map((p) => ({ ...p, blocks: done.map((o) => o.block) }))
+            )
+          ),
+          Effect.zipRight(last ? Effect.succeed(done) : from(index + 1, done))
         )
-      )
-      outcomes.push(outcome)
-      yield* Ref.update(
-        run.pending,
-        Option.map((p) => ({ ...p, blocks: outcomes.map((o) => o.block) }))
-      )
-      if (outcome.lost !== undefined || outcome.budgetExceeded !== undefined) break
-    }
-    return outcomes
-  })
+      })
+    )
+  }
+  return from(0, [])
+}
 
 /**
  * A block that failed, as the failure of its `rlm.block` span (so the span has
@@ -794,22 +809,25 @@ const tracedBlock = (
       [Attribute.codeChars]: code.length
     },
     (span) =>
-      Effect.gen(function* () {
-        yield* Ref.set(run.ctx.blockSpan, Option.some(span))
-        const outcome = yield* runBlock(run, code).pipe(Effect.ensuring(Ref.set(run.ctx.blockSpan, Option.none())))
-        span.attribute(Attribute.blockFailed, outcome.block.error !== undefined)
-        span.attribute(Attribute.blockDurationMs, outcome.block.durationMs)
-        const failure = blockFailure(outcome)
-        return failure === undefined ? outcome : yield* new BlockFailed({ message: failure, outcome })
-      })
+      Ref.set(run.ctx.blockSpan, Option.some(span)).pipe(
+        Effect.zipRight(runBlock(run, code)),
+        Effect.ensuring(Ref.set(run.ctx.blockSpan, Option.none())),
+        Effect.flatMap((outcome) => {
+          span.attribute(Attribute.blockFailed, outcome.block.error !== undefined)
+          span.attribute(Attribute.blockDurationMs, outcome.block.durationMs)
+          const failure = blockFailure(outcome)
+          return failure === undefined
+            ? Effect.succeed(outcome)
+            : Effect.fail(new BlockFailed({ message: failure, outcome }))
+        })
+      )
   ).pipe(Effect.catchTag("BlockFailed", (e) => Effect.succeed(e.outcome)))
 
 const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunFailed> =>
-  Effect.gen(function* () {
-    const ran = yield* Effect.either(run.repl.exec(code))
+  Effect.flatMap(Effect.either(run.repl.exec(code)), (ran): Effect.Effect<Step.BlockOutcome, RunFailed> => {
     if (ran._tag === "Right") {
       const r = ran.right
-      return {
+      return Effect.succeed({
         block: {
           code,
           stdout: r.stdout,
@@ -819,24 +837,24 @@ const runBlock = (run: Run, code: string): Effect.Effect<Step.BlockOutcome, RunF
           durationMs: r.durationMs
         },
         ...(r.final !== undefined ? { final: r.final } : {})
-      }
+      })
     }
     const e = ran.left
     if (e._tag === "BudgetExceeded") {
       // A host call hit a limit: the block was aborted there, and the run ends.
-      return {
+      return Effect.succeed({
         block: { code, stdout: "", stderr: "", error: e.message, truncated: false, durationMs: 0 },
         budgetExceeded: { limit: e.limit, value: e.value, used: e.used, message: e.message }
-      }
+      })
     }
     // A block the sandbox could not run: a timeout (variables kept), a lost interpreter
     // (replaced at the next request), a refused message. Only a sandbox that cannot go on ends the run.
-    if (isFatal(e)) return yield* Effect.fail(sandboxFailed(e))
-    if (e.stateLost) yield* Ref.set(run.lastLoss, Option.some(e))
-    return {
+    if (isFatal(e)) return Effect.fail(sandboxFailed(e))
+    const outcome: Step.BlockOutcome = {
       block: { code, stdout: "", stderr: "", error: e.message, truncated: false, durationMs: 0 },
       ...(e.stateLost ? { lost: { reason: e.reason, message: e.message } } : {})
     }
+    return e.stateLost ? Effect.as(Ref.set(run.lastLoss, Option.some(e)), outcome) : Effect.succeed(outcome)
   })
 
 /** Read the variable of a `FINAL_VAR`, as data. */
@@ -892,62 +910,81 @@ const settle = (
   pending: Pending,
   blocks: ReadonlyArray<TraceEvent.CodeBlock>,
   decided: Step.Decided
-): Effect.Effect<Step.Decided, RlmError> =>
-  Effect.gen(function* () {
-    yield* Ref.set(run.state, decided.state)
-    yield* recordStep(run, pending, blocks, decided.record)
-    const decision = decided.decision
-    if (decision._tag === "Answered") {
-      yield* emit(
-        run.ctx.tree,
-        new TraceEvent.FinalAnswer({
-          runId: run.spec.runId,
-          step: pending.step,
-          source: decision.source,
-          answer: decision.answer
-        })
+): Effect.Effect<Step.Decided, RlmError> => {
+  const decision = decided.decision
+  const recorded = Effect.zipRight(Ref.set(run.state, decided.state), recordStep(run, pending, blocks, decided.record))
+  switch (decision._tag) {
+    case "Answered":
+      return recorded.pipe(
+        Effect.zipRight(
+          emit(
+            run.ctx.tree,
+            new TraceEvent.FinalAnswer({
+              runId: run.spec.runId,
+              step: pending.step,
+              source: decision.source,
+              answer: decision.answer
+            })
+          )
+        ),
+        Effect.as(decided)
       )
-    }
-    if (decision._tag === "Fail") return yield* failureOf(run, decision.failure)
-    return decided
-  })
+    case "Fail":
+      return Effect.zipRight(recorded, failureOf(run, decision.failure))
+    default:
+      return Effect.as(recorded, decided)
+  }
+}
 
 /** One ordinary step: root call → parse → blocks → (FINAL_VAR read) → `Step.decide`. */
 const step = (run: Run, state: Step.RunState): Effect.Effect<Step.Decided, RlmError> =>
   stepSpan(run, state.step + 1, false, (span) => stepIn(run, state, span))
 
-const stepIn = (run: Run, state: Step.RunState, span: Tracer.Span): Effect.Effect<Step.Decided, RlmError> =>
-  Effect.gen(function* () {
-    const number = state.step + 1
-    yield* Ref.set(run.ctx.step, number)
-    const pending = yield* rootCall(run, number, state.messages).pipe(
-      Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e)))
-    )
-    const turn = run.tools === undefined ? undefined : ToolProtocol.parse(pending.response)
-    const parsed = turn?.parsed ?? Protocol.parse(pending.response.text, { language: run.config.language })
-    Tracing.setAttributes(span, { ...Tracing.reply(pending.response), [Attribute.blocks]: parsed.code.length })
-    const outcomes = yield* runBlocks(run, number, parsed.code)
+// (Plain combinators rather than one generator: V8 compiled this step's
+// generator twice in a run's first few hundred steps, as costly as any function of a step.)
+const stepIn = (run: Run, state: Step.RunState, span: Tracer.Span): Effect.Effect<Step.Decided, RlmError> => {
+  const number = state.step + 1
+  return Ref.set(run.ctx.step, number).pipe(
+    Effect.zipRight(rootCall(run, number, state.messages)),
+    Effect.catchTag("LlmError", (e) => Effect.fail(modelFailed(e))),
+    Effect.flatMap((pending) => afterReply(run, state, span, number, pending))
+  )
+}
+
+/** The rest of a step, once the root model's reply is in: its blocks, a `FINAL_VAR` read, the decision. */
+const afterReply = (
+  run: Run,
+  state: Step.RunState,
+  span: Tracer.Span,
+  number: number,
+  pending: Pending
+): Effect.Effect<Step.Decided, RlmError> => {
+  const turn = run.tools === undefined ? undefined : ToolProtocol.parse(pending.response)
+  const parsed = turn?.parsed ?? Protocol.parse(pending.response.text, { language: run.config.language })
+  Tracing.setAttributes(span, { ...Tracing.reply(pending.response), [Attribute.blocks]: parsed.code.length })
+  return Effect.flatMap(runBlocks(run, number, parsed.code), (outcomes) => {
+    const decideWith = (read: Step.VarRead | undefined) =>
+      settle(
+        run,
+        pending,
+        outcomes.map((o) => o.block),
+        Step.decide(
+          run.config,
+          state,
+          {
+            reply: pending.response.text,
+            parsed,
+            outcomes,
+            read,
+            ...(turn !== undefined ? { respond: ToolProtocol.respond(turn, outcomes) } : {})
+          },
+          run.spec.runId
+        )
+      )
     const name = Step.varToRead(run.config, state, parsed, outcomes)
-    const read = name === undefined ? undefined : yield* readVar(run, name)
-    const decided = Step.decide(
-      run.config,
-      state,
-      {
-        reply: pending.response.text,
-        parsed,
-        outcomes,
-        read,
-        ...(turn !== undefined ? { respond: ToolProtocol.respond(turn, outcomes) } : {})
-      },
-      run.spec.runId
-    )
-    return yield* settle(
-      run,
-      pending,
-      outcomes.map((o) => o.block),
-      decided
-    )
+    return name === undefined ? decideWith(undefined) : Effect.flatMap(readVar(run, name), decideWith)
   })
+}
 
 /** A step in its `rlm.step` span. */
 const stepSpan = <A, E, R>(
