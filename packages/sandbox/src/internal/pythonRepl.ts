@@ -358,11 +358,10 @@ export const makeSession = <E>(
 
     const exec = (code: string): Effect.Effect<ExecResult, SandboxError | E> =>
       lock.withPermits(1)(
-        Effect.gen(function* () {
-          const proc = yield* alive
+        // (Combinators, not a generator: this is every block's path.)
+        Effect.flatMap(alive, (proc) => {
           const startedAt = Date.now()
-          const raw = yield* runExec(proc, code).pipe(noteDeath(proc))
-          return toExecResult(raw, Date.now() - startedAt)
+          return Effect.map(noteDeath(proc)(runExec(proc, code)), (raw) => toExecResult(raw, Date.now() - startedAt))
         })
       )
 
