@@ -1,5 +1,5 @@
 /**
- * The spans a run tree makes through Effect's tracer (`Effect.withSpan`), and
+ * The spans a run tree makes through Effect's tracer (`Effect.useSpan`), and
  * the attributes they carry. Core depends on no tracing backend: provide any
  * tracer Layer (`@effect/opentelemetry`'s `NodeSdk.layer` or `OtlpTracer.layer`,
  * say) and the spans reach it; without one they go to Effect's built-in tracer
