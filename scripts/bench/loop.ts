@@ -16,11 +16,18 @@
  * at all (an in-memory `Repl` whose blocks succeed at once): the run loop's
  * own cost (the step, the model call through the fake, the trace, the spans),
  * wall and host CPU. BENCH_CORE=0 skips it.
+ *
+ * A fourth line, `BENCH loop-effects`, counts the Effect operations the
+ * in-memory loop runs per step (a `Supervisor` told of each one under
+ * `RuntimeFlags.OpSupervision`): `per_step` = (a 101-step run − a 1-step
+ * run) / 100, `run_fixed` = the 1-step run's. A count, not a time: the same on
+ * every machine and in every run, so a change to the loop's path shows in it
+ * exactly, where the timed lines are noisy. BENCH_EFFECTS=0 skips it.
  */
 import { FakeAdapter } from "@rlm-runtime/adapters"
 import { Rlm } from "@rlm-runtime/core"
 import { JavascriptSandbox, PythonSandbox, Sandbox } from "@rlm-runtime/sandbox"
-import { Effect, Layer, Option, type Scope } from "effect"
+import { Effect, Layer, Option, RuntimeFlags, RuntimeFlagsPatch, type Scope, Supervisor } from "effect"
 import { cpuNs, descendants } from "./procCpu.js"
 
 const sandboxName = process.env.BENCH_SANDBOX ?? "js"
@@ -185,3 +192,32 @@ const core = Effect.gen(function* () {
 })
 
 if (process.env.BENCH_CORE !== "0") await Effect.runPromise(core)
+
+/** Counts the Effect operations run by the fibers it supervises (with `OpSupervision` on). */
+class OpCounter extends Supervisor.AbstractSupervisor<void> {
+  count = 0
+  readonly value = Effect.void
+  override onEffect(): void {
+    this.count++
+  }
+}
+
+const effects = Effect.gen(function* () {
+  const block = "```repl\nx = 1\n```"
+  const counted = (n: number) =>
+    Effect.gen(function* () {
+      const counter = new OpCounter()
+      yield* timeRun([...Array.from({ length: n }, () => block), "FINAL(done)"], { maxSteps: n + 1 }, Effect.void).pipe(
+        Effect.provide(inMemory),
+        Effect.supervised(counter),
+        Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))
+      )
+      return counter.count
+    })
+  yield* counted(1)
+  const one = yield* counted(1)
+  const many = yield* counted(101)
+  console.log(`BENCH loop-effects per_step=${((many - one) / 100).toFixed(1)} run_fixed=${one}`)
+})
+
+if (process.env.BENCH_EFFECTS !== "0") await Effect.runPromise(effects)
