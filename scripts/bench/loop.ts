@@ -38,6 +38,12 @@ const repeats = sandboxName === "python" ? 3 : 5
 const settleMs = Number(process.env.BENCH_SETTLE_MS ?? (sandboxName === "python" ? 6000 : 0))
 const settle = settleMs > 0 ? Effect.sleep(settleMs) : Effect.void
 const code = sandboxName === "python" ? "x = 1" : "var x = 1"
+/** The timed block, in the sandbox's language. */
+const block = `\`\`\`repl\n${code}\n\`\`\``
+/** The in-memory sessions' block (they run nothing). */
+const inMemoryBlock = "```repl\nx = 1\n```"
+/** A root model's script: `n` replies of `reply`, then the answer. */
+const script = (reply: string, n: number) => [...Array.from({ length: n }, () => reply), "FINAL(done)"]
 
 const sandboxLayer: Layer.Layer<Sandbox.Sandbox, Sandbox.SandboxError> =
   sandboxName === "python" ? PythonSandbox.layerPool({ size: 2 }) : JavascriptSandbox.layer()
@@ -55,16 +61,13 @@ const timeRun = (script: ReadonlyArray<string>, policy: Record<string, number>, 
 const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 
 const program = Effect.gen(function* () {
-  const block = `\`\`\`repl\n${code}\n\`\`\``
   // Warm up: the module, the interpreter pool, the JIT.
-  yield* timeRun([block, "FINAL(done)"], {})
+  yield* timeRun(script(block, 1), {})
   const long: Array<number> = []
   const short: Array<number> = []
   for (let i = 0; i < repeats; i++) {
-    long.push(
-      (yield* timeRun([...Array.from({ length: steps }, () => block), "FINAL(done)"], { maxSteps: steps + 1 })).ms
-    )
-    short.push((yield* timeRun([block, "FINAL(done)"], {})).ms)
+    long.push((yield* timeRun(script(block, steps), { maxSteps: steps + 1 })).ms)
+    short.push((yield* timeRun(script(block, 1), {})).ms)
   }
   console.error(
     `# runs long_ms ${long.map((x) => x.toFixed(0)).join(" ")} short_ms ${short.map((x) => x.toFixed(0)).join(" ")}`
@@ -109,16 +112,11 @@ const steady = Effect.gen(function* () {
       open: (): Effect.Effect<Sandbox.Repl, never, Scope.Scope> => Effect.succeed(session)
     })
   )
-  const block = `\`\`\`repl\n${code}\n\`\`\``
   const measured = (n: number) =>
     Effect.gen(function* () {
       const host = process.cpuUsage()
       const child = children.reduce((sum, pid) => sum + cpuNs(pid), 0)
-      const { ms } = yield* timeRun(
-        [...Array.from({ length: n }, () => block), "FINAL(done)"],
-        { maxSteps: n + 1 },
-        Effect.void
-      ).pipe(Effect.provide(same))
+      const { ms } = yield* timeRun(script(block, n), { maxSteps: n + 1 }, Effect.void).pipe(Effect.provide(same))
       const used = process.cpuUsage(host)
       return {
         ms,
@@ -168,15 +166,12 @@ const inMemory = (() => {
 })()
 
 const core = Effect.gen(function* () {
-  const block = "```repl\nx = 1\n```"
   const measured = (n: number) =>
     Effect.gen(function* () {
       const host = process.cpuUsage()
-      const { ms } = yield* timeRun(
-        [...Array.from({ length: n }, () => block), "FINAL(done)"],
-        { maxSteps: n + 1 },
-        Effect.void
-      ).pipe(Effect.provide(inMemory))
+      const { ms } = yield* timeRun(script(inMemoryBlock, n), { maxSteps: n + 1 }, Effect.void).pipe(
+        Effect.provide(inMemory)
+      )
       const used = process.cpuUsage(host)
       return { ms, hostMs: (used.user + used.system) / 1000 }
     })
@@ -203,11 +198,10 @@ class OpCounter extends Supervisor.AbstractSupervisor<void> {
 }
 
 const effects = Effect.gen(function* () {
-  const block = "```repl\nx = 1\n```"
   const counted = (n: number) =>
     Effect.gen(function* () {
       const counter = new OpCounter()
-      yield* timeRun([...Array.from({ length: n }, () => block), "FINAL(done)"], { maxSteps: n + 1 }, Effect.void).pipe(
+      yield* timeRun(script(inMemoryBlock, n), { maxSteps: n + 1 }, Effect.void).pipe(
         Effect.provide(inMemory),
         Effect.supervised(counter),
         Effect.withRuntimeFlagsPatch(RuntimeFlagsPatch.enable(RuntimeFlags.OpSupervision))

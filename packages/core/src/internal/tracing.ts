@@ -84,7 +84,3 @@ export const spanned = <A, E, R>(
 /** An `onEnd` of {@link spanned}: the outcome of the span's effect. @internal */
 export const endWithOutcome = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>): void =>
   setAttributes(span, outcome(exit))
-
-/** Annotate the current span with the outcome of its effect. @internal */
-export const annotateOutcome = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.onExit(self, (exit) => Effect.annotateCurrentSpan(outcome(exit)))
