@@ -15,7 +15,6 @@
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as Schema from "effect/Schema"
-import { locally } from "./internal/locally.js"
 import { LlmErrorReason, Usage } from "./LlmAdapter.js"
 
 /**
@@ -75,4 +74,4 @@ export const report = (attempt: AttemptFailed): Effect.Effect<void> =>
 export const observe =
   (observer: Observer) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    locally(self, currentObserver, observer)
+    Effect.locally(self, currentObserver, observer)

@@ -8,9 +8,8 @@
  *
  * @since 0.2.0
  */
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
-import { locally } from "./internal/locally.js"
 import type { CallRole } from "./LlmAdapter.js"
 
 /**
@@ -55,4 +54,4 @@ export const get: Effect.Effect<CallSite | undefined> = FiberRef.get(currentCall
 export const within =
   (site: CallSite) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    locally(self, currentCallSite, site)
+    Effect.locally(self, currentCallSite, site)

@@ -3,13 +3,9 @@
  */
 import type * as LlmAdapter from "@rlm-runtime/adapters/LlmAdapter"
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
-import * as Context from "effect/Context"
-import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
-import * as FiberRef from "effect/FiberRef"
-import * as Tracer from "effect/Tracer"
+import type * as Tracer from "effect/Tracer"
 import { Attribute, GenAiAttribute } from "../Tracing.js"
 
 /** Attributes with the `undefined` values left out. @internal */
@@ -68,17 +64,11 @@ export const setAttributes = (span: Tracer.Span, attributes: Record<string, unkn
 }
 
 /**
- * `body` in a span named `name`, the span its parent: the body gets the span
- * and sets attributes on it directly, and `onEnd` sets those the exit decides
- * just before the span ends.
- *
- * What `Effect.useSpan(name, span => Effect.withParentSpan(body(span), span))`
- * plus an `Effect.onExit` for `onEnd` do, in one uninterruptible region: the
- * span is made, put in the fiber's context as the parent span, and, whatever
- * the body's exit (interruption too), the context is put back and the span
- * ended. Those three regions cost 44 effects per span, this one 19; a step of a
- * run makes three spans. (And each `Effect.annotateCurrentSpan` would look the
- * current span up in its own few effects.) @internal
+ * `body` in a span named `name` (`Effect.useSpan`, the span its parent): the
+ * body gets the span and sets attributes on it directly, and `onEnd` sets
+ * those the exit decides as it ends. (Each `Effect.annotateCurrentSpan` looks
+ * the current span up in its own few effects: on the hot path of a run, the
+ * spans' annotations made up a third of the effects of a step.) @internal
  */
 export const spanned = <A, E, R>(
   name: string,
@@ -86,25 +76,10 @@ export const spanned = <A, E, R>(
   body: (span: Tracer.Span) => Effect.Effect<A, E, R>,
   onEnd?: (span: Tracer.Span, exit: Exit.Exit<A, E>) => void
 ): Effect.Effect<A, E, R> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.withFiberRuntime<A, E, R>((fiber) => {
-      const context = fiber.getFiberRef(FiberRef.currentContext)
-      const timing = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled)
-      const clock = Context.get(fiber.getFiberRef(DefaultServices.currentServices), Clock.Clock)
-      return Effect.flatMap(Effect.makeSpan(name, { attributes, captureStackTrace: false }), (span) =>
-        Effect.zipRight(
-          FiberRef.set(FiberRef.currentContext, Context.add(context, Tracer.ParentSpan, span)),
-          Effect.flatMap(Effect.exit(restore(body(span))), (exit) => {
-            if (span.status._tag !== "Ended") {
-              onEnd?.(span, exit)
-              span.end(timing ? clock.unsafeCurrentTimeNanos() : BigInt(0), exit)
-            }
-            return Effect.zipRight(FiberRef.set(FiberRef.currentContext, context), exit)
-          })
-        )
-      )
-    })
-  )
+  Effect.useSpan(name, { attributes, captureStackTrace: false }, (span) => {
+    const inner = Effect.withParentSpan(body(span), span)
+    return onEnd === undefined ? inner : Effect.onExit(inner, (exit) => Effect.sync(() => onEnd(span, exit)))
+  })
 
 /** An `onEnd` of {@link spanned}: the outcome of the span's effect. @internal */
 export const endWithOutcome = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>): void =>
