@@ -11,18 +11,22 @@
 import ast as _ast
 import builtins as _builtins
 import json as _json
+import re as _re
 import signal as _signal
 import sys as _sys
 import traceback as _traceback
 import types as _types
+import warnings as _warnings
 
 _dumps = _json.dumps
 _loads = _json.loads
 _parse = _ast.parse
 _Expr = _ast.Expr
 _Expression = _ast.Expression
+_Constant = _ast.Constant
 _Module = _ast.Module
 _compile = compile
+_Exception = Exception
 _exec = exec
 _eval = eval
 _repr = repr
@@ -441,6 +445,86 @@ def _uninterruptible():
         _set_signal(_SIGINT, _SIG_IGN)
 
 
+# A line that can begin the block's last top-level statement: it starts in
+# column 0 with neither a comment, a closing bracket nor a quote.
+_LAST_START = _re.compile(r"[^\s#)\]}'\"]").match
+# While the split is tried, a warning is an error: the whole-AST path then reports it, once.
+_LOUD = ("error", None, Warning, None, 0)
+# `name = ...` or `a, b = ...`: an assignment, never an expression to echo.
+_ASSIGNS = _re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:[ \t]*,[ \t]*[A-Za-z_][A-Za-z0-9_]*)*[ \t]*=(?!=)").match
+
+
+def _compiled(code):
+    """The block as code objects: the statements to exec in order, and the
+    trailing expression (if the last top-level statement is one) to eval and
+    echo.
+
+    Parsing the whole block to an AST, only to find that last statement,
+    costs about as much as compiling it. So the lines before the last
+    top-level line are compiled straight from source, and only that line (to
+    the end) is parsed. The split is taken only when both halves compile on
+    their own and without a warning: then the boundary is a real one between
+    statements (a line inside a string or brackets leaves one half
+    unfinished). A block the split does not fit (a syntax error or warning,
+    `__future__`, a last line that starts inside a string) takes the
+    whole-AST path, which reports its errors and warnings once. Lines keep
+    their numbers: the tail is compiled after as many empty lines as the
+    head has.
+    """
+    # (A lone carriage return is a newline to Python, not to the split.)
+    if "__future__" not in code and "\r" not in code:
+        lines = code.split("\n")
+        i = _len(lines) - 1
+        quoted = False
+        while i >= 0 and _LAST_START(lines[i]) is None:
+            # A line in column 0 that starts with a quote may be a statement of its own.
+            quoted = quoted or lines[i][:1] in ("'", '"')
+            i -= 1
+        if i >= 0:
+            split = _split(lines, i, quoted)
+            if split is not None:
+                return split
+    tree = _parse(code, "<repl>", "exec")
+    last = None
+    if tree.body and _isinstance(tree.body[-1], _Expr):
+        last = _compile(_Expression(tree.body.pop().value), "<repl>", "eval")
+    return [_compile(tree, "<repl>", "exec")], last
+
+
+def _split(lines, i, quoted):
+    """_compiled's split at line i, or None where it does not fit."""
+    filters = None
+    try:
+        filters = _warnings.filters
+        filters.insert(0, _LOUD)
+        _warnings._filters_mutated()
+        head = [_compile("\n".join(lines[:i]), "<repl>", "exec")] if i > 0 else []
+        tail = "\n" * i + "\n".join(lines[i:])
+        # One statement, an assignment: nothing to parse.
+        if not quoted and ";" not in tail and _ASSIGNS(lines[i]) is not None:
+            return head + [_compile(tail, "<repl>", "exec")], None
+        tree = _parse(tail, "<repl>", "exec")
+        body = tree.body
+        # (After a head, a string first in the tail is no docstring: the whole-AST path keeps it so.)
+        if head and body and _isinstance(body[0], _Expr) and _isinstance(body[0].value, _Constant):
+            return None
+        last = None
+        if body and _isinstance(body[-1], _Expr):
+            last = _compile(_Expression(body.pop().value), "<repl>", "eval")
+        if body:
+            head.append(_compile(tree, "<repl>", "exec"))
+        return head, last
+    except _Exception:
+        return None
+    finally:
+        try:
+            if filters and filters[0] is _LOUD:
+                del filters[0]
+            _warnings._filters_mutated()
+        except _Exception:
+            pass
+
+
 def exec_block(code, limit, max_answer=-1, max_prompt=-1):
     # The caps of this session (-1: none), kept for the helpers to check.
     _state["max_answer"] = int(max_answer)
@@ -455,13 +539,11 @@ def exec_block(code, limit, max_answer=-1, max_prompt=-1):
         # Each block starts interruptible (the time limit), whatever an earlier
         # block did with SIGINT; the REPL's own work after it is not (below).
         _set_signal(_SIGINT, _DEFAULT_INT)
-        tree = _parse(_str(code), "<repl>", "exec")
-        last = None
-        if tree.body and _isinstance(tree.body[-1], _Expr):
-            last = _Expression(tree.body.pop().value)
-        _exec(_compile(tree, "<repl>", "exec"), _ns)
+        body, last = _compiled(_str(code))
+        for part in body:
+            _exec(part, _ns)
         if last is not None:
-            value = _eval(_compile(last, "<repl>", "eval"), _ns)
+            value = _eval(last, _ns)
             if value is not None and not _isinstance(value, _Shown):
                 out.write(_repr(value) + "\n")
     except _BaseException as e:  # noqa: BLE001 - everything model code raises is output
