@@ -484,11 +484,16 @@ def _compiled(code):
             split = _split(lines, i, quoted)
             if split is not None:
                 return split
-    tree = _parse(code, "<repl>", "exec")
+    return _tree_parts(_parse(code, "<repl>", "exec"))
+
+
+def _tree_parts(tree):
+    """A parsed block (or tail) as code objects: its statements, and its trailing expression to echo."""
+    body = tree.body
     last = None
-    if tree.body and _isinstance(tree.body[-1], _Expr):
-        last = _compile(_Expression(tree.body.pop().value), "<repl>", "eval")
-    return [_compile(tree, "<repl>", "exec")], last
+    if body and _isinstance(body[-1], _Expr):
+        last = _compile(_Expression(body.pop().value), "<repl>", "eval")
+    return ([_compile(tree, "<repl>", "exec")] if body else []), last
 
 
 def _split(lines, i, quoted):
@@ -508,12 +513,8 @@ def _split(lines, i, quoted):
         # (After a head, a string first in the tail is no docstring: the whole-AST path keeps it so.)
         if head and body and _isinstance(body[0], _Expr) and _isinstance(body[0].value, _Constant):
             return None
-        last = None
-        if body and _isinstance(body[-1], _Expr):
-            last = _compile(_Expression(body.pop().value), "<repl>", "eval")
-        if body:
-            head.append(_compile(tree, "<repl>", "exec"))
-        return head, last
+        parts, last = _tree_parts(tree)
+        return head + parts, last
     except _Exception:
         return None
     finally:
